@@ -1,0 +1,324 @@
+//! Label sets: the identity of a series, stored compactly and kept sorted by name.
+//!
+//! A `Labels` value is one heap allocation holding every name and value back to back,
+//! each prefixed by its length as a uvarint (the same idea as Prometheus's
+//! "stringlabels"). One allocation per series keeps head memory per series small;
+//! iteration decodes the buffer on the fly.
+
+mod matcher;
+
+pub use matcher::{MatchType, Matcher, MatcherError};
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+/// The label holding the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// Longest label name or value accepted, in bytes. Longer strings are an input error
+/// long before they reach storage; this is the storage layer's own last limit.
+pub const LABEL_STRING_LEN_MAX: usize = 1 << 20;
+
+/// One label: a name and its value, borrowed from a `Labels` buffer or owned elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+/// A sorted set of labels with unique names. Empty values are never stored: a label
+/// with an empty value is the same as an absent label, as in Prometheus.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    /// `uvarint(len) bytes` for name, value, name, value, … sorted by name.
+    data: Box<[u8]>,
+}
+
+impl Labels {
+    /// The empty label set.
+    pub fn empty() -> Labels {
+        Labels::default()
+    }
+
+    /// Builds a label set from pairs in any order. Empty values are dropped; when a
+    /// name repeats, the last value wins.
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Labels {
+        let mut b = LabelsBuilder::new();
+        for (n, v) in pairs {
+            b.set(n.as_ref(), v.as_ref());
+        }
+        b.build()
+    }
+
+    /// Builds from labels that are already sorted by name with unique names and
+    /// no empty values. The caller vouches for that; it is checked in debug builds.
+    pub fn from_sorted<'a, I: IntoIterator<Item = Label<'a>>>(labels: I) -> Labels {
+        let mut data = Vec::new();
+        let mut prev: Option<&str> = None;
+        for l in labels {
+            debug_assert!(prev.is_none_or(|p| p < l.name), "labels not sorted/unique");
+            debug_assert!(!l.value.is_empty(), "empty label value");
+            push_str(&mut data, l.name);
+            push_str(&mut data, l.value);
+            prev = Some(l.name);
+        }
+        Labels {
+            data: data.into_boxed_slice(),
+        }
+    }
+
+    /// Iterates labels in name order.
+    pub fn iter(&self) -> LabelsIter<'_> {
+        LabelsIter { rest: &self.data }
+    }
+
+    /// The value of `name`, or "" when absent.
+    pub fn get(&self, name: &str) -> &str {
+        self.iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value)
+            .unwrap_or("")
+    }
+
+    /// Whether the set has a label called `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.iter().any(|l| l.name == name)
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Bytes held on the heap by this label set.
+    pub fn heap_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The metric name, or "" when there is none.
+    pub fn metric_name(&self) -> &str {
+        self.get(METRIC_NAME)
+    }
+
+    /// A 64-bit hash of the label set that is stable across processes and versions
+    /// (FNV-1a over names and values with separators), for sharding and maps.
+    pub fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for l in self.iter() {
+            for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h
+    }
+
+    /// A builder seeded with these labels, for changing a few of them.
+    pub fn builder(&self) -> LabelsBuilder {
+        let mut b = LabelsBuilder::new();
+        for l in self.iter() {
+            b.pairs.push((l.name.to_string(), l.value.to_string()));
+        }
+        b
+    }
+}
+
+fn push_str(buf: &mut Vec<u8>, s: &str) {
+    assert!(s.len() <= LABEL_STRING_LEN_MAX, "label string too long");
+    let mut n = s.len() as u64;
+    while n >= 0x80 {
+        buf.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    buf.push(n as u8);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Iterator over the labels of a `Labels`.
+pub struct LabelsIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> LabelsIter<'a> {
+    fn next_str(&mut self) -> &'a str {
+        let mut n: usize = 0;
+        let mut shift = 0;
+        let mut i = 0;
+        loop {
+            let b = self.rest[i];
+            n |= ((b & 0x7f) as usize) << shift;
+            i += 1;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        let (s, rest) = self.rest[i..].split_at(n);
+        self.rest = rest;
+        // The buffer is only ever built from `&str`s, so it is valid UTF-8 by construction.
+        std::str::from_utf8(s).expect("labels buffer holds valid UTF-8")
+    }
+}
+
+impl<'a> Iterator for LabelsIter<'a> {
+    type Item = Label<'a>;
+    fn next(&mut self) -> Option<Label<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let name = self.next_str();
+        let value = self.next_str();
+        Some(Label { name, value })
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = Label<'a>;
+    type IntoIter = LabelsIter<'a>;
+    fn into_iter(self) -> LabelsIter<'a> {
+        self.iter()
+    }
+}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.data.hash(state)
+    }
+}
+
+impl Ord for Labels {
+    /// Prometheus's order: label by label, name then value, a prefix sorts first.
+    fn cmp(&self, other: &Labels) -> Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Labels {
+    /// `{a="1", b="2"}` with values escaped like Go's `%q`, as Prometheus prints them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}={}", l.name, quote(l.value))?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Quotes a string like Go's `strconv.Quote` for printable text.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Builds a `Labels` from pairs in any order.
+#[derive(Debug, Default, Clone)]
+pub struct LabelsBuilder {
+    pairs: Vec<(String, String)>,
+}
+
+impl LabelsBuilder {
+    pub fn new() -> LabelsBuilder {
+        LabelsBuilder::default()
+    }
+
+    /// Sets `name` to `value`; an empty value removes the label.
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        self.pairs.retain(|(n, _)| n != name);
+        if !value.is_empty() {
+            self.pairs.push((name.to_string(), value.to_string()));
+        }
+        self
+    }
+
+    /// Removes `name`.
+    pub fn del(&mut self, name: &str) -> &mut Self {
+        self.pairs.retain(|(n, _)| n != name);
+        self
+    }
+
+    /// The current value of `name`, or "".
+    pub fn get(&self, name: &str) -> &str {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn build(&self) -> Labels {
+        let mut pairs: Vec<&(String, String)> = self.pairs.iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        Labels::from_sorted(pairs.iter().map(|(n, v)| Label {
+            name: n.as_str(),
+            value: v.as_str(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_sorted_and_drops_empty_values() {
+        let l = Labels::from_pairs(&[("b", "2"), ("a", "1"), ("c", ""), ("__name__", "up")]);
+        let names: Vec<&str> = l.iter().map(|l| l.name).collect();
+        assert_eq!(names, ["__name__", "a", "b"]);
+        assert_eq!(l.get("a"), "1");
+        assert_eq!(l.get("c"), "");
+        assert_eq!(l.metric_name(), "up");
+        assert_eq!(l.to_string(), r#"{__name__="up", a="1", b="2"}"#);
+    }
+
+    #[test]
+    fn orders_like_prometheus() {
+        let a = Labels::from_pairs(&[("a", "1")]);
+        let ab = Labels::from_pairs(&[("a", "1"), ("b", "1")]);
+        let a2 = Labels::from_pairs(&[("a", "2")]);
+        assert!(a < ab);
+        assert!(ab < a2);
+        assert!(Labels::empty() < a);
+    }
+
+    #[test]
+    fn long_strings_round_trip() {
+        let v = "x".repeat(300);
+        let l = Labels::from_pairs(&[("k", v.as_str())]);
+        assert_eq!(l.get("k"), v);
+    }
+}

@@ -1,0 +1,14 @@
+//! hearth: a clustered, Prometheus-compatible monitoring database.
+//!
+//! The crate is a library with one binary (`src/main.rs`). `docs/ARCHITECTURE.md`
+//! has the map; in short: `labels` and `storage` define the data model and the two
+//! seams, `tsdb` and `wal` implement local storage, `web` serves HTTP, and
+//! `server` wires everything together.
+
+pub mod encoding;
+pub mod labels;
+pub mod server;
+pub mod storage;
+pub mod tsdb;
+pub mod wal;
+pub mod web;

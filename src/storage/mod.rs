@@ -1,0 +1,145 @@
+//! The storage seams: every writer appends through `Appendable`, every reader reads
+//! through `Queryable`.
+//!
+//! Scraping, rule evaluation, the remote-write receiver and (in a cluster) the Raft
+//! state machine write through `Appendable`; PromQL, `/federate`, remote read and the
+//! API's series and label endpoints read through `Queryable`. The TSDB implements
+//! both; later the cluster's replicated appender and fan-out querier do too, and all
+//! of them must pass the suite in `conformance`.
+
+pub mod conformance;
+mod merge;
+
+pub use merge::merge_series_sets;
+
+use crate::labels::{Labels, Matcher};
+
+/// A sample value that marks a series as stale: a NaN with this exact bit pattern
+/// (Prometheus's `value.StaleNaN`). It is stored and returned bit for bit.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Whether `v` is the staleness marker (and not just any NaN).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// The staleness marker as an `f64`.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// One float sample: milliseconds since the epoch and a value.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub t: i64,
+    pub v: f64,
+}
+
+impl PartialEq for Sample {
+    /// Bitwise on the value, so NaNs (and the stale marker) compare as stored.
+    fn eq(&self, other: &Sample) -> bool {
+        self.t == other.t && self.v.to_bits() == other.v.to_bits()
+    }
+}
+
+/// A reference to a series inside one `Appendable`, returned by `append` so callers
+/// (a scrape loop) can skip the label lookup next time. 0 means "not known".
+pub type SeriesRef = u64;
+
+/// Why an append was refused. The messages are Prometheus's, since clients
+/// (remote-write senders, scrape error logs) match on them.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AppendError {
+    #[error("out of order sample")]
+    OutOfOrder,
+    #[error("duplicate sample for timestamp")]
+    DuplicateSampleForTimestamp,
+    #[error("out of bounds")]
+    OutOfBounds,
+    #[error("label set is empty or has no metric name: {0}")]
+    InvalidLabels(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// A read or write failed for a reason other than the sample itself.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupted data in {path}: {reason}")]
+    Corruption { path: String, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Something that hands out appenders.
+pub trait Appendable: Send + Sync {
+    /// A new transaction. Nothing it appends is visible to readers or durable until
+    /// `commit` returns `Ok`.
+    fn appender(&self) -> Box<dyn Appender>;
+}
+
+/// One append transaction. It is consumed by `commit` or `rollback`, so it cannot be
+/// used afterwards; dropping it without either rolls back.
+pub trait Appender: Send {
+    /// Adds a sample for the series `labels`. `series_ref` is a hint from an earlier
+    /// append of the same series in this `Appendable` (0 when unknown); the returned
+    /// ref is the one to pass next time. Out-of-order, duplicate and out-of-bounds
+    /// samples are refused here, one by one, and the rest of the batch goes on.
+    fn append(
+        &mut self,
+        series_ref: SeriesRef,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> Result<SeriesRef, AppendError>;
+
+    /// Makes everything appended so far durable (per the fsync policy) and visible.
+    fn commit(self: Box<Self>) -> Result<(), AppendError>;
+
+    /// Discards everything appended so far.
+    fn rollback(self: Box<Self>);
+}
+
+/// Hints a querier may use to read less; it must return correct results without them.
+#[derive(Debug, Clone, Default)]
+pub struct SelectHints {
+    /// Start of the range the caller needs, in ms (inclusive).
+    pub start_ms: i64,
+    /// End of the range the caller needs, in ms (inclusive).
+    pub end_ms: i64,
+    /// Only the label sets are needed, not samples (the series API).
+    pub series_only: bool,
+}
+
+/// One series with its samples in the queried range, in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// Series in label order, produced lazily.
+pub type SeriesSet = Box<dyn Iterator<Item = Result<Series, StorageError>> + Send>;
+
+/// Something that can be read over a time range.
+pub trait Queryable: Send + Sync {
+    /// A reader of samples with `mint <= t <= maxt` (both inclusive, as Prometheus).
+    fn querier(&self, mint: i64, maxt: i64) -> Result<Box<dyn Querier>, StorageError>;
+}
+
+/// A read view over a fixed time range.
+pub trait Querier: Send {
+    /// Every series matching all `matchers`, sorted by labels, with its samples in
+    /// the querier's range. At least one matcher must not match the empty string.
+    fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<SeriesSet, StorageError>;
+
+    /// Sorted, unique values of label `name` among series matching `matchers`
+    /// (all series when `matchers` is empty).
+    fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>, StorageError>;
+
+    /// Sorted, unique label names among series matching `matchers` (all series when
+    /// `matchers` is empty).
+    fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, StorageError>;
+}
