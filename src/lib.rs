@@ -9,6 +9,7 @@ pub mod encoding;
 pub mod labels;
 pub mod server;
 pub mod storage;
+pub mod textparse;
 pub mod tsdb;
 pub mod wal;
 pub mod web;

@@ -1,0 +1,1 @@
+//! Parsers for the Prometheus text exposition format and OpenMetrics text.

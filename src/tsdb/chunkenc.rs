@@ -1,0 +1,1 @@
+//! Gorilla XOR chunk encoding of float samples (Prometheus's chunk encoding 1).

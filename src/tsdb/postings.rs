@@ -1,0 +1,1 @@
+//! Operations on sorted postings lists: intersection, union and difference.

@@ -1,0 +1,1 @@
+//! WAL record encoding: series, samples and tombstones (Prometheus's record format).

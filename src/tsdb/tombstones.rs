@@ -1,0 +1,1 @@
+//! Tombstones: deleted time ranges per series, and the block `tombstones` file.
