@@ -644,7 +644,7 @@ pub fn decode_xor(data: &[u8]) -> Result<Vec<Sample>, ChunkError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::STALE_NAN_BITS;
     use proptest::prelude::*;
@@ -684,6 +684,50 @@ mod tests {
         ];
         assert_eq!(c.bytes(), &expected[..]);
         assert_eq!(decode_xor(c.bytes()).unwrap().len(), 4);
+    }
+
+    /// A chunk written by Prometheus itself (`promtool tsdb create-blocks-from
+    /// openmetrics`, promtool 2.42) from ten samples covering unchanged values,
+    /// NaN, ±Inf, delta-of-deltas of every width (the 64-bit one included) and
+    /// a sub-second timestamp. Decoding it must give the samples back, and
+    /// encoding the samples must give the same bytes.
+    pub(crate) const PROMETHEUS_CHUNK: [u8; 97] = [
+        0x00, 0x0a, 0x80, 0x89, 0x7a, 0x3f, 0xf0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x98, 0x75,
+        0x30, 0x9b, 0xff, 0xd8, 0x00, 0x1c, 0x5f, 0x7f, 0xf8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03,
+        0x7f, 0xfd, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x03, 0x80, 0x1b, 0x07,
+        0xf8, 0x09, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33, 0x52, 0x0c, 0x73, 0xed, 0x28, 0x8c, 0xcf,
+        0x60, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0d, 0x6d, 0x80, 0xaf, 0x8e, 0x79, 0x0f, 0x22,
+        0x00, 0x1d, 0x67, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0x94, 0xa3, 0xa6, 0x00, 0x20, 0x3c,
+        0x09, 0x03, 0x27, 0xef, 0x9d, 0xb2, 0x40,
+    ];
+
+    #[test]
+    fn matches_a_chunk_written_by_prometheus() {
+        let got = decode_xor(&PROMETHEUS_CHUNK).unwrap();
+        let ts: Vec<i64> = got.iter().map(|s| s.t).collect();
+        assert_eq!(
+            ts,
+            [
+                1_000_000, 1_015_000, 1_030_000, 1_045_001, 1_060_000, 1_075_000, 1_090_000,
+                1_105_000, 2_000_000, 2_015_500
+            ]
+        );
+        let vs: Vec<f64> = got.iter().map(|s| s.v).collect();
+        assert_eq!(vs[..3], [1.0, 1.0, 2.5]);
+        assert!(vs[3].is_nan());
+        assert_eq!(
+            vs[4..],
+            [
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                0.1,
+                1e300,
+                -3.75,
+                123456.789
+            ]
+        );
+        let again = encode(&got);
+        assert_eq!(again.bytes(), &PROMETHEUS_CHUNK[..]);
     }
 
     /// Prometheus's two quirks of the value window: 64 significant bits are

@@ -379,6 +379,25 @@ mod tests {
         assert_eq!(bytes, want);
     }
 
+    /// The whole segment file promtool 2.42 wrote for the chunk in
+    /// `chunkenc::tests::PROMETHEUS_CHUNK`; writing that chunk must reproduce it.
+    #[test]
+    fn matches_a_segment_written_by_prometheus() {
+        use crate::tsdb::chunkenc::tests::PROMETHEUS_CHUNK;
+        let tmp = tempfile::tempdir().unwrap();
+        let refs = write_all(
+            tmp.path(),
+            DEFAULT_SEGMENT_SIZE_BYTES,
+            &[(1, PROMETHEUS_CHUNK.to_vec())],
+        );
+        let mut want = vec![0x85, 0xbd, 0x40, 0xdd, 0x01, 0x00, 0x00, 0x00, 0x61, 0x01];
+        want.extend_from_slice(&PROMETHEUS_CHUNK);
+        want.extend_from_slice(&[0x48, 0x3d, 0x21, 0x43]);
+        assert_eq!(fs::read(tmp.path().join("000001")).unwrap(), want);
+        let r = ChunkReader::open(tmp.path()).unwrap();
+        assert_eq!(r.chunk(refs[0]).unwrap(), (1, &PROMETHEUS_CHUNK[..]));
+    }
+
     #[test]
     fn segments_are_cut_and_refs_name_them() {
         let tmp = tempfile::tempdir().unwrap();
