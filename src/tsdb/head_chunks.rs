@@ -687,6 +687,18 @@ impl HeadChunkFiles {
     }
 }
 
+impl Drop for HeadChunkFiles {
+    /// Trims and fsyncs the file being written, so a clean shutdown leaves
+    /// every chunk durable. Errors can only be logged here; `open` repairs
+    /// whatever a failed shutdown leaves behind.
+    fn drop(&mut self) {
+        let mut inner = self.inner.lock();
+        if let Err(e) = self.finish_write_file(&mut inner) {
+            tracing::warn!(error = %e, "finishing head chunk file on close");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
