@@ -150,7 +150,6 @@ impl Segment {
 }
 
 /// A segmented write-ahead log of opaque records. See the module docs.
-#[derive(Debug)]
 pub struct Log {
     /// Directory holding the segment files (other files in it are ignored).
     dir: PathBuf,
@@ -497,6 +496,20 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Log {
+    /// Leaves out the write buffer, which can hold hundreds of KiB.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("first_index", &self.first_index())
+            .field("next_index", &self.next_index())
+            .field("segments", &self.segments.len())
+            .field("buffered_bytes", &self.buf.len())
+            .field("broken", &self.broken)
+            .finish()
     }
 }
 
