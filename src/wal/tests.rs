@@ -218,6 +218,49 @@ fn torn_header_of_new_segment_is_dropped() {
     assert_eq!(log.append(b"b").unwrap(), 1);
 }
 
+#[test]
+fn fsync_always_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_size_bytes: 128,
+        fsync: FsyncPolicy::Always,
+        repair: false,
+    };
+    let mut log = Log::open(dir.path(), o.clone()).unwrap();
+    for i in 0..40 {
+        log.append(&record(i)).unwrap();
+    }
+    log.sync().unwrap();
+    log.cut_segment().unwrap();
+    log.truncate_after(30).unwrap();
+    let second = log.segments()[1].first_index;
+    log.remove_segments_before(second).unwrap();
+    log.reset(100).unwrap();
+    log.append(b"x").unwrap();
+    log.close().unwrap();
+    let mut log = Log::open(dir.path(), o).unwrap();
+    assert_eq!(read_all(&mut log, 100), vec![(100, b"x".to_vec())]);
+}
+
+#[test]
+fn reader_errors_when_segment_shrinks_underneath() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(1 << 20)).unwrap();
+    for i in 0..10 {
+        log.append(&record(i)).unwrap();
+    }
+    let reader = log.reader(0).unwrap();
+    let path = segment_path(dir.path(), 0);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(100).unwrap();
+    let rest: Vec<_> = reader.collect();
+    assert!(rest.last().unwrap().is_err());
+    assert!(rest
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .all(|(i, r)| *r == record(*i)));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
