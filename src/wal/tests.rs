@@ -1,0 +1,285 @@
+//! Unit tests for `wal::Log`: appends, reads, truncation and recovery.
+
+use super::*;
+use proptest::prelude::*;
+
+fn opts(segment_size_bytes: u64) -> LogOptions {
+    LogOptions {
+        segment_size_bytes,
+        fsync: FsyncPolicy::Never,
+        repair: false,
+    }
+}
+
+fn record(i: u64) -> Vec<u8> {
+    format!("record-{i}-")
+        .repeat((i % 7) as usize + 1)
+        .into_bytes()
+}
+
+fn read_all(log: &mut Log, from: u64) -> Vec<(u64, Vec<u8>)> {
+    log.reader(from)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+#[test]
+fn round_trip_across_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(256)).unwrap();
+    for i in 0..500 {
+        assert_eq!(log.append(&record(i)).unwrap(), i);
+    }
+    log.sync().unwrap();
+    assert!(log.segments().len() > 20, "{}", log.segments().len());
+    for s in log.segments() {
+        assert!(s.size_bytes <= 256 || s.record_count == 1, "{s:?}");
+    }
+    let got = read_all(&mut log, 0);
+    assert_eq!(got.len(), 500);
+    for (i, (idx, r)) in got.iter().enumerate() {
+        assert_eq!((*idx, r), (i as u64, &record(i as u64)));
+    }
+    // From every index, including ones between stored offsets.
+    for from in [1, 31, 32, 33, 250, 499, 500] {
+        let got = read_all(&mut log, from);
+        assert_eq!(got.len() as u64, 500 - from);
+        assert!(got.iter().all(|(i, r)| *r == record(*i)));
+    }
+    assert!(matches!(
+        log.reader(501),
+        Err(WalError::IndexOutOfRange { index: 501, .. })
+    ));
+}
+
+#[test]
+fn reader_sees_buffered_records_and_large_records_get_own_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(128)).unwrap();
+    log.append(b"small").unwrap();
+    let big = vec![0xab; 1000];
+    assert_eq!(log.append(&big).unwrap(), 1);
+    log.append(b"after").unwrap();
+    let segs = log.segments();
+    assert_eq!(segs.len(), 3);
+    assert_eq!(segs[1].record_count, 1);
+    let got: Vec<Vec<u8>> = read_all(&mut log, 0).into_iter().map(|r| r.1).collect();
+    assert_eq!(got, vec![b"small".to_vec(), big, b"after".to_vec()]);
+}
+
+#[test]
+fn reopen_continues_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = Log::open(dir.path(), opts(200)).unwrap();
+        log.append_batch(&[b"a", b"b", b"c"]).unwrap();
+        log.close().unwrap();
+    }
+    let mut log = Log::open(dir.path(), opts(200)).unwrap();
+    assert_eq!((log.first_index(), log.next_index()), (0, 3));
+    assert_eq!(log.append_batch(&[b"d", b"e"]).unwrap(), 3);
+    drop(log);
+    let mut log = Log::open(dir.path(), opts(200)).unwrap();
+    let got: Vec<Vec<u8>> = read_all(&mut log, 0).into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        got,
+        vec![
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"c".to_vec(),
+            b"d".to_vec(),
+            b"e".to_vec()
+        ]
+    );
+}
+
+#[test]
+fn truncate_after_drops_tail_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(256)).unwrap();
+    for i in 0..200 {
+        log.append(&record(i)).unwrap();
+    }
+    log.truncate_after(1000).unwrap(); // past the end: nothing
+    assert_eq!(log.next_index(), 200);
+    log.truncate_after(70).unwrap();
+    assert_eq!(log.next_index(), 71);
+    assert_eq!(log.append(b"new-71").unwrap(), 71);
+    let got = read_all(&mut log, 60);
+    assert_eq!(got.len(), 12);
+    assert_eq!(got.last().unwrap(), &(71, b"new-71".to_vec()));
+    drop(log);
+    // The truncation holds across a reopen.
+    let mut log = Log::open(dir.path(), opts(256)).unwrap();
+    assert_eq!(log.next_index(), 72);
+    let got = read_all(&mut log, 0);
+    assert!(got[..71].iter().all(|(i, r)| *r == record(*i)));
+    // Truncating everything.
+    log.truncate_after(u64::MAX).unwrap();
+    assert!(log.truncate_after(0).is_ok());
+    assert_eq!(log.next_index(), 1);
+}
+
+#[test]
+fn remove_segments_before_keeps_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(256)).unwrap();
+    for i in 0..300 {
+        log.append(&record(i)).unwrap();
+    }
+    let segs = log.segments();
+    let cut = segs[5].first_index + 1;
+    assert_eq!(log.remove_segments_before(cut).unwrap(), 5);
+    assert_eq!(log.first_index(), segs[5].first_index);
+    assert!(log.reader(segs[4].first_index).is_err());
+    drop(log);
+    let mut log = Log::open(dir.path(), opts(256)).unwrap();
+    assert_eq!(log.first_index(), segs[5].first_index);
+    assert_eq!(log.next_index(), 300);
+    let first = log.first_index();
+    let got = read_all(&mut log, first);
+    assert!(got.iter().all(|(i, r)| *r == record(*i)));
+    // Never removes the active segment.
+    log.remove_segments_before(u64::MAX).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    assert_eq!(log.next_index(), 300);
+}
+
+#[test]
+fn reset_restarts_at_index_and_survives_interruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(256)).unwrap();
+    for i in 0..100 {
+        log.append(&record(i)).unwrap();
+    }
+    log.reset(1000).unwrap();
+    assert_eq!((log.first_index(), log.next_index()), (1000, 1000));
+    assert_eq!(log.append(b"x").unwrap(), 1000);
+    let number = log.segments()[0].number;
+    drop(log);
+    // Simulate a crash before the old segments were deleted: put one back.
+    let old = segment_path(dir.path(), number - 1);
+    fs::write(
+        &old,
+        SegmentHeader {
+            first_index: 5,
+            flags: 0,
+        }
+        .encode(),
+    )
+    .unwrap();
+    let mut log = Log::open(dir.path(), opts(256)).unwrap();
+    assert!(!old.exists());
+    assert_eq!(read_all(&mut log, 1000), vec![(1000, b"x".to_vec())]);
+}
+
+#[test]
+fn cut_segment_and_empty_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(1024)).unwrap();
+    log.append(b"").unwrap();
+    log.cut_segment().unwrap();
+    log.cut_segment().unwrap();
+    log.append(b"").unwrap();
+    assert_eq!(log.segments().len(), 3);
+    drop(log);
+    let mut log = Log::open(dir.path(), opts(1024)).unwrap();
+    assert_eq!(read_all(&mut log, 0), vec![(0, vec![]), (1, vec![])]);
+    log.truncate_after(0).unwrap();
+    assert_eq!((log.next_index(), log.segments().len()), (1, 3));
+}
+
+#[test]
+fn invalid_options_and_oversized_records() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), opts(10)),
+        Err(WalError::InvalidOptions(_))
+    ));
+    let mut log = Log::open(dir.path(), opts(1024)).unwrap();
+    let huge = vec![0u8; RECORD_LEN_MAX + 1];
+    assert!(matches!(
+        log.append(&huge),
+        Err(WalError::RecordTooLarge { .. })
+    ));
+    assert_eq!(log.next_index(), 0);
+}
+
+#[test]
+fn torn_header_of_new_segment_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(1024)).unwrap();
+    log.append(b"a").unwrap();
+    drop(log);
+    fs::write(segment_path(dir.path(), 1), [0u8; 7]).unwrap();
+    let mut log = Log::open(dir.path(), opts(1024)).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    assert_eq!(log.append(b"b").unwrap(), 1);
+}
+
+#[test]
+fn fsync_always_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_size_bytes: 128,
+        fsync: FsyncPolicy::Always,
+        repair: false,
+    };
+    let mut log = Log::open(dir.path(), o.clone()).unwrap();
+    for i in 0..40 {
+        log.append(&record(i)).unwrap();
+    }
+    log.sync().unwrap();
+    log.cut_segment().unwrap();
+    log.truncate_after(30).unwrap();
+    let second = log.segments()[1].first_index;
+    log.remove_segments_before(second).unwrap();
+    log.reset(100).unwrap();
+    log.append(b"x").unwrap();
+    log.close().unwrap();
+    let mut log = Log::open(dir.path(), o).unwrap();
+    assert_eq!(read_all(&mut log, 100), vec![(100, b"x".to_vec())]);
+}
+
+#[test]
+fn reader_errors_when_segment_shrinks_underneath() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(1 << 20)).unwrap();
+    for i in 0..10 {
+        log.append(&record(i)).unwrap();
+    }
+    let reader = log.reader(0).unwrap();
+    let path = segment_path(dir.path(), 0);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(100).unwrap();
+    let rest: Vec<_> = reader.collect();
+    assert!(rest.last().unwrap().is_err());
+    assert!(rest
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .all(|(i, r)| *r == record(*i)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn arbitrary_records_round_trip(
+        records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..80),
+        segment_size_bytes in 64u64..2048,
+        reopen in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), opts(segment_size_bytes)).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            prop_assert_eq!(log.append(r).unwrap(), i as u64);
+        }
+        if reopen {
+            drop(log);
+            log = Log::open(dir.path(), opts(segment_size_bytes)).unwrap();
+        }
+        let got: Vec<Vec<u8>> = read_all(&mut log, 0).into_iter().map(|r| r.1).collect();
+        prop_assert_eq!(got, records);
+    }
+}
