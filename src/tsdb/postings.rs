@@ -322,7 +322,7 @@ fn postings_of_values<S: PostingsSource + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::labels::Labels;
     use proptest::prelude::*;
