@@ -155,7 +155,10 @@ fn compile(name: &str, pattern: &str) -> Result<Fast, MatcherError> {
     if pattern == ".+" {
         return Ok(Fast::NonEmpty);
     }
-    let is_plain = |s: &str| s.chars().all(|c| c.is_alphanumeric() || "_-:/ ,=@".contains(c));
+    let is_plain = |s: &str| {
+        s.chars()
+            .all(|c| c.is_alphanumeric() || "_-:/ ,=@".contains(c))
+    };
     if is_plain(pattern) {
         return Ok(Fast::Literal(pattern.to_string()));
     }
@@ -199,7 +202,9 @@ mod tests {
     #[test]
     fn fast_paths_agree_with_the_regex() {
         let pats = ["abc", "a|b|c", ".*", ".+", "a|", "x.y", "(a|b)c", "a-b:c"];
-        let vals = ["", "a", "b", "c", "abc", "x y", "xzy", "ac", "bc", "a-b:c", "\n"];
+        let vals = [
+            "", "a", "b", "c", "abc", "x y", "xzy", "ac", "bc", "a-b:c", "\n",
+        ];
         for p in pats {
             let re = Regex::new(&format!("^(?s:{p})$")).unwrap();
             let mm = m(MatchType::Regexp, p);
@@ -213,7 +218,10 @@ mod tests {
 
     #[test]
     fn set_matches() {
-        assert_eq!(m(MatchType::Regexp, "b|a").set_matches(), Some(vec!["a", "b"]));
+        assert_eq!(
+            m(MatchType::Regexp, "b|a").set_matches(),
+            Some(vec!["a", "b"])
+        );
         assert_eq!(m(MatchType::Regexp, "a.*").set_matches(), None);
         assert_eq!(m(MatchType::Equal, "x").set_matches(), Some(vec!["x"]));
     }

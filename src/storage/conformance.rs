@@ -236,5 +236,9 @@ fn range_bounds_are_inclusive<S: Appendable + Queryable>(s: &S) {
         .map(|s| s.expect("series"))
         .collect();
     let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t).collect();
-    assert_eq!(ts, [2000, 3000, 4000], "[mint, maxt] is inclusive at both ends");
+    assert_eq!(
+        ts,
+        [2000, 3000, 4000],
+        "[mint, maxt] is inclusive at both ends"
+    );
 }

@@ -18,12 +18,14 @@ pub fn router(state: WebState) -> Router {
         .route("/-/ready", get(|| async { "Ready.\n" }))
         .route(
             "/metrics",
-            get(|axum::extract::State(s): axum::extract::State<WebState>| async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                    (s.metrics)(),
-                )
-            }),
+            get(
+                |axum::extract::State(s): axum::extract::State<WebState>| async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        (s.metrics)(),
+                    )
+                },
+            ),
         )
         .with_state(state)
 }
