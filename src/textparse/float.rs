@@ -163,18 +163,53 @@ pub(crate) fn push_openmetrics_float(out: &mut String, f: f64) {
     };
     let exp: i32 = out[e_at + 1..].parse().unwrap_or(0);
     if (-4..6).contains(&exp) {
-        // Go switches to plain decimal notation here; Rust's `{}` prints the same
-        // shortest digits without an exponent.
+        // Go switches to plain decimal notation here. Respell the same shortest
+        // digits without an exponent (formatting once is half the cost of twice).
+        let negative = f < 0.0;
+        let mut digits = [0u8; 32];
+        let mut count = 0;
+        for &c in &out.as_bytes()[start..e_at] {
+            if c.is_ascii_digit() && count < digits.len() {
+                digits[count] = c;
+                count += 1;
+            }
+        }
+        let digits = &digits[..count];
         out.truncate(start);
-        let _ = write!(out, "{f}");
-        if !out[start..].contains('.') {
-            out.push_str(".0");
+        if negative {
+            out.push('-');
+        }
+        if exp < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exp - 1) {
+                out.push('0');
+            }
+            push_ascii(out, digits);
+        } else {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                push_ascii(out, digits);
+                for _ in digits.len()..int_len {
+                    out.push('0');
+                }
+                out.push_str(".0");
+            } else {
+                push_ascii(out, &digits[..int_len]);
+                out.push('.');
+                push_ascii(out, &digits[int_len..]);
+            }
         }
     } else {
         // Go writes the exponent with a sign and at least two digits.
         out.truncate(e_at + 1);
         out.push(if exp < 0 { '-' } else { '+' });
         let _ = write!(out, "{:02}", exp.unsigned_abs());
+    }
+}
+
+fn push_ascii(out: &mut String, digits: &[u8]) {
+    for &d in digits {
+        out.push(char::from(d));
     }
 }
 
@@ -266,6 +301,13 @@ mod tests {
             (0.0001, "0.0001"),
             (0.00001, "1e-05"),
             (123456.0, "123456.0"),
+            (100.0, "100.0"),
+            (-2.5, "-2.5"),
+            (0.005, "0.005"),
+            (-0.00012, "-0.00012"),
+            (999999.5, "999999.5"),
+            (12.0625, "12.0625"),
+            (0.1 + 0.2, "0.30000000000000004"),
             (1e6, "1e+06"),
             (1234567.0, "1.234567e+06"),
             (2.5e-7, "2.5e-07"),
@@ -278,6 +320,26 @@ mod tests {
             let mut s = String::new();
             push_openmetrics_float(&mut s, *f);
             assert_eq!(s, *want, "{f}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn openmetrics_spelling_round_trips(f in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL) {
+            let mut s = String::new();
+            push_openmetrics_float(&mut s, f);
+            proptest::prop_assert_eq!(parse_go_float(s.as_bytes()), Ok(f));
+            let exp = format!("{f:e}").split_once('e').map(|(_, e)| e.parse::<i32>().unwrap()).unwrap();
+            if (-4..6).contains(&exp) {
+                // The plain decimal form has the same digits as Rust's shortest one.
+                let mut plain = format!("{f}");
+                if !plain.contains('.') {
+                    plain.push_str(".0");
+                }
+                proptest::prop_assert_eq!(s, plain);
+            } else {
+                proptest::prop_assert!(s.contains("e+") || s.contains("e-"), "{}", s);
+            }
         }
     }
 

@@ -71,6 +71,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    #[inline]
     pub fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
@@ -84,6 +85,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Skips spaces and tabs, the only whitespace the Prometheus text format knows.
+    #[inline]
     pub fn skip_blanks(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t')) {
             self.pos += 1;
@@ -91,6 +93,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Advances over bytes for which `keep` holds and returns where the run began.
+    #[inline]
     pub fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> usize {
         let start = self.pos;
         while let Some(c) = self.peek() {
@@ -111,6 +114,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// The bytes `start..end` as text, if they are valid UTF-8.
+    #[inline]
     pub fn str_at(&self, start: usize, end: usize) -> Option<&'a str> {
         match self.text {
             Some(t) => t.get(start..end),
@@ -175,6 +179,7 @@ impl<'a> Lexer<'a> {
     /// a newline, as in Prometheus's lexers; `raw_newline` says whether a bare
     /// newline may appear inside. Returns the span between the quotes and whether
     /// it contains a backslash.
+    #[inline]
     pub fn quoted(&mut self, raw_newline: bool, what: &str) -> Scan<(usize, usize, bool)> {
         let open = self.pos;
         let start = open + 1;
@@ -330,6 +335,16 @@ pub(crate) fn unescape(raw: &str, quote: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The first eight bytes of a label name as a big-endian integer, zero-padded.
+/// Keys order like the names themselves as far as they go, so sorting compares
+/// integers and only looks at whole names when two keys tie.
+fn sort_key(name: &[u8]) -> u64 {
+    let mut key = [0u8; 8];
+    let n = name.len().min(8);
+    key[..n].copy_from_slice(&name[..n]);
+    u64::from_be_bytes(key)
+}
+
 /// Syntax differences between the two formats inside `{...}`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LabelSyntax {
@@ -344,7 +359,8 @@ pub(crate) struct LabelSyntax {
 /// the pairs found so far and the text that had to be rewritten.
 #[derive(Default)]
 pub(crate) struct LabelScratch {
-    pairs: Vec<(Piece, Piece)>,
+    /// Each label as (sort key, name, value); see [`sort_key`].
+    pairs: Vec<(u64, Piece, Piece)>,
     buf: String,
 }
 
@@ -354,6 +370,7 @@ impl LabelScratch {
         self.buf.clear();
     }
 
+    #[inline]
     fn bytes<'s>(&'s self, lex: &Lexer<'s>, p: Piece) -> &'s [u8] {
         match p {
             Piece::Body { start, end } => lex.b.get(start..end).unwrap_or(&[]),
@@ -362,6 +379,7 @@ impl LabelScratch {
         }
     }
 
+    #[inline]
     fn text<'s>(&'s self, lex: &Lexer<'s>, p: Piece) -> &'s str {
         // Every piece was checked to be valid UTF-8 when it was scanned, so the
         // fallback is unreachable; it exists so that a bug cannot become a panic.
@@ -374,6 +392,7 @@ impl LabelScratch {
 
     /// Turns the quoted string at `start..end` into a piece: checked for UTF-8,
     /// unescaped into the scratch buffer if it has escapes.
+    #[inline]
     fn quoted_piece(
         &mut self,
         lex: &Lexer<'_>,
@@ -402,6 +421,7 @@ impl LabelScratch {
 
     /// Adds one label, rewriting the value of `le` (histograms) or `quantile`
     /// (summaries) into its canonical float spelling as Prometheus 3 does.
+    #[inline]
     fn push(
         &mut self,
         lex: &Lexer<'_>,
@@ -434,7 +454,8 @@ impl LabelScratch {
                 };
             }
         }
-        self.pairs.push((name, value));
+        let key = sort_key(self.bytes(lex, name));
+        self.pairs.push((key, name, value));
         Ok(())
     }
 
@@ -555,25 +576,30 @@ impl LabelScratch {
     /// Labels with empty values are dropped: in Prometheus they mean "absent".
     pub fn build(&mut self, lex: &Lexer<'_>, at: usize) -> Scan<Labels> {
         let mut pairs = std::mem::take(&mut self.pairs);
-        pairs.sort_unstable_by(|a, b| self.bytes(lex, a.0).cmp(self.bytes(lex, b.0)));
+        pairs.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| self.bytes(lex, a.1).cmp(self.bytes(lex, b.1)))
+        });
         let duplicate = pairs
             .windows(2)
-            .find(|w| self.bytes(lex, w[0].0) == self.bytes(lex, w[1].0));
+            .find(|w| w[0].0 == w[1].0 && self.bytes(lex, w[0].1) == self.bytes(lex, w[1].1));
         let result = match duplicate {
             Some(w) => Err(lex.fail_plain(
                 at,
                 format!(
                     "duplicate label name {}",
-                    quote_bytes(self.bytes(lex, w[0].0))
+                    quote_bytes(self.bytes(lex, w[0].1))
                 ),
             )),
-            None => Ok(Labels::from_sorted(pairs.iter().filter_map(|&(n, v)| {
-                let value = self.text(lex, v);
-                (!value.is_empty()).then(|| Label {
-                    name: self.text(lex, n),
-                    value,
-                })
-            }))),
+            None => Ok(Labels::from_sorted(pairs.iter().filter_map(
+                |&(_, n, v)| {
+                    let value = self.text(lex, v);
+                    (!value.is_empty()).then(|| Label {
+                        name: self.text(lex, n),
+                        value,
+                    })
+                },
+            ))),
         };
         self.pairs = pairs;
         result
