@@ -60,6 +60,9 @@ pub(crate) struct Lexer<'a> {
     pub b: &'a [u8],
     text: Option<&'a str>,
     pub pos: usize,
+    /// Reject quoted names outside the legacy charset (`metric_name_validation_scheme:
+    /// legacy` in Prometheus); by default quoted names may be any UTF-8.
+    pub legacy_names: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -68,6 +71,7 @@ impl<'a> Lexer<'a> {
             b,
             text: std::str::from_utf8(b).ok(),
             pos: 0,
+            legacy_names: false,
         }
     }
 
@@ -155,7 +159,38 @@ impl<'a> Lexer<'a> {
         if raw.is_empty() {
             return Err(self.fail_plain(open, "empty metric name".to_string()));
         }
-        Ok(unescape(raw, true))
+        let name = unescape(raw, true);
+        self.check_legacy(open, &name, true)?;
+        Ok(name)
+    }
+
+    /// With [`Lexer::legacy_names`] set, rejects a quoted name outside the legacy
+    /// charset of metric names (`metric`) or label names.
+    pub fn check_legacy(&self, at: usize, name: &str, metric: bool) -> Scan<()> {
+        if !self.legacy_names {
+            return Ok(());
+        }
+        let b = name.as_bytes();
+        let ok = if metric {
+            b.first().is_some_and(|&c| is_metric_start(c)) && b.iter().all(|&c| is_metric_char(c))
+        } else {
+            b.first().is_some_and(|&c| is_label_start(c)) && b.iter().all(|&c| is_label_char(c))
+        };
+        if ok {
+            return Ok(());
+        }
+        let (what, charset) = if metric {
+            ("metric", "[a-zA-Z_:][a-zA-Z0-9_:]*")
+        } else {
+            ("label", "[a-zA-Z_][a-zA-Z0-9_]*")
+        };
+        Err(self.fail_plain(
+            at,
+            format!(
+                "invalid {what} name {} (legacy names must match {charset})",
+                quote_bytes(b)
+            ),
+        ))
     }
 
     /// The error for a line that starts with something other than a metric name:
@@ -510,6 +545,7 @@ impl LabelScratch {
                 if self.bytes(lex, name).is_empty() {
                     return Err(lex.fail_plain(name_at, "empty metric name".to_string()));
                 }
+                lex.check_legacy(name_at, self.text(lex, name), true)?;
                 metric_name = Some(name);
                 if lex.peek() == Some(b',') {
                     lex.pos += 1;
@@ -519,6 +555,9 @@ impl LabelScratch {
             let name_len = self.bytes(lex, name).len();
             if name_len == 0 {
                 return Err(lex.fail_plain(name_at, "empty label name".to_string()));
+            }
+            if quoted {
+                lex.check_legacy(name_at, self.text(lex, name), false)?;
             }
             if name_len > LABEL_STRING_LEN_MAX {
                 return Err(lex.fail_plain(

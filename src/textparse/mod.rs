@@ -22,6 +22,12 @@
 //! assert_eq!(samples[0].2, Some(1_700_000_000_000));
 //! ```
 //!
+//! Deliberate differences from Prometheus, all on input it would also reject or
+//! that no exporter writes: repeated label names fail here (Prometheus fails them
+//! later, in the scrape loop); a bare metric name must be followed by whitespace or
+//! `{` (`a-1 2` is not the sample `a` = -1); only a *quoted* lone string in braces
+//! names the metric; a series may carry at most [`LABELS_PER_SERIES_MAX`] labels.
+//!
 //! The parsers never look at families beyond the `TYPE` that decides label
 //! normalisation: a sample is reported with its full name (`foo_total`,
 //! `foo_bucket`). [`series_in_family`] answers whether such a name belongs to a

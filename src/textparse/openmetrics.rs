@@ -51,6 +51,13 @@ impl<'a> OpenMetricsParser<'a> {
         }
     }
 
+    /// Rejects quoted metric and label names outside the legacy charset, as
+    /// Prometheus does with `metric_name_validation_scheme: legacy`.
+    pub fn with_legacy_names(mut self) -> Self {
+        self.lex.legacy_names = true;
+        self
+    }
+
     fn next_entry(&mut self) -> Scan<Option<Entry<'a>>> {
         let lex = &self.lex;
         let start = lex.pos;

@@ -1212,3 +1212,27 @@ proptest! {
         check_round_trip(OpenMetricsParser::new(openmetrics.as_bytes()).collect(), &all, true);
     }
 }
+
+#[test]
+fn legacy_names_reject_quoted_utf8_names() {
+    let legacy = |b: &[u8]| collect(PromParser::new(b).with_legacy_names());
+    let legacy_om = |b: &[u8]| collect(OpenMetricsParser::new(b).with_legacy_names());
+    assert!(legacy(b"{\"ok_name\", \"ok_label\"=\"v\"} 1\n").is_ok());
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"{\"my.metric\"} 1\n",
+            "invalid metric name \"my.metric\" (legacy names must match",
+        ),
+        (b"a{\"l.b\"=\"v\"} 1\n", "invalid label name \"l.b\""),
+        (b"a{\"l:b\"=\"v\"} 1\n", "invalid label name \"l:b\""),
+        (b"# HELP \"a.b\" x\n", "invalid metric name \"a.b\""),
+    ];
+    for (input, want) in cases {
+        let e = legacy(input).unwrap_err();
+        assert!(e.message.contains(want), "{e}");
+        // The default accepts them.
+        assert!(prom(input).is_ok());
+    }
+    let e = legacy_om(b"a 1 # {\"t.id\"=\"x\"} 1\n# EOF\n").unwrap_err();
+    assert!(e.message.contains("invalid label name \"t.id\""), "{e}");
+}
