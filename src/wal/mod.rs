@@ -607,6 +607,9 @@ enum Recovery {
     Write { repair: bool },
     /// Touch nothing; any damage, even a torn tail, is an error.
     ReadOnly,
+    /// Touch nothing; a torn tail ends the log (as a writer would truncate it there),
+    /// any other damage is an error. For tools that inspect a crashed node's data.
+    Inspect,
 }
 
 /// Lists segment numbers in `dir`, ascending. Other entries are ignored.
@@ -666,7 +669,7 @@ fn recover(dir: &Path, mode: Recovery) -> Result<Vec<Segment>, WalError> {
         }
     }
     if let Some(i) = restart_at {
-        if mode == Recovery::ReadOnly {
+        if !matches!(mode, Recovery::Write { .. }) {
             numbers.drain(..i);
         } else {
             for n in numbers.drain(..i) {
@@ -722,6 +725,10 @@ fn recover(dir: &Path, mode: Recovery) -> Result<Vec<Segment>, WalError> {
                     remove_from(dir, &numbers[i..])?;
                     break;
                 }
+                Recovery::Inspect if droppable && torn => {
+                    tracing::warn!(segment = %path.display(), %reason, "wal: ignoring a torn last segment");
+                    break;
+                }
                 _ => return Err(corrupt(0, reason)),
             }
         }
@@ -762,6 +769,12 @@ fn recover(dir: &Path, mode: Recovery) -> Result<Vec<Segment>, WalError> {
                 remove_from(dir, &numbers[i + 1..])?;
                 break;
             }
+            Recovery::Inspect if torn => {
+                tracing::warn!(segment = %path.display(), offset = problem.offset, %reason, "wal: reading up to a torn tail");
+                seg.size_bytes = problem.offset;
+                segments.push(seg);
+                break;
+            }
             _ => {
                 let what = if problem.torn && !is_last {
                     "in a segment that is not the last"
@@ -791,6 +804,14 @@ fn remove_from(dir: &Path, numbers: &[u64]) -> Result<(), WalError> {
 /// checkpoints (written atomically, so never torn) and by inspection tools.
 pub fn open_read_only(dir: &Path) -> Result<LogReader, WalError> {
     let segments = recover(dir, Recovery::ReadOnly)?;
+    let first = segments.first().map_or(0, |s| s.first_index);
+    Ok(LogReader::new(dir, &segments, first))
+}
+
+/// Opens the log in `dir` for reading only, as a writer would see it after
+/// recovery: a torn tail ends the log, other damage is an error. Nothing is written.
+pub fn open_for_inspection(dir: &Path) -> Result<LogReader, WalError> {
+    let segments = recover(dir, Recovery::Inspect)?;
     let first = segments.first().map_or(0, |s| s.first_index);
     Ok(LogReader::new(dir, &segments, first))
 }
