@@ -1,0 +1,338 @@
+//! Immutable blocks: writing a block directory in Prometheus's format from a sorted
+//! series set, and reading one back through memory-mapped index and chunk files.
+
+use super::chunkenc::{XorChunk, XorIterator, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use super::chunks::{ChunkReader, ChunkWriter};
+use super::index::{ChunkMeta, IndexReader, IndexWriter};
+use super::meta::{BlockDesc, BlockMeta, BlockMetaCompaction, BlockStats};
+use super::tombstones::{self, Interval, TombstoneStore};
+use super::TsdbError;
+use crate::labels::{Labels, Matcher};
+use crate::storage::{Sample, SelectHints, Series, SeriesSet, StorageError};
+use parking_lot::RwLock;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use ulid::Ulid;
+
+/// Suffix of a block directory still being written; removed at startup.
+pub const TMP_FOR_CREATION: &str = ".tmp-for-creation";
+
+/// What a new block descends from.
+#[derive(Debug, Clone, Default)]
+pub struct BlockLineage {
+    /// Compaction level: 1 for a block cut from the head or backfilled.
+    pub level: u32,
+    /// Level-1 ancestors (empty for a new level-1 block: it is its own source).
+    pub sources: Vec<Ulid>,
+    /// Direct inputs of a compaction.
+    pub parents: Vec<BlockMeta>,
+}
+
+/// Writes `series` (sorted by labels, samples in [mint, maxt)) as a new block under
+/// `parent_dir`. Returns `None` and writes nothing when no series has a sample.
+pub fn write_block(
+    parent_dir: &Path,
+    mint: i64,
+    maxt: i64,
+    lineage: BlockLineage,
+    series: SeriesSet,
+) -> Result<Option<BlockMeta>, TsdbError> {
+    let ulid = Ulid::new();
+    let final_dir = parent_dir.join(ulid.to_string());
+    let tmp_dir = parent_dir.join(format!("{ulid}{TMP_FOR_CREATION}"));
+    std::fs::create_dir_all(&tmp_dir)?;
+    let result = write_block_files(&tmp_dir, ulid, mint, maxt, lineage, series);
+    match result {
+        Ok(Some(meta)) => {
+            std::fs::rename(&tmp_dir, &final_dir)?;
+            sync_dir(parent_dir)?;
+            Ok(Some(meta))
+        }
+        Ok(None) => {
+            std::fs::remove_dir_all(&tmp_dir)?;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            Err(e)
+        }
+    }
+}
+
+fn write_block_files(
+    dir: &Path,
+    ulid: Ulid,
+    mint: i64,
+    maxt: i64,
+    lineage: BlockLineage,
+    series: SeriesSet,
+) -> Result<Option<BlockMeta>, TsdbError> {
+    let mut chunk_writer = ChunkWriter::create(&dir.join("chunks"))?;
+    let mut entries: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
+    let mut symbols: BTreeSet<String> = BTreeSet::new();
+    let mut stats = BlockStats::default();
+    let mut prev: Option<Labels> = None;
+    for s in series {
+        let s = s?;
+        if s.samples.is_empty() {
+            continue;
+        }
+        assert!(
+            prev.as_ref().is_none_or(|p| p < &s.labels),
+            "block series must be sorted and unique"
+        );
+        let mut metas = Vec::new();
+        for part in s.samples.chunks(SAMPLES_PER_CHUNK) {
+            let mut c = XorChunk::new();
+            for x in part {
+                assert!(x.t >= mint && x.t < maxt, "sample outside block range");
+                c.append(x.t, x.v);
+            }
+            let chunk_ref = chunk_writer.write_chunk(ENCODING_XOR, c.bytes())?;
+            metas.push(ChunkMeta {
+                mint: part[0].t,
+                maxt: part[part.len() - 1].t,
+                chunk_ref,
+            });
+        }
+        for l in s.labels.iter() {
+            if !symbols.contains(l.name) {
+                symbols.insert(l.name.to_string());
+            }
+            if !symbols.contains(l.value) {
+                symbols.insert(l.value.to_string());
+            }
+        }
+        stats.num_samples += s.samples.len() as u64;
+        stats.num_series += 1;
+        stats.num_chunks += metas.len() as u64;
+        prev = Some(s.labels.clone());
+        entries.push((s.labels, metas));
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    chunk_writer.finish()?;
+    let mut iw = IndexWriter::create(&dir.join("index"))?;
+    iw.add_symbols(symbols.iter().map(String::as_str))?;
+    for (labels, metas) in &entries {
+        iw.add_series(labels, metas)?;
+    }
+    iw.finish()?;
+    tombstones::write(dir, &TombstoneStore::default())?;
+    stats.num_float_samples = stats.num_samples;
+    let mut sources = lineage.sources;
+    if sources.is_empty() {
+        sources.push(ulid);
+    }
+    let meta = BlockMeta {
+        ulid,
+        min_time: mint,
+        max_time: maxt,
+        stats,
+        compaction: BlockMetaCompaction {
+            level: lineage.level.max(1),
+            sources,
+            parents: lineage
+                .parents
+                .iter()
+                .map(|p| BlockDesc {
+                    ulid: p.ulid,
+                    min_time: p.min_time,
+                    max_time: p.max_time,
+                })
+                .collect(),
+            ..Default::default()
+        },
+        version: 1,
+    };
+    meta.write(dir)?;
+    sync_dir(dir)?;
+    Ok(Some(meta))
+}
+
+/// fsyncs a directory so that renames and new files in it are durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// An open, immutable block.
+pub struct Block {
+    dir: PathBuf,
+    meta: BlockMeta,
+    index: IndexReader,
+    chunks: ChunkReader,
+    /// Deleted ranges; the only part of a block that changes after it is written.
+    tombstones: RwLock<TombstoneStore>,
+}
+
+impl Block {
+    /// Opens the block in `dir`.
+    pub fn open(dir: &Path) -> Result<Block, TsdbError> {
+        let meta = BlockMeta::read(dir)?;
+        let index = IndexReader::open(&dir.join("index"))?;
+        let chunks = ChunkReader::open(&dir.join("chunks"))?;
+        let (tombstones, _) = tombstones::read(dir)?;
+        Ok(Block {
+            dir: dir.to_path_buf(),
+            meta,
+            index,
+            chunks,
+            tombstones: RwLock::new(tombstones),
+        })
+    }
+
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes on disk: index, chunks and tombstones.
+    pub fn size_bytes(&self) -> u64 {
+        self.index.size_bytes() + self.chunks.size_bytes()
+    }
+
+    /// Number of tombstone intervals.
+    pub fn num_tombstones(&self) -> u64 {
+        self.tombstones.read().total()
+    }
+
+    /// Matching series with samples in [mint, maxt], in label order.
+    pub fn select(
+        self: &Arc<Self>,
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+    ) -> Result<SeriesSet, StorageError> {
+        let ids = self.index.postings_for_matchers(matchers).map_err(io_err)?;
+        let block = self.clone();
+        let series_only = hints.series_only;
+        Ok(Box::new(ids.into_iter().filter_map(
+            move |id| match block.read_series(id, mint, maxt, series_only) {
+                Ok(Some(s)) => Some(Ok(s)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+        )))
+    }
+
+    fn read_series(
+        &self,
+        id: u64,
+        mint: i64,
+        maxt: i64,
+        series_only: bool,
+    ) -> Result<Option<Series>, StorageError> {
+        let (labels, metas) = self.index.series(id).map_err(io_err)?;
+        let in_range = metas.iter().any(|c| c.maxt >= mint && c.mint <= maxt);
+        if !in_range {
+            return Ok(None);
+        }
+        if series_only {
+            return Ok(Some(Series {
+                labels,
+                samples: Vec::new(),
+            }));
+        }
+        let mut samples: Vec<Sample> = Vec::new();
+        for c in metas.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
+            let (enc, data) = self.chunks.chunk(c.chunk_ref).map_err(io_err)?;
+            if enc != ENCODING_XOR {
+                // Native-histogram chunks are not supported yet; they are skipped.
+                continue;
+            }
+            let mut it = XorIterator::new(data);
+            samples.extend(it.by_ref().filter(|s| s.t >= mint && s.t <= maxt));
+            if let Some(e) = it.error() {
+                return Err(StorageError::Corruption {
+                    path: self.dir.join("chunks").display().to_string(),
+                    reason: format!("chunk {:#x}: {e}", c.chunk_ref),
+                });
+            }
+        }
+        if let Some(iv) = self.tombstones.read().get(id) {
+            samples.retain(|s| !iv.contains(s.t));
+        }
+        if samples.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Series { labels, samples }))
+    }
+
+    /// Label values of `name` among series matching `matchers`.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<String>, StorageError> {
+        if matchers.is_empty() {
+            return self.index.label_values(name).map_err(io_err);
+        }
+        let mut out = BTreeSet::new();
+        for id in self.index.postings_for_matchers(matchers).map_err(io_err)? {
+            let (labels, _) = self.index.series(id).map_err(io_err)?;
+            let v = labels.get(name);
+            if !v.is_empty() {
+                out.insert(v.to_string());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Label names among series matching `matchers`.
+    pub fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
+        if matchers.is_empty() {
+            return self.index.label_names().map_err(io_err);
+        }
+        let mut out = BTreeSet::new();
+        for id in self.index.postings_for_matchers(matchers).map_err(io_err)? {
+            let (labels, _) = self.index.series(id).map_err(io_err)?;
+            for l in labels.iter() {
+                out.insert(l.name.to_string());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Records deletion of matching series' samples in [mint, maxt] in the block's
+    /// tombstones file. Returns whether anything matched.
+    pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<bool, TsdbError> {
+        if maxt < self.meta.min_time || mint >= self.meta.max_time {
+            return Ok(false);
+        }
+        let ids = self.index.postings_for_matchers(matchers)?;
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let mut tomb = self.tombstones.write();
+        let mut updated = tomb.clone();
+        for id in ids {
+            updated.add(id, Interval { mint, maxt });
+        }
+        tombstones::write(&self.dir, &updated)?;
+        *tomb = updated;
+        Ok(true)
+    }
+
+    /// Every series with all its samples (tombstones applied), for compaction.
+    pub fn all_series(self: &Arc<Self>) -> Result<SeriesSet, StorageError> {
+        let ids = self.index.all_postings().map_err(io_err)?;
+        let block = self.clone();
+        Ok(Box::new(ids.into_iter().filter_map(
+            move |id| match block.read_series(id, i64::MIN, i64::MAX, false) {
+                Ok(Some(s)) => Some(Ok(s)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+        )))
+    }
+}
+
+fn io_err<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Other(e.to_string())
+}

@@ -1,0 +1,1024 @@
+//! The head block: the most recent samples in memory, with an inverted index, backed
+//! by the write-ahead log and by memory-mapped files for full chunks.
+//!
+//! Each series keeps its full chunks in `chunks_head/` (read back through memmap2)
+//! and only its open chunk in memory, so head memory per series stays small. Series
+//! creation is written to the WAL at once (so that a series record always precedes
+//! any sample that refers to it, whatever order concurrent appenders commit in);
+//! samples are written at commit.
+
+use super::chunkenc::{XorChunk, XorIterator, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use super::head_chunks::{HeadChunkFiles, HeadChunkMeta};
+use super::postings::{self, PostingsSource};
+use super::record::{self, Record, RefSample, RefSeries, RefTombstone};
+use super::tombstones::{Interval, TombstoneStore};
+use super::TsdbError;
+use crate::labels::{Labels, Matcher};
+use crate::storage::{
+    AppendError, Appender, Sample, SelectHints, Series, SeriesRef, SeriesSet, StorageError,
+};
+use crate::wal::{self, Log, LogOptions};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The WAL's directory inside the data directory.
+pub const WAL_DIR: &str = "wal";
+
+/// How a head is set up.
+#[derive(Debug, Clone)]
+pub struct HeadOptions {
+    /// The block range: head chunks never cross a multiple of it, so each chunk
+    /// falls into exactly one block.
+    pub chunk_range_ms: i64,
+    /// Options for the WAL in `<dir>/wal`.
+    pub wal: LogOptions,
+}
+
+/// A full chunk that lives in `chunks_head/`.
+#[derive(Debug, Clone, Copy)]
+struct MappedChunk {
+    chunk_ref: u64,
+    mint: i64,
+    maxt: i64,
+}
+
+/// The chunk currently being appended to.
+#[derive(Debug)]
+struct OpenChunk {
+    chunk: XorChunk,
+    mint: i64,
+    maxt: i64,
+    /// The chunk is cut before a sample at or after this time (a block boundary).
+    next_at: i64,
+}
+
+/// Mutable state of one series.
+#[derive(Debug, Default)]
+struct SeriesData {
+    mapped: Vec<MappedChunk>,
+    open: Option<OpenChunk>,
+    /// Timestamp and value bits of the newest committed sample.
+    last: Option<(i64, u64)>,
+}
+
+/// One series in the head.
+#[derive(Debug)]
+struct MemSeries {
+    series_ref: u64,
+    labels: Labels,
+    data: Mutex<SeriesData>,
+}
+
+/// The in-memory inverted index: label name → value → sorted series refs.
+#[derive(Debug, Default)]
+struct MemPostings {
+    by_label: HashMap<String, HashMap<String, Vec<u64>>>,
+    all: Vec<u64>,
+}
+
+impl MemPostings {
+    fn add(&mut self, series_ref: u64, labels: &Labels) {
+        for l in labels.iter() {
+            let list = self
+                .by_label
+                .entry(l.name.to_string())
+                .or_default()
+                .entry(l.value.to_string())
+                .or_default();
+            insert_sorted(list, series_ref);
+        }
+        insert_sorted(&mut self.all, series_ref);
+    }
+
+    fn remove(&mut self, dead: &std::collections::HashSet<u64>) {
+        self.all.retain(|r| !dead.contains(r));
+        for values in self.by_label.values_mut() {
+            for list in values.values_mut() {
+                list.retain(|r| !dead.contains(r));
+            }
+            values.retain(|_, l| !l.is_empty());
+        }
+        self.by_label.retain(|_, v| !v.is_empty());
+    }
+}
+
+fn insert_sorted(list: &mut Vec<u64>, r: u64) {
+    // Refs are handed out in increasing order, so this is nearly always a push.
+    match list.last() {
+        Some(&last) if last >= r => {
+            if let Err(i) = list.binary_search(&r) {
+                list.insert(i, r);
+            }
+        }
+        _ => list.push(r),
+    }
+}
+
+impl MemPostings {
+    fn sorted_values(&self, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .by_label
+            .get(name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Series refs matching all `matchers`, sorted.
+    fn select(&self, matchers: &[Matcher]) -> Vec<u64> {
+        match postings::postings_for_matchers(self, matchers) {
+            Ok(refs) => refs,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl PostingsSource for MemPostings {
+    type Error = Infallible;
+
+    fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>, Infallible> {
+        Ok(self
+            .by_label
+            .get(name)
+            .and_then(|v| v.get(value))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn all_postings(&self) -> Result<Vec<u64>, Infallible> {
+        Ok(self.all.clone())
+    }
+
+    fn label_values(&self, name: &str) -> Result<Vec<String>, Infallible> {
+        Ok(self.sorted_values(name))
+    }
+
+    fn postings_for_values(
+        &self,
+        name: &str,
+        keep: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Vec<Vec<u64>>, Infallible> {
+        Ok(self
+            .by_label
+            .get(name)
+            .map(|m| {
+                m.iter()
+                    .filter(|(v, _)| keep(v))
+                    .map(|(_, l)| l.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// The series registry: by label hash and by ref.
+#[derive(Debug, Default)]
+struct SeriesIndex {
+    by_hash: HashMap<u64, Vec<Arc<MemSeries>>>,
+    by_ref: HashMap<u64, Arc<MemSeries>>,
+}
+
+impl SeriesIndex {
+    fn get_by_labels(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
+        self.by_hash
+            .get(&hash)
+            .and_then(|v| v.iter().find(|s| &s.labels == labels))
+    }
+}
+
+/// The WAL and its reusable encode buffer, behind one lock.
+struct WalWriter {
+    log: Log,
+    buf: Vec<u8>,
+}
+
+/// The head block.
+pub struct Head {
+    dir: PathBuf,
+    opts: HeadOptions,
+    series: RwLock<SeriesIndex>,
+    postings: RwLock<MemPostings>,
+    next_ref: AtomicU64,
+    wal: Mutex<WalWriter>,
+    chunk_files: HeadChunkFiles,
+    tombstones: RwLock<TombstoneStore>,
+    /// Smallest and largest committed timestamps; `i64::MAX`/`i64::MIN` when empty.
+    min_time: AtomicI64,
+    max_time: AtomicI64,
+    /// Samples before this time are out of bounds: they belong to persisted blocks.
+    min_valid_time: AtomicI64,
+    /// Counters for the server's own metrics.
+    pub stats: HeadStats,
+}
+
+/// Counters the head keeps for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HeadStats {
+    pub samples_appended: AtomicU64,
+    pub out_of_order_samples: AtomicU64,
+    pub out_of_bounds_samples: AtomicU64,
+    pub series_created: AtomicU64,
+    pub series_removed: AtomicU64,
+}
+
+impl Head {
+    /// Opens the head in `dir`: rebuilds series from the WAL (checkpoint first, then
+    /// segments) and their full chunks from `chunks_head/`.
+    pub fn open(dir: &Path, opts: HeadOptions, min_valid_time: i64) -> Result<Head, TsdbError> {
+        std::fs::create_dir_all(dir)?;
+        let chunk_files = HeadChunkFiles::open(&dir.join("chunks_head"))?;
+        let wal_dir = dir.join(WAL_DIR);
+        let log = Log::open(&wal_dir, opts.wal.clone())?;
+        let head = Head {
+            dir: dir.to_path_buf(),
+            opts,
+            series: RwLock::new(SeriesIndex::default()),
+            postings: RwLock::new(MemPostings::default()),
+            next_ref: AtomicU64::new(1),
+            wal: Mutex::new(WalWriter {
+                log,
+                buf: Vec::new(),
+            }),
+            chunk_files,
+            tombstones: RwLock::new(TombstoneStore::default()),
+            min_time: AtomicI64::new(i64::MAX),
+            max_time: AtomicI64::new(i64::MIN),
+            min_valid_time: AtomicI64::new(min_valid_time),
+            stats: HeadStats::default(),
+        };
+        head.replay()?;
+        Ok(head)
+    }
+
+    fn replay(&self) -> Result<(), TsdbError> {
+        let started = std::time::Instant::now();
+        // Full chunks on disk, grouped by series, applied once the series is known.
+        let mut mapped: HashMap<u64, Vec<MappedChunk>> = HashMap::new();
+        let min_valid = self.min_valid_time.load(Ordering::Relaxed);
+        self.chunk_files.iterate(&mut |m: HeadChunkMeta| {
+            if m.encoding == ENCODING_XOR && m.maxt_ms >= min_valid {
+                mapped.entry(m.series_ref).or_default().push(MappedChunk {
+                    chunk_ref: m.chunk_ref,
+                    mint: m.mint_ms,
+                    maxt: m.maxt_ms,
+                });
+            }
+            Ok(())
+        })?;
+        let mut records = 0u64;
+        let mut unknown_refs = 0u64;
+        let mut apply = |rec: Vec<u8>| -> Result<(), TsdbError> {
+            records += 1;
+            match record::decode(&rec)? {
+                Record::Series(series) => {
+                    for s in series {
+                        self.restore_series(s.series_ref, s.labels, mapped.remove(&s.series_ref));
+                    }
+                }
+                Record::Samples(samples) => {
+                    let idx = self.series.read();
+                    for s in samples {
+                        let Some(series) = idx.by_ref.get(&s.series_ref) else {
+                            unknown_refs += 1;
+                            continue;
+                        };
+                        if s.t < min_valid {
+                            continue;
+                        }
+                        let mut d = series.data.lock();
+                        if d.last.is_none_or(|(lt, _)| s.t > lt) {
+                            self.append_to_series(series, &mut d, s.t, s.v)?;
+                        }
+                    }
+                }
+                Record::Tombstones(ts) => {
+                    let mut tomb = self.tombstones.write();
+                    for t in ts {
+                        tomb.add(
+                            t.series_ref,
+                            Interval {
+                                mint: t.mint,
+                                maxt: t.maxt,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(())
+        };
+        let wal_dir = self.dir.join(WAL_DIR);
+        if let Some(cp) = wal::checkpoint::latest(&wal_dir)? {
+            for item in cp.reader()? {
+                let (_, rec) = item?;
+                apply(rec)?;
+            }
+        }
+        let reader = {
+            let mut w = self.wal.lock();
+            let first = w.log.first_index();
+            w.log.reader(first)?
+        };
+        for item in reader {
+            let (_, rec) = item?;
+            apply(rec)?;
+        }
+        if unknown_refs > 0 {
+            tracing::warn!(
+                unknown_refs,
+                "WAL replay found samples for series it has no record of"
+            );
+        }
+        tracing::info!(
+            records,
+            series = self.num_series(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "WAL replay completed"
+        );
+        Ok(())
+    }
+
+    /// Recreates a series from a WAL series record with its original ref.
+    fn restore_series(&self, series_ref: u64, labels: Labels, mapped: Option<Vec<MappedChunk>>) {
+        let mut idx = self.series.write();
+        if idx.by_ref.contains_key(&series_ref) {
+            return;
+        }
+        let hash = labels.stable_hash();
+        if idx.get_by_labels(hash, &labels).is_some() {
+            return;
+        }
+        let mut data = SeriesData::default();
+        if let Some(mut chunks) = mapped {
+            chunks.sort_by_key(|c| c.mint);
+            if let Some(last) = chunks.last() {
+                // The last sample of a full chunk: restore `last` from it so WAL
+                // samples already inside mapped chunks are skipped.
+                if let Ok(bytes) = self.chunk_files.chunk(last.chunk_ref) {
+                    if let Some(s) = XorIterator::new(&bytes).last() {
+                        data.last = Some((s.t, s.v.to_bits()));
+                    }
+                }
+                self.note_time(chunks[0].mint);
+                self.note_time(last.maxt);
+            }
+            data.mapped = chunks;
+        }
+        let series = Arc::new(MemSeries {
+            series_ref,
+            labels: labels.clone(),
+            data: Mutex::new(data),
+        });
+        idx.by_hash.entry(hash).or_default().push(series.clone());
+        idx.by_ref.insert(series_ref, series);
+        self.postings.write().add(series_ref, &labels);
+        self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
+    }
+
+    /// Finds or creates the series for `labels`; a new series is logged to the WAL.
+    fn get_or_create(&self, labels: &Labels) -> Result<Arc<MemSeries>, AppendError> {
+        let hash = labels.stable_hash();
+        if let Some(s) = self.series.read().get_by_labels(hash, labels) {
+            return Ok(s.clone());
+        }
+        if labels.is_empty() {
+            return Err(AppendError::InvalidLabels(labels.to_string()));
+        }
+        let mut idx = self.series.write();
+        if let Some(s) = idx.get_by_labels(hash, labels) {
+            return Ok(s.clone());
+        }
+        let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut w = self.wal.lock();
+            let WalWriter { log, buf } = &mut *w;
+            buf.clear();
+            record::encode_series(
+                &[RefSeries {
+                    series_ref,
+                    labels: labels.clone(),
+                }],
+                buf,
+            );
+            log.append(buf)
+                .map_err(|e| AppendError::Storage(e.to_string()))?;
+        }
+        let series = Arc::new(MemSeries {
+            series_ref,
+            labels: labels.clone(),
+            data: Mutex::new(SeriesData::default()),
+        });
+        idx.by_hash.entry(hash).or_default().push(series.clone());
+        idx.by_ref.insert(series_ref, series.clone());
+        self.postings.write().add(series_ref, labels);
+        self.stats.series_created.fetch_add(1, Ordering::Relaxed);
+        Ok(series)
+    }
+
+    fn note_time(&self, t: i64) {
+        self.min_time.fetch_min(t, Ordering::Relaxed);
+        self.max_time.fetch_max(t, Ordering::Relaxed);
+    }
+
+    /// Appends one sample to a series whose lock the caller holds; the caller has
+    /// checked that `t` is newer than the last sample.
+    fn append_to_series(
+        &self,
+        series: &MemSeries,
+        d: &mut SeriesData,
+        t: i64,
+        v: f64,
+    ) -> Result<(), TsdbError> {
+        let cut = match &d.open {
+            None => true,
+            Some(o) => o.chunk.num_samples() >= SAMPLES_PER_CHUNK || t >= o.next_at,
+        };
+        if cut {
+            if let Some(o) = d.open.take() {
+                let chunk_ref = self.chunk_files.write_chunk(
+                    series.series_ref,
+                    o.mint,
+                    o.maxt,
+                    ENCODING_XOR,
+                    o.chunk.bytes(),
+                )?;
+                d.mapped.push(MappedChunk {
+                    chunk_ref,
+                    mint: o.mint,
+                    maxt: o.maxt,
+                });
+            }
+            let range = self.opts.chunk_range_ms;
+            d.open = Some(OpenChunk {
+                chunk: XorChunk::new(),
+                mint: t,
+                maxt: t,
+                next_at: t.div_euclid(range) * range + range,
+            });
+        }
+        let o = d.open.as_mut().expect("open chunk exists after cut");
+        o.chunk.append(t, v);
+        o.maxt = t;
+        d.last = Some((t, v.to_bits()));
+        self.note_time(t);
+        Ok(())
+    }
+
+    /// A new append transaction.
+    pub fn appender(self: &Arc<Self>) -> HeadAppender {
+        HeadAppender {
+            head: self.clone(),
+            samples: Vec::new(),
+            wal_samples: Vec::new(),
+        }
+    }
+
+    /// Number of series in the head.
+    pub fn num_series(&self) -> usize {
+        self.series.read().by_ref.len()
+    }
+
+    /// Smallest committed timestamp, if any sample is in the head.
+    pub fn min_time(&self) -> Option<i64> {
+        let t = self.min_time.load(Ordering::Relaxed);
+        (t != i64::MAX).then_some(t)
+    }
+
+    /// Largest committed timestamp, if any sample is in the head.
+    pub fn max_time(&self) -> Option<i64> {
+        let t = self.max_time.load(Ordering::Relaxed);
+        (t != i64::MIN).then_some(t)
+    }
+
+    /// The block range the head cuts chunks at.
+    pub fn chunk_range_ms(&self) -> i64 {
+        self.opts.chunk_range_ms
+    }
+
+    /// The earliest time a sample may still be appended.
+    fn appendable_min_valid_time(&self) -> i64 {
+        let min_valid = self.min_valid_time.load(Ordering::Relaxed);
+        match self.max_time() {
+            // Like Prometheus: nothing older than half a block range before the newest
+            // sample, and never into a persisted block.
+            Some(maxt) => min_valid.max(maxt.saturating_sub(self.opts.chunk_range_ms / 2)),
+            None => min_valid,
+        }
+    }
+
+    /// All series with their samples in [mint, maxt], tombstones applied, in label order.
+    pub fn select(
+        self: &Arc<Self>,
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+    ) -> Result<SeriesSet, StorageError> {
+        let refs = self.postings.read().select(matchers);
+        let mut series: Vec<Arc<MemSeries>> = {
+            let idx = self.series.read();
+            refs.iter()
+                .filter_map(|r| idx.by_ref.get(r).cloned())
+                .collect()
+        };
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let head = self.clone();
+        let series_only = hints.series_only;
+        Ok(Box::new(series.into_iter().filter_map(move |s| {
+            if series_only {
+                return Some(Ok(Series {
+                    labels: s.labels.clone(),
+                    samples: Vec::new(),
+                }));
+            }
+            match head.series_samples(&s, mint, maxt) {
+                Ok(samples) if samples.is_empty() => None,
+                Ok(samples) => Some(Ok(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                })),
+                Err(e) => Some(Err(e)),
+            }
+        })))
+    }
+
+    /// The samples of one series in [mint, maxt], with tombstones applied.
+    fn series_samples(
+        &self,
+        s: &MemSeries,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Sample>, StorageError> {
+        let (mapped, open_bytes) = {
+            let d = s.data.lock();
+            let mapped: Vec<MappedChunk> = d
+                .mapped
+                .iter()
+                .filter(|c| c.maxt >= mint && c.mint <= maxt)
+                .copied()
+                .collect();
+            let open = d
+                .open
+                .as_ref()
+                .filter(|o| o.maxt >= mint && o.mint <= maxt)
+                .map(|o| o.chunk.bytes().to_vec());
+            (mapped, open)
+        };
+        let mut out = Vec::new();
+        let mut push_chunk = |bytes: &[u8]| -> Result<(), StorageError> {
+            let mut it = XorIterator::new(bytes);
+            out.extend(it.by_ref().filter(|x| x.t >= mint && x.t <= maxt));
+            match it.error() {
+                Some(e) => Err(StorageError::Corruption {
+                    path: "head chunk".to_string(),
+                    reason: e.to_string(),
+                }),
+                None => Ok(()),
+            }
+        };
+        for c in mapped {
+            let bytes = self
+                .chunk_files
+                .chunk(c.chunk_ref)
+                .map_err(|e| StorageError::Other(e.to_string()))?;
+            push_chunk(&bytes)?;
+        }
+        if let Some(b) = open_bytes {
+            push_chunk(&b)?;
+        }
+        if let Some(iv) = self.tombstones.read().get(s.series_ref) {
+            out.retain(|x| !iv.contains(x.t));
+        }
+        Ok(out)
+    }
+
+    /// Sorted label values of `name` among series matching `matchers`.
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        if matchers.is_empty() {
+            return self.postings.read().sorted_values(name);
+        }
+        let mut out = BTreeSet::new();
+        for s in self.matching_series(matchers) {
+            let v = s.labels.get(name);
+            if !v.is_empty() {
+                out.insert(v.to_string());
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Sorted label names among series matching `matchers`.
+    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        if matchers.is_empty() {
+            let mut v: Vec<String> = self.postings.read().by_label.keys().cloned().collect();
+            v.sort();
+            return v;
+        }
+        let mut out = BTreeSet::new();
+        for s in self.matching_series(matchers) {
+            for l in s.labels.iter() {
+                out.insert(l.name.to_string());
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn matching_series(&self, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
+        let refs = self.postings.read().select(matchers);
+        let idx = self.series.read();
+        refs.iter()
+            .filter_map(|r| idx.by_ref.get(r).cloned())
+            .collect()
+    }
+
+    /// Marks samples of matching series in [mint, maxt] as deleted; logged to the WAL.
+    pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), TsdbError> {
+        let series = self.matching_series(matchers);
+        if series.is_empty() {
+            return Ok(());
+        }
+        let stones: Vec<RefTombstone> = series
+            .iter()
+            .map(|s| RefTombstone {
+                series_ref: s.series_ref,
+                mint,
+                maxt,
+            })
+            .collect();
+        {
+            let mut w = self.wal.lock();
+            let WalWriter { log, buf } = &mut *w;
+            buf.clear();
+            record::encode_tombstones(&stones, buf);
+            log.append(buf)?;
+            log.sync()?;
+        }
+        let mut tomb = self.tombstones.write();
+        for s in stones {
+            tomb.add(
+                s.series_ref,
+                Interval {
+                    mint: s.mint,
+                    maxt: s.maxt,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Labels of every series that has samples in [mint, maxt), sorted, with their
+    /// samples in that range (tombstones applied): the input for cutting a block.
+    pub fn series_in_range(self: &Arc<Self>, mint: i64, maxt_exclusive: i64) -> SeriesSet {
+        let all = self.postings.read().all.clone();
+        let mut series: Vec<Arc<MemSeries>> = {
+            let idx = self.series.read();
+            all.iter()
+                .filter_map(|r| idx.by_ref.get(r).cloned())
+                .collect()
+        };
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let head = self.clone();
+        Box::new(series.into_iter().filter_map(move |s| {
+            match head.series_samples(&s, mint, maxt_exclusive - 1) {
+                Ok(samples) if samples.is_empty() => None,
+                Ok(samples) => Some(Ok(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                })),
+                Err(e) => Some(Err(e)),
+            }
+        }))
+    }
+
+    /// Drops everything before `mint` (now persisted in blocks): chunks, series left
+    /// without samples, tombstones; checkpoints the WAL and removes old segments.
+    pub fn truncate(&self, mint: i64) -> Result<(), TsdbError> {
+        self.min_valid_time.fetch_max(mint, Ordering::Relaxed);
+        let mut dead = std::collections::HashSet::new();
+        let mut new_min = i64::MAX;
+        {
+            let idx = self.series.read();
+            for s in idx.by_ref.values() {
+                let mut d = s.data.lock();
+                d.mapped.retain(|c| c.maxt >= mint);
+                if d.open.as_ref().is_some_and(|o| o.maxt < mint) {
+                    d.open = None;
+                }
+                let first = d
+                    .mapped
+                    .first()
+                    .map(|c| c.mint)
+                    .or(d.open.as_ref().map(|o| o.mint));
+                match first {
+                    Some(t) => new_min = new_min.min(t.max(mint)),
+                    None => {
+                        dead.insert(s.series_ref);
+                    }
+                }
+            }
+        }
+        if !dead.is_empty() {
+            let mut idx = self.series.write();
+            for r in &dead {
+                if let Some(s) = idx.by_ref.remove(r) {
+                    let hash = s.labels.stable_hash();
+                    if let Some(v) = idx.by_hash.get_mut(&hash) {
+                        v.retain(|x| x.series_ref != *r);
+                        if v.is_empty() {
+                            idx.by_hash.remove(&hash);
+                        }
+                    }
+                }
+            }
+            drop(idx);
+            self.postings.write().remove(&dead);
+            self.stats
+                .series_removed
+                .fetch_add(dead.len() as u64, Ordering::Relaxed);
+        }
+        self.min_time.store(new_min, Ordering::Relaxed);
+        if new_min == i64::MAX {
+            self.max_time.store(i64::MIN, Ordering::Relaxed);
+        }
+        self.tombstones.write().truncate_before(mint);
+        self.chunk_files.truncate_before(mint)?;
+        self.checkpoint(mint)
+    }
+
+    /// Rewrites the WAL's older segments as a checkpoint holding only what is still
+    /// in the head (live series, samples at or after `mint`, their tombstones), then
+    /// removes those segments.
+    fn checkpoint(&self, mint: i64) -> Result<(), TsdbError> {
+        let wal_dir = self.dir.join(WAL_DIR);
+        let (reader, upto_index, last_segment) = {
+            let mut w = self.wal.lock();
+            w.log.sync()?;
+            w.log.cut_segment()?;
+            let upto = w.log.next_index();
+            let last_segment = w
+                .log
+                .segments()
+                .iter()
+                .map(|s| s.number)
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(1);
+            let first = w.log.first_index();
+            (w.log.reader(first)?, upto, last_segment)
+        };
+        let live: std::collections::HashSet<u64> =
+            self.series.read().by_ref.keys().copied().collect();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut emit = |rec: Vec<u8>| -> Result<(), TsdbError> {
+            let mut buf = Vec::new();
+            match record::decode(&rec)? {
+                Record::Series(s) => {
+                    let s: Vec<RefSeries> = s
+                        .into_iter()
+                        .filter(|x| live.contains(&x.series_ref))
+                        .collect();
+                    if !s.is_empty() {
+                        record::encode_series(&s, &mut buf);
+                    }
+                }
+                Record::Samples(s) => {
+                    let s: Vec<RefSample> = s
+                        .into_iter()
+                        .filter(|x| x.t >= mint && live.contains(&x.series_ref))
+                        .collect();
+                    if !s.is_empty() {
+                        record::encode_samples(&s, &mut buf);
+                    }
+                }
+                Record::Tombstones(s) => {
+                    let s: Vec<RefTombstone> = s
+                        .into_iter()
+                        .filter(|x| x.maxt >= mint && live.contains(&x.series_ref))
+                        .collect();
+                    if !s.is_empty() {
+                        record::encode_tombstones(&s, &mut buf);
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                out.push(buf);
+            }
+            Ok(())
+        };
+        if let Some(cp) = wal::checkpoint::latest(&wal_dir)? {
+            for item in cp.reader()? {
+                let (_, rec) = item?;
+                emit(rec)?;
+            }
+        }
+        for item in reader {
+            let (index, rec) = item?;
+            if index >= upto_index {
+                break;
+            }
+            emit(rec)?;
+        }
+        wal::checkpoint::write(&wal_dir, last_segment, out.iter().map(|r| r.as_slice()))?;
+        wal::checkpoint::delete_before(&wal_dir, last_segment)?;
+        self.wal.lock().log.remove_segments_before(upto_index)?;
+        Ok(())
+    }
+
+    /// Flushes the WAL to disk (on shutdown).
+    pub fn sync(&self) -> Result<(), TsdbError> {
+        self.wal.lock().log.sync()?;
+        self.chunk_files.sync()?;
+        Ok(())
+    }
+
+    /// Bytes of the WAL's segment files, for `/metrics` and size-based retention.
+    pub fn wal_size_bytes(&self) -> u64 {
+        self.wal
+            .lock()
+            .log
+            .segments()
+            .iter()
+            .map(|s| s.size_bytes)
+            .sum()
+    }
+}
+
+/// One transaction against the head.
+pub struct HeadAppender {
+    head: Arc<Head>,
+    samples: Vec<(Arc<MemSeries>, i64, f64)>,
+    /// Scratch for the WAL record of this transaction's samples.
+    wal_samples: Vec<RefSample>,
+}
+
+impl Appender for HeadAppender {
+    fn append(
+        &mut self,
+        series_ref: SeriesRef,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> Result<SeriesRef, AppendError> {
+        let series = match self.lookup(series_ref, labels) {
+            Some(s) => s,
+            None => self.head.get_or_create(labels)?,
+        };
+        if t < self.head.appendable_min_valid_time() {
+            self.head
+                .stats
+                .out_of_bounds_samples
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::OutOfBounds);
+        }
+        let last = series.data.lock().last;
+        if let Some((lt, lv)) = last {
+            if t < lt {
+                self.head
+                    .stats
+                    .out_of_order_samples
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::OutOfOrder);
+            }
+            if t == lt {
+                if lv != v.to_bits() {
+                    return Err(AppendError::DuplicateSampleForTimestamp);
+                }
+                // The same sample again: accepted and ignored, as in Prometheus.
+                return Ok(series.series_ref);
+            }
+        }
+        let r = series.series_ref;
+        self.samples.push((series, t, v));
+        Ok(r)
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), AppendError> {
+        if self.samples.is_empty() {
+            return Ok(());
+        }
+        self.wal_samples.clear();
+        self.wal_samples
+            .extend(self.samples.iter().map(|(s, t, v)| RefSample {
+                series_ref: s.series_ref,
+                t: *t,
+                v: *v,
+            }));
+        {
+            let mut w = self.head.wal.lock();
+            let WalWriter { log, buf } = &mut *w;
+            buf.clear();
+            record::encode_samples(&self.wal_samples, buf);
+            log.append(buf)
+                .and_then(|_| log.sync())
+                .map_err(|e| AppendError::Storage(e.to_string()))?;
+        }
+        let mut appended = 0u64;
+        for (series, t, v) in self.samples.drain(..) {
+            let mut d = series.data.lock();
+            // Checked again under the lock: another transaction may have committed a
+            // newer sample since `append` looked. Such samples are dropped, as in
+            // Prometheus's commit.
+            if d.last.is_some_and(|(lt, _)| t <= lt) {
+                self.head
+                    .stats
+                    .out_of_order_samples
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.head
+                .append_to_series(&series, &mut d, t, v)
+                .map_err(|e| AppendError::Storage(e.to_string()))?;
+            appended += 1;
+        }
+        self.head
+            .stats
+            .samples_appended
+            .fetch_add(appended, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn rollback(self: Box<Self>) {}
+}
+
+impl HeadAppender {
+    fn lookup(&self, series_ref: SeriesRef, labels: &Labels) -> Option<Arc<MemSeries>> {
+        if series_ref == 0 {
+            return None;
+        }
+        let idx = self.head.series.read();
+        idx.by_ref
+            .get(&series_ref)
+            .filter(|s| &s.labels == labels)
+            .cloned()
+    }
+}
+
+/// Reads what a head's WAL holds (its checkpoint, then its segments) without
+/// changing any file, for inspection tools such as `hearth tsdb dump`. A torn tail
+/// ends the log as recovery would end it. Series come sorted by labels, with
+/// tombstones applied; samples a block already holds may appear too.
+pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
+    let wal_dir = dir.join(WAL_DIR);
+    if !wal_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut labels: HashMap<u64, Labels> = HashMap::new();
+    let mut samples: HashMap<u64, Vec<Sample>> = HashMap::new();
+    let mut tomb = TombstoneStore::default();
+    let mut apply = |rec: Vec<u8>| -> Result<(), TsdbError> {
+        match record::decode(&rec)? {
+            Record::Series(series) => {
+                for s in series {
+                    labels.insert(s.series_ref, s.labels);
+                }
+            }
+            Record::Samples(ss) => {
+                for s in ss {
+                    let list = samples.entry(s.series_ref).or_default();
+                    if list.last().is_none_or(|l| s.t > l.t) {
+                        list.push(Sample { t: s.t, v: s.v });
+                    }
+                }
+            }
+            Record::Tombstones(ts) => {
+                for t in ts {
+                    tomb.add(
+                        t.series_ref,
+                        Interval {
+                            mint: t.mint,
+                            maxt: t.maxt,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Some(cp) = wal::checkpoint::latest(&wal_dir)? {
+        for item in cp.reader()? {
+            apply(item?.1)?;
+        }
+    }
+    for item in wal::open_for_inspection(&wal_dir)? {
+        apply(item?.1)?;
+    }
+    let mut out: Vec<Series> = samples
+        .into_iter()
+        .filter_map(|(r, mut s)| {
+            let l = labels.get(&r)?.clone();
+            if let Some(iv) = tomb.get(r) {
+                s.retain(|x| !iv.contains(x.t));
+            }
+            (!s.is_empty()).then_some(Series {
+                labels: l,
+                samples: s,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(out)
+}
