@@ -5,8 +5,11 @@
 //! seams, `tsdb` and `wal` implement local storage, `web` serves HTTP, and
 //! `server` wires everything together.
 
+pub mod cmd;
+pub mod config_units;
 pub mod encoding;
 pub mod labels;
+pub mod remote;
 pub mod server;
 pub mod storage;
 pub mod textparse;

@@ -1,6 +1,6 @@
 //! The `hearth` binary: the server (no subcommand) and promtool-like tools.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -9,22 +9,135 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser, Debug)]
 #[command(name = "hearth", version, about)]
 struct Cli {
-    /// Address to listen on for the web interface and API.
-    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
-    web_listen_address: SocketAddr,
-
-    /// Base path for metrics storage.
-    #[arg(long = "storage.tsdb.path", default_value = "data/")]
-    storage_tsdb_path: PathBuf,
+    #[command(flatten)]
+    server: ServerFlags,
 
     #[command(subcommand)]
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug)]
-enum Command {}
+/// Flags of the server, named as Prometheus names them.
+#[derive(Args, Debug)]
+struct ServerFlags {
+    /// Address to listen on for the web interface and API.
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
+    web_listen_address: SocketAddr,
 
-fn main() -> anyhow::Result<()> {
+    /// Prometheus configuration file (accepted now; scraping uses it in a later release).
+    #[arg(long = "config.file")]
+    config_file: Option<PathBuf>,
+
+    /// Base path for metrics storage.
+    #[arg(long = "storage.tsdb.path", default_value = "data/")]
+    storage_tsdb_path: PathBuf,
+
+    /// How long to retain samples in storage, e.g. 15d, 12h.
+    #[arg(long = "storage.tsdb.retention.time", default_value = "15d", value_parser = parse_duration_ms)]
+    retention_time_ms: i64,
+
+    /// Maximum number of bytes of storage blocks to retain, e.g. 512MB, 10GB; 0 is no limit.
+    #[arg(long = "storage.tsdb.retention.size", default_value = "0", value_parser = parse_bytes)]
+    retention_size_bytes: u64,
+
+    /// Duration of blocks cut from the head (for tests; Prometheus's hidden flag).
+    #[arg(long = "storage.tsdb.min-block-duration", default_value = "2h", value_parser = parse_duration_ms)]
+    min_block_duration_ms: i64,
+
+    /// Largest block compaction produces; default 10% of retention, at most 31d.
+    #[arg(long = "storage.tsdb.max-block-duration", value_parser = parse_duration_ms)]
+    max_block_duration_ms: Option<i64>,
+
+    /// fsync the WAL on every commit (true), or leave flushing to the OS (false).
+    #[arg(long = "storage.tsdb.wal-fsync", default_value_t = true, action = clap::ArgAction::Set)]
+    wal_fsync: bool,
+
+    /// Truncate the WAL at a corrupted record instead of refusing to start.
+    #[arg(long = "storage.tsdb.wal-repair", default_value_t = false)]
+    wal_repair: bool,
+
+    /// Enable API endpoints for admin control actions.
+    #[arg(long = "web.enable-admin-api", default_value_t = false)]
+    enable_admin_api: bool,
+
+    /// Accept remote-write requests on /api/v1/write.
+    #[arg(long = "web.enable-remote-write-receiver", default_value_t = false)]
+    enable_remote_write_receiver: bool,
+
+    /// Enable shutdown and reload via HTTP request.
+    #[arg(long = "web.enable-lifecycle", default_value_t = false)]
+    enable_lifecycle: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// TSDB tools, like promtool's.
+    #[command(subcommand)]
+    Tsdb(TsdbCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TsdbCommand {
+    /// List the blocks of a data directory.
+    List {
+        /// Print times as RFC 3339 instead of milliseconds.
+        #[arg(short = 'r', long = "human-readable")]
+        human_readable: bool,
+        #[arg(default_value = "data/")]
+        db_path: PathBuf,
+    },
+    /// Print every sample: `{labels} value timestamp_ms`, like `promtool tsdb dump`.
+    Dump {
+        #[arg(default_value = "data/")]
+        db_path: PathBuf,
+        /// Minimum timestamp to dump, in ms.
+        #[arg(long = "min-time", default_value_t = i64::MIN, allow_hyphen_values = true)]
+        min_time: i64,
+        /// Maximum timestamp to dump, in ms.
+        #[arg(long = "max-time", default_value_t = i64::MAX, allow_hyphen_values = true)]
+        max_time: i64,
+        /// Series selector; may be repeated.
+        #[arg(long = "match")]
+        matches: Vec<String>,
+    },
+    /// Print statistics about a block (the newest by default).
+    Analyze {
+        #[arg(default_value = "data/")]
+        db_path: PathBuf,
+        block_id: Option<String>,
+        /// How many items to show in each list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Import samples from a file into blocks.
+    #[command(name = "create-blocks-from", subcommand)]
+    CreateBlocksFrom(CreateBlocksFrom),
+}
+
+#[derive(Subcommand, Debug)]
+enum CreateBlocksFrom {
+    /// OpenMetrics text with a timestamp on every sample.
+    Openmetrics {
+        input: PathBuf,
+        #[arg(default_value = "data/")]
+        output_dir: PathBuf,
+        /// Duration of the blocks written.
+        #[arg(long = "max-block-duration", default_value = "2h", value_parser = parse_duration_ms)]
+        max_block_duration_ms: i64,
+    },
+}
+
+/// Parses a Prometheus duration (`15d`, `2h30m`, `500ms`, `1y`) into milliseconds.
+fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    hearth::config_units::parse_duration_ms(s)
+}
+
+/// Parses a size such as `512MB` or `10GiB` into bytes (Prometheus's units: B, KB,
+/// MB, GB, TB, PB, EB, powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    hearth::config_units::parse_bytes(s)
+}
+
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -33,9 +146,59 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Some(cmd) = cli.command {
-        match cmd {}
+    let result = match cli.command {
+        Some(Command::Tsdb(cmd)) => run_tsdb_tool(cmd),
+        None => run_server(cli.server),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
+}
+
+fn run_tsdb_tool(cmd: TsdbCommand) -> anyhow::Result<()> {
+    use hearth::cmd::tsdb;
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cmd {
+        TsdbCommand::List {
+            human_readable,
+            db_path,
+        } => tsdb::list(&db_path, human_readable, &mut out)?,
+        TsdbCommand::Dump {
+            db_path,
+            min_time,
+            max_time,
+            matches,
+        } => tsdb::dump(&db_path, min_time, max_time, &matches, &mut out)?,
+        TsdbCommand::Analyze {
+            db_path,
+            block_id,
+            limit,
+        } => tsdb::analyze(&db_path, block_id.as_deref(), limit, &mut out)?,
+        TsdbCommand::CreateBlocksFrom(CreateBlocksFrom::Openmetrics {
+            input,
+            output_dir,
+            max_block_duration_ms,
+        }) => {
+            let progress = std::io::stderr().is_terminal();
+            let metas = tsdb::create_blocks_from_openmetrics(
+                &input,
+                &output_dir,
+                max_block_duration_ms,
+                progress,
+            )?;
+            eprintln!("wrote {} block(s) to {}", metas.len(), output_dir.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -45,9 +208,30 @@ fn main() -> anyhow::Result<()> {
             tracing::info!("received shutdown signal, stopping");
             token.cancel();
         });
+        let max_block = flags.max_block_duration_ms.unwrap_or_else(|| {
+            hearth::tsdb::db::default_max_block_duration(flags.retention_time_ms)
+        });
         let cfg = hearth::server::ServerConfig {
-            listen_address: cli.web_listen_address,
-            storage_path: cli.storage_tsdb_path,
+            listen_address: flags.web_listen_address,
+            storage_path: flags.storage_tsdb_path,
+            db: hearth::tsdb::db::DbOptions {
+                retention_ms: flags.retention_time_ms,
+                retention_size_bytes: flags.retention_size_bytes,
+                min_block_duration_ms: flags.min_block_duration_ms,
+                max_block_duration_ms: max_block.max(flags.min_block_duration_ms),
+                wal: hearth::wal::LogOptions {
+                    fsync: if flags.wal_fsync {
+                        hearth::wal::FsyncPolicy::Always
+                    } else {
+                        hearth::wal::FsyncPolicy::Never
+                    },
+                    repair: flags.wal_repair,
+                    ..Default::default()
+                },
+            },
+            enable_admin_api: flags.enable_admin_api,
+            enable_lifecycle: flags.enable_lifecycle,
+            enable_remote_write_receiver: flags.enable_remote_write_receiver,
         };
         hearth::server::run(cfg, shutdown).await
     })?;

@@ -1,14 +1,35 @@
-//! The HTTP server: health and readiness endpoints, the server's own metrics,
-//! and (later) the Prometheus HTTP API.
+//! The HTTP server: health and readiness, the server's own metrics, the remote-write
+//! receiver, admin and lifecycle endpoints (later, the Prometheus HTTP API).
 
-use axum::routing::get;
-use axum::Router;
+use crate::labels::Matcher;
+use crate::remote::{self, WriteError};
+use crate::storage::Appendable;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Deletes samples of series matching any of the matcher sets in [start, end] ms.
+pub type DeleteSeriesFn =
+    Arc<dyn Fn(&[Vec<Matcher>], i64, i64) -> Result<(), String> + Send + Sync>;
 
 /// Shared state for HTTP handlers.
 #[derive(Clone)]
 pub struct WebState {
     /// Renders the server's own metrics in the text exposition format.
-    pub metrics: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Where remote-write requests append.
+    pub appendable: Arc<dyn Appendable>,
+    /// Serves `POST /api/v1/write` (`--web.enable-remote-write-receiver`).
+    pub remote_write_enabled: bool,
+    /// Serves the admin API (`--web.enable-admin-api`) when set.
+    pub delete_series: Option<DeleteSeriesFn>,
+    /// Serves `POST /-/quit` (`--web.enable-lifecycle`) by cancelling this token.
+    pub quit: Option<CancellationToken>,
 }
 
 /// The router with every endpoint hearth serves.
@@ -16,16 +37,146 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(|| async { "Ready.\n" }))
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(s): axum::extract::State<WebState>| async move {
-                    (
-                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                        (s.metrics)(),
-                    )
-                },
-            ),
-        )
+        .route("/-/quit", post(quit))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/write", post(remote_write))
+        .route("/api/v1/admin/tsdb/delete_series", post(delete_series))
         .with_state(state)
+}
+
+async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        (s.metrics)(),
+    )
+}
+
+async fn quit(State(s): State<WebState>) -> Response {
+    match s.quit {
+        Some(token) => {
+            token.cancel();
+            "Requesting termination... Goodbye!\n".into_response()
+        }
+        None => (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n").into_response(),
+    }
+}
+
+async fn remote_write(State(s): State<WebState>, body: Bytes) -> Response {
+    if !s.remote_write_enabled {
+        return (
+            StatusCode::NOT_FOUND,
+            "remote write receiver needs to be enabled with --web.enable-remote-write-receiver\n",
+        )
+            .into_response();
+    }
+    let result = tokio::task::spawn_blocking(move || {
+        let req = remote::decode_write_request(&body)?;
+        remote::write(s.appendable.as_ref(), &req)
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(WriteError::BadRequest(m))) => (StatusCode::BAD_REQUEST, m + "\n").into_response(),
+        Ok(Err(WriteError::Storage(m))) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, m + "\n").into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Prometheus's JSON error envelope.
+fn api_error(status: StatusCode, error_type: &str, msg: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"status": "error", "errorType": error_type, "error": msg})),
+    )
+        .into_response()
+}
+
+async fn delete_series(State(s): State<WebState>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let Some(delete) = s.delete_series else {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "admin APIs disabled".to_string(),
+        );
+    };
+    // Parameters may come in the query string or a form body, as in Prometheus.
+    let mut params: Vec<(String, String)> = form_pairs(q.as_deref().unwrap_or(""));
+    params.extend(form_pairs(&String::from_utf8_lossy(&body)));
+    let mut sets = Vec::new();
+    let (mut start, mut end) = (i64::MIN, i64::MAX);
+    for (k, v) in &params {
+        match k.as_str() {
+            "match[]" => match crate::cmd::tsdb::parse_selector(v) {
+                Ok(ms) => sets.push(ms),
+                Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", e.to_string()),
+            },
+            "start" | "end" => match parse_time_ms(v) {
+                Some(t) if k == "start" => start = t,
+                Some(t) => end = t,
+                None => {
+                    return api_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_data",
+                        format!("invalid time value for '{k}': {v:?}"),
+                    )
+                }
+            },
+            _ => {}
+        }
+    }
+    if sets.is_empty() {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "no match[] parameter provided".to_string(),
+        );
+    }
+    let result = tokio::task::spawn_blocking(move || delete(&sets, start, end)).await;
+    match result {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(m)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs.
+fn form_pairs(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() && s.is_char_boundary(i + 3) => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Prometheus API time: Unix seconds with optional fraction, or RFC 3339 (not yet).
+fn parse_time_ms(s: &str) -> Option<i64> {
+    let secs: f64 = s.parse().ok()?;
+    secs.is_finite().then(|| (secs * 1000.0).round() as i64)
 }
