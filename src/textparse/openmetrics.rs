@@ -58,6 +58,11 @@ impl<'a> OpenMetricsParser<'a> {
         self
     }
 
+    /// Byte offset of the next unparsed input, for progress and line counting.
+    pub fn offset(&self) -> usize {
+        self.lex.pos
+    }
+
     fn next_entry(&mut self) -> Scan<Option<Entry<'a>>> {
         let lex = &self.lex;
         let start = lex.pos;
