@@ -1,0 +1,243 @@
+//! Helpers shared by the integration tests: running the real `hearth` and
+//! `promtool` binaries, generating OpenMetrics input, and a tiny HTTP client.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The `hearth` binary built for this test run.
+pub fn hearth_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hearth")
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? .ci/install-deps installs promtool)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `promtool` from the Debian package `prometheus`.
+pub fn promtool() -> Command {
+    Command::new("promtool")
+}
+
+/// One generated series: its OpenMetrics label text, the labels as pairs, and samples.
+pub struct GenSeries {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// A deterministic pseudo-random generator (xorshift), so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Series covering `hours` hours at a 15 s interval from `start_ms`, with counters,
+/// gauges, odd label values (quotes, backslashes, newlines, UTF-8) and the special
+/// values NaN, +Inf and -Inf.
+pub fn generate_series(seed: u64, n_series: usize, start_ms: i64, hours: i64) -> Vec<GenSeries> {
+    let mut rng = Rng(seed | 1);
+    let step_ms = 15_000;
+    let n = (hours * 3_600_000 / step_ms) as usize;
+    let mut out = Vec::new();
+    for i in 0..n_series {
+        let kind = i % 5;
+        let name = match kind {
+            0 => "http_requests_total",
+            1 => "node_cpu_seconds_total",
+            2 => "temperature_celsius",
+            3 => "queue_depth",
+            _ => "odd_values",
+        }
+        .to_string();
+        let mut labels = vec![
+            ("instance".to_string(), format!("host-{}:9100", i % 7)),
+            ("job".to_string(), "node".to_string()),
+            ("series".to_string(), i.to_string()),
+        ];
+        if i % 3 == 0 {
+            labels.push((
+                "path".to_string(),
+                "/a \"quoted\" \\ path\nnext ünï".to_string(),
+            ));
+        }
+        let mut samples = Vec::with_capacity(n);
+        let mut counter = rng.below(1000) as f64;
+        for k in 0..n {
+            let t = start_ms + k as i64 * step_ms + if k % 11 == 0 { 500 } else { 0 };
+            let v = match kind {
+                0 | 1 => {
+                    counter += rng.below(100) as f64;
+                    counter
+                }
+                2 => 20.0 + (rng.below(1000) as f64) / 37.0,
+                3 => rng.below(5) as f64,
+                _ => match k % 6 {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    2 => f64::NEG_INFINITY,
+                    3 => 1e-300 * (k as f64),
+                    4 => -123456789.125,
+                    _ => 1.5e300,
+                },
+            };
+            samples.push((t, v));
+        }
+        out.push(GenSeries {
+            name,
+            labels,
+            samples,
+        });
+    }
+    out
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn om_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v:e}")
+    }
+}
+
+/// Writes the series as OpenMetrics text with timestamps (in seconds), grouped by
+/// metric family, ending in `# EOF`.
+pub fn write_openmetrics(series: &[GenSeries], path: &Path) {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&GenSeries>> = Default::default();
+    for s in series {
+        by_name.entry(&s.name).or_default().push(s);
+    }
+    let mut text = String::new();
+    for (name, list) in by_name {
+        text.push_str(&format!("# TYPE {name} unknown\n"));
+        for s in list {
+            let lbls: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            for &(t, v) in &s.samples {
+                text.push_str(&format!(
+                    "{name}{{{}}} {} {}.{:03}\n",
+                    lbls.join(","),
+                    om_value(v),
+                    t.div_euclid(1000),
+                    t.rem_euclid(1000)
+                ));
+            }
+        }
+    }
+    text.push_str("# EOF\n");
+    std::fs::write(path, text).expect("write OpenMetrics file");
+}
+
+/// The dump lines promtool prints for these series, in its order (labels sorted).
+pub fn expected_dump(series: &[GenSeries]) -> String {
+    let mut rows: Vec<(hearth::labels::Labels, &GenSeries)> = series
+        .iter()
+        .map(|s| {
+            let mut pairs: Vec<(&str, &str)> = vec![("__name__", s.name.as_str())];
+            pairs.extend(s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            (hearth::labels::Labels::from_pairs(&pairs), s)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::new();
+    for (l, s) in rows {
+        for &(t, v) in &s.samples {
+            out.push_str(&format!("{l} {} {t}\n", hearth::cmd::go_float_g(v)));
+        }
+    }
+    out
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A minimal HTTP/1.1 request; returns the status code and body.
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text_end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
+    let head = String::from_utf8_lossy(&resp[..text_end]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    Ok((status, resp[text_end + 4..].to_vec()))
+}
+
+/// Waits until `GET /-/ready` answers 200.
+pub fn wait_ready(addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http("GET", addr, "/-/ready", &[], b"") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("hearth at {addr} did not become ready within {timeout:?}");
+}
