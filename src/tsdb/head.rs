@@ -63,6 +63,10 @@ struct SeriesData {
     open: Option<OpenChunk>,
     /// Timestamp and value bits of the newest committed sample.
     last: Option<(i64, u64)>,
+    /// Samples appended but not yet committed or rolled back, plus one while a new
+    /// series is on its way to its first append. Head truncation never removes a
+    /// series with pending samples, so an in-flight transaction cannot lose one.
+    pending: u32,
 }
 
 /// One series in the head.
@@ -380,17 +384,19 @@ impl Head {
     }
 
     /// Finds or creates the series for `labels`; a new series is logged to the WAL.
-    fn get_or_create(&self, labels: &Labels) -> Result<Arc<MemSeries>, AppendError> {
+    /// The series for `labels` and whether it was created by this call; a new series
+    /// starts with one pending sample reserved for the caller's append.
+    fn get_or_create(&self, labels: &Labels) -> Result<(Arc<MemSeries>, bool), AppendError> {
         let hash = labels.stable_hash();
         if let Some(s) = self.series.read().get_by_labels(hash, labels) {
-            return Ok(s.clone());
+            return Ok((s.clone(), false));
         }
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels(labels.to_string()));
         }
         let mut idx = self.series.write();
         if let Some(s) = idx.get_by_labels(hash, labels) {
-            return Ok(s.clone());
+            return Ok((s.clone(), false));
         }
         let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
         {
@@ -410,13 +416,16 @@ impl Head {
         let series = Arc::new(MemSeries {
             series_ref,
             labels: labels.clone(),
-            data: Mutex::new(SeriesData::default()),
+            data: Mutex::new(SeriesData {
+                pending: 1,
+                ..SeriesData::default()
+            }),
         });
         idx.by_hash.entry(hash).or_default().push(series.clone());
         idx.by_ref.insert(series_ref, series.clone());
         self.postings.write().add(series_ref, labels);
         self.stats.series_created.fetch_add(1, Ordering::Relaxed);
-        Ok(series)
+        Ok((series, true))
     }
 
     fn note_time(&self, t: i64) {
@@ -438,7 +447,9 @@ impl Head {
             Some(o) => o.chunk.num_samples() >= SAMPLES_PER_CHUNK || t >= o.next_at,
         };
         if cut {
-            if let Some(o) = d.open.take() {
+            // Write the full chunk before letting go of it, so a failed write leaves
+            // the series as it was.
+            if let Some(o) = &d.open {
                 let chunk_ref = self.chunk_files.write_chunk(
                     series.series_ref,
                     o.mint,
@@ -715,9 +726,10 @@ impl Head {
                     .or(d.open.as_ref().map(|o| o.mint));
                 match first {
                     Some(t) => new_min = new_min.min(t.max(mint)),
-                    None => {
+                    None if d.pending == 0 => {
                         dead.insert(s.series_ref);
                     }
+                    None => {}
                 }
             }
         }
@@ -863,36 +875,29 @@ impl Appender for HeadAppender {
         t: i64,
         v: f64,
     ) -> Result<SeriesRef, AppendError> {
-        let series = match self.lookup(series_ref, labels) {
-            Some(s) => s,
+        let (series, created) = match self.lookup(series_ref, labels) {
+            Some(s) => (s, false),
             None => self.head.get_or_create(labels)?,
         };
-        if t < self.head.appendable_min_valid_time() {
-            self.head
-                .stats
-                .out_of_bounds_samples
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(AppendError::OutOfBounds);
-        }
-        let last = series.data.lock().last;
-        if let Some((lt, lv)) = last {
-            if t < lt {
-                self.head
-                    .stats
-                    .out_of_order_samples
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(AppendError::OutOfOrder);
-            }
-            if t == lt {
-                if lv != v.to_bits() {
-                    return Err(AppendError::DuplicateSampleForTimestamp);
+        let mut d = series.data.lock();
+        let verdict = self.check(&d, t, v);
+        match verdict {
+            Ok(true) => {
+                if !created {
+                    d.pending += 1;
                 }
-                // The same sample again: accepted and ignored, as in Prometheus.
-                return Ok(series.series_ref);
+            }
+            Ok(false) | Err(_) => {
+                if created {
+                    d.pending -= 1;
+                }
             }
         }
+        drop(d);
         let r = series.series_ref;
-        self.samples.push((series, t, v));
+        if verdict? {
+            self.samples.push((series, t, v));
+        }
         Ok(r)
     }
 
@@ -917,8 +922,10 @@ impl Appender for HeadAppender {
                 .map_err(|e| AppendError::Storage(e.to_string()))?;
         }
         let mut appended = 0u64;
+        let mut failure = None;
         for (series, t, v) in self.samples.drain(..) {
             let mut d = series.data.lock();
+            d.pending -= 1;
             // Checked again under the lock: another transaction may have committed a
             // newer sample since `append` looked. Such samples are dropped, as in
             // Prometheus's commit.
@@ -929,22 +936,60 @@ impl Appender for HeadAppender {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            self.head
-                .append_to_series(&series, &mut d, t, v)
-                .map_err(|e| AppendError::Storage(e.to_string()))?;
-            appended += 1;
+            // The WAL has the sample already, so a failure here (writing a full chunk
+            // to `chunks_head/`) loses nothing durable: replay restores it.
+            match self.head.append_to_series(&series, &mut d, t, v) {
+                Ok(()) => appended += 1,
+                Err(e) => {
+                    failure.get_or_insert_with(|| AppendError::Storage(e.to_string()));
+                }
+            }
         }
         self.head
             .stats
             .samples_appended
             .fetch_add(appended, Ordering::Relaxed);
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
-    fn rollback(self: Box<Self>) {}
+    fn rollback(self: Box<Self>) {
+        // Dropping releases the pending samples.
+    }
+}
+
+impl Drop for HeadAppender {
+    /// A transaction dropped without commit rolls back: its samples are discarded
+    /// and no longer hold their series in the head.
+    fn drop(&mut self) {
+        for (series, _, _) in self.samples.drain(..) {
+            series.data.lock().pending -= 1;
+        }
+    }
 }
 
 impl HeadAppender {
+    /// Whether a sample at `t` may be appended to `series`: `Ok(true)` to append,
+    /// `Ok(false)` for an identical duplicate (accepted and ignored, as in
+    /// Prometheus), or the reason it is refused.
+    fn check(&self, d: &SeriesData, t: i64, v: f64) -> Result<bool, AppendError> {
+        let stats = &self.head.stats;
+        if t < self.head.appendable_min_valid_time() {
+            stats.out_of_bounds_samples.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::OutOfBounds);
+        }
+        match d.last {
+            Some((lt, _)) if t < lt => {
+                stats.out_of_order_samples.fetch_add(1, Ordering::Relaxed);
+                Err(AppendError::OutOfOrder)
+            }
+            Some((lt, lv)) if t == lt && lv != v.to_bits() => {
+                Err(AppendError::DuplicateSampleForTimestamp)
+            }
+            Some((lt, _)) if t == lt => Ok(false),
+            _ => Ok(true),
+        }
+    }
+
     fn lookup(&self, series_ref: SeriesRef, labels: &Labels) -> Option<Arc<MemSeries>> {
         if series_ref == 0 {
             return None;
@@ -1021,4 +1066,93 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
         .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::FsyncPolicy;
+
+    fn open_head(dir: &Path) -> Arc<Head> {
+        let opts = HeadOptions {
+            chunk_range_ms: 2 * 3600 * 1000,
+            wal: LogOptions {
+                fsync: FsyncPolicy::Never,
+                ..Default::default()
+            },
+        };
+        Arc::new(Head::open(dir, opts, i64::MIN).unwrap())
+    }
+
+    fn all(head: &Arc<Head>) -> Vec<Series> {
+        let m = Matcher::new(crate::labels::MatchType::Regexp, "__name__", ".+").unwrap();
+        head.select(i64::MIN, i64::MAX, &SelectHints::default(), &[m])
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Regression: truncation used to drop a series created by a transaction that
+    /// had not committed yet, so the committed sample ended up in no series at all.
+    #[test]
+    fn truncation_keeps_series_with_uncommitted_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = open_head(dir.path());
+        let mut app: Box<dyn Appender> = Box::new(head.appender());
+        let l = Labels::from_pairs(&[("__name__", "fresh")]);
+        app.append(0, &l, 10_000_000, 1.0).unwrap();
+        head.truncate(5_000_000).unwrap();
+        app.commit().unwrap();
+        let got = all(&head);
+        assert_eq!(got.len(), 1, "the series must survive truncation");
+        assert_eq!(
+            got[0].samples,
+            vec![Sample {
+                t: 10_000_000,
+                v: 1.0
+            }]
+        );
+    }
+
+    #[test]
+    fn rolled_back_series_are_collected_by_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = open_head(dir.path());
+        let mut app: Box<dyn Appender> = Box::new(head.appender());
+        app.append(0, &Labels::from_pairs(&[("__name__", "gone")]), 1, 1.0)
+            .unwrap();
+        app.rollback();
+        assert_eq!(head.num_series(), 1);
+        head.truncate(0).unwrap();
+        assert_eq!(head.num_series(), 0);
+    }
+
+    #[test]
+    fn full_chunks_are_mapped_and_read_back_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Labels::from_pairs(&[("__name__", "long")]);
+        let want: Vec<Sample> = (0..1000)
+            .map(|i| Sample {
+                t: i * 15_000,
+                v: i as f64 * 0.5,
+            })
+            .collect();
+        {
+            let head = open_head(dir.path());
+            let mut app: Box<dyn Appender> = Box::new(head.appender());
+            for s in &want {
+                app.append(0, &l, s.t, s.v).unwrap();
+            }
+            app.commit().unwrap();
+            let d = head.series.read().by_ref.values().next().unwrap().clone();
+            assert!(
+                d.data.lock().mapped.len() >= 8,
+                "1000 samples make at least 8 full chunks in chunks_head"
+            );
+            assert_eq!(all(&head)[0].samples, want);
+            head.sync().unwrap();
+        }
+        let head = open_head(dir.path());
+        assert_eq!(all(&head)[0].samples, want, "after replay");
+    }
 }
