@@ -62,6 +62,8 @@ pub struct Db {
     blocks: RwLock<Vec<Arc<Block>>>,
     /// Held while cutting, compacting or dropping blocks: one at a time.
     compaction: Mutex<()>,
+    /// The data directory's `lock` file, held while the database is open.
+    _lock: super::lock::DirLock,
 }
 
 impl Db {
@@ -69,6 +71,7 @@ impl Db {
     /// blocks, and replays the WAL into the head.
     pub fn open(dir: &Path, opts: DbOptions) -> Result<Db, TsdbError> {
         std::fs::create_dir_all(dir)?;
+        let lock = super::lock::DirLock::acquire(dir)?;
         let mut blocks = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -112,6 +115,7 @@ impl Db {
             head: Arc::new(head),
             blocks: RwLock::new(blocks),
             compaction: Mutex::new(()),
+            _lock: lock,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod db;
 pub mod head;
 pub mod head_chunks;
 pub mod index;
+pub mod lock;
 pub mod meta;
 pub mod postings;
 pub mod record;
