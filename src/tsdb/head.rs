@@ -723,6 +723,18 @@ impl Head {
         }
         if !dead.is_empty() {
             let mut idx = self.series.write();
+            // A series an appender holds (created or found by `append`, not yet
+            // committed) has no sample yet but will get one: keep it, as
+            // Prometheus keeps series with a pending commit. Checked under the
+            // write lock, where nobody can look a series up anew: the index holds
+            // two references (by ref and by hash), anyone else a third. The data
+            // is checked again too, for a commit that landed since the scan.
+            dead.retain(|r| {
+                idx.by_ref.get(r).is_some_and(|s| {
+                    let d = s.data.lock();
+                    Arc::strong_count(s) <= 2 && d.mapped.is_empty() && d.open.is_none()
+                })
+            });
             for r in &dead {
                 if let Some(s) = idx.by_ref.remove(r) {
                     let hash = s.labels.stable_hash();
@@ -863,10 +875,8 @@ impl Appender for HeadAppender {
         t: i64,
         v: f64,
     ) -> Result<SeriesRef, AppendError> {
-        let series = match self.lookup(series_ref, labels) {
-            Some(s) => s,
-            None => self.head.get_or_create(labels)?,
-        };
+        // Checked before the series is looked up, as Prometheus fails fast: an
+        // out-of-bounds sample must not create (and log) a series that gets none.
         if t < self.head.appendable_min_valid_time() {
             self.head
                 .stats
@@ -874,6 +884,10 @@ impl Appender for HeadAppender {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(AppendError::OutOfBounds);
         }
+        let series = match self.lookup(series_ref, labels) {
+            Some(s) => s,
+            None => self.head.get_or_create(labels)?,
+        };
         let last = series.data.lock().last;
         if let Some((lt, lv)) = last {
             if t < lt {
