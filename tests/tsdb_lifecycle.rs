@@ -1045,6 +1045,33 @@ fn deletes_hide_samples_at_once_and_survive_restart() {
 }
 
 #[test]
+fn a_delete_does_not_hide_samples_appended_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), opts()).unwrap();
+    let mut data = Data::new();
+    append_range(&db, &mut data, 2, A18, A18 + HOUR_MS, MIN_MS);
+    // As the admin API deletes when given no start and end: all time.
+    db.delete(&[Matcher::equal("series", "0")], i64::MIN, i64::MAX)
+        .unwrap();
+    data.remove(&series_labels(0));
+    assert_exactly_once(&db, &data);
+    // The series is still being written: what comes after the delete stays.
+    let mut later = Data::new();
+    append_range(&db, &mut later, 2, A18 + HOUR_MS, A18 + 5 * HOUR_MS, MIN_MS);
+    for (l, s) in later {
+        data.entry(l).or_default().extend(s);
+    }
+    assert_exactly_once(&db, &data);
+    drop(db);
+    let db = Db::open(tmp.path(), opts()).unwrap();
+    assert_exactly_once(&db, &data);
+    // And cutting blocks keeps it too.
+    db.compact().unwrap();
+    assert!(!db.blocks().is_empty());
+    assert_exactly_once(&db, &data);
+}
+
+#[test]
 fn clean_tombstones_rewrites_blocks_without_the_deleted_samples() {
     let tmp = tempfile::tempdir().unwrap();
     let (db, mut data) = db_with_blocks_and_head(tmp.path());

@@ -635,20 +635,37 @@ impl Head {
             .collect()
     }
 
-    /// Marks samples of matching series in [mint, maxt] as deleted; logged to the WAL.
+    /// Marks samples of matching series in [mint, maxt] as deleted, within each
+    /// series' present time span; logged to the WAL.
     pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), TsdbError> {
         let series = self.matching_series(matchers);
         if series.is_empty() {
             return Ok(());
         }
+        // Like Prometheus, delete only between each series' first and last sample
+        // and not beyond: a tombstone reaching into the future would hide (and
+        // keep out of blocks) every sample appended after the delete.
         let stones: Vec<RefTombstone> = series
             .iter()
-            .map(|s| RefTombstone {
-                series_ref: s.series_ref,
-                mint,
-                maxt,
+            .filter_map(|s| {
+                let d = s.data.lock();
+                let first = d
+                    .mapped
+                    .first()
+                    .map(|c| c.mint)
+                    .or(d.open.as_ref().map(|o| o.mint))?;
+                let (last, _) = d.last?;
+                let (t0, t1) = (mint.max(first), maxt.min(last));
+                (t0 <= t1).then_some(RefTombstone {
+                    series_ref: s.series_ref,
+                    mint: t0,
+                    maxt: t1,
+                })
             })
             .collect();
+        if stones.is_empty() {
+            return Ok(());
+        }
         {
             let mut w = self.wal.lock();
             let WalWriter { log, buf } = &mut *w;
