@@ -469,6 +469,166 @@ fn restart_reads_full_chunks_back_from_chunks_head() {
     assert_exactly_once(&db, &data);
 }
 
+/// Replaces `dst` with a copy of `src`.
+fn restore_dir(src: &Path, dst: &Path) {
+    if dst.exists() {
+        std::fs::remove_dir_all(dst).unwrap();
+    }
+    copy_dir(src, dst);
+}
+
+#[test]
+fn a_crash_between_writing_a_block_and_truncating_the_head_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let mut data = Data::new();
+    {
+        let db = Db::open(tmp.path(), opts()).unwrap();
+        append_range(&db, &mut data, 3, A18, A18 + 5 * HOUR_MS, 20_000);
+        db.close().unwrap();
+        copy_dir(&tmp.path().join("wal"), &saved.path().join("wal"));
+        copy_dir(
+            &tmp.path().join("chunks_head"),
+            &saved.path().join("chunks_head"),
+        );
+        db.compact().unwrap();
+        assert!(!db.blocks().is_empty());
+    }
+    // The blocks are there, but the WAL and head chunks are as before the cut.
+    restore_dir(&saved.path().join("wal"), &tmp.path().join("wal"));
+    restore_dir(
+        &saved.path().join("chunks_head"),
+        &tmp.path().join("chunks_head"),
+    );
+    let db = Db::open(tmp.path(), opts()).unwrap();
+    assert_exactly_once(&db, &data);
+    // The next cut finds a consistent head.
+    append_range(
+        &db,
+        &mut data,
+        3,
+        A18 + 5 * HOUR_MS,
+        A18 + 8 * HOUR_MS,
+        20_000,
+    );
+    db.compact().unwrap();
+    assert_exactly_once(&db, &data);
+}
+
+#[test]
+fn a_crash_after_checkpointing_but_before_dropping_segments_replays_each_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = tmp.path().join("wal");
+    let gone = Labels::from_pairs(&[("__name__", "gone")]);
+    let mut data = Data::new();
+    let saved_segment;
+    {
+        let db = Db::open(tmp.path(), opts()).unwrap();
+        // `gone` has samples only in the first block; series 0 runs on. Four hours
+        // make exactly one cut.
+        let mut app = db.appender();
+        for k in 0..60 {
+            let t = A18 + k * MIN_MS;
+            app.append(0, &gone, t, k as f64).unwrap();
+            data.entry(gone.clone())
+                .or_default()
+                .push(Sample { t, v: k as f64 });
+        }
+        app.commit().unwrap();
+        append_range(&db, &mut data, 1, A18, A18 + 4 * HOUR_MS, MIN_MS);
+        db.close().unwrap();
+        saved_segment = std::fs::read(wal.join("00000000")).unwrap();
+        db.compact().unwrap();
+        assert_eq!(db.blocks().len(), 1);
+        assert!(!wal.join("00000000").exists());
+        // `gone` was collected with the cut; it comes back under a new ref.
+        let mut app = db.appender();
+        let t = A18 + 3 * HOUR_MS + 30 * MIN_MS;
+        app.append(0, &gone, t, -1.0).unwrap();
+        app.commit().unwrap();
+        data.entry(gone.clone())
+            .or_default()
+            .push(Sample { t, v: -1.0 });
+        db.close().unwrap();
+    }
+    // As if the process had died before deleting the checkpointed segment.
+    std::fs::write(wal.join("00000000"), &saved_segment).unwrap();
+    let db = Db::open(tmp.path(), opts()).unwrap();
+    assert_exactly_once(&db, &data);
+}
+
+#[test]
+fn replay_merges_a_series_logged_under_two_refs() {
+    use hearth::tsdb::record::{self, RefSample, RefSeries, RefTombstone};
+    let tmp = tempfile::tempdir().unwrap();
+    let x = Labels::from_pairs(&[("__name__", "x")]);
+    {
+        let mut log = hearth::wal::Log::open(&tmp.path().join("wal"), opts().wal).unwrap();
+        let mut buf = Vec::new();
+        for (r, from) in [(1u64, 0i64), (2, 10)] {
+            buf.clear();
+            record::encode_series(
+                &[RefSeries {
+                    series_ref: r,
+                    labels: x.clone(),
+                }],
+                &mut buf,
+            );
+            log.append(&buf).unwrap();
+            let samples: Vec<RefSample> = (from..from + 10)
+                .map(|k| RefSample {
+                    series_ref: r,
+                    t: A18 + k * 1000,
+                    v: k as f64,
+                })
+                .collect();
+            buf.clear();
+            record::encode_samples(&samples, &mut buf);
+            log.append(&buf).unwrap();
+        }
+        buf.clear();
+        let t15 = A18 + 15 * 1000;
+        record::encode_tombstones(
+            &[RefTombstone {
+                series_ref: 2,
+                mint: t15,
+                maxt: t15,
+            }],
+            &mut buf,
+        );
+        log.append(&buf).unwrap();
+        log.close().unwrap();
+    }
+    let want: Data = [(
+        x.clone(),
+        (0..20)
+            .filter(|&k| k != 15)
+            .map(|k| Sample {
+                t: A18 + k * 1000,
+                v: k as f64,
+            })
+            .collect(),
+    )]
+    .into_iter()
+    .collect();
+    // `hearth tsdb dump` reads the WAL the same way.
+    let mut out = Vec::new();
+    hearth::cmd::tsdb::dump(tmp.path(), i64::MIN, i64::MAX, &[], &mut out).unwrap();
+    let lines: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let want_lines: Vec<String> = want[&x]
+        .iter()
+        .map(|s| format!("{x} {} {}", hearth::cmd::go_float_g(s.v), s.t))
+        .collect();
+    assert_eq!(lines, want_lines);
+    let db = Db::open(tmp.path(), opts()).unwrap();
+    assert_eq!(db.head().num_series(), 1);
+    assert_exactly_once(&db, &want);
+}
+
 // 6. Out of bounds.
 
 #[test]

@@ -272,18 +272,29 @@ impl Head {
         })?;
         let mut records = 0u64;
         let mut unknown_refs = 0u64;
+        // WAL refs of series logged again under another ref (the same labels), mapped
+        // to the ref the head keeps, as Prometheus's replay does with `multiRef`.
+        let mut remap: HashMap<u64, u64> = HashMap::new();
         let mut apply = |rec: Vec<u8>| -> Result<(), TsdbError> {
             records += 1;
             match record::decode(&rec)? {
                 Record::Series(series) => {
                     for s in series {
-                        self.restore_series(s.series_ref, s.labels, mapped.remove(&s.series_ref));
+                        let kept = self.restore_series(
+                            s.series_ref,
+                            s.labels,
+                            mapped.remove(&s.series_ref),
+                        );
+                        if kept != s.series_ref {
+                            remap.insert(s.series_ref, kept);
+                        }
                     }
                 }
                 Record::Samples(samples) => {
                     let idx = self.series.read();
                     for s in samples {
-                        let Some(series) = idx.by_ref.get(&s.series_ref) else {
+                        let r = remap.get(&s.series_ref).copied().unwrap_or(s.series_ref);
+                        let Some(series) = idx.by_ref.get(&r) else {
                             unknown_refs += 1;
                             continue;
                         };
@@ -300,7 +311,7 @@ impl Head {
                     let mut tomb = self.tombstones.write();
                     for t in ts {
                         tomb.add(
-                            t.series_ref,
+                            remap.get(&t.series_ref).copied().unwrap_or(t.series_ref),
                             Interval {
                                 mint: t.mint,
                                 maxt: t.maxt,
@@ -312,7 +323,8 @@ impl Head {
             Ok(())
         };
         let wal_dir = self.dir.join(WAL_DIR);
-        if let Some(cp) = wal::checkpoint::latest(&wal_dir)? {
+        let checkpoint = wal::checkpoint::latest(&wal_dir)?;
+        if let Some(cp) = &checkpoint {
             for item in cp.reader()? {
                 let (_, rec) = item?;
                 apply(rec)?;
@@ -320,7 +332,7 @@ impl Head {
         }
         let reader = {
             let mut w = self.wal.lock();
-            let first = w.log.first_index();
+            let first = first_index_after_checkpoint(&w.log, checkpoint.as_ref());
             w.log.reader(first)?
         };
         for item in reader {
@@ -342,15 +354,23 @@ impl Head {
         Ok(())
     }
 
-    /// Recreates a series from a WAL series record with its original ref.
-    fn restore_series(&self, series_ref: u64, labels: Labels, mapped: Option<Vec<MappedChunk>>) {
+    /// Recreates a series from a WAL series record with its original ref, and
+    /// returns the ref the head keeps it under: an earlier ref when the same labels
+    /// were already restored (its mapped chunks are then dropped; the WAL still
+    /// holds their samples).
+    fn restore_series(
+        &self,
+        series_ref: u64,
+        labels: Labels,
+        mapped: Option<Vec<MappedChunk>>,
+    ) -> u64 {
         let mut idx = self.series.write();
         if idx.by_ref.contains_key(&series_ref) {
-            return;
+            return series_ref;
         }
         let hash = labels.stable_hash();
-        if idx.get_by_labels(hash, &labels).is_some() {
-            return;
+        if let Some(existing) = idx.get_by_labels(hash, &labels) {
+            return existing.series_ref;
         }
         let mut data = SeriesData::default();
         if let Some(mut chunks) = mapped {
@@ -377,6 +397,7 @@ impl Head {
         idx.by_ref.insert(series_ref, series);
         self.postings.write().add(series_ref, &labels);
         self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
+        series_ref
     }
 
     /// Finds or creates the series for `labels`; a new series is logged to the WAL.
@@ -783,6 +804,7 @@ impl Head {
     /// removes those segments.
     fn checkpoint(&self, mint: i64) -> Result<(), TsdbError> {
         let wal_dir = self.dir.join(WAL_DIR);
+        let previous = wal::checkpoint::latest(&wal_dir)?;
         let (reader, upto_index, last_segment) = {
             let mut w = self.wal.lock();
             w.log.sync()?;
@@ -796,7 +818,7 @@ impl Head {
                 .max()
                 .unwrap_or(0)
                 .saturating_sub(1);
-            let first = w.log.first_index();
+            let first = first_index_after_checkpoint(&w.log, previous.as_ref());
             (w.log.reader(first)?, upto, last_segment)
         };
         let live: std::collections::HashSet<u64> =
@@ -838,7 +860,7 @@ impl Head {
             }
             Ok(())
         };
-        if let Some(cp) = wal::checkpoint::latest(&wal_dir)? {
+        if let Some(cp) = &previous {
             for item in cp.reader()? {
                 let (_, rec) = item?;
                 emit(rec)?;
@@ -874,6 +896,23 @@ impl Head {
             .map(|s| s.size_bytes)
             .sum()
     }
+}
+
+/// The first WAL index to read after `checkpoint`: the first record of the first
+/// segment it does not cover. Segments it covers are normally deleted right after
+/// it is written, but a crash in between leaves them, and reading them again would
+/// bring back series the checkpoint dropped.
+fn first_index_after_checkpoint(
+    log: &Log,
+    checkpoint: Option<&wal::checkpoint::Checkpoint>,
+) -> u64 {
+    let Some(cp) = checkpoint else {
+        return log.first_index();
+    };
+    log.segments()
+        .iter()
+        .find(|s| s.number > cp.last_segment)
+        .map_or(log.next_index(), |s| s.first_index)
 }
 
 /// One transaction against the head.
@@ -998,18 +1037,33 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
         return Ok(Vec::new());
     }
     let mut labels: HashMap<u64, Labels> = HashMap::new();
+    let mut by_labels: HashMap<Labels, u64> = HashMap::new();
+    // Refs of series logged again under another ref, as in `Head::replay`.
+    let mut remap: HashMap<u64, u64> = HashMap::new();
     let mut samples: HashMap<u64, Vec<Sample>> = HashMap::new();
     let mut tomb = TombstoneStore::default();
     let mut apply = |rec: Vec<u8>| -> Result<(), TsdbError> {
         match record::decode(&rec)? {
             Record::Series(series) => {
                 for s in series {
-                    labels.insert(s.series_ref, s.labels);
+                    if labels.contains_key(&s.series_ref) {
+                        continue;
+                    }
+                    match by_labels.get(&s.labels) {
+                        Some(&kept) => {
+                            remap.insert(s.series_ref, kept);
+                        }
+                        None => {
+                            by_labels.insert(s.labels.clone(), s.series_ref);
+                            labels.insert(s.series_ref, s.labels);
+                        }
+                    }
                 }
             }
             Record::Samples(ss) => {
                 for s in ss {
-                    let list = samples.entry(s.series_ref).or_default();
+                    let r = remap.get(&s.series_ref).copied().unwrap_or(s.series_ref);
+                    let list = samples.entry(r).or_default();
                     if list.last().is_none_or(|l| s.t > l.t) {
                         list.push(Sample { t: s.t, v: s.v });
                     }
@@ -1018,7 +1072,7 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
             Record::Tombstones(ts) => {
                 for t in ts {
                     tomb.add(
-                        t.series_ref,
+                        remap.get(&t.series_ref).copied().unwrap_or(t.series_ref),
                         Interval {
                             mint: t.mint,
                             maxt: t.maxt,
