@@ -629,6 +629,46 @@ fn replay_merges_a_series_logged_under_two_refs() {
     assert_exactly_once(&db, &want);
 }
 
+#[test]
+fn series_only_selects_honour_the_time_range_in_head_and_blocks() {
+    use hearth::storage::Queryable;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), opts()).unwrap();
+    let mut data = Data::new();
+    // Series 0 and 1 from the start, series 2 only in the last hour.
+    append_range(&db, &mut data, 2, A18, A18 + 6 * HOUR_MS, 5 * MIN_MS);
+    let late = series_labels(2);
+    let mut app = db.appender();
+    app.append(0, &late, A18 + 6 * HOUR_MS, 1.0).unwrap();
+    app.commit().unwrap();
+    db.compact().unwrap();
+    assert!(!db.blocks().is_empty());
+    let series_only = SelectHints {
+        series_only: true,
+        ..hints()
+    };
+    let names = |mint: i64, maxt: i64| -> Vec<Labels> {
+        let q = db.querier(mint, maxt).unwrap();
+        collect(q.select(&series_only, &all()).unwrap())
+            .into_iter()
+            .map(|s| s.labels)
+            .collect()
+    };
+    // The first hour is in a block; the last in the head.
+    assert_eq!(
+        names(A18, A18 + HOUR_MS),
+        vec![series_labels(0), series_labels(1)]
+    );
+    assert_eq!(
+        names(A18 + 5 * HOUR_MS, A18 + 7 * HOUR_MS),
+        vec![series_labels(0), series_labels(1), late.clone()]
+    );
+    assert_eq!(
+        names(A18 + 8 * HOUR_MS, A18 + 9 * HOUR_MS),
+        Vec::<Labels>::new()
+    );
+}
+
 // 6. Out of bounds.
 
 #[test]

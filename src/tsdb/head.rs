@@ -551,10 +551,20 @@ impl Head {
         let series_only = hints.series_only;
         Ok(Box::new(series.into_iter().filter_map(move |s| {
             if series_only {
-                return Some(Ok(Series {
-                    labels: s.labels.clone(),
-                    samples: Vec::new(),
-                }));
+                // Only series with data in the range, as blocks answer (and as
+                // Prometheus's series API does).
+                let d = s.data.lock();
+                let in_range = d.mapped.iter().any(|c| c.maxt >= mint && c.mint <= maxt)
+                    || d.open
+                        .as_ref()
+                        .is_some_and(|o| o.maxt >= mint && o.mint <= maxt);
+                drop(d);
+                return in_range.then(|| {
+                    Ok(Series {
+                        labels: s.labels.clone(),
+                        samples: Vec::new(),
+                    })
+                });
             }
             match head.series_samples(&s, mint, maxt) {
                 Ok(samples) if samples.is_empty() => None,
