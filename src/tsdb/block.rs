@@ -12,6 +12,7 @@ use crate::storage::{Sample, SelectHints, Series, SeriesSet, StorageError};
 use parking_lot::RwLock;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use ulid::Ulid;
 
@@ -160,40 +161,74 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// An open, immutable block.
 pub struct Block {
     dir: PathBuf,
-    meta: BlockMeta,
+    /// Identity and time range, copied out of `meta` because every query reads them.
+    ulid: Ulid,
+    min_time: i64,
+    max_time: i64,
+    /// `meta.json` as on disk; only `stats.num_tombstones` changes, on delete.
+    meta: RwLock<BlockMeta>,
     index: IndexReader,
     chunks: ChunkReader,
     /// Deleted ranges; the only part of a block that changes after it is written.
+    /// Held for writing while the tombstones file and meta.json are rewritten.
     tombstones: RwLock<TombstoneStore>,
+    /// Sizes of the small files, for size-based retention (Prometheus counts them).
+    tombstones_bytes: AtomicU64,
+    meta_bytes: AtomicU64,
 }
 
 impl Block {
     /// Opens the block in `dir`.
     pub fn open(dir: &Path) -> Result<Block, TsdbError> {
         let meta = BlockMeta::read(dir)?;
+        let meta_bytes = std::fs::metadata(dir.join(super::meta::META_FILENAME))?.len();
         let index = IndexReader::open(&dir.join("index"))?;
         let chunks = ChunkReader::open(&dir.join("chunks"))?;
-        let (tombstones, _) = tombstones::read(dir)?;
+        let (tombstones, tombstones_bytes) = tombstones::read(dir)?;
         Ok(Block {
             dir: dir.to_path_buf(),
-            meta,
+            ulid: meta.ulid,
+            min_time: meta.min_time,
+            max_time: meta.max_time,
+            meta: RwLock::new(meta),
             index,
             chunks,
             tombstones: RwLock::new(tombstones),
+            tombstones_bytes: AtomicU64::new(tombstones_bytes),
+            meta_bytes: AtomicU64::new(meta_bytes),
         })
     }
 
-    pub fn meta(&self) -> &BlockMeta {
-        &self.meta
+    /// The block's metadata as its `meta.json` now says (tombstone count included).
+    pub fn meta(&self) -> BlockMeta {
+        self.meta.read().clone()
+    }
+
+    pub fn ulid(&self) -> Ulid {
+        self.ulid
+    }
+
+    /// Start of the block's range (inclusive), in ms.
+    pub fn min_time(&self) -> i64 {
+        self.min_time
+    }
+
+    /// End of the block's range (exclusive), in ms.
+    pub fn max_time(&self) -> i64 {
+        self.max_time
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Bytes on disk: index, chunks and tombstones.
+    /// Bytes on disk: index, chunks, tombstones and meta.json, as Prometheus's
+    /// `Block.Size` counts them for size-based retention.
     pub fn size_bytes(&self) -> u64 {
-        self.index.size_bytes() + self.chunks.size_bytes()
+        self.index.size_bytes()
+            + self.chunks.size_bytes()
+            + self.tombstones_bytes.load(Ordering::Relaxed)
+            + self.meta_bytes.load(Ordering::Relaxed)
     }
 
     /// Number of tombstone intervals.
@@ -300,36 +335,57 @@ impl Block {
     }
 
     /// Records deletion of matching series' samples in [mint, maxt] in the block's
-    /// tombstones file. Returns whether anything matched.
+    /// tombstones file, and the new tombstone count in meta.json, as Prometheus's
+    /// `Block.Delete` does: only series with a chunk in the range get a tombstone,
+    /// clamped to the series' own time span. Returns whether anything matched.
     pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<bool, TsdbError> {
-        if maxt < self.meta.min_time || mint >= self.meta.max_time {
+        if maxt < self.min_time || mint >= self.max_time {
             return Ok(false);
         }
-        let ids = self.index.postings_for_matchers(matchers)?;
-        if ids.is_empty() {
+        let mut stones = Vec::new();
+        for id in self.index.postings_for_matchers(matchers)? {
+            let (_, metas) = self.index.series(id)?;
+            if !metas.iter().any(|c| c.maxt >= mint && c.mint <= maxt) {
+                continue;
+            }
+            let (Some(first), Some(last)) = (metas.first(), metas.last()) else {
+                continue;
+            };
+            stones.push((id, mint.max(first.mint), maxt.min(last.maxt)));
+        }
+        if stones.is_empty() {
             return Ok(false);
         }
         let mut tomb = self.tombstones.write();
         let mut updated = tomb.clone();
-        for id in ids {
+        for (id, mint, maxt) in stones {
             updated.add(id, Interval { mint, maxt });
         }
-        tombstones::write(&self.dir, &updated)?;
+        let bytes = tombstones::write(&self.dir, &updated)?;
+        self.tombstones_bytes.store(bytes, Ordering::Relaxed);
+        let mut meta = self.meta.write();
+        let mut new_meta = meta.clone();
+        new_meta.stats.num_tombstones = updated.total();
+        let meta_bytes = new_meta.write(&self.dir)?;
+        self.meta_bytes.store(meta_bytes, Ordering::Relaxed);
+        *meta = new_meta;
         *tomb = updated;
         Ok(true)
     }
 
-    /// Every series with all its samples (tombstones applied), for compaction.
-    pub fn all_series(self: &Arc<Self>) -> Result<SeriesSet, StorageError> {
+    /// Every series with its samples in [mint, maxt] (tombstones applied), for
+    /// compaction, which passes the output block's range so that a sample outside
+    /// its input's declared range (a foreign block's fault) cannot break the writer.
+    pub fn all_series(self: &Arc<Self>, mint: i64, maxt: i64) -> Result<SeriesSet, StorageError> {
         let ids = self.index.all_postings().map_err(io_err)?;
         let block = self.clone();
-        Ok(Box::new(ids.into_iter().filter_map(
-            move |id| match block.read_series(id, i64::MIN, i64::MAX, false) {
+        Ok(Box::new(ids.into_iter().filter_map(move |id| {
+            match block.read_series(id, mint, maxt, false) {
                 Ok(Some(s)) => Some(Ok(s)),
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),
-            },
-        )))
+            }
+        })))
     }
 }
 

@@ -12,6 +12,7 @@ use crate::storage::{
 };
 use crate::wal::LogOptions;
 use parking_lot::{Mutex, RwLock};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,7 +69,8 @@ pub struct Db {
 
 impl Db {
     /// Opens (creating) the database in `dir`: removes half-written blocks, opens the
-    /// blocks, and replays the WAL into the head.
+    /// blocks, finishes compactions a crash interrupted, replays the WAL into the
+    /// head, and applies retention.
     pub fn open(dir: &Path, opts: DbOptions) -> Result<Db, TsdbError> {
         std::fs::create_dir_all(dir)?;
         let lock = super::lock::DirLock::acquire(dir)?;
@@ -80,7 +82,7 @@ impl Db {
             if !path.is_dir() {
                 continue;
             }
-            if name.ends_with(TMP_FOR_CREATION) || name.ends_with(".tmp-for-deletion") {
+            if name.ends_with(TMP_FOR_CREATION) || name.ends_with(TMP_FOR_DELETION) {
                 tracing::info!(dir = %path.display(), "removing unfinished block directory");
                 std::fs::remove_dir_all(&path)?;
                 continue;
@@ -90,15 +92,30 @@ impl Db {
             }
             let b = Block::open(&path)?;
             if b.meta().compaction.deletable {
-                std::fs::remove_dir_all(&path)?;
+                remove_block_dir(&path)?;
                 continue;
             }
             blocks.push(Arc::new(b));
         }
-        blocks.sort_by_key(|b| b.meta().min_time);
+        // A block that is the parent of another was compacted (or rewritten) into
+        // it, and the process stopped before deleting it: finish the job, as
+        // Prometheus's reloadBlocks does, instead of reading its samples twice.
+        let parents: HashSet<ulid::Ulid> = blocks
+            .iter()
+            .flat_map(|b| b.meta().compaction.parents)
+            .map(|p| p.ulid)
+            .collect();
+        let (stale, mut blocks): (Vec<_>, Vec<_>) = blocks
+            .into_iter()
+            .partition(|b| parents.contains(&b.ulid()));
+        for b in stale {
+            tracing::info!(ulid = %b.ulid(), "removing block already compacted into another");
+            remove_block_dir(b.dir())?;
+        }
+        blocks.sort_by_key(|b| b.min_time());
         let min_valid = blocks
             .iter()
-            .map(|b| b.meta().max_time)
+            .map(|b| b.max_time())
             .max()
             .unwrap_or(i64::MIN);
         let head = Head::open(
@@ -109,14 +126,16 @@ impl Db {
             },
             min_valid,
         )?;
-        Ok(Db {
+        let db = Db {
             dir: dir.to_path_buf(),
             opts,
             head: Arc::new(head),
             blocks: RwLock::new(blocks),
             compaction: Mutex::new(()),
             _lock: lock,
-        })
+        };
+        db.apply_retention()?;
+        Ok(db)
     }
 
     pub fn dir(&self) -> &Path {
@@ -127,13 +146,9 @@ impl Db {
         &self.head
     }
 
-    /// Metadata of the open blocks, oldest first.
+    /// Metadata of the open blocks, oldest first, as their meta.json files say.
     pub fn blocks(&self) -> Vec<BlockMeta> {
-        self.blocks
-            .read()
-            .iter()
-            .map(|b| b.meta().clone())
-            .collect()
+        self.blocks.read().iter().map(|b| b.meta()).collect()
     }
 
     /// Cuts blocks from the head while it spans more than 1.5 block ranges, then
@@ -178,7 +193,7 @@ impl Db {
             );
             let mut blocks = self.blocks.write();
             blocks.push(Arc::new(b));
-            blocks.sort_by_key(|b| b.meta().min_time);
+            blocks.sort_by_key(|b| b.min_time());
         }
         self.head.truncate(maxt)
     }
@@ -199,39 +214,55 @@ impl Db {
     /// Plans and runs one compaction; returns whether it did anything.
     fn compact_blocks_once(&self) -> Result<bool, TsdbError> {
         let blocks = self.blocks.read().clone();
-        let Some(plan) = plan_compaction(&blocks, &self.ranges()) else {
+        let metas: Vec<BlockMeta> = blocks.iter().map(|b| b.meta()).collect();
+        let Some(plan) = plan_compaction(&metas, &self.ranges()) else {
             return Ok(false);
         };
         let inputs: Vec<Arc<Block>> = plan.iter().map(|&i| blocks[i].clone()).collect();
-        let mint = inputs.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
-        let maxt = inputs.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
-        let mut sets = Vec::new();
-        for b in &inputs {
-            sets.push(b.all_series()?);
-        }
-        let mut sources: Vec<ulid::Ulid> = inputs
+        let input_metas: Vec<BlockMeta> = plan.iter().map(|&i| metas[i].clone()).collect();
+        let mint = input_metas.iter().map(|m| m.min_time).min().unwrap_or(0);
+        let maxt = input_metas.iter().map(|m| m.max_time).max().unwrap_or(0);
+        let mut sources: Vec<ulid::Ulid> = input_metas
             .iter()
-            .flat_map(|b| b.meta().compaction.sources.clone())
+            .flat_map(|m| m.compaction.sources.iter().copied())
             .collect();
         sources.sort();
         sources.dedup();
-        let level = inputs
+        let level = input_metas
             .iter()
-            .map(|b| b.meta().compaction.level)
+            .map(|m| m.compaction.level)
             .max()
             .unwrap_or(1)
             + 1;
-        let meta = block::write_block(
-            &self.dir,
+        self.replace_blocks(
+            &inputs,
             mint,
             maxt,
             BlockLineage {
                 level,
                 sources,
-                parents: inputs.iter().map(|b| b.meta().clone()).collect(),
+                parents: input_metas,
             },
-            merge_series_sets(sets),
         )?;
+        tracing::info!(inputs = inputs.len(), mint, maxt, "compacted blocks");
+        Ok(true)
+    }
+
+    /// Writes the samples of `inputs` in [mint, maxt) as one new block (none if no
+    /// sample is left), swaps it in for them, and deletes their directories.
+    fn replace_blocks(
+        &self,
+        inputs: &[Arc<Block>],
+        mint: i64,
+        maxt: i64,
+        lineage: BlockLineage,
+    ) -> Result<Option<BlockMeta>, TsdbError> {
+        let mut sets = Vec::new();
+        for b in inputs {
+            // Block ranges are half-open, chunk reads closed: stop 1 ms short.
+            sets.push(b.all_series(mint, maxt - 1)?);
+        }
+        let meta = block::write_block(&self.dir, mint, maxt, lineage, merge_series_sets(sets))?;
         let new_block = match &meta {
             Some(m) => Some(Arc::new(Block::open(&self.dir.join(m.ulid.to_string()))?)),
             None => None,
@@ -242,47 +273,90 @@ impl Db {
             if let Some(b) = new_block {
                 all.push(b);
             }
-            all.sort_by_key(|b| b.meta().min_time);
+            all.sort_by_key(|b| b.min_time());
         }
-        for b in &inputs {
+        for b in inputs {
             remove_block_dir(b.dir())?;
         }
-        tracing::info!(inputs = inputs.len(), mint, maxt, "compacted blocks");
-        Ok(true)
+        Ok(meta)
     }
 
-    /// Drops whole blocks past the time or size retention.
-    fn apply_retention(&self) -> Result<(), TsdbError> {
+    /// Rewrites every block that has tombstones without the deleted samples, like
+    /// Prometheus's `CleanTombstones` (the admin API's `clean_tombstones`). The new
+    /// block is a level-1 block whose parent is the old one.
+    pub fn clean_tombstones(&self) -> Result<(), TsdbError> {
+        let _guard = self.compaction.lock();
         let blocks = self.blocks.read().clone();
-        let Some(newest_maxt) = blocks.iter().map(|b| b.meta().max_time).max() else {
+        for b in blocks {
+            if b.num_tombstones() == 0 {
+                continue;
+            }
+            let meta = b.meta();
+            let written = self.replace_blocks(
+                std::slice::from_ref(&b),
+                meta.min_time,
+                meta.max_time,
+                BlockLineage {
+                    level: 1,
+                    sources: Vec::new(),
+                    parents: vec![meta.clone()],
+                },
+            )?;
+            tracing::info!(
+                old = %meta.ulid,
+                new = ?written.map(|m| m.ulid.to_string()),
+                "rewrote block without deleted samples"
+            );
+        }
+        Ok(())
+    }
+
+    /// Bytes the head holds on disk: the whole WAL directory (checkpoints
+    /// included) and `chunks_head/`, as Prometheus's `Head.Size` counts them.
+    pub fn head_size_bytes(&self) -> u64 {
+        dir_size_bytes(&self.dir.join(super::head::WAL_DIR))
+            + dir_size_bytes(&self.dir.join("chunks_head"))
+    }
+
+    /// Drops whole blocks past the time or size retention, as Prometheus's
+    /// `BeyondTimeRetention` and `BeyondSizeRetention` choose them: blocks are
+    /// taken newest first (by max time); a block whose end lies at least the
+    /// retention time before the newest block's end goes, with every older one;
+    /// and once the head plus the blocks so far exceed the size limit, the block
+    /// that crossed it goes, with every older one.
+    fn apply_retention(&self) -> Result<(), TsdbError> {
+        let mut blocks = self.blocks.read().clone();
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.max_time()));
+        let Some(newest_maxt) = blocks.first().map(|b| b.max_time()) else {
             return Ok(());
         };
-        let mut drop: Vec<Arc<Block>> = blocks
-            .iter()
-            .filter(|b| newest_maxt - b.meta().max_time > self.opts.retention_ms)
-            .cloned()
-            .collect();
+        let mut cut = blocks.len();
+        if self.opts.retention_ms > 0 {
+            if let Some(i) = (1..blocks.len())
+                .find(|&i| newest_maxt - blocks[i].max_time() >= self.opts.retention_ms)
+            {
+                cut = cut.min(i);
+            }
+        }
         if self.opts.retention_size_bytes > 0 {
-            let mut total: u64 =
-                self.head.wal_size_bytes() + blocks.iter().map(|b| b.size_bytes()).sum::<u64>();
-            for b in blocks.iter() {
-                if total <= self.opts.retention_size_bytes {
+            let mut total = self.head_size_bytes();
+            for (i, b) in blocks.iter().enumerate() {
+                total += b.size_bytes();
+                if total > self.opts.retention_size_bytes {
+                    cut = cut.min(i);
                     break;
-                }
-                total = total.saturating_sub(b.size_bytes());
-                if !drop.iter().any(|d| Arc::ptr_eq(d, b)) {
-                    drop.push(b.clone());
                 }
             }
         }
+        let drop = &blocks[cut..];
         if drop.is_empty() {
             return Ok(());
         }
         self.blocks
             .write()
             .retain(|b| !drop.iter().any(|d| Arc::ptr_eq(d, b)));
-        for b in &drop {
-            tracing::info!(ulid = %b.meta().ulid, "dropping block past retention");
+        for b in drop {
+            tracing::info!(ulid = %b.ulid(), "dropping block past retention");
             remove_block_dir(b.dir())?;
         }
         Ok(())
@@ -304,74 +378,142 @@ impl Db {
     }
 }
 
+/// Suffix of a block directory being deleted; removed at startup.
+const TMP_FOR_DELETION: &str = ".tmp-for-deletion";
+
 /// Renames a block directory out of the way first, so a crash mid-delete leaves a
 /// directory that startup recognises and removes.
 fn remove_block_dir(dir: &Path) -> Result<(), TsdbError> {
-    let tmp = dir.with_extension("tmp-for-deletion");
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(TMP_FOR_DELETION);
+    let tmp = PathBuf::from(name);
     std::fs::rename(dir, &tmp)?;
     std::fs::remove_dir_all(&tmp)?;
+    block::sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
     Ok(())
 }
 
-/// Chooses blocks to compact together (indexes into `blocks`, sorted by min time):
-/// overlapping blocks first; then, for each range above the smallest, the blocks
-/// inside one aligned window when they fill it or a newer block exists past it;
-/// then a block with many tombstones on its own. The newest block is left alone
-/// unless it overlaps.
-pub fn plan_compaction(blocks: &[Arc<Block>], ranges: &[i64]) -> Option<Vec<usize>> {
-    // Overlaps.
-    for i in 1..blocks.len() {
-        let prev_max = blocks[..i]
-            .iter()
-            .map(|b| b.meta().max_time)
-            .max()
-            .unwrap_or(i64::MIN);
-        if blocks[i].meta().min_time < prev_max {
-            let mut group: Vec<usize> = (0..i)
-                .filter(|&j| blocks[j].meta().max_time > blocks[i].meta().min_time)
-                .collect();
-            group.push(i);
-            return Some(group);
-        }
-    }
-    if blocks.len() < 2 {
-        return tombstone_heavy(blocks);
-    }
-    let newest = blocks.len() - 1;
-    let newest_min = blocks[newest].meta().min_time;
-    for &r in ranges.iter().skip(1) {
-        let mut i = 0;
-        while i < newest {
-            let w = blocks[i].meta().min_time.div_euclid(r) * r;
-            let mut group = Vec::new();
-            let mut j = i;
-            while j < newest && blocks[j].meta().max_time <= w + r && blocks[j].meta().min_time >= w
-            {
-                group.push(j);
-                j += 1;
-            }
-            if group.len() >= 2 {
-                let gmin = blocks[group[0]].meta().min_time;
-                let gmax = blocks[*group.last().expect("non-empty")].meta().max_time;
-                if (gmin == w && gmax == w + r) || w + r <= newest_min {
-                    return Some(group);
-                }
-            }
-            i = j.max(i + 1);
-        }
-    }
-    tombstone_heavy(blocks)
+/// Total size of the files under `dir`; files that vanish meanwhile count 0.
+fn dir_size_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(md) if md.is_dir() => dir_size_bytes(&e.path()),
+            Ok(md) => md.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
-/// A block where more than 5% of series carry tombstones is rewritten alone.
-fn tombstone_heavy(blocks: &[Arc<Block>]) -> Option<Vec<usize>> {
-    blocks
-        .iter()
-        .position(|b| {
-            let t = b.num_tombstones();
-            t > 0 && t * 20 > b.meta().stats.num_series
-        })
-        .map(|i| vec![i])
+/// Chooses blocks to compact together, as Prometheus's leveled compactor plans
+/// (`tsdb/compact.go`); returns indexes into `metas`, oldest first.
+///
+/// 1. The first run of overlapping blocks, whatever their age.
+/// 2. Otherwise, leaving out the newest block (by min time, so that a fresh block
+///    cut from the head can be backed up before it is merged): for each range
+///    above the smallest, the blocks inside one aligned window of that range,
+///    when there are at least two and they fill the window or end before the
+///    newest block still considered starts. Windows holding a block whose
+///    compaction failed are skipped.
+/// 3. Otherwise one block worth rewriting for its tombstones: newest first, a
+///    block of at least the middle range with more than 5% tombstones per series,
+///    or a smaller one that is deleted entirely.
+pub fn plan_compaction(metas: &[BlockMeta], ranges: &[i64]) -> Option<Vec<usize>> {
+    let mut order: Vec<usize> = (0..metas.len()).collect();
+    order.sort_by_key(|&i| metas[i].min_time);
+    let overlapping = overlapping_blocks(metas, &order);
+    if !overlapping.is_empty() {
+        return Some(overlapping);
+    }
+    let (_, considered) = order.split_last()?;
+    if let Some(group) = select_for_ranges(metas, considered, ranges) {
+        return Some(group);
+    }
+    let middle = ranges.get(ranges.len() / 2).copied().unwrap_or(i64::MAX);
+    for &i in considered.iter().rev() {
+        let m = &metas[i];
+        let stats = &m.stats;
+        if m.max_time - m.min_time < middle {
+            if stats.num_tombstones > 0 && stats.num_tombstones >= stats.num_series {
+                return Some(vec![i]);
+            }
+            break;
+        }
+        if stats.num_tombstones as f64 / (stats.num_series + 1) as f64 > 0.05 {
+            return Some(vec![i]);
+        }
+    }
+    None
+}
+
+/// The first run of blocks (in `order`, sorted by min time) that overlap.
+fn overlapping_blocks(metas: &[BlockMeta], order: &[usize]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let Some(&first) = order.first() else {
+        return out;
+    };
+    let mut max_seen = metas[first].max_time;
+    for w in order.windows(2) {
+        let (prev, cur) = (w[0], w[1]);
+        if metas[cur].min_time < max_seen {
+            if out.is_empty() {
+                out.push(prev);
+            }
+            out.push(cur);
+        } else if !out.is_empty() {
+            break;
+        }
+        max_seen = max_seen.max(metas[cur].max_time);
+    }
+    out
+}
+
+/// Step 2 of `plan_compaction` over `considered` (sorted by min time).
+fn select_for_ranges(
+    metas: &[BlockMeta],
+    considered: &[usize],
+    ranges: &[i64],
+) -> Option<Vec<usize>> {
+    let high_time = metas[*considered.last()?].min_time;
+    for &range in ranges.iter().skip(1) {
+        for part in split_by_range(metas, considered, range) {
+            if part.iter().any(|&i| metas[i].compaction.failed) {
+                continue;
+            }
+            let mint = metas[part[0]].min_time;
+            let maxt = metas[part[part.len() - 1]].max_time;
+            if part.len() > 1 && (maxt - mint == range || maxt <= high_time) {
+                return Some(part);
+            }
+        }
+    }
+    None
+}
+
+/// Groups blocks (sorted by min time) by the aligned window of `range` each falls
+/// into; blocks that stick out of their window (misaligned, or larger) are left
+/// out.
+fn split_by_range(metas: &[BlockMeta], sorted: &[usize], range: i64) -> Vec<Vec<usize>> {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let window_start = metas[sorted[i]].min_time.div_euclid(range) * range;
+        let window_end = window_start + range;
+        if metas[sorted[i]].max_time > window_end {
+            i += 1;
+            continue;
+        }
+        let mut group = Vec::new();
+        while i < sorted.len() && metas[sorted[i]].max_time <= window_end {
+            group.push(sorted[i]);
+            i += 1;
+        }
+        parts.push(group);
+    }
+    parts
 }
 
 impl Appendable for Db {
@@ -386,7 +528,7 @@ impl Queryable for Db {
             .blocks
             .read()
             .iter()
-            .filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt)
+            .filter(|b| b.max_time() > mint && b.min_time() <= maxt)
             .cloned()
             .collect();
         Ok(Box::new(DbQuerier {

@@ -63,10 +63,6 @@ struct SeriesData {
     open: Option<OpenChunk>,
     /// Timestamp and value bits of the newest committed sample.
     last: Option<(i64, u64)>,
-    /// Samples appended but not yet committed or rolled back, plus one while a new
-    /// series is on its way to its first append. Head truncation never removes a
-    /// series with pending samples, so an in-flight transaction cannot lose one.
-    pending: u32,
 }
 
 /// One series in the head.
@@ -276,18 +272,29 @@ impl Head {
         })?;
         let mut records = 0u64;
         let mut unknown_refs = 0u64;
+        // WAL refs of series logged again under another ref (the same labels), mapped
+        // to the ref the head keeps, as Prometheus's replay does with `multiRef`.
+        let mut remap: HashMap<u64, u64> = HashMap::new();
         let mut apply = |rec: Vec<u8>| -> Result<(), TsdbError> {
             records += 1;
             match record::decode(&rec)? {
                 Record::Series(series) => {
                     for s in series {
-                        self.restore_series(s.series_ref, s.labels, mapped.remove(&s.series_ref));
+                        let kept = self.restore_series(
+                            s.series_ref,
+                            s.labels,
+                            mapped.remove(&s.series_ref),
+                        );
+                        if kept != s.series_ref {
+                            remap.insert(s.series_ref, kept);
+                        }
                     }
                 }
                 Record::Samples(samples) => {
                     let idx = self.series.read();
                     for s in samples {
-                        let Some(series) = idx.by_ref.get(&s.series_ref) else {
+                        let r = remap.get(&s.series_ref).copied().unwrap_or(s.series_ref);
+                        let Some(series) = idx.by_ref.get(&r) else {
                             unknown_refs += 1;
                             continue;
                         };
@@ -304,7 +311,7 @@ impl Head {
                     let mut tomb = self.tombstones.write();
                     for t in ts {
                         tomb.add(
-                            t.series_ref,
+                            remap.get(&t.series_ref).copied().unwrap_or(t.series_ref),
                             Interval {
                                 mint: t.mint,
                                 maxt: t.maxt,
@@ -316,7 +323,8 @@ impl Head {
             Ok(())
         };
         let wal_dir = self.dir.join(WAL_DIR);
-        if let Some(cp) = wal::checkpoint::latest(&wal_dir)? {
+        let checkpoint = wal::checkpoint::latest(&wal_dir)?;
+        if let Some(cp) = &checkpoint {
             for item in cp.reader()? {
                 let (_, rec) = item?;
                 apply(rec)?;
@@ -324,7 +332,7 @@ impl Head {
         }
         let reader = {
             let mut w = self.wal.lock();
-            let first = w.log.first_index();
+            let first = first_index_after_checkpoint(&w.log, checkpoint.as_ref());
             w.log.reader(first)?
         };
         for item in reader {
@@ -346,15 +354,23 @@ impl Head {
         Ok(())
     }
 
-    /// Recreates a series from a WAL series record with its original ref.
-    fn restore_series(&self, series_ref: u64, labels: Labels, mapped: Option<Vec<MappedChunk>>) {
+    /// Recreates a series from a WAL series record with its original ref, and
+    /// returns the ref the head keeps it under: an earlier ref when the same labels
+    /// were already restored (its mapped chunks are then dropped; the WAL still
+    /// holds their samples).
+    fn restore_series(
+        &self,
+        series_ref: u64,
+        labels: Labels,
+        mapped: Option<Vec<MappedChunk>>,
+    ) -> u64 {
         let mut idx = self.series.write();
         if idx.by_ref.contains_key(&series_ref) {
-            return;
+            return series_ref;
         }
         let hash = labels.stable_hash();
-        if idx.get_by_labels(hash, &labels).is_some() {
-            return;
+        if let Some(existing) = idx.get_by_labels(hash, &labels) {
+            return existing.series_ref;
         }
         let mut data = SeriesData::default();
         if let Some(mut chunks) = mapped {
@@ -381,22 +397,22 @@ impl Head {
         idx.by_ref.insert(series_ref, series);
         self.postings.write().add(series_ref, &labels);
         self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
+        series_ref
     }
 
     /// Finds or creates the series for `labels`; a new series is logged to the WAL.
-    /// The series for `labels` and whether it was created by this call; a new series
-    /// starts with one pending sample reserved for the caller's append.
-    fn get_or_create(&self, labels: &Labels) -> Result<(Arc<MemSeries>, bool), AppendError> {
+    /// The series for `labels`, created (and logged to the WAL) if it is new.
+    fn get_or_create(&self, labels: &Labels) -> Result<Arc<MemSeries>, AppendError> {
         let hash = labels.stable_hash();
         if let Some(s) = self.series.read().get_by_labels(hash, labels) {
-            return Ok((s.clone(), false));
+            return Ok(s.clone());
         }
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels(labels.to_string()));
         }
         let mut idx = self.series.write();
         if let Some(s) = idx.get_by_labels(hash, labels) {
-            return Ok((s.clone(), false));
+            return Ok(s.clone());
         }
         let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
         {
@@ -416,16 +432,13 @@ impl Head {
         let series = Arc::new(MemSeries {
             series_ref,
             labels: labels.clone(),
-            data: Mutex::new(SeriesData {
-                pending: 1,
-                ..SeriesData::default()
-            }),
+            data: Mutex::new(SeriesData::default()),
         });
         idx.by_hash.entry(hash).or_default().push(series.clone());
         idx.by_ref.insert(series_ref, series.clone());
         self.postings.write().add(series_ref, labels);
         self.stats.series_created.fetch_add(1, Ordering::Relaxed);
-        Ok((series, true))
+        Ok(series)
     }
 
     fn note_time(&self, t: i64) {
@@ -541,10 +554,20 @@ impl Head {
         let series_only = hints.series_only;
         Ok(Box::new(series.into_iter().filter_map(move |s| {
             if series_only {
-                return Some(Ok(Series {
-                    labels: s.labels.clone(),
-                    samples: Vec::new(),
-                }));
+                // Only series with data in the range, as blocks answer (and as
+                // Prometheus's series API does).
+                let d = s.data.lock();
+                let in_range = d.mapped.iter().any(|c| c.maxt >= mint && c.mint <= maxt)
+                    || d.open
+                        .as_ref()
+                        .is_some_and(|o| o.maxt >= mint && o.mint <= maxt);
+                drop(d);
+                return in_range.then(|| {
+                    Ok(Series {
+                        labels: s.labels.clone(),
+                        samples: Vec::new(),
+                    })
+                });
             }
             match head.series_samples(&s, mint, maxt) {
                 Ok(samples) if samples.is_empty() => None,
@@ -646,20 +669,37 @@ impl Head {
             .collect()
     }
 
-    /// Marks samples of matching series in [mint, maxt] as deleted; logged to the WAL.
+    /// Marks samples of matching series in [mint, maxt] as deleted, within each
+    /// series' present time span; logged to the WAL.
     pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), TsdbError> {
         let series = self.matching_series(matchers);
         if series.is_empty() {
             return Ok(());
         }
+        // Like Prometheus, delete only between each series' first and last sample
+        // and not beyond: a tombstone reaching into the future would hide (and
+        // keep out of blocks) every sample appended after the delete.
         let stones: Vec<RefTombstone> = series
             .iter()
-            .map(|s| RefTombstone {
-                series_ref: s.series_ref,
-                mint,
-                maxt,
+            .filter_map(|s| {
+                let d = s.data.lock();
+                let first = d
+                    .mapped
+                    .first()
+                    .map(|c| c.mint)
+                    .or(d.open.as_ref().map(|o| o.mint))?;
+                let (last, _) = d.last?;
+                let (t0, t1) = (mint.max(first), maxt.min(last));
+                (t0 <= t1).then_some(RefTombstone {
+                    series_ref: s.series_ref,
+                    mint: t0,
+                    maxt: t1,
+                })
             })
             .collect();
+        if stones.is_empty() {
+            return Ok(());
+        }
         {
             let mut w = self.wal.lock();
             let WalWriter { log, buf } = &mut *w;
@@ -726,15 +766,26 @@ impl Head {
                     .or(d.open.as_ref().map(|o| o.mint));
                 match first {
                     Some(t) => new_min = new_min.min(t.max(mint)),
-                    None if d.pending == 0 => {
+                    None => {
                         dead.insert(s.series_ref);
                     }
-                    None => {}
                 }
             }
         }
         if !dead.is_empty() {
             let mut idx = self.series.write();
+            // A series an appender holds (created or found by `append`, not yet
+            // committed) has no sample yet but will get one: keep it, as
+            // Prometheus keeps series with a pending commit. Checked under the
+            // write lock, where nobody can look a series up anew: the index holds
+            // two references (by ref and by hash), anyone else a third. The data
+            // is checked again too, for a commit that landed since the scan.
+            dead.retain(|r| {
+                idx.by_ref.get(r).is_some_and(|s| {
+                    let d = s.data.lock();
+                    Arc::strong_count(s) <= 2 && d.mapped.is_empty() && d.open.is_none()
+                })
+            });
             for r in &dead {
                 if let Some(s) = idx.by_ref.remove(r) {
                     let hash = s.labels.stable_hash();
@@ -766,6 +817,7 @@ impl Head {
     /// removes those segments.
     fn checkpoint(&self, mint: i64) -> Result<(), TsdbError> {
         let wal_dir = self.dir.join(WAL_DIR);
+        let previous = wal::checkpoint::latest(&wal_dir)?;
         let (reader, upto_index, last_segment) = {
             let mut w = self.wal.lock();
             w.log.sync()?;
@@ -779,7 +831,7 @@ impl Head {
                 .max()
                 .unwrap_or(0)
                 .saturating_sub(1);
-            let first = w.log.first_index();
+            let first = first_index_after_checkpoint(&w.log, previous.as_ref());
             (w.log.reader(first)?, upto, last_segment)
         };
         let live: std::collections::HashSet<u64> =
@@ -821,7 +873,7 @@ impl Head {
             }
             Ok(())
         };
-        if let Some(cp) = wal::checkpoint::latest(&wal_dir)? {
+        if let Some(cp) = &previous {
             for item in cp.reader()? {
                 let (_, rec) = item?;
                 emit(rec)?;
@@ -859,6 +911,23 @@ impl Head {
     }
 }
 
+/// The first WAL index to read after `checkpoint`: the first record of the first
+/// segment it does not cover. Segments it covers are normally deleted right after
+/// it is written, but a crash in between leaves them, and reading them again would
+/// bring back series the checkpoint dropped.
+fn first_index_after_checkpoint(
+    log: &Log,
+    checkpoint: Option<&wal::checkpoint::Checkpoint>,
+) -> u64 {
+    let Some(cp) = checkpoint else {
+        return log.first_index();
+    };
+    log.segments()
+        .iter()
+        .find(|s| s.number > cp.last_segment)
+        .map_or(log.next_index(), |s| s.first_index)
+}
+
 /// One transaction against the head.
 pub struct HeadAppender {
     head: Arc<Head>,
@@ -875,27 +944,22 @@ impl Appender for HeadAppender {
         t: i64,
         v: f64,
     ) -> Result<SeriesRef, AppendError> {
-        let (series, created) = match self.lookup(series_ref, labels) {
-            Some(s) => (s, false),
+        // Checked before the series is looked up, as Prometheus fails fast: an
+        // out-of-bounds sample must not create (and log) a series that gets none.
+        if t < self.head.appendable_min_valid_time() {
+            self.head
+                .stats
+                .out_of_bounds_samples
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::OutOfBounds);
+        }
+        let series = match self.lookup(series_ref, labels) {
+            Some(s) => s,
             None => self.head.get_or_create(labels)?,
         };
-        let mut d = series.data.lock();
-        let verdict = self.check(&d, t, v);
-        match verdict {
-            Ok(true) => {
-                if !created {
-                    d.pending += 1;
-                }
-            }
-            Ok(false) | Err(_) => {
-                if created {
-                    d.pending -= 1;
-                }
-            }
-        }
-        drop(d);
+        let append = self.check(&series.data.lock(), t, v)?;
         let r = series.series_ref;
-        if verdict? {
+        if append {
             self.samples.push((series, t, v));
         }
         Ok(r)
@@ -925,7 +989,6 @@ impl Appender for HeadAppender {
         let mut failure = None;
         for (series, t, v) in self.samples.drain(..) {
             let mut d = series.data.lock();
-            d.pending -= 1;
             // Checked again under the lock: another transaction may have committed a
             // newer sample since `append` looked. Such samples are dropped, as in
             // Prometheus's commit.
@@ -952,31 +1015,15 @@ impl Appender for HeadAppender {
         failure.map_or(Ok(()), Err)
     }
 
-    fn rollback(self: Box<Self>) {
-        // Dropping releases the pending samples.
-    }
-}
-
-impl Drop for HeadAppender {
-    /// A transaction dropped without commit rolls back: its samples are discarded
-    /// and no longer hold their series in the head.
-    fn drop(&mut self) {
-        for (series, _, _) in self.samples.drain(..) {
-            series.data.lock().pending -= 1;
-        }
-    }
+    fn rollback(self: Box<Self>) {}
 }
 
 impl HeadAppender {
-    /// Whether a sample at `t` may be appended to `series`: `Ok(true)` to append,
-    /// `Ok(false)` for an identical duplicate (accepted and ignored, as in
+    /// Whether a sample at `t` may follow the series' newest sample: `Ok(true)` to
+    /// append, `Ok(false)` for an identical duplicate (accepted and ignored, as in
     /// Prometheus), or the reason it is refused.
     fn check(&self, d: &SeriesData, t: i64, v: f64) -> Result<bool, AppendError> {
         let stats = &self.head.stats;
-        if t < self.head.appendable_min_valid_time() {
-            stats.out_of_bounds_samples.fetch_add(1, Ordering::Relaxed);
-            return Err(AppendError::OutOfBounds);
-        }
         match d.last {
             Some((lt, _)) if t < lt => {
                 stats.out_of_order_samples.fetch_add(1, Ordering::Relaxed);
@@ -1012,18 +1059,33 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
         return Ok(Vec::new());
     }
     let mut labels: HashMap<u64, Labels> = HashMap::new();
+    let mut by_labels: HashMap<Labels, u64> = HashMap::new();
+    // Refs of series logged again under another ref, as in `Head::replay`.
+    let mut remap: HashMap<u64, u64> = HashMap::new();
     let mut samples: HashMap<u64, Vec<Sample>> = HashMap::new();
     let mut tomb = TombstoneStore::default();
     let mut apply = |rec: Vec<u8>| -> Result<(), TsdbError> {
         match record::decode(&rec)? {
             Record::Series(series) => {
                 for s in series {
-                    labels.insert(s.series_ref, s.labels);
+                    if labels.contains_key(&s.series_ref) {
+                        continue;
+                    }
+                    match by_labels.get(&s.labels) {
+                        Some(&kept) => {
+                            remap.insert(s.series_ref, kept);
+                        }
+                        None => {
+                            by_labels.insert(s.labels.clone(), s.series_ref);
+                            labels.insert(s.series_ref, s.labels);
+                        }
+                    }
                 }
             }
             Record::Samples(ss) => {
                 for s in ss {
-                    let list = samples.entry(s.series_ref).or_default();
+                    let r = remap.get(&s.series_ref).copied().unwrap_or(s.series_ref);
+                    let list = samples.entry(r).or_default();
                     if list.last().is_none_or(|l| s.t > l.t) {
                         list.push(Sample { t: s.t, v: s.v });
                     }
@@ -1032,7 +1094,7 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
             Record::Tombstones(ts) => {
                 for t in ts {
                     tomb.add(
-                        t.series_ref,
+                        remap.get(&t.series_ref).copied().unwrap_or(t.series_ref),
                         Interval {
                             mint: t.mint,
                             maxt: t.maxt,
