@@ -6,9 +6,11 @@
 //! `server` wires everything together.
 
 pub mod cmd;
+pub mod config;
 pub mod config_units;
 pub mod encoding;
 pub mod labels;
+pub mod relabel;
 pub mod remote;
 pub mod server;
 pub mod storage;
