@@ -8,6 +8,7 @@
 pub mod cmd;
 pub mod config;
 pub mod config_units;
+pub mod discovery;
 pub mod encoding;
 pub mod labels;
 pub mod relabel;
