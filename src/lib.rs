@@ -13,6 +13,7 @@ pub mod encoding;
 pub mod labels;
 pub mod relabel;
 pub mod remote;
+pub mod scrape;
 pub mod server;
 pub mod storage;
 pub mod textparse;

@@ -396,7 +396,7 @@ impl Config {
         if g.evaluation_interval.is_none() {
             g.evaluation_interval = Some(DurationMs(DEFAULT_SCRAPE_INTERVAL_MS));
         }
-        for (name, _) in &g.external_labels {
+        for name in g.external_labels.keys() {
             if !crate::relabel::is_valid_label_name(name) {
                 return Err(format!("{name:?} is not a valid label name"));
             }

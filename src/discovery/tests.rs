@@ -47,7 +47,7 @@ fn file_sd_json_and_yaml() {
 
     let files = matching_files(&[dir.path().join("*.json").display().to_string()])
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(files, [json.clone()]);
+    assert_eq!(files, std::slice::from_ref(&json));
 
     std::fs::write(&json, "[{\"targets\": [\"http://bad/x\"]}]").unwrap_or_else(|e| panic!("{e}"));
     let e = read_file_groups(&json)
