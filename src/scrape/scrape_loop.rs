@@ -528,3 +528,72 @@ async fn scrape_once(ctx: &Arc<LoopContext>, state: Box<LoopState>) -> Option<Bo
     }
     Some(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn job(yaml: &str) -> ScrapeConfig {
+        let c = Config::parse(yaml, "t.yml").unwrap_or_else(|e| panic!("{e}"));
+        c.scrape_configs[0].clone()
+    }
+
+    #[test]
+    fn conflicting_labels_get_exported_prefix() {
+        let cfg = job("scrape_configs:\n  - job_name: a\n");
+        let target = Labels::from_pairs(&[("job", "a"), ("instance", "h:1")]);
+        let exposed = Labels::from_pairs(&[
+            ("__name__", "m"),
+            ("job", "inner"),
+            ("exported_job", "taken"),
+            ("instance", "i"),
+        ]);
+        let got = sample_labels(&cfg, &target, &exposed);
+        let want = Labels::from_pairs(&[
+            ("__name__", "m"),
+            ("job", "a"),
+            ("instance", "h:1"),
+            ("exported_instance", "i"),
+            ("exported_job", "taken"),
+            ("exported_exported_job", "inner"),
+        ]);
+        assert_eq!(got, Some(want));
+    }
+
+    #[test]
+    fn honor_labels_keeps_exposed_values() {
+        let cfg = job("scrape_configs:\n  - job_name: a\n    honor_labels: true\n");
+        let target = Labels::from_pairs(&[("job", "a"), ("instance", "h:1")]);
+        let exposed = Labels::from_pairs(&[("__name__", "m"), ("job", "inner")]);
+        let got = sample_labels(&cfg, &target, &exposed);
+        let want = Labels::from_pairs(&[("__name__", "m"), ("job", "inner"), ("instance", "h:1")]);
+        assert_eq!(got, Some(want));
+    }
+
+    #[test]
+    fn label_limits_have_prometheus_messages() {
+        let cfg = job("scrape_configs:\n  - job_name: a\n    label_limit: 2\n    label_name_length_limit: 3\n    label_value_length_limit: 4\n");
+        let e = check_label_limits(
+            &cfg,
+            &Labels::from_pairs(&[("__name__", "m"), ("a", "1"), ("b", "2")]),
+        );
+        assert_eq!(
+            e,
+            Err("label_limit exceeded (metric: m, number of labels: 3, limit: 2)".into())
+        );
+        let cfg = job("scrape_configs:\n  - job_name: a\n    label_name_length_limit: 3\n    label_value_length_limit: 4\n");
+        let e = check_label_limits(
+            &cfg,
+            &Labels::from_pairs(&[("__name__", "m"), ("abcd", "1")]),
+        );
+        assert!(e.is_err_and(|e| e.starts_with("label_name_length_limit exceeded")));
+        // `__name__` is a label like any other for the limits.
+        let cfg = job("scrape_configs:\n  - job_name: a\n    label_value_length_limit: 4\n");
+        let e = check_label_limits(
+            &cfg,
+            &Labels::from_pairs(&[("__name__", "m"), ("a", "12345")]),
+        );
+        assert!(e.is_err_and(|e| e.starts_with("label_value_length_limit exceeded")));
+    }
+}

@@ -260,3 +260,88 @@ fn has_port(addr: &str) -> bool {
     }
     addr.matches(':').count() == 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn job(yaml: &str) -> ScrapeConfig {
+        let c = Config::parse(yaml, "t.yml").unwrap_or_else(|e| panic!("{e}"));
+        c.scrape_configs[0].clone()
+    }
+
+    fn group(targets: &[&str], labels: &[(&str, &str)]) -> TargetGroup {
+        TargetGroup {
+            source: "s".into(),
+            targets: targets
+                .iter()
+                .map(|t| Labels::from_pairs(&[(ADDRESS_LABEL, *t)]))
+                .collect(),
+            labels: Labels::from_pairs(labels),
+        }
+    }
+
+    #[test]
+    fn labels_built_like_prometheus() {
+        let cfg = job("scrape_configs:\n  - job_name: node\n    scrape_interval: 30s\n    params: {module: [a, b]}\n    relabel_configs:\n      - source_labels: [__meta_x]\n        target_label: from_meta\n");
+        let got = targets_from_groups(&cfg, &[group(&["h1"], &[("__meta_x", "m"), ("env", "p")])]);
+        let Populated::Target(t) = &got[0] else {
+            panic!("not a target: {got:?}")
+        };
+        assert_eq!(
+            t.series_labels(),
+            Labels::from_pairs(&[
+                ("env", "p"),
+                ("from_meta", "m"),
+                ("instance", "h1:80"),
+                ("job", "node")
+            ])
+        );
+        assert_eq!(t.labels.get(SCRAPE_INTERVAL_LABEL), "30s");
+        assert_eq!(t.labels.get(SCRAPE_TIMEOUT_LABEL), "10s");
+        assert_eq!(t.labels.get("__meta_x"), "");
+        assert_eq!(t.discovered_labels.get("__meta_x"), "m");
+        assert_eq!(t.interval_ms, 30_000);
+        assert_eq!(t.url(&cfg.params), "http://h1:80/metrics?module=a&module=b");
+        let off = t.offset_ms(1, 1_000_000);
+        assert!((0..=30_000).contains(&off));
+        assert_eq!(off, t.offset_ms(1, 1_000_000), "stable");
+    }
+
+    #[test]
+    fn relabel_can_set_address_path_and_params() {
+        // The blackbox exporter pattern from Prometheus's docs.
+        let cfg = job(r#"
+scrape_configs:
+  - job_name: blackbox
+    metrics_path: /probe
+    params: {module: [http_2xx]}
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: 127.0.0.1:9115
+"#);
+        let got = targets_from_groups(&cfg, &[group(&["example.com"], &[])]);
+        let Populated::Target(t) = &got[0] else {
+            panic!("not a target: {got:?}")
+        };
+        assert_eq!(t.series_labels().get("instance"), "example.com");
+        assert_eq!(
+            t.url(&cfg.params),
+            "http://127.0.0.1:9115/probe?module=http_2xx&target=example.com"
+        );
+    }
+
+    #[test]
+    fn dropped_and_invalid_targets() {
+        let cfg = job("scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - source_labels: [__address__]\n        regex: drop.*\n        action: drop\n      - source_labels: [__address__]\n        regex: 'noaddr.*'\n        target_label: __address__\n        replacement: ''\n");
+        let got = targets_from_groups(&cfg, &[group(&["dropme:1", "noaddr:1", "ok:1"], &[])]);
+        assert!(matches!(got[0], Populated::Dropped(_)));
+        assert!(matches!(&got[1], Populated::Invalid { error, .. } if error == "no address"));
+        assert!(matches!(got[2], Populated::Target(_)));
+    }
+}
