@@ -6,10 +6,14 @@
 //! `server` wires everything together.
 
 pub mod cmd;
+pub mod config;
 pub mod config_units;
+pub mod discovery;
 pub mod encoding;
 pub mod labels;
+pub mod relabel;
 pub mod remote;
+pub mod scrape;
 pub mod server;
 pub mod storage;
 pub mod textparse;

@@ -23,7 +23,7 @@ struct ServerFlags {
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
     web_listen_address: SocketAddr,
 
-    /// Prometheus configuration file (accepted now; scraping uses it in a later release).
+    /// Prometheus configuration file; without it, hearth scrapes itself every 15s.
     #[arg(long = "config.file")]
     config_file: Option<PathBuf>,
 
@@ -73,6 +73,18 @@ enum Command {
     /// TSDB tools, like promtool's.
     #[command(subcommand)]
     Tsdb(TsdbCommand),
+    /// Check configuration files, like `promtool check`.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckCommand {
+    /// Check that configuration files are valid, like `promtool check config`.
+    Config {
+        #[arg(required = true)]
+        config_files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +160,20 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Tsdb(cmd)) => run_tsdb_tool(cmd),
+        Some(Command::Check(CheckCommand::Config { config_files })) => {
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let ok = hearth::cmd::check::check_config(
+                &config_files,
+                &mut stdout.lock(),
+                &mut stderr.lock(),
+            );
+            return if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
         None => run_server(cli.server),
     };
     match result {
@@ -241,6 +267,7 @@ fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
             enable_admin_api: flags.enable_admin_api,
             enable_lifecycle: flags.enable_lifecycle,
             enable_remote_write_receiver: flags.enable_remote_write_receiver,
+            config_file: flags.config_file,
         };
         hearth::server::run(cfg, shutdown).await
     })?;

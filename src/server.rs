@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
     pub enable_remote_write_receiver: bool,
+    /// `--config.file`; without it, the embedded default config (scrape self).
+    pub config_file: Option<PathBuf>,
 }
 
 /// The server failed to start or stopped with an error.
@@ -38,7 +40,39 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Loads the configuration file, or the embedded default that scrapes this server.
+fn load_config(cfg: &ServerConfig) -> Result<crate::config::Config, crate::config::ConfigError> {
+    match &cfg.config_file {
+        Some(path) => crate::config::Config::load_file(path),
+        None => Ok(crate::config::Config::default_for_self(
+            cfg.listen_address.port(),
+        )),
+    }
+}
+
+/// The outcome of the last configuration (re)load, for `/metrics`.
+#[derive(Default)]
+struct ReloadStatus {
+    successful: std::sync::atomic::AtomicBool,
+    success_timestamp_s: std::sync::atomic::AtomicI64,
+}
+
+impl ReloadStatus {
+    fn record(&self, ok: bool) {
+        self.successful.store(ok, Ordering::Relaxed);
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.success_timestamp_s.store(now, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Runs the server until `shutdown` is cancelled, then flushes storage.
@@ -54,6 +88,67 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         })?;
     let db = Arc::new(db);
     tracing::info!(path = %cfg.storage_path.display(), "TSDB started");
+
+    // Scraping: a bad config at startup is fatal, as in Prometheus; on reload the
+    // old config stays.
+    let initial = load_config(&cfg)?;
+    let seed = {
+        use std::hash::Hasher;
+        let mut h = crate::scrape::target::Fnv64::default();
+        h.write(cfg.listen_address.to_string().as_bytes());
+        for (k, v) in &initial.global.external_labels {
+            h.write(k.as_bytes());
+            h.write(v.as_bytes());
+        }
+        h.finish()
+    };
+    let scrape_manager = Arc::new(crate::scrape::ScrapeManager::new(
+        db.clone() as Arc<dyn crate::storage::Appendable>,
+        seed,
+    ));
+    scrape_manager.apply_config(&initial);
+    let reload_status = Arc::new(ReloadStatus::default());
+    reload_status.record(true);
+    let reload: crate::web::ReloadFn = {
+        let cfg = cfg.clone();
+        let manager = scrape_manager.clone();
+        let status = reload_status.clone();
+        let rt = tokio::runtime::Handle::current();
+        Arc::new(move || {
+            let result = load_config(&cfg).map_err(|e| e.to_string());
+            match &result {
+                Ok(new) => {
+                    let _guard = rt.enter();
+                    manager.apply_config(new);
+                    tracing::info!("completed loading of configuration file");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "error reloading config; keeping the old one")
+                }
+            }
+            status.record(result.is_ok());
+            result.map(|_| ())
+        })
+    };
+    let sighup = {
+        let reload = reload.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::error!("cannot install the SIGHUP handler; reload by signal is off");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = hup.recv() => {}
+                }
+                let reload = reload.clone();
+                let _ = tokio::task::spawn_blocking(move || reload()).await;
+            }
+        })
+    };
 
     let compactor = {
         let db = db.clone();
@@ -76,6 +171,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     };
 
     let metrics_db = db.clone();
+    let metrics_reload = reload_status.clone();
     let delete_db = db.clone();
     let delete_series: crate::web::DeleteSeriesFn = Arc::new(move |sets, start, end| {
         for ms in sets {
@@ -86,11 +182,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         Ok(())
     });
     let state = crate::web::WebState {
-        metrics: Arc::new(move || render_metrics(&metrics_db)),
+        metrics: Arc::new(move || render_metrics(&metrics_db, &metrics_reload)),
         appendable: db.clone(),
         remote_write_enabled: cfg.enable_remote_write_receiver,
         delete_series: cfg.enable_admin_api.then_some(delete_series),
         quit: cfg.enable_lifecycle.then(|| shutdown.clone()),
+        reload: cfg.enable_lifecycle.then(|| reload.clone()),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen_address)
         .await
@@ -103,6 +200,8 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
+    scrape_manager.stop();
+    let _ = sighup.await;
     let _ = compactor.await;
     let closing = db.clone();
     tokio::task::spawn_blocking(move || closing.close())
@@ -117,7 +216,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
 }
 
 /// The server's own metrics, with Prometheus's names where they exist.
-fn render_metrics(db: &Db) -> String {
+fn render_metrics(db: &Db, reload: &ReloadStatus) -> String {
     let head = db.head();
     let s = &head.stats;
     let mut out = String::new();
@@ -168,6 +267,22 @@ fn render_metrics(db: &Db) -> String {
         "gauge",
         "Number of currently loaded data blocks",
         db.blocks().len() as f64,
+    );
+    metric(
+        "prometheus_config_last_reload_successful",
+        "gauge",
+        "Whether the last configuration reload attempt was successful.",
+        if reload.successful.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    metric(
+        "prometheus_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "Timestamp of the last successful configuration reload.",
+        reload.success_timestamp_s.load(Ordering::Relaxed) as f64,
     );
     out
 }

@@ -286,6 +286,14 @@ impl LabelsBuilder {
             .unwrap_or("")
     }
 
+    /// A snapshot of the current labels sorted by name, so callers can change the
+    /// builder while walking them (as relabeling's labelmap/labeldrop do).
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let mut p = self.pairs.clone();
+        p.sort();
+        p
+    }
+
     pub fn build(&self) -> Labels {
         let mut pairs: Vec<&(String, String)> = self.pairs.iter().collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));

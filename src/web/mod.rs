@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 pub type DeleteSeriesFn =
     Arc<dyn Fn(&[Vec<Matcher>], i64, i64) -> Result<(), String> + Send + Sync>;
 
+/// Reloads the configuration; the error says why the new one was rejected.
+pub type ReloadFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Shared state for HTTP handlers.
 #[derive(Clone)]
 pub struct WebState {
@@ -30,6 +33,8 @@ pub struct WebState {
     pub delete_series: Option<DeleteSeriesFn>,
     /// Serves `POST /-/quit` (`--web.enable-lifecycle`) by cancelling this token.
     pub quit: Option<CancellationToken>,
+    /// Serves `POST /-/reload` (`--web.enable-lifecycle`) when set.
+    pub reload: Option<ReloadFn>,
 }
 
 /// The router with every endpoint hearth serves.
@@ -38,6 +43,7 @@ pub fn router(state: WebState) -> Router {
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(|| async { "Ready.\n" }))
         .route("/-/quit", post(quit))
+        .route("/-/reload", post(reload).put(reload))
         .route("/metrics", get(metrics))
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/admin/tsdb/delete_series", post(delete_series))
@@ -58,6 +64,21 @@ async fn quit(State(s): State<WebState>) -> Response {
             "Requesting termination... Goodbye!\n".into_response()
         }
         None => (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n").into_response(),
+    }
+}
+
+async fn reload(State(s): State<WebState>) -> Response {
+    let Some(reload) = s.reload else {
+        return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n").into_response();
+    };
+    match tokio::task::spawn_blocking(move || reload()).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

@@ -1,0 +1,265 @@
+//! The HTTP client that fetches expositions: Prometheus's request headers, a
+//! timeout on the whole exchange, a body size limit (after gzip decoding, as
+//! Prometheus applies it), and credentials from the scrape config.
+//!
+//! Built on hyper-util's client (already in the tree through axum), which keeps
+//! the dependency list short; https is not supported yet.
+
+use std::io::Read;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::ScrapeConfig;
+
+/// What Prometheus 2.42 sends: OpenMetrics preferred, the text format as fallback.
+pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+/// Largest body read when the job sets no `body_size_limit`: a safety limit, far
+/// above any real exposition.
+pub const BODY_BYTES_MAX: u64 = 1 << 30;
+/// Largest credentials file read.
+const CREDENTIALS_FILE_BYTES_MAX: u64 = 64 << 10;
+
+/// Why a scrape's HTTP exchange failed; the message is shown on the target.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScrapeHttpError {
+    #[error("Get \"{url}\": context deadline exceeded")]
+    Timeout { url: String },
+    #[error("Get \"{url}\": {message}")]
+    Request { url: String, message: String },
+    #[error("server returned HTTP status {0}")]
+    Status(String),
+    #[error("body size limit exceeded")]
+    BodySizeLimit,
+    #[error("decompressing gzip body: {0}")]
+    Gzip(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A fetched exposition.
+pub struct Fetched {
+    pub body: Vec<u8>,
+    pub content_type: String,
+}
+
+/// The shared client of all scrape loops.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(2)
+            .build(connector);
+        HttpClient { client }
+    }
+
+    /// GETs `url` within `timeout_ms`, with the job's credentials and Prometheus's
+    /// headers.
+    pub async fn fetch(
+        &self,
+        cfg: &ScrapeConfig,
+        url: &str,
+        timeout_ms: i64,
+    ) -> Result<Fetched, ScrapeHttpError> {
+        let timeout = Duration::from_millis(timeout_ms.max(1) as u64);
+        match tokio::time::timeout(timeout, self.fetch_inner(cfg, url, timeout_ms)).await {
+            Ok(r) => r,
+            Err(_) => Err(ScrapeHttpError::Timeout {
+                url: url.to_string(),
+            }),
+        }
+    }
+
+    async fn fetch_inner(
+        &self,
+        cfg: &ScrapeConfig,
+        url: &str,
+        timeout_ms: i64,
+    ) -> Result<Fetched, ScrapeHttpError> {
+        let req_err = |message: String| ScrapeHttpError::Request {
+            url: url.to_string(),
+            message,
+        };
+        if url.starts_with("https://") {
+            return Err(req_err("https scraping is not supported yet".into()));
+        }
+        let mut req = hyper::Request::get(url)
+            .header("Accept", ACCEPT_HEADER)
+            .header("Accept-Encoding", "gzip")
+            .header("User-Agent", concat!("hearth/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", timeout_ms as f64 / 1000.0),
+            );
+        if let Some(auth) = authorization_header(cfg)? {
+            req = req.header("Authorization", auth);
+        }
+        let req = req.body(Empty::new()).map_err(|e| req_err(e.to_string()))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| req_err(error_chain(&e)))?;
+        let status = resp.status();
+        if status != hyper::StatusCode::OK {
+            return Err(ScrapeHttpError::Status(format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )));
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let content_type = header("content-type");
+        let gzip = header("content-encoding").eq_ignore_ascii_case("gzip");
+        let limit = match cfg.body_size_limit_bytes() {
+            0 => BODY_BYTES_MAX,
+            n => n.min(BODY_BYTES_MAX),
+        };
+        let mut body = resp.into_body();
+        let mut raw = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| req_err(error_chain(&e)))?;
+            if let Ok(data) = frame.into_data() {
+                raw.extend_from_slice(&data);
+                if !gzip && raw.len() as u64 > limit {
+                    return Err(ScrapeHttpError::BodySizeLimit);
+                }
+                // A gzip body is limited after decoding; this cap only stops a
+                // runaway compressed stream.
+                if raw.len() as u64 > BODY_BYTES_MAX {
+                    return Err(ScrapeHttpError::BodySizeLimit);
+                }
+            }
+        }
+        let body = if gzip { gunzip(&raw, limit)? } else { raw };
+        Ok(Fetched { body, content_type })
+    }
+}
+
+/// Decodes a gzip body, failing once more than `limit` bytes come out.
+fn gunzip(raw: &[u8], limit: u64) -> Result<Vec<u8>, ScrapeHttpError> {
+    let mut out = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(raw).take(limit + 1);
+    dec.read_to_end(&mut out)
+        .map_err(|e| ScrapeHttpError::Gzip(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(ScrapeHttpError::BodySizeLimit);
+    }
+    Ok(out)
+}
+
+/// The `Authorization` header value the job's config asks for, reading
+/// credential files at each scrape as Prometheus does.
+fn authorization_header(cfg: &ScrapeConfig) -> Result<Option<String>, ScrapeHttpError> {
+    if let Some(b) = &cfg.basic_auth {
+        let user = match &b.username_file {
+            Some(f) => read_secret(f)?,
+            None => b.username.clone(),
+        };
+        let pass = match (&b.password, &b.password_file) {
+            (_, Some(f)) => read_secret(f)?,
+            (Some(p), None) => p.clone(),
+            (None, None) => String::new(),
+        };
+        return Ok(Some(format!(
+            "Basic {}",
+            base64(format!("{user}:{pass}").as_bytes())
+        )));
+    }
+    if let Some(a) = &cfg.authorization {
+        let kind = a.kind.as_deref().unwrap_or("Bearer");
+        let cred = match (&a.credentials, &a.credentials_file) {
+            (_, Some(f)) => read_secret(f)?,
+            (Some(c), None) => c.clone(),
+            (None, None) => return Ok(None),
+        };
+        return Ok(Some(format!("{kind} {cred}")));
+    }
+    if let Some(t) = &cfg.bearer_token {
+        return Ok(Some(format!("Bearer {t}")));
+    }
+    if let Some(f) = &cfg.bearer_token_file {
+        return Ok(Some(format!("Bearer {}", read_secret(f)?)));
+    }
+    Ok(None)
+}
+
+fn read_secret(path: &str) -> Result<String, ScrapeHttpError> {
+    let bad = |e: String| ScrapeHttpError::Config(format!("unable to read {path}: {e}"));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.len() > CREDENTIALS_FILE_BYTES_MAX {
+        return Err(bad("file too large".into()));
+    }
+    let s = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    Ok(s.trim().to_string())
+}
+
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// An error with its causes, since hyper's top-level messages are vague.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(super::base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(super::base64(b"a"), "YQ==");
+        assert_eq!(super::base64(b"ab"), "YWI=");
+    }
+}
