@@ -158,6 +158,7 @@ impl Db {
             &self.dir,
             mint,
             maxt,
+            self.opts.min_block_duration_ms,
             BlockLineage {
                 level: 1,
                 ..Default::default()
@@ -221,6 +222,7 @@ impl Db {
             &self.dir,
             mint,
             maxt,
+            self.opts.min_block_duration_ms,
             BlockLineage {
                 level,
                 sources,
