@@ -16,7 +16,9 @@
 # Usage (from the crate root):
 #   benches/block_size.sh [--hearth-bin PATH] [--out DIR] [--hours H] [--interval SEC]
 #                         [--synth-targets N] [--synth-series S] [--node-pace-ms MS]
-#                         [--datasets "synth node"] [--start UNIX_SECONDS]
+#                         [--datasets "synth node"] [--start UNIX_SECONDS] [--reuse-inputs]
+# --reuse-inputs keeps OUT/<dataset>.om from an earlier run (same data for a
+# before/after comparison of two hearth binaries) instead of generating it again.
 # Output: a report on stdout and in OUT/report.md (default OUT: target/block-size).
 set -euo pipefail
 
@@ -32,9 +34,10 @@ DATASETS="synth node"
 # 2023-11-14T22:13:20Z: not on a two-hour boundary, so the first and last blocks
 # are partial, as they are in real backfills.
 START_S=1700000000
+REUSE_INPUTS=
 PEERS=$ROOT/../shared/tools/peers
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --hearth-bin) HEARTH_BIN=$2; shift 2 ;;
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
         --node-pace-ms) NODE_PACE_MS=$2; shift 2 ;;
         --datasets) DATASETS=$2; shift 2 ;;
         --start) START_S=$2; shift 2 ;;
+        --reuse-inputs) REUSE_INPUTS=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -220,12 +224,16 @@ timed() {
 RUN_DATASETS=
 for ds in $DATASETS; do
     in=$OUT/$ds.om
-    echo "== $ds: generating $in" >&2
-    case "$ds" in
-        synth) gen_synth "$in" > "$OUT/$ds.gen.txt" || { echo "synth: generation failed" >&2; exit 1; } ;;
-        node) gen_node "$in" > "$OUT/$ds.gen.txt" || continue ;;
-        *) echo "unknown data set $ds" >&2; exit 2 ;;
-    esac
+    if [ -n "$REUSE_INPUTS" ] && [ -s "$in" ] && [ -s "$OUT/$ds.gen.txt" ]; then
+        echo "== $ds: reusing $in" >&2
+    else
+        echo "== $ds: generating $in" >&2
+        case "$ds" in
+            synth) gen_synth "$in" > "$OUT/$ds.gen.txt" || { echo "synth: generation failed" >&2; exit 1; } ;;
+            node) gen_node "$in" > "$OUT/$ds.gen.txt" || continue ;;
+            *) echo "unknown data set $ds" >&2; exit 2 ;;
+        esac
+    fi
     tee -a "$NOTES" < "$OUT/$ds.gen.txt" >&2
     rm -rf "$OUT/$ds.prometheus" "$OUT/$ds.hearth"
     tp=$(timed "$OUT/$ds.promtool.log" promtool tsdb create-blocks-from openmetrics "$in" "$OUT/$ds.prometheus")
@@ -316,7 +324,7 @@ for ds in sys.argv[3:]:
             bps(r["chunk_bytes"] + r["index_bytes"], r["samples"])))
     p, h = totals["prometheus"], totals["hearth"]
     print()
-    print("hearth ÷ prometheus: chunks/ %.3f, index %.3f, chunks+index %.3f, block dirs %.3f, chunk count %.3f\n" % (
+    print("hearth ÷ prometheus: chunks/ %.4f, index %.4f, chunks+index %.4f, block dirs %.4f, chunk count %.4f\n" % (
         bps(h["chunk_bytes"], p["chunk_bytes"]), bps(h["index_bytes"], p["index_bytes"]),
         bps(h["chunk_bytes"] + h["index_bytes"], p["chunk_bytes"] + p["index_bytes"]),
         bps(h["total_bytes"], p["total_bytes"]), bps(h["chunks"], p["chunks"])))
