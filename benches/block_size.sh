@@ -66,7 +66,7 @@ NOTES=$OUT/notes.txt
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "promtool: $(promtool --version 2>&1 | head -1)"
-    echo "hearth: $HEARTH_BIN ($("$HEARTH_BIN" --version 2>&1 | head -1)); source tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ', modified')"
+    echo "hearth: ${HEARTH_BIN#"$ROOT"/} ($("$HEARTH_BIN" --version 2>&1 | head -1)); source tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ', modified')"
     echo "input: $HOURS h at ${INTERVAL_S} s from $(date -u -d "@$START_S" +%Y-%m-%dT%H:%M:%SZ)"
 } >> "$NOTES"
 
