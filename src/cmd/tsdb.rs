@@ -462,6 +462,7 @@ pub fn create_blocks_from_openmetrics(
             output_dir,
             window,
             end,
+            block_duration_ms,
             BlockLineage {
                 level: 1,
                 ..Default::default()

@@ -1,7 +1,7 @@
 //! Immutable blocks: writing a block directory in Prometheus's format from a sorted
 //! series set, and reading one back through memory-mapped index and chunk files.
 
-use super::chunkenc::{XorChunk, XorIterator, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use super::chunkenc::{ChunkCutter, XorChunk, XorIterator, ENCODING_XOR};
 use super::chunks::{ChunkReader, ChunkWriter};
 use super::index::{ChunkMeta, IndexReader, IndexWriter};
 use super::meta::{BlockDesc, BlockMeta, BlockMetaCompaction, BlockStats};
@@ -32,10 +32,19 @@ pub struct BlockLineage {
 
 /// Writes `series` (sorted by labels, samples in [mint, maxt)) as a new block under
 /// `parent_dir`. Returns `None` and writes nothing when no series has a sample.
+///
+/// Samples are cut into chunks as Prometheus's head cuts them with a chunk range
+/// of `chunk_range_ms` (its block range, two hours by default): a block written
+/// from the head, a backfilled block and a compacted block then hold the same
+/// chunks as Prometheus's for the same samples. For compaction the range stays
+/// the level-1 block range: cuts depend only on the samples since the last range
+/// boundary, so the output has the chunks its inputs had when written by this rule
+/// (Prometheus's compactor copies its inputs' chunks).
 pub fn write_block(
     parent_dir: &Path,
     mint: i64,
     maxt: i64,
+    chunk_range_ms: i64,
     lineage: BlockLineage,
     series: SeriesSet,
 ) -> Result<Option<BlockMeta>, TsdbError> {
@@ -43,7 +52,7 @@ pub fn write_block(
     let final_dir = parent_dir.join(ulid.to_string());
     let tmp_dir = parent_dir.join(format!("{ulid}{TMP_FOR_CREATION}"));
     std::fs::create_dir_all(&tmp_dir)?;
-    let result = write_block_files(&tmp_dir, ulid, mint, maxt, lineage, series);
+    let result = write_block_files(&tmp_dir, ulid, mint, maxt, chunk_range_ms, lineage, series);
     match result {
         Ok(Some(meta)) => {
             std::fs::rename(&tmp_dir, &final_dir)?;
@@ -66,6 +75,7 @@ fn write_block_files(
     ulid: Ulid,
     mint: i64,
     maxt: i64,
+    chunk_range_ms: i64,
     lineage: BlockLineage,
     series: SeriesSet,
 ) -> Result<Option<BlockMeta>, TsdbError> {
@@ -83,20 +93,7 @@ fn write_block_files(
             prev.as_ref().is_none_or(|p| p < &s.labels),
             "block series must be sorted and unique"
         );
-        let mut metas = Vec::new();
-        for part in s.samples.chunks(SAMPLES_PER_CHUNK) {
-            let mut c = XorChunk::new();
-            for x in part {
-                assert!(x.t >= mint && x.t < maxt, "sample outside block range");
-                c.append(x.t, x.v);
-            }
-            let chunk_ref = chunk_writer.write_chunk(ENCODING_XOR, c.bytes())?;
-            metas.push(ChunkMeta {
-                mint: part[0].t,
-                maxt: part[part.len() - 1].t,
-                chunk_ref,
-            });
-        }
+        let metas = write_series_chunks(&mut chunk_writer, &s.samples, chunk_range_ms, mint, maxt)?;
         for l in s.labels.iter() {
             if !symbols.contains(l.name) {
                 symbols.insert(l.name.to_string());
@@ -151,6 +148,50 @@ fn write_block_files(
     meta.write(dir)?;
     sync_dir(dir)?;
     Ok(Some(meta))
+}
+
+/// Writes one series' samples (sorted, in [mint, maxt)) as XOR chunks, cut where
+/// `ChunkCutter` says, and returns their metas for the index.
+fn write_series_chunks(
+    chunk_writer: &mut ChunkWriter,
+    samples: &[Sample],
+    chunk_range_ms: i64,
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<ChunkMeta>, TsdbError> {
+    let mut metas = Vec::new();
+    let mut cutter = ChunkCutter::new(chunk_range_ms);
+    let mut open: Option<(XorChunk, i64)> = None;
+    for x in samples {
+        assert!(x.t >= mint && x.t < maxt, "sample outside block range");
+        let open_bytes = open.as_ref().map_or(0, |(c, _)| c.bytes().len());
+        if cutter.starts_chunk(x.t, open_bytes) {
+            if let Some((c, first_t)) = open.take() {
+                metas.push(finish_chunk(chunk_writer, &c, first_t)?);
+            }
+            open = Some((XorChunk::new(), x.t));
+        }
+        if let Some((c, _)) = open.as_mut() {
+            c.append(x.t, x.v);
+        }
+    }
+    if let Some((c, first_t)) = open {
+        metas.push(finish_chunk(chunk_writer, &c, first_t)?);
+    }
+    Ok(metas)
+}
+
+fn finish_chunk(
+    chunk_writer: &mut ChunkWriter,
+    chunk: &XorChunk,
+    first_t: i64,
+) -> Result<ChunkMeta, TsdbError> {
+    let chunk_ref = chunk_writer.write_chunk(ENCODING_XOR, chunk.bytes())?;
+    Ok(ChunkMeta {
+        mint: first_t,
+        maxt: chunk.last_timestamp().unwrap_or(first_t),
+        chunk_ref,
+    })
 }
 
 /// fsyncs a directory so that renames and new files in it are durable.

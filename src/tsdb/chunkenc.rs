@@ -26,8 +26,106 @@ use crate::storage::Sample;
 /// Chunk encoding byte for XOR chunks in chunk files.
 pub const ENCODING_XOR: u8 = 1;
 
-/// Samples per chunk before the head cuts a new one (Prometheus's 120).
+/// Samples per chunk that chunk cutting aims at (Prometheus's 120).
 pub const SAMPLES_PER_CHUNK: usize = 120;
+
+/// Largest XOR chunk Prometheus lets grow (its `MaxBytesPerXORChunk`): a chunk is
+/// cut before a sample could take it past this size, which bounds the bytes a
+/// reader must decode to reach any one sample.
+pub const MAX_BYTES_PER_XOR_CHUNK: usize = 1024;
+
+/// Longest encoding of one sample after the first: a 4-bit marker with a 64-bit
+/// timestamp delta-of-delta, then a 13-bit value header with 64 value bits. The
+/// size limit keeps this much room free, since the next sample's size is unknown.
+const MAX_SAMPLE_BYTES: usize = 19;
+
+/// Decides where a series' XOR chunks end, by the rule Prometheus's head applies
+/// when it appends (`memSeries.appendPreprocessor`), so that a block written from
+/// the same samples holds the same chunks as Prometheus's:
+///
+/// - a chunk never crosses a multiple of the chunk range (the block range);
+/// - when a chunk holds a quarter of `SAMPLES_PER_CHUNK`, its end is predicted
+///   from the sample rate so far, so that the rest of the range splits into
+///   chunks of about equal size (a range's samples are spread evenly instead of
+///   leaving a short last chunk, which saves a chunk's overhead in partly filled
+///   ranges);
+/// - a chunk is cut at twice `SAMPLES_PER_CHUNK` samples (the rate went up after
+///   the prediction), and before it can exceed `MAX_BYTES_PER_XOR_CHUNK`.
+///
+/// The byte limit came with prometheus/prometheus#12054 (2023); older versions (promtool 2.42
+/// included) let chunks of nearly random values grow past it. promtool's backfill
+/// predicts against twice the block range (an artefact of how it drives its
+/// head), which gives equal or more, shorter chunks than the block range does.
+///
+/// Feed it every sample's timestamp, in strictly increasing order.
+#[derive(Debug, Clone)]
+pub struct ChunkCutter {
+    chunk_range_ms: i64,
+    /// Samples in the open chunk (0 before the first sample).
+    num_samples: usize,
+    /// First and last timestamps in the open chunk.
+    chunk_mint: i64,
+    chunk_maxt: i64,
+    /// The open chunk ends before the first sample at or after this time.
+    next_at: i64,
+}
+
+impl ChunkCutter {
+    /// A cutter for chunks that stay within multiples of `chunk_range_ms`.
+    pub fn new(chunk_range_ms: i64) -> ChunkCutter {
+        assert!(chunk_range_ms > 0, "chunk range must be positive");
+        ChunkCutter {
+            chunk_range_ms,
+            num_samples: 0,
+            chunk_mint: 0,
+            chunk_maxt: 0,
+            next_at: 0,
+        }
+    }
+
+    /// Whether the sample at `t` starts a new chunk (always true for the first),
+    /// given the size in bytes of the open chunk it would otherwise go into. Then
+    /// counts the sample as appended to the open or the new chunk.
+    pub fn starts_chunk(&mut self, t: i64, open_chunk_bytes: usize) -> bool {
+        let cut = if self.num_samples == 0 {
+            true
+        } else {
+            assert!(t > self.chunk_maxt, "chunk cutter fed out-of-order samples");
+            if open_chunk_bytes > MAX_BYTES_PER_XOR_CHUNK - MAX_SAMPLE_BYTES {
+                true
+            } else {
+                if self.num_samples == SAMPLES_PER_CHUNK / 4 {
+                    self.next_at =
+                        chunk_end_time(self.chunk_mint, self.chunk_maxt, self.next_at, 4.0);
+                }
+                t >= self.next_at || self.num_samples >= SAMPLES_PER_CHUNK * 2
+            }
+        };
+        if cut {
+            self.num_samples = 0;
+            self.chunk_mint = t;
+            self.next_at =
+                t.div_euclid(self.chunk_range_ms) * self.chunk_range_ms + self.chunk_range_ms;
+        }
+        self.num_samples += 1;
+        self.chunk_maxt = t;
+        cut
+    }
+}
+
+/// Predicted end of a chunk that began at `start` and whose latest sample is at
+/// `cur`, when the chunk is `1 / ratio_to_full` full and may last until `max`:
+/// assuming the rate so far continues, the time until `max` is divided into as
+/// many equal chunks as fit. The float arithmetic is Prometheus's
+/// (`computeChunkEndTime`), truncation included, so the cut lands on the same
+/// sample.
+fn chunk_end_time(start: i64, cur: i64, max: i64, ratio_to_full: f64) -> i64 {
+    let n = (max - start) as f64 / ((cur - start + 1) as f64 * ratio_to_full);
+    if n <= 1.0 {
+        return max;
+    }
+    (start as f64 + (max - start) as f64 / n.floor()) as i64
+}
 
 /// Size of the sample-count header in front of the bit stream.
 const HEADER_SIZE_BYTES: usize = 2;
@@ -938,6 +1036,175 @@ pub(crate) mod tests {
             if let Ok(got) = decode_xor(&bytes[..len]) {
                 prop_assert_eq!(&got[..], &samples[..got.len()]);
             }
+        }
+    }
+
+    /// Encodes `samples` into chunks where `ChunkCutter` cuts them; returns the
+    /// chunks with their first timestamps.
+    fn cut_chunks(samples: &[Sample], range_ms: i64) -> Vec<(i64, XorChunk)> {
+        let mut cutter = ChunkCutter::new(range_ms);
+        let mut out: Vec<(i64, XorChunk)> = Vec::new();
+        for s in samples {
+            let open_bytes = out.last().map_or(0, |(_, c)| c.bytes().len());
+            if cutter.starts_chunk(s.t, open_bytes) {
+                out.push((s.t, XorChunk::new()));
+            }
+            out.last_mut().unwrap().1.append(s.t, s.v);
+        }
+        out
+    }
+
+    fn sizes(chunks: &[(i64, XorChunk)]) -> Vec<usize> {
+        chunks.iter().map(|(_, c)| c.num_samples()).collect()
+    }
+
+    const TWO_HOURS_MS: i64 = 2 * 3600 * 1000;
+
+    fn every(start_ms: i64, end_ms: i64, step_ms: i64) -> Vec<Sample> {
+        (0..)
+            .map(|k| start_ms + k * step_ms)
+            .take_while(|&t| t < end_ms)
+            .map(|t| Sample { t, v: t as f64 })
+            .collect()
+    }
+
+    /// A whole two-hour range scraped every 15 s: four chunks of 120.
+    #[test]
+    fn cutter_splits_a_full_range_into_chunks_of_120() {
+        let start = 1_700_006_400_000; // a multiple of two hours
+        let chunks = cut_chunks(&every(start, start + TWO_HOURS_MS, 15_000), TWO_HOURS_MS);
+        assert_eq!(sizes(&chunks), vec![120; 4]);
+    }
+
+    /// A range entered 13 min 20 s late: its 427 samples are spread over three
+    /// chunks instead of 120+120+120+67. The sizes are those of promtool 2.42's
+    /// backfill of the same samples.
+    #[test]
+    fn cutter_spreads_a_partial_range_like_promtool() {
+        let start = 1_700_000_000_000;
+        let chunks = cut_chunks(&every(start, 1_700_006_400_000, 15_000), TWO_HOURS_MS);
+        assert_eq!(sizes(&chunks), vec![143, 142, 142]);
+    }
+
+    /// One sample a minute for half an hour, then one a second: the first chunk's
+    /// end was predicted from the slow rate, so it is cut at 240 samples; later
+    /// chunks are predicted from the fast rate and split the rest of the range.
+    #[test]
+    fn cutter_cuts_at_twice_the_target_when_the_rate_rises() {
+        let start = 1_700_006_400_000;
+        let mut samples = every(start, start + 1_800_001, 60_000);
+        samples.extend(every(start + 1_801_000, start + TWO_HOURS_MS, 1_000));
+        let mut want = vec![240];
+        want.extend([118; 42]);
+        want.extend([117; 2]);
+        assert_eq!(sizes(&cut_chunks(&samples, TWO_HOURS_MS)), want);
+        // promtool's backfill appends a two-hour block through a head whose chunk
+        // range is twice the block (so that its appender accepts the whole block),
+        // which predicts chunk ends against a four-hour range. With that range the
+        // cutter gives exactly promtool 2.42's chunks for these samples: 46 chunks
+        // where the block range gives 45.
+        let mut promtool = vec![240];
+        promtool.extend([117; 44]);
+        promtool.push(42);
+        assert_eq!(sizes(&cut_chunks(&samples, 2 * TWO_HOURS_MS)), promtool);
+    }
+
+    /// Random values with jittered timestamps take about 10 bytes a sample, so
+    /// chunks are cut by size before the time prediction: none exceeds the limit.
+    #[test]
+    fn cutter_keeps_chunks_within_the_byte_limit() {
+        let start = 1_700_006_400_000;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut samples = Vec::new();
+        let mut t = start;
+        while t < start + TWO_HOURS_MS {
+            samples.push(Sample {
+                t,
+                v: (next() % 1_000_000_000) as f64 / 1000.0,
+            });
+            t += 10_000 + (next() % 10_000) as i64;
+        }
+        let chunks = cut_chunks(&samples, TWO_HOURS_MS);
+        assert!(
+            chunks.len() > 4,
+            "expected size cuts, got {:?}",
+            sizes(&chunks)
+        );
+        for (_, c) in &chunks {
+            assert!(
+                c.bytes().len() <= MAX_BYTES_PER_XOR_CHUNK,
+                "{} bytes",
+                c.bytes().len()
+            );
+        }
+        let all: Vec<Sample> = chunks.iter().flat_map(|(_, c)| c.iter()).collect();
+        assert_eq!(all, samples);
+    }
+
+    proptest! {
+        /// Whatever the timestamps, chunks keep every sample in order, stay within
+        /// one range, and respect the sample and byte limits.
+        #[test]
+        fn cut_chunks_stay_within_a_range_and_the_limits(
+            steps in proptest::collection::vec(1i64..400_000, 1..2000),
+            range_ms in prop_oneof![Just(TWO_HOURS_MS), 1i64..3_600_000],
+        ) {
+            let mut t = -3_600_000i64;
+            let samples: Vec<Sample> = steps
+                .iter()
+                .map(|d| {
+                    t += d;
+                    Sample { t, v: (t % 977) as f64 }
+                })
+                .collect();
+            let chunks = cut_chunks(&samples, range_ms);
+            let mut all = Vec::new();
+            for (first_t, c) in &chunks {
+                let got: Vec<Sample> = c.iter().collect();
+                prop_assert_eq!(got[0].t, *first_t);
+                let window = first_t.div_euclid(range_ms);
+                prop_assert!(got.iter().all(|s| s.t.div_euclid(range_ms) == window));
+                prop_assert!(c.num_samples() <= SAMPLES_PER_CHUNK * 2);
+                prop_assert!(c.bytes().len() <= MAX_BYTES_PER_XOR_CHUNK);
+                all.extend(got);
+            }
+            prop_assert_eq!(all, samples);
+        }
+
+        /// Cutting several ranges at once gives the chunks of cutting each range
+        /// alone, which is why compaction may re-cut its input blocks' samples.
+        #[test]
+        fn cuts_depend_only_on_the_samples_of_their_range(
+            steps in proptest::collection::vec(1i64..120_000, 1..3000),
+        ) {
+            let range_ms = 3_600_000;
+            let mut t = 0i64;
+            let samples: Vec<Sample> = steps
+                .iter()
+                .map(|d| {
+                    t += d;
+                    Sample { t, v: (t % 31) as f64 }
+                })
+                .collect();
+            let whole: Vec<(i64, Vec<u8>)> = cut_chunks(&samples, range_ms)
+                .into_iter()
+                .map(|(t, c)| (t, c.bytes().to_vec()))
+                .collect();
+            let mut per_range = Vec::new();
+            for part in samples.chunk_by(|a, b| a.t / range_ms == b.t / range_ms) {
+                per_range.extend(
+                    cut_chunks(part, range_ms)
+                        .into_iter()
+                        .map(|(t, c)| (t, c.bytes().to_vec())),
+                );
+            }
+            prop_assert_eq!(whole, per_range);
         }
     }
 }

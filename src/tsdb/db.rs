@@ -177,6 +177,7 @@ impl Db {
             &self.dir,
             mint,
             maxt,
+            self.opts.min_block_duration_ms,
             BlockLineage {
                 level: 1,
                 ..Default::default()
@@ -262,7 +263,14 @@ impl Db {
             // Block ranges are half-open, chunk reads closed: stop 1 ms short.
             sets.push(b.all_series(mint, maxt - 1)?);
         }
-        let meta = block::write_block(&self.dir, mint, maxt, lineage, merge_series_sets(sets))?;
+        let meta = block::write_block(
+            &self.dir,
+            mint,
+            maxt,
+            self.opts.min_block_duration_ms,
+            lineage,
+            merge_series_sets(sets),
+        )?;
         let new_block = match &meta {
             Some(m) => Some(Arc::new(Block::open(&self.dir.join(m.ulid.to_string()))?)),
             None => None,
