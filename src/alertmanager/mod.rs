@@ -308,10 +308,11 @@ impl Alertmanager {
                 _ = cancel.cancelled() => break,
             }
         }
+        // Stop notifying first, so the final snapshot has every log entry.
+        self.loaded().dispatcher.stop().await;
         if let Err(e) = self.maintenance() {
             tracing::error!(error = %e, "alertmanager final snapshot failed");
         }
-        self.loaded().dispatcher.stop().await;
     }
 
     /// Renders the notification metrics in the text exposition format.
