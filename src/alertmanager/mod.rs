@@ -228,6 +228,7 @@ impl Alertmanager {
             new.inhibitor.observe(&a);
             new.dispatcher.process(&a);
         }
+        new.dispatcher.start_maintenance();
         let old = std::mem::replace(&mut *self.loaded.write(), new);
         old.dispatcher.stop().await;
         Ok(())
