@@ -1,0 +1,385 @@
+//! Receivers' integrations: building Alertmanager's webhook message (version 4)
+//! and sending it over HTTP, with per-integration metrics.
+//!
+//! Only plain-HTTP webhooks send today; email and Slack configs are parsed and
+//! validated, and a receiver that has them logs that they are not sent yet.
+
+use super::config::{ReceiverConfig, WebhookConfig};
+use super::nflog::ReceiverKey;
+use super::types::{format_rfc3339_nano, labels_string, Alert};
+use crate::labels::Labels;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use jiff::Timestamp;
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Longest response body read from a receiver, in bytes (only for error text).
+pub const RESPONSE_BODY_LEN_MAX: usize = 4096;
+
+/// A notification attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// One integration of a receiver.
+pub struct Integration {
+    /// Its key in the notification log.
+    pub key: ReceiverKey,
+    /// Whether resolved alerts are sent to it.
+    pub send_resolved: bool,
+    kind: IntegrationKind,
+}
+
+enum IntegrationKind {
+    Webhook {
+        url: String,
+        max_alerts: u64,
+        timeout: Option<Duration>,
+    },
+}
+
+/// What a notification carries besides the alerts.
+pub struct NotifyContext<'a> {
+    pub receiver: &'a str,
+    pub group_key: &'a str,
+    pub group_labels: &'a Labels,
+    pub external_url: &'a str,
+    pub now: Timestamp,
+}
+
+/// The HTTP client all integrations share.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A new HTTP client for notifications.
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Builds the integrations of one receiver. Kinds that do not send yet are
+/// reported in the returned warnings.
+pub fn build_integrations(rc: &ReceiverConfig) -> Result<(Vec<Integration>, Vec<String>), String> {
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, wh) in rc.webhook_configs.iter().enumerate() {
+        out.push(webhook(rc, i, wh)?);
+    }
+    for (kind, n) in [
+        ("email", rc.email_configs.len()),
+        ("slack", rc.slack_configs.len()),
+        ("pagerduty", rc.pagerduty_configs.len()),
+        ("opsgenie", rc.opsgenie_configs.len()),
+        ("msteams", rc.msteams_configs.len()),
+        ("telegram", rc.telegram_configs.len()),
+        ("discord", rc.discord_configs.len()),
+    ] {
+        if n > 0 {
+            warnings.push(format!(
+                "receiver {:?}: {kind} notifications are not sent by hearth yet",
+                rc.name
+            ));
+        }
+    }
+    Ok((out, warnings))
+}
+
+fn webhook(rc: &ReceiverConfig, i: usize, wh: &WebhookConfig) -> Result<Integration, String> {
+    let url = match (&wh.url, &wh.url_file) {
+        (Some(u), _) => u.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| format!("receiver {:?}: reading url_file {f}: {e}", rc.name))?
+            .trim()
+            .to_string(),
+        (None, None) => return Err("one of url or url_file must be configured".into()),
+    };
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "receiver {:?}: webhook URL {url:?}: only http:// URLs are supported yet",
+            rc.name
+        ));
+    }
+    Ok(Integration {
+        key: ReceiverKey {
+            group_name: rc.name.clone(),
+            integration: "webhook".into(),
+            idx: i as u32,
+        },
+        send_resolved: wh.send_resolved,
+        kind: IntegrationKind::Webhook {
+            url,
+            max_alerts: wh.max_alerts,
+            timeout: wh.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        },
+    })
+}
+
+/// One alert in a webhook message.
+#[derive(Debug, Serialize)]
+pub struct WebhookAlert {
+    pub status: &'static str,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    #[serde(rename = "endsAt")]
+    pub ends_at: String,
+    #[serde(rename = "generatorURL")]
+    pub generator_url: String,
+    pub fingerprint: String,
+}
+
+/// Alertmanager's webhook message, version 4, fields in Alertmanager's order.
+#[derive(Debug, Serialize)]
+pub struct WebhookMessage {
+    pub receiver: String,
+    pub status: &'static str,
+    pub alerts: Vec<WebhookAlert>,
+    #[serde(rename = "groupLabels")]
+    pub group_labels: BTreeMap<String, String>,
+    #[serde(rename = "commonLabels")]
+    pub common_labels: BTreeMap<String, String>,
+    #[serde(rename = "commonAnnotations")]
+    pub common_annotations: BTreeMap<String, String>,
+    #[serde(rename = "externalURL")]
+    pub external_url: String,
+    pub version: &'static str,
+    #[serde(rename = "groupKey")]
+    pub group_key: String,
+    #[serde(rename = "truncatedAlerts")]
+    pub truncated_alerts: u64,
+}
+
+fn to_map(l: &Labels) -> BTreeMap<String, String> {
+    l.iter()
+        .map(|l| (l.name.to_string(), l.value.to_string()))
+        .collect()
+}
+
+fn common(maps: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
+    let Some(first) = maps.first() else {
+        return BTreeMap::new();
+    };
+    first
+        .iter()
+        .filter(|(k, v)| maps[1..].iter().all(|m| m.get(*k) == Some(v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Builds the webhook message for `alerts`; `max_alerts` 0 means all.
+pub fn webhook_message(
+    ctx: &NotifyContext<'_>,
+    alerts: &[Alert],
+    max_alerts: u64,
+) -> WebhookMessage {
+    let labels: Vec<_> = alerts.iter().map(|a| to_map(&a.labels)).collect();
+    let annotations: Vec<_> = alerts.iter().map(|a| a.annotations.clone()).collect();
+    let firing = alerts.iter().any(|a| !a.resolved_at(ctx.now));
+    let keep = if max_alerts == 0 {
+        alerts.len()
+    } else {
+        alerts.len().min(max_alerts as usize)
+    };
+    WebhookMessage {
+        receiver: ctx.receiver.to_string(),
+        status: if firing { "firing" } else { "resolved" },
+        alerts: alerts[..keep]
+            .iter()
+            .zip(labels.iter())
+            .map(|(a, l)| WebhookAlert {
+                status: a.status_at(ctx.now),
+                labels: l.clone(),
+                annotations: a.annotations.clone(),
+                starts_at: format_rfc3339_nano(a.starts_at),
+                ends_at: format_rfc3339_nano(a.ends_at),
+                generator_url: a.generator_url.clone(),
+                fingerprint: format!("{:016x}", a.fingerprint()),
+            })
+            .collect(),
+        group_labels: to_map(ctx.group_labels),
+        common_labels: common(&labels),
+        common_annotations: common(&annotations),
+        external_url: ctx.external_url.to_string(),
+        version: "4",
+        group_key: ctx.group_key.to_string(),
+        truncated_alerts: (alerts.len() - keep) as u64,
+    }
+}
+
+impl Integration {
+    /// The integration kind's name (`webhook`).
+    pub fn name(&self) -> &str {
+        &self.key.integration
+    }
+
+    /// Sends one notification.
+    pub async fn notify(
+        &self,
+        client: &HttpClient,
+        ctx: &NotifyContext<'_>,
+        alerts: &[Alert],
+    ) -> Result<(), NotifyError> {
+        match &self.kind {
+            IntegrationKind::Webhook {
+                url,
+                max_alerts,
+                timeout,
+            } => {
+                let msg = webhook_message(ctx, alerts, *max_alerts);
+                let body = serde_json::to_vec(&msg)
+                    .map_err(|e| NotifyError::Permanent(format!("encoding message: {e}")))?;
+                let send = post_json(client, url, body);
+                match timeout {
+                    Some(t) => tokio::time::timeout(*t, send)
+                        .await
+                        .map_err(|_| NotifyError::Retryable(format!("POST {url}: timed out")))?,
+                    None => send.await,
+                }
+            }
+        }
+    }
+}
+
+async fn post_json(client: &HttpClient, url: &str, body: Vec<u8>) -> Result<(), NotifyError> {
+    let req = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION")))
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| NotifyError::Permanent(format!("POST {url}: {e}")))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| NotifyError::Retryable(format!("POST {url}: {e}")))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    // Read a little of the body for the error message, no more.
+    let mut text = String::new();
+    if let Ok(Ok(collected)) =
+        tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await
+    {
+        let b = collected.to_bytes();
+        text = String::from_utf8_lossy(&b[..b.len().min(RESPONSE_BODY_LEN_MAX)]).into_owned();
+    }
+    let msg = format!(
+        "POST {url}: unexpected status code {}: {}",
+        status.as_u16(),
+        text.trim()
+    );
+    // Alertmanager retries server errors and gives up on client errors.
+    if status.is_server_error() || status.as_u16() == 429 {
+        Err(NotifyError::Retryable(msg))
+    } else {
+        Err(NotifyError::Permanent(msg))
+    }
+}
+
+/// Counters per integration kind, named as Alertmanager's.
+#[derive(Default)]
+pub struct NotifyMetrics {
+    inner: Mutex<HashMap<String, IntegrationCounters>>,
+}
+
+#[derive(Default, Clone)]
+struct IntegrationCounters {
+    total: u64,
+    failed: u64,
+    latency_sum_seconds: f64,
+    latency_count: u64,
+}
+
+impl NotifyMetrics {
+    /// Records one attempt.
+    pub fn observe(&self, integration: &str, ok: bool, latency: Duration) {
+        let mut m = self.inner.lock();
+        let c = m.entry(integration.to_string()).or_default();
+        c.total += 1;
+        if !ok {
+            c.failed += 1;
+        }
+        c.latency_sum_seconds += latency.as_secs_f64();
+        c.latency_count += 1;
+    }
+
+    /// (total, failed) attempts for an integration kind.
+    pub fn counts(&self, integration: &str) -> (u64, u64) {
+        let m = self.inner.lock();
+        m.get(integration)
+            .map(|c| (c.total, c.failed))
+            .unwrap_or((0, 0))
+    }
+
+    /// Appends the metrics in the text exposition format.
+    pub fn render(&self, out: &mut String) {
+        let m = self.inner.lock();
+        let mut kinds: Vec<_> = m.iter().collect();
+        kinds.sort_by(|a, b| a.0.cmp(b.0));
+        out.push_str("# HELP alertmanager_notifications_total The total number of attempted notifications.\n# TYPE alertmanager_notifications_total counter\n");
+        for (k, c) in &kinds {
+            let _ = writeln!(
+                out,
+                "alertmanager_notifications_total{{integration=\"{k}\"}} {}",
+                c.total
+            );
+        }
+        out.push_str("# HELP alertmanager_notifications_failed_total The total number of failed notifications.\n# TYPE alertmanager_notifications_failed_total counter\n");
+        for (k, c) in &kinds {
+            let _ = writeln!(
+                out,
+                "alertmanager_notifications_failed_total{{integration=\"{k}\"}} {}",
+                c.failed
+            );
+        }
+        out.push_str("# HELP alertmanager_notification_latency_seconds The latency of notifications in seconds.\n# TYPE alertmanager_notification_latency_seconds summary\n");
+        for (k, c) in &kinds {
+            let _ = writeln!(
+                out,
+                "alertmanager_notification_latency_seconds_sum{{integration=\"{k}\"}} {}",
+                c.latency_sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "alertmanager_notification_latency_seconds_count{{integration=\"{k}\"}} {}",
+                c.latency_count
+            );
+        }
+    }
+}
+
+/// Orders alerts as Alertmanager's `AlertSlice`: by `job`, then `instance`
+/// (alerts lacking one sort after), then by the whole label set.
+pub fn sort_alerts(alerts: &mut [Alert]) {
+    alerts.sort_by(|a, b| {
+        for key in ["job", "instance"] {
+            let (x, y) = (a.labels.get(key), b.labels.get(key));
+            match (x.is_empty(), y.is_empty()) {
+                (true, true) => continue,
+                (true, false) => return std::cmp::Ordering::Greater,
+                (false, true) => return std::cmp::Ordering::Less,
+                _ => {}
+            }
+            if x != y {
+                return x.cmp(y);
+            }
+        }
+        a.labels
+            .len()
+            .cmp(&b.labels.len())
+            .then_with(|| a.labels.iter().cmp(b.labels.iter()))
+    });
+}
+
+/// The group labels as text, for logs.
+pub fn describe_group(key: &str, labels: &Labels) -> String {
+    format!("{key} ({})", labels_string(labels))
+}
