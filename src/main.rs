@@ -76,12 +76,40 @@ enum Command {
     /// Check configuration files, like `promtool check`.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Run the Alertmanager alone, with Alertmanager's own flags.
+    Alertmanager(AlertmanagerFlags),
+}
+
+/// Flags of `hearth alertmanager`, named as Alertmanager names them.
+#[derive(Args, Debug)]
+struct AlertmanagerFlags {
+    /// Alertmanager configuration file.
+    #[arg(long = "config.file", default_value = "alertmanager.yml")]
+    config_file: PathBuf,
+    /// Address to listen on for the API.
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9093")]
+    web_listen_address: SocketAddr,
+    /// Base path for silences and the notification log.
+    #[arg(long = "storage.path", default_value = "data/")]
+    storage_path: PathBuf,
+    /// How long to keep data (expired silences, notification log entries).
+    #[arg(long = "data.retention", default_value = "120h", value_parser = parse_duration_ms)]
+    data_retention_ms: i64,
+    /// The URL under which the Alertmanager is reached from outside, used in notifications.
+    #[arg(long = "web.external-url", default_value = "")]
+    web_external_url: String,
 }
 
 #[derive(Subcommand, Debug)]
 enum CheckCommand {
     /// Check that configuration files are valid, like `promtool check config`.
     Config {
+        #[arg(required = true)]
+        config_files: Vec<PathBuf>,
+    },
+    /// Check Alertmanager configuration files, like `amtool check-config`.
+    #[command(name = "alertmanager-config")]
+    AlertmanagerConfig {
         #[arg(required = true)]
         config_files: Vec<PathBuf>,
     },
@@ -174,6 +202,24 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             };
         }
+        Some(Command::Check(CheckCommand::AlertmanagerConfig { config_files })) => {
+            let mut ok = true;
+            for f in &config_files {
+                match hearth::alertmanager::check_config_file(f) {
+                    Ok(report) => print!("{report}"),
+                    Err(e) => {
+                        ok = false;
+                        eprintln!("Checking '{}'  FAILED: {e}", f.display());
+                    }
+                }
+            }
+            return if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
+        Some(Command::Alertmanager(flags)) => run_alertmanager(flags),
         None => run_server(cli.server),
     };
     match result {
@@ -270,6 +316,31 @@ fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
             config_file: flags.config_file,
         };
         hearth::server::run(cfg, shutdown).await
+    })?;
+    Ok(())
+}
+
+fn run_alertmanager(flags: AlertmanagerFlags) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("received shutdown signal, stopping");
+            token.cancel();
+        });
+        let cfg = hearth::server::AlertmanagerServerConfig {
+            config_file: flags.config_file,
+            listen_address: flags.web_listen_address,
+            options: hearth::alertmanager::Options {
+                storage_path: Some(flags.storage_path),
+                retention: std::time::Duration::from_millis(flags.data_retention_ms.max(0) as u64),
+                external_url: flags.web_external_url,
+                ..Default::default()
+            },
+        };
+        hearth::server::run_alertmanager(cfg, shutdown).await
     })?;
     Ok(())
 }

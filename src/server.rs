@@ -42,6 +42,8 @@ pub enum ServerError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
+    Alertmanager(String),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -285,4 +287,105 @@ fn render_metrics(db: &Db, reload: &ReloadStatus) -> String {
         reload.success_timestamp_s.load(Ordering::Relaxed) as f64,
     );
     out
+}
+
+/// What `hearth alertmanager` (the Alertmanager alone) was started with; the flags
+/// are Alertmanager's own.
+#[derive(Debug, Clone)]
+pub struct AlertmanagerServerConfig {
+    pub config_file: PathBuf,
+    pub listen_address: SocketAddr,
+    pub options: crate::alertmanager::Options,
+}
+
+/// Runs the Alertmanager alone until `shutdown` is cancelled: API v2, health and
+/// readiness, `/metrics`, and reload on SIGHUP or `POST /-/reload`.
+pub async fn run_alertmanager(
+    cfg: AlertmanagerServerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    use crate::alertmanager::{self, Alertmanager};
+    use axum::routing::{get, post};
+    let config = alertmanager::config::load_file(&cfg.config_file)
+        .map_err(|e| ServerError::Alertmanager(e.to_string()))?;
+    if let Some(dir) = &cfg.options.storage_path {
+        std::fs::create_dir_all(dir)?;
+    }
+    let am = Alertmanager::start(
+        config,
+        cfg.options.clone(),
+        alertmanager::types::Clock::system(),
+    )
+    .map_err(|e| ServerError::Alertmanager(e.to_string()))?;
+    let runner = tokio::spawn(am.clone().run(shutdown.clone()));
+
+    let reload = {
+        let (am, file) = (am.clone(), cfg.config_file.clone());
+        move || {
+            let (am, file) = (am.clone(), file.clone());
+            async move {
+                let config = alertmanager::config::load_file(&file).map_err(|e| e.to_string())?;
+                am.apply_config(config).await.map_err(|e| e.to_string())
+            }
+        }
+    };
+    {
+        let reload = reload.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = hup.recv() => match reload().await {
+                        Ok(()) => tracing::info!("alertmanager configuration reloaded"),
+                        Err(e) => tracing::error!(error = %e, "alertmanager reload failed; keeping the old configuration"),
+                    },
+                }
+            }
+        });
+    }
+    let metrics_am = am.clone();
+    let app = alertmanager::api::router(am.clone())
+        .route("/-/healthy", get(|| async { "OK" }))
+        .route("/-/ready", get(|| async { "OK" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let am = metrics_am.clone();
+                async move { am.render_metrics() }
+            }),
+        )
+        .route(
+            "/-/reload",
+            post(move || {
+                let reload = reload.clone();
+                async move {
+                    match reload().await {
+                        Ok(()) => (axum::http::StatusCode::OK, String::new()),
+                        Err(e) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("failed to reload config: {e}\n"),
+                        ),
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(cfg.listen_address)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: cfg.listen_address,
+            source,
+        })?;
+    tracing::info!(address = %cfg.listen_address, "alertmanager listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    shutdown.cancel();
+    let _ = runner.await;
+    Ok(())
 }

@@ -1,0 +1,101 @@
+//! `hearth alertmanager` as a real process with Alertmanager's flags: amtool adds a
+//! silence, the silence survives a restart, and `hearth check alertmanager-config`
+//! accepts good files and names the problem in bad ones.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+route:
+  receiver: default
+  group_by: [alertname]
+receivers:
+  - name: default
+"#;
+
+fn start(dir: &std::path::Path, addr: &str) -> Child {
+    Command::new(hearth_bin())
+        .arg("alertmanager")
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hearth alertmanager")
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+}
+
+fn amtool(addr: &str, args: &[&str]) -> String {
+    let out = run_ok(
+        Command::new("amtool")
+            .arg(format!("--alertmanager.url=http://{addr}"))
+            .args(args),
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn silences_survive_a_restart_of_the_standalone_alertmanager() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("am.yml"), CONFIG).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = start(tmp.path(), &addr);
+    wait_ready(&addr, Duration::from_secs(30));
+    let id = amtool(
+        &addr,
+        &[
+            "silence",
+            "add",
+            "alertname=Disk",
+            "--comment=maintenance",
+            "--author=ops",
+        ],
+    );
+    let id = id.trim().to_string();
+    assert!(!id.is_empty(), "amtool printed the new silence's id");
+    stop(child);
+
+    let child = start(tmp.path(), &addr);
+    wait_ready(&addr, Duration::from_secs(30));
+    let listed = amtool(&addr, &["silence", "query", "-q"]);
+    assert!(listed.contains(&id), "silence {id} kept: {listed:?}");
+    stop(child);
+}
+
+#[test]
+fn check_alertmanager_config_names_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.yml");
+    std::fs::write(&good, CONFIG).unwrap();
+    let out = run_ok(
+        Command::new(hearth_bin())
+            .args(["check", "alertmanager-config"])
+            .arg(&good),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+
+    let bad = tmp.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "route:\n  receiver: nowhere\nreceivers:\n  - name: default\n",
+    )
+    .unwrap();
+    let out = Command::new(hearth_bin())
+        .args(["check", "alertmanager-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yml") && err.contains("nowhere"), "{err}");
+}
