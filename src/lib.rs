@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod config_units;
 pub mod encoding;
 pub mod labels;
+pub mod promql;
 pub mod remote;
 pub mod server;
 pub mod storage;
