@@ -174,10 +174,12 @@ pub(super) fn run(
                     push(s.metric, s.drop_name, s.f);
                 }
             }
-            other => return Err(QueryError::Execution(format!(
+            other => {
+                return Err(QueryError::Execution(format!(
                 "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                 other.type_name()
-            ))),
+            )))
+            }
         }
         ev.step_samples = 0;
         ev.add_samples(0)?;
