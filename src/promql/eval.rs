@@ -75,6 +75,8 @@ pub(super) struct Evaluator<'a> {
     /// The query's start and end (ms): what `@ start()` and `@ end()` mean.
     pub start: i64,
     pub end: i64,
+    /// The query's step (0 for instant queries): what `step()` returns.
+    pub step: i64,
     cancel: Option<&'a CancellationToken>,
     deadline: Option<Instant>,
     /// Data range (inclusive ms) each selector needs, keyed by the selector's address.
@@ -110,6 +112,7 @@ pub(super) fn run(
         storage,
         start,
         end,
+        step,
         cancel,
         deadline: (opts.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms)),
@@ -207,7 +210,9 @@ fn finish_vector(vs: Vec<VSample>) -> Result<Vec<(Labels, f64)>, QueryError> {
     Ok(out)
 }
 
-/// Applies delayed name removal to a matrix, checks labels stay unique, and sorts.
+/// Applies delayed name removal to a matrix and sorts it. Series whose labels
+/// coincide once names are gone are merged, as long as they have no timestamp in
+/// common (that is an error, as in Prometheus).
 fn finish_matrix(series: Vec<(Labels, bool, Vec<FPoint>)>) -> Result<Vec<Series>, QueryError> {
     let mut out: Vec<Series> = series
         .into_iter()
@@ -217,23 +222,38 @@ fn finish_matrix(series: Vec<(Labels, bool, Vec<FPoint>)>) -> Result<Vec<Series>
         })
         .collect();
     out.sort_by(|a, b| a.metric.cmp(&b.metric));
-    if out.windows(2).any(|w| w[0].metric == w[1].metric) {
-        return Err(same_labelset());
+    let mut merged: Vec<Series> = Vec::with_capacity(out.len());
+    for s in out {
+        match merged.last_mut() {
+            Some(last) if last.metric == s.metric => {
+                let mut points = std::mem::take(&mut last.floats);
+                points.extend(s.floats);
+                points.sort_by_key(|p| p.t);
+                if points.windows(2).any(|w| w[0].t == w[1].t) {
+                    return Err(same_labelset());
+                }
+                last.floats = points;
+            }
+            _ => merged.push(s),
+        }
     }
-    Ok(out)
+    Ok(merged)
 }
 
 pub(super) fn same_labelset() -> QueryError {
     QueryError::Execution("vector cannot contain metrics with the same labelset".into())
 }
 
-/// `labels` without `__name__`.
+/// `labels` without `__name__` (and without `__type__` and `__unit__`, which
+/// describe the metric the name refers to).
 pub(super) fn drop_name(labels: &Labels) -> Labels {
-    if !labels.has(METRIC_NAME) {
+    if !labels.has(METRIC_NAME) && !labels.has("__type__") && !labels.has("__unit__") {
         return labels.clone();
     }
     let mut b = labels.builder();
     b.del(METRIC_NAME);
+    b.del("__type__");
+    b.del("__unit__");
     b.build()
 }
 
@@ -799,11 +819,10 @@ fn vector_vector(
     };
     let (fill_lhs, fill_rhs) = fill.unwrap_or((None, None));
     // The "one" side is hashed; for group_right that is the left side.
-    let (many, one, many_fill, one_fill) = if one_to_many {
-        (rhs, lhs, fill_rhs, fill_lhs)
-    } else {
-        (lhs, rhs, fill_lhs, fill_rhs)
-    };
+    let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    // As in Prometheus's tests, `fill_right` applies when a "many" series has no
+    // partner and `fill_left` when a "one" series has none, also for group_right.
+    let (many_fill, one_fill) = (fill_lhs, fill_rhs);
     let mut one_sigs: HashMap<Vec<u8>, usize> = HashMap::new();
     for (i, s) in one.iter().enumerate() {
         let k = sig.of(&s.metric);
@@ -832,8 +851,19 @@ fn vector_vector(
                     mv: f64,
                     ov: f64,
                     k: Vec<u8>,
+                    filled_one_side: bool,
                     out: &mut Vec<VSample>|
      -> Result<(), QueryError> {
+        // One-to-one matching allows one series per match group on each side,
+        // whether or not a comparison filters it out.
+        if one_to_one {
+            if used_sigs.contains_key(&k) {
+                return Err(QueryError::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
+            }
+            used_sigs.insert(k, Labels::empty());
+        }
         let (vl, vr) = if one_to_many { (ov, mv) } else { (mv, ov) };
         let (mut value, mut keep) = elem_binop(op, vl, vr);
         if return_bool {
@@ -843,16 +873,12 @@ fn vector_vector(
         if !keep {
             return Ok(());
         }
-        let metric = result_metric(&ms.metric, os.map(|o| &o.metric), sig, one_to_one, &include);
-        if one_to_one {
-            if let Some(prev) = used_sigs.get(&k) {
-                let _ = prev;
-                return Err(QueryError::Execution(format!(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-                )));
-            }
-            used_sigs.insert(k, metric.clone());
-        } else if !output_labels.insert(metric.clone()) {
+        let metric = if filled_one_side {
+            sig.labels_of(&ms.metric)
+        } else {
+            result_metric(&ms.metric, os.map(|o| &o.metric), sig, one_to_one, &include)
+        };
+        if !one_to_one && !output_labels.insert(metric.clone()) {
             return Err(QueryError::Execution(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
@@ -871,11 +897,11 @@ fn vector_vector(
         match one_sigs.get(&k) {
             Some(&j) => {
                 matched_one.insert(j);
-                emit(ms, Some(&one[j]), ms.f, one[j].f, k, &mut out)?;
+                emit(ms, Some(&one[j]), ms.f, one[j].f, k, false, &mut out)?;
             }
             None => {
                 if let Some(fv) = one_fill {
-                    emit(ms, None, ms.f, fv, k, &mut out)?;
+                    emit(ms, None, ms.f, fv, k, false, &mut out)?;
                 }
             }
         }
@@ -884,7 +910,7 @@ fn vector_vector(
         for (j, os) in one.iter().enumerate() {
             if !matched_one.contains(&j) {
                 let k = sig.of(&os.metric);
-                emit(os, None, fv, os.f, k, &mut out)?;
+                emit(os, None, fv, os.f, k, true, &mut out)?;
             }
         }
     }
@@ -984,6 +1010,8 @@ struct Group {
     incremental_mean: bool,
     members: Vec<VSample>,
     values: Vec<f64>,
+    /// Any member's name is still to be dropped (matters for `by (__name__)`).
+    drop_name: bool,
 }
 
 fn group_key(l: &Labels, without: bool, grouping: &[String]) -> Vec<u8> {
@@ -1084,6 +1112,7 @@ fn aggregate(
                     incremental_mean: false,
                     members: Vec::new(),
                     values: Vec::new(),
+                    drop_name: false,
                 });
                 index.insert(k, groups.len() - 1);
                 groups.len() - 1
@@ -1092,6 +1121,7 @@ fn aggregate(
         let g = &mut groups[gi];
         let first = g.count == 0.0;
         g.count += 1.0;
+        g.drop_name |= s.drop_name;
         let f = s.f;
         match op {
             T_SUM => {
@@ -1138,7 +1168,7 @@ fn aggregate(
             T_STDDEV | T_STDVAR => {
                 if first {
                     g.mean = f;
-                    g.value = 0.0;
+                    g.value = if f.is_finite() { 0.0 } else { f64::NAN };
                 } else {
                     let delta = f - g.mean;
                     g.mean += delta / g.count;
@@ -1160,9 +1190,7 @@ fn aggregate(
             };
             let kf = param_scalar(&param, name)?;
             if kf.is_nan() {
-                return Err(QueryError::Execution(format!(
-                    "Parameter value is NaN for {name}"
-                )));
+                return Err(QueryError::Execution("Parameter value is NaN".into()));
             }
             if kf >= 9.223_372_036_854_776e18 || kf <= -9.223_372_036_854_776e18 {
                 return Err(QueryError::Execution(format!(
@@ -1178,12 +1206,8 @@ fn aggregate(
                 let mut members = g.members;
                 match op {
                     T_TOPK => members.sort_by(|a, b| cmp_desc_nan_last(a.f, b.f)),
-                    T_BOTTOMK => members.sort_by(|a, b| cmp_desc_nan_last(b.f, a.f).reverse()),
+                    T_BOTTOMK => members.sort_by(|a, b| cmp_asc_nan_last(a.f, b.f)),
                     _ => {}
-                }
-                if op == T_BOTTOMK {
-                    // Ascending, NaN last.
-                    members.sort_by(|a, b| cmp_asc_nan_last(a.f, b.f));
                 }
                 members.truncate(k.min(members.len() as i64) as usize);
                 out.extend(members);
@@ -1193,9 +1217,7 @@ fn aggregate(
         T_LIMIT_RATIO => {
             let r = param_scalar(&param, "limit_ratio")?;
             if r.is_nan() {
-                return Err(QueryError::Execution(
-                    "Ratio value is NaN for limit_ratio".into(),
-                ));
+                return Err(QueryError::Execution("Ratio value is NaN".into()));
             }
             return Err(QueryError::Execution(
                 "limit_ratio is not supported yet".into(),
@@ -1234,7 +1256,7 @@ fn aggregate(
             metric: g.labels,
             ts: t,
             f,
-            drop_name: false,
+            drop_name: g.drop_name,
         });
     }
     Ok(out)

@@ -168,12 +168,46 @@ fn go_min(x: f64, y: f64) -> f64 {
     }
 }
 
+/// The mean of values that include an infinity or NaN: NaN when there is a NaN or
+/// infinities of both signs, else the infinity. `None` when all are finite.
+pub(super) fn non_finite_mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut pos, mut neg, mut nan) = (false, false, false);
+    for v in values {
+        nan |= v.is_nan();
+        pos |= v == f64::INFINITY;
+        neg |= v == f64::NEG_INFINITY;
+    }
+    if nan || (pos && neg) {
+        Some(f64::NAN)
+    } else if pos {
+        Some(f64::INFINITY)
+    } else if neg {
+        Some(f64::NEG_INFINITY)
+    } else {
+        None
+    }
+}
+
 /// Dispatches a function call at time `t`.
 pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     let name = c.func.name;
     match name {
         "time" => Ok(Val::Scalar(t as f64 / 1000.0)),
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
+        "step" => Ok(Val::Scalar(ev.step as f64 / 1000.0)),
+        "range" => Ok(Val::Scalar((ev.end - ev.start) as f64 / 1000.0)),
+        "start" => Ok(Val::Scalar(ev.start as f64 / 1000.0)),
+        "end" => Ok(Val::Scalar(ev.end as f64 / 1000.0)),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(arg(c, 0)?, t)?;
+            let b = ev.eval_scalar(arg(c, 1)?, t)?;
+            Ok(Val::Scalar(if name == "min_of" {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }))
+        }
+        "histogram_quantiles" => histogram_quantiles(ev, c, t),
         "vector" => {
             let v = ev.eval_scalar(arg(c, 0)?, t)?;
             Ok(Val::Vector(vec![VSample {
@@ -416,6 +450,9 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             })
         }
         "mad_over_time" => over_time(ev, c, t, 0, false, |p, _| {
+            if p.iter().any(|x| x.f.is_nan()) {
+                return Ok(Some(f64::NAN));
+            }
             let mut vals: Vec<f64> = p.iter().map(|x| x.f).collect();
             let median = quantile(0.5, &mut vals);
             let mut dev: Vec<f64> = p.iter().map(|x| (x.f - median).abs()).collect();
@@ -459,6 +496,9 @@ fn extreme(p: &[FPoint], better: impl Fn(f64, f64) -> bool, want_ts: bool) -> Op
 }
 
 fn avg(p: &[FPoint]) -> f64 {
+    if let Some(v) = non_finite_mean(p.iter().map(|x| x.f)) {
+        return v;
+    }
     let (mut sum, mut mean, mut count, mut c) = (0.0, 0.0, 0.0, 0.0);
     let mut incremental = false;
     for x in p {
@@ -543,7 +583,7 @@ fn extrapolated_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -
     let extrapolate_to = sampled_interval + duration_to_start + duration_to_end;
     let mut factor = extrapolate_to / sampled_interval;
     if is_rate {
-        factor /= (w.range_ms / 1000) as f64;
+        factor /= w.range_ms as f64 / 1000.0;
     }
     Some(result * factor)
 }
@@ -973,8 +1013,11 @@ fn histogram_fraction(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, Query
     Ok(Val::Vector(out))
 }
 
-/// The estimated fraction of observations between `lower` and `upper`, linearly
-/// interpolated within buckets (Prometheus's `BucketFraction`).
+/// The estimated fraction of observations between `lower` and `upper`
+/// (Prometheus's `BucketFraction`): buckets wholly inside count fully, buckets
+/// partly inside count in proportion to the overlap, except buckets of infinite
+/// width (the first one when its bound is not positive, and the `+Inf` one), which
+/// count only when wholly inside.
 fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>) -> f64 {
     buckets.sort_by(|a, b| {
         a.upper
@@ -987,7 +1030,7 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>) -> f64 {
     }
     sort_and_coalesce(buckets);
     ensure_monotonic(buckets);
-    if buckets.len() < 2 || lower.is_nan() || upper.is_nan() {
+    if lower.is_nan() || upper.is_nan() {
         return f64::NAN;
     }
     let total = buckets[buckets.len() - 1].count;
@@ -997,39 +1040,81 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>) -> f64 {
     if lower >= upper {
         return 0.0;
     }
-    // Cumulative count at x, interpolating linearly inside a bucket. The first
-    // bucket starts at 0 when its bound is positive, else it is a point.
-    let rank_at = |x: f64| -> f64 {
-        let mut prev_upper = f64::NEG_INFINITY;
-        let mut prev_count = 0.0;
-        for (i, b) in buckets.iter().enumerate() {
-            if x <= b.upper {
-                if x == b.upper {
+    (bucket_rank(upper, buckets, total) - bucket_rank(lower, buckets, total)) / total
+}
+
+/// The estimated number of observations at or below `x`. Inside a bucket the count
+/// is interpolated linearly, except in buckets of infinite width: inside the first
+/// bucket, when its bound is not positive, `x` counts the whole bucket; inside the
+/// `+Inf` bucket it counts none of it.
+fn bucket_rank(x: f64, buckets: &[Bucket], total: f64) -> f64 {
+    if x == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    if x == f64::INFINITY {
+        return total;
+    }
+    let mut prev_upper = 0.0;
+    let mut prev_count = 0.0;
+    for (i, b) in buckets.iter().enumerate() {
+        if x <= b.upper {
+            if x == b.upper {
+                return b.count;
+            }
+            let lo = if i == 0 {
+                if b.upper <= 0.0 {
                     return b.count;
                 }
-                let lo = if i == 0 {
-                    if b.upper > 0.0 {
-                        0.0
-                    } else {
-                        return prev_count;
-                    }
-                } else {
-                    prev_upper
-                };
-                if b.upper.is_infinite() {
-                    return prev_count;
+                if x <= 0.0 {
+                    return 0.0;
                 }
-                if x <= lo {
-                    return prev_count;
-                }
-                return prev_count + (b.count - prev_count) * (x - lo) / (b.upper - lo);
+                0.0
+            } else {
+                prev_upper
+            };
+            if b.upper == f64::INFINITY {
+                return prev_count;
             }
-            prev_upper = b.upper;
-            prev_count = b.count;
+            return prev_count + (b.count - prev_count) * (x - lo) / (b.upper - lo);
         }
-        total
-    };
-    (rank_at(upper) - rank_at(lower)) / total
+        prev_upper = b.upper;
+        prev_count = b.count;
+    }
+    total
+}
+
+fn histogram_quantiles(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let v = ev.eval_vector(arg(c, 0)?, t)?;
+    let label = string_arg(c, 1)?;
+    let mut qs = Vec::new();
+    for i in 2..c.args.args.len() {
+        qs.push(ev.eval_scalar(arg(c, i)?, t)?);
+    }
+    let mut out = Vec::new();
+    for (labels, buckets) in bucket_groups(v) {
+        for &q in &qs {
+            let mut b = labels.builder();
+            b.set(&label, &quantile_label(q));
+            out.push(VSample {
+                metric: b.build(),
+                ts: t,
+                f: bucket_quantile(q, &mut buckets.clone()),
+                drop_name: true,
+            });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// A quantile as a label value: like Go's `%g`-ish formatting with at least one
+/// decimal (`0.0`, `0.25`, `1.0`).
+fn quantile_label(q: f64) -> String {
+    let s = go_format_float(q);
+    if s.contains('.') || s.contains('e') || s.contains("Inf") || s.contains("NaN") {
+        s
+    } else {
+        format!("{s}.0")
+    }
 }
 
 /// Formats a float like Prometheus's `count_values` label.
