@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
     pub enable_remote_write_receiver: bool,
+    /// PromQL engine settings (`--query.*`).
+    pub query: crate::promql::EngineOptions,
 }
 
 /// The server failed to start or stopped with an error.
@@ -91,6 +93,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         remote_write_enabled: cfg.enable_remote_write_receiver,
         delete_series: cfg.enable_admin_api.then_some(delete_series),
         quit: cfg.enable_lifecycle.then(|| shutdown.clone()),
+        query_api: Arc::new(crate::web::api::QueryApi {
+            queryable: db.clone(),
+            engine: crate::promql::Engine::new(cfg.query.clone()),
+        }),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen_address)
         .await

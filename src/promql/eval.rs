@@ -1155,16 +1155,8 @@ fn aggregate(
                     }
                 }
             }
-            T_MAX => {
-                if first || g.value < f || g.value.is_nan() {
-                    g.value = f;
-                }
-            }
-            T_MIN => {
-                if first || g.value > f || g.value.is_nan() {
-                    g.value = f;
-                }
-            }
+            T_MAX if first || g.value < f || g.value.is_nan() => g.value = f,
+            T_MIN if first || g.value > f || g.value.is_nan() => g.value = f,
             T_STDDEV | T_STDVAR => {
                 if first {
                     g.mean = f;

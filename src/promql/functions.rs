@@ -2,8 +2,7 @@
 //! `rate`, Kahan-compensated sums, classic-bucket `histogram_quantile`, …).
 
 use super::eval::{
-    format_float_plain, kahan_sum_inc, quantile, same_labelset, Evaluator, MSeries, VSample, Val,
-    Window,
+    kahan_sum_inc, quantile, same_labelset, Evaluator, MSeries, VSample, Val, Window,
 };
 use super::value::FPoint;
 use super::QueryError;
@@ -1115,10 +1114,4 @@ fn quantile_label(q: f64) -> String {
     } else {
         format!("{s}.0")
     }
-}
-
-/// Formats a float like Prometheus's `count_values` label.
-#[allow(dead_code)]
-pub(super) fn count_values_label(f: f64) -> String {
-    format_float_plain(f)
 }
