@@ -278,7 +278,7 @@ fn system_time_ms(t: &SystemTime) -> i64 {
 
 /// Converts a selector's matchers (and its metric name) into storage matchers. Each
 /// inner list is one `or`-alternative; plain selectors have exactly one.
-fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
     let convert = |list: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, QueryError> {
         let mut out = Vec::with_capacity(list.len() + 1);
         if let Some(name) = &vs.name {
@@ -577,6 +577,38 @@ impl<'a> Evaluator<'a> {
         self.add_samples(n)?;
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
         Ok(Val::Matrix(out, Window { end, range_ms }))
+    }
+
+    /// Label sets of the series matching `matchers` that have a sample (not a stale
+    /// marker) in the lookback window at `t`. Read directly, not cached: `info()`
+    /// uses it with matchers that depend on the data.
+    pub fn select_present(
+        &mut self,
+        matchers: &[Matcher],
+        t: i64,
+    ) -> Result<Vec<Labels>, QueryError> {
+        let mint = t - self.opts.lookback_delta_ms + 1;
+        let querier = self
+            .storage
+            .querier(mint, t)
+            .map_err(|e| QueryError::Storage(e.to_string()))?;
+        let hints = SelectHints {
+            start_ms: mint,
+            end_ms: t,
+            series_only: false,
+        };
+        let mut out = Vec::new();
+        for s in querier
+            .select(&hints, matchers)
+            .map_err(|e| QueryError::Storage(e.to_string()))?
+        {
+            let s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
+            if s.samples.last().is_some_and(|p| !is_stale_nan(p.v)) {
+                out.push(s.labels);
+            }
+        }
+        self.add_samples(out.len())?;
+        Ok(out)
     }
 
     /// Evaluates `e` and requires an instant vector.

@@ -6,7 +6,7 @@ use super::eval::{
 };
 use super::value::FPoint;
 use super::QueryError;
-use crate::labels::{Labels, LabelsBuilder, METRIC_NAME};
+use crate::labels::{Labels, LabelsBuilder, MatchType, METRIC_NAME};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 use std::collections::{HashMap, HashSet};
@@ -473,9 +473,96 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             over_time(ev, c, t, 0, false, move |p, _| Ok(smoothing(p, sf, tf)))
         }
         "histogram_quantile" => histogram_quantile(ev, c, t),
+        "info" => info(ev, c, t),
         "histogram_fraction" => histogram_fraction(ev, c, t),
         _ => Err(exec(format!("function {name:?} is not supported yet"))),
     }
+}
+
+/// Labels that tie a series to its info series (`target_info` by default).
+const INFO_IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `info(v, selector)`: adds the data labels of matching info series (same
+/// `instance` and `job`) to each series of `v`. Series that are themselves info
+/// series of the selector are left as they are. When no info series matches, a
+/// series is kept unchanged only if every data matcher accepts the empty string.
+fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    use crate::labels::Matcher;
+    let base = ev.eval_vector(arg(c, 0)?, t)?;
+    let (mut name_ms, mut data_ms): (Vec<Matcher>, Vec<Matcher>) = (Vec::new(), Vec::new());
+    if let Some(sel) = c.args.args.get(1) {
+        let mut e: &Expr = sel;
+        while let Expr::Paren(p) = e {
+            e = &p.expr;
+        }
+        let Expr::VectorSelector(vs) = e else {
+            return Err(exec("info(): the second argument must be a label selector"));
+        };
+        let sets = super::eval::selector_matchers(vs)?;
+        for m in sets.into_iter().flatten() {
+            if m.name == METRIC_NAME {
+                name_ms.push(m);
+            } else {
+                data_ms.push(m);
+            }
+        }
+    }
+    if name_ms.is_empty() {
+        name_ms.push(Matcher::equal(METRIC_NAME, "target_info"));
+    }
+    let infos = ev.select_present(&name_ms, t)?;
+    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::new();
+    for l in infos {
+        let id: Vec<String> = INFO_IDENTIFYING_LABELS
+            .iter()
+            .map(|n| l.get(n).to_string())
+            .collect();
+        by_id.entry(id).or_default().push(l);
+    }
+    let empty_ok = data_ms.iter().all(|m| m.matches_empty());
+    let mut out = Vec::with_capacity(base.len());
+    for mut s in base {
+        // A series the selector itself names as an info series (every name matcher
+        // holds, at least one of them positive) is not enriched.
+        let positive = name_ms
+            .iter()
+            .any(|m| matches!(m.kind, MatchType::Equal | MatchType::Regexp));
+        if positive && name_ms.iter().all(|m| m.matches(s.metric.get(METRIC_NAME))) {
+            out.push(s);
+            continue;
+        }
+        let id: Vec<String> = INFO_IDENTIFYING_LABELS
+            .iter()
+            .map(|n| s.metric.get(n).to_string())
+            .collect();
+        let mut b = s.metric.builder();
+        let mut matched = false;
+        for info in by_id.get(&id).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if !data_ms.iter().all(|m| m.matches(info.get(&m.name))) {
+                continue;
+            }
+            matched = true;
+            for lb in info.iter() {
+                let skip = lb.name == METRIC_NAME
+                    || INFO_IDENTIFYING_LABELS.contains(&lb.name)
+                    || s.metric.has(lb.name)
+                    || (!data_ms.is_empty() && !data_ms.iter().any(|m| m.name == lb.name));
+                if !skip {
+                    b.set(lb.name, lb.value);
+                }
+            }
+        }
+        if !matched {
+            if empty_ok {
+                out.push(s);
+            }
+            continue;
+        }
+        s.metric = b.build();
+        s.ts = t;
+        out.push(s);
+    }
+    Ok(Val::Vector(out))
 }
 
 /// The newest (for ties: first) extreme value of a window, or its timestamp.
