@@ -123,6 +123,18 @@ fn scalar_string_and_rfc3339_time() {
     );
     let (_, v) = get(&addr, "/api/v1/query?query=1%2F0&time=2");
     assert_eq!(v["data"]["result"][1], "+Inf");
+    assert!(
+        v.get("warnings").is_none(),
+        "no warnings field without warnings: {v}"
+    );
+    let (_, v) = get(
+        &addr,
+        "/api/v1/query?query=quantile(1.5%2C%20http_requests_total)&time=150",
+    );
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!(["PromQL warning: quantile value should be between 0 and 1, got 1.5"])
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use super::functions;
 use super::value::{FPoint, Sample, Series, Value};
-use super::{EngineOptions, QueryError};
+use super::{EngineOptions, QueryError, QueryResult};
 use crate::labels::{Labels, LabelsBuilder, MatchType, Matcher, METRIC_NAME};
 use crate::storage::{self, is_stale_nan, Queryable, SelectHints};
 use promql_parser::label::MatchOp;
@@ -89,6 +89,9 @@ pub(super) struct Evaluator<'a> {
     step_samples: usize,
     /// Samples held by the result so far.
     result_samples: usize,
+    /// Warnings and infos, each message once, in the order first raised.
+    warnings: Vec<String>,
+    infos: Vec<String>,
 }
 
 fn key<T>(x: &T) -> usize {
@@ -106,7 +109,7 @@ pub(super) fn run(
     step: i64,
     cancel: Option<&CancellationToken>,
     instant: bool,
-) -> Result<Value, QueryError> {
+) -> Result<QueryResult, QueryError> {
     let mut ev = Evaluator {
         opts,
         storage,
@@ -121,8 +124,26 @@ pub(super) fn run(
         subquery_steps: HashMap::new(),
         step_samples: 0,
         result_samples: 0,
+        warnings: Vec::new(),
+        infos: Vec::new(),
     };
     ev.plan(expr, start, end);
+    let value = eval_all(&mut ev, expr, start, end, step, instant)?;
+    Ok(QueryResult {
+        value,
+        warnings: ev.warnings,
+        infos: ev.infos,
+    })
+}
+
+fn eval_all(
+    ev: &mut Evaluator,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    instant: bool,
+) -> Result<Value, QueryError> {
     if instant {
         ev.check_limits()?;
         return match ev.eval(expr, start)? {
@@ -373,6 +394,22 @@ impl<'a> Evaluator<'a> {
         let r = self.ranges.entry(k).or_insert((mint, maxt));
         r.0 = r.0.min(mint);
         r.1 = r.1.max(maxt);
+    }
+
+    /// Records a warning annotation (`PromQL warning: …`).
+    pub fn warn(&mut self, msg: String) {
+        let m = format!("PromQL warning: {msg}");
+        if !self.warnings.contains(&m) {
+            self.warnings.push(m);
+        }
+    }
+
+    /// Records an info annotation (`PromQL info: …`).
+    pub fn info(&mut self, msg: String) {
+        let m = format!("PromQL info: {msg}");
+        if !self.infos.contains(&m) {
+            self.infos.push(m);
+        }
     }
 
     /// Fails when the query ran out of time or was cancelled.
@@ -721,6 +758,13 @@ impl<'a> Evaluator<'a> {
         };
         grouping.sort();
         grouping.dedup();
+        if op == T_QUANTILE {
+            if let Some(Val::Scalar(q)) = &param {
+                if q.is_nan() || *q < 0.0 || *q > 1.0 {
+                    self.warn(quantile_warning(*q));
+                }
+            }
+        }
         let out = aggregate(op, param, input, without, &grouping, t)?;
         Ok(Val::Vector(out))
     }
@@ -979,6 +1023,14 @@ fn result_metric(
         }
     }
     b.build()
+}
+
+/// Prometheus's warning for a quantile outside [0, 1].
+pub(super) fn quantile_warning(q: f64) -> String {
+    format!(
+        "quantile value should be between 0 and 1, got {}",
+        super::functions::go_format_float(q)
+    )
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.

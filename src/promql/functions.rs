@@ -2,7 +2,8 @@
 //! `rate`, Kahan-compensated sums, classic-bucket `histogram_quantile`, …).
 
 use super::eval::{
-    kahan_sum_inc, quantile, same_labelset, Evaluator, MSeries, VSample, Val, Window,
+    kahan_sum_inc, quantile, quantile_warning, same_labelset, Evaluator, MSeries, VSample, Val,
+    Window,
 };
 use super::value::FPoint;
 use super::QueryError;
@@ -292,6 +293,13 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
         | "month" | "year" => date_function(ev, c, t),
         "label_replace" => label_replace(ev, c, t),
         "label_join" => label_join(ev, c, t),
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if ev.step != 0 => {
+            ev.warn(
+                "sort is ineffective for range queries since results are always ordered by labels"
+                    .into(),
+            );
+            ev.eval_vector(arg(c, 0)?, t).map(Val::Vector)
+        }
         "sort" | "sort_desc" => {
             let mut v = ev.eval_vector(arg(c, 0)?, t)?;
             let desc = name == "sort_desc";
@@ -443,6 +451,9 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
         }
         "quantile_over_time" => {
             let q = ev.eval_scalar(arg(c, 0)?, t)?;
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                ev.warn(quantile_warning(q));
+            }
             over_time(ev, c, t, 1, false, move |p, _| {
                 let mut vals: Vec<f64> = p.iter().map(|x| x.f).collect();
                 Ok(Some(quantile(q, &mut vals)))
@@ -979,17 +990,31 @@ fn parse_le(s: &str) -> Option<f64> {
 
 fn histogram_quantile(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     let q = ev.eval_scalar(arg(c, 0)?, t)?;
+    if q.is_nan() || !(0.0..=1.0).contains(&q) {
+        ev.warn(quantile_warning(q));
+    }
     let v = ev.eval_vector(arg(c, 1)?, t)?;
     let mut out = Vec::new();
     for (labels, mut buckets) in bucket_groups(v) {
+        let (f, forced) = bucket_quantile(q, &mut buckets);
+        if forced {
+            ev.info(monotonicity_info(&labels));
+        }
         out.push(VSample {
             metric: labels,
             ts: t,
-            f: bucket_quantile(q, &mut buckets),
+            f,
             drop_name: true,
         });
     }
     Ok(Val::Vector(out))
+}
+
+fn monotonicity_info(labels: &Labels) -> String {
+    format!(
+        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {}",
+        crate::labels::quote(labels.metric_name())
+    )
 }
 
 fn sort_and_coalesce(buckets: &mut Vec<Bucket>) {
@@ -1020,23 +1045,39 @@ fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < epsilon
 }
 
-fn ensure_monotonic(buckets: &mut [Bucket]) {
+/// Makes cumulative counts monotonic; true when a real decrease had to be removed
+/// (differences within floating-point noise are fixed silently).
+fn ensure_monotonic(buckets: &mut [Bucket]) -> bool {
+    let mut forced = false;
     let mut prev = buckets[0].count;
     for b in buckets.iter_mut().skip(1) {
         let cur = b.count;
         if cur == prev {
             continue;
         }
-        if almost_equal(prev, cur, 1e-12) || cur < prev {
+        if almost_equal(prev, cur, 1e-12) {
             b.count = prev;
+            continue;
+        }
+        if cur < prev {
+            b.count = prev;
+            forced = true;
             continue;
         }
         prev = cur;
     }
+    forced
 }
 
-/// Prometheus's `BucketQuantile` over classic buckets.
-fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
+/// Prometheus's `BucketQuantile` over classic buckets, and whether the counts had
+/// to be forced monotonic.
+fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> (f64, bool) {
+    let mut forced = false;
+    let v = bucket_quantile_inner(q, buckets, &mut forced);
+    (v, forced)
+}
+
+fn bucket_quantile_inner(q: f64, buckets: &mut Vec<Bucket>, forced: &mut bool) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -1056,7 +1097,7 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
         _ => return f64::NAN,
     }
     sort_and_coalesce(buckets);
-    ensure_monotonic(buckets);
+    *forced = ensure_monotonic(buckets);
     if buckets.len() < 2 {
         return f64::NAN;
     }
@@ -1115,7 +1156,7 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>) -> f64 {
         _ => return f64::NAN,
     }
     sort_and_coalesce(buckets);
-    ensure_monotonic(buckets);
+    let _ = ensure_monotonic(buckets);
     if lower.is_nan() || upper.is_nan() {
         return f64::NAN;
     }
@@ -1174,17 +1215,25 @@ fn histogram_quantiles(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, Quer
     let label = string_arg(c, 1)?;
     let mut qs = Vec::new();
     for i in 2..c.args.args.len() {
-        qs.push(ev.eval_scalar(arg(c, i)?, t)?);
+        let q = ev.eval_scalar(arg(c, i)?, t)?;
+        if q.is_nan() || !(0.0..=1.0).contains(&q) {
+            ev.warn(quantile_warning(q));
+        }
+        qs.push(q);
     }
     let mut out = Vec::new();
     for (labels, buckets) in bucket_groups(v) {
         for &q in &qs {
             let mut b = labels.builder();
             b.set(&label, &quantile_label(q));
+            let (f, forced) = bucket_quantile(q, &mut buckets.clone());
+            if forced {
+                ev.info(monotonicity_info(&labels));
+            }
             out.push(VSample {
                 metric: b.build(),
                 ts: t,
-                f: bucket_quantile(q, &mut buckets.clone()),
+                f,
                 drop_name: true,
             });
         }

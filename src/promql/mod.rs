@@ -83,6 +83,16 @@ pub enum QueryError {
     Storage(String),
 }
 
+/// A query's value with the annotations evaluation produced, as the API shows them
+/// (`PromQL warning: …`, `PromQL info: …`). Positions in the query are not known
+/// (the parser does not keep them), so messages carry none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub value: Value,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
 /// A parsed query, ready to evaluate.
 pub struct Query {
     expr: promql_parser::parser::Expr,
@@ -133,7 +143,7 @@ impl Engine {
         query: &Query,
         t_ms: i64,
         cancel: Option<&CancellationToken>,
-    ) -> Result<Value, QueryError> {
+    ) -> Result<QueryResult, QueryError> {
         eval::run(
             &self.opts,
             storage,
@@ -156,7 +166,7 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
         cancel: Option<&CancellationToken>,
-    ) -> Result<Value, QueryError> {
+    ) -> Result<QueryResult, QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::Parse(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),

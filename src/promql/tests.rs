@@ -42,6 +42,7 @@ fn instant(s: &MemStorage, q: &str, t: i64) -> Value {
     Engine::default()
         .instant_query(s, &parse(q).unwrap(), t, None)
         .unwrap()
+        .value
 }
 
 #[test]
@@ -72,7 +73,8 @@ fn range_query_gives_a_sorted_matrix() {
     let s = store();
     let v = Engine::default()
         .range_query(&s, &parse("c * 2").unwrap(), 0, 120_000, 60_000, None)
-        .unwrap();
+        .unwrap()
+        .value;
     match v {
         Value::Matrix(m) => {
             assert_eq!(m.len(), 2);
@@ -109,4 +111,17 @@ fn cancelled_query_stops() {
         .instant_query(&s, &parse("c").unwrap(), 0, Some(&token))
         .unwrap_err();
     assert!(matches!(err, QueryError::Canceled(_)), "{err:?}");
+}
+
+#[test]
+fn out_of_range_quantile_is_a_warning() {
+    let s = store();
+    let r = Engine::default()
+        .instant_query(&s, &parse("quantile(2, c)").unwrap(), 540_000, None)
+        .unwrap();
+    assert_eq!(
+        r.warnings,
+        ["PromQL warning: quantile value should be between 0 and 1, got 2"]
+    );
+    assert!(r.infos.is_empty());
 }

@@ -86,12 +86,21 @@ impl IntoResponse for ApiError {
 }
 
 fn success(data: String) -> Response {
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        format!("{{\"status\":\"success\",\"data\":{data}}}"),
-    )
-        .into_response()
+    success_with(data, &[], &[])
+}
+
+/// A success envelope; `warnings` and `infos` appear only when not empty, as in
+/// Prometheus.
+fn success_with(data: String, warnings: &[String], infos: &[String]) -> Response {
+    let mut body = format!("{{\"status\":\"success\",\"data\":{data}");
+    for (key, list) in [("warnings", warnings), ("infos", infos)] {
+        if !list.is_empty() {
+            let items: Vec<String> = list.iter().map(|m| json_string(m)).collect();
+            let _ = write!(body, ",\"{key}\":[{}]", items.join(","));
+        }
+    }
+    body.push('}');
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
 }
 
 /// Query-string and form-body parameters, in order.
@@ -380,7 +389,7 @@ pub async fn query(
             .map_err(ApiError::from)
     })
     .await?;
-    Ok(success(render_value(&v)))
+    Ok(success_with(render_value(&v.value), &v.warnings, &v.infos))
 }
 
 /// `GET|POST /api/v1/query_range`.
@@ -429,7 +438,7 @@ pub async fn query_range(
             .map_err(ApiError::from)
     })
     .await?;
-    Ok(success(render_value(&v)))
+    Ok(success_with(render_value(&v.value), &v.warnings, &v.infos))
 }
 
 fn storage_error(e: crate::storage::StorageError) -> ApiError {
