@@ -207,7 +207,10 @@ fn eval_all(
         }
         ev.step_samples = 0;
         ev.add_samples(0)?;
-        t += step;
+        t = match t.checked_add(step) {
+            Some(next) => next,
+            None => break,
+        };
     }
     Ok(Value::Matrix(finish_matrix(series)?))
 }
@@ -352,7 +355,11 @@ impl<'a> Evaluator<'a> {
                     self.ref_time(&vs.at, &vs.offset, lo),
                     self.ref_time(&vs.at, &vs.offset, hi),
                 );
-                self.extend(key(vs), l - self.opts.lookback_delta_ms + 1, h);
+                self.extend(
+                    key(vs),
+                    l.saturating_sub(self.opts.lookback_delta_ms - 1),
+                    h,
+                );
             }
             Expr::MatrixSelector(ms) => {
                 let vs = &ms.vs;
@@ -360,14 +367,14 @@ impl<'a> Evaluator<'a> {
                     self.ref_time(&vs.at, &vs.offset, lo),
                     self.ref_time(&vs.at, &vs.offset, hi),
                 );
-                self.extend(key(vs), l - duration_ms(&ms.range) + 1, h);
+                self.extend(key(vs), l.saturating_sub(duration_ms(&ms.range) - 1), h);
             }
             Expr::Subquery(sq) => {
                 let (l, h) = (
                     self.ref_time(&sq.at, &sq.offset, lo),
                     self.ref_time(&sq.at, &sq.offset, hi),
                 );
-                self.plan(&sq.expr, l - duration_ms(&sq.range), h);
+                self.plan(&sq.expr, l.saturating_sub(duration_ms(&sq.range)), h);
             }
             Expr::Paren(p) => self.plan(&p.expr, lo, hi),
             Expr::Unary(u) => self.plan(&u.expr, lo, hi),
@@ -497,7 +504,7 @@ impl<'a> Evaluator<'a> {
                 let mut out = Vec::new();
                 let mut n = 0;
                 for s in data.iter() {
-                    let lo = s.samples.partition_point(|p| p.t <= end - range_ms);
+                    let lo = s.samples.partition_point(|p| p.t <= end.saturating_sub(range_ms));
                     let hi = s.samples.partition_point(|p| p.t <= end);
                     let points: Vec<FPoint> = s.samples[lo..hi]
                         .iter()
@@ -539,7 +546,7 @@ impl<'a> Evaluator<'a> {
             }
             let p = s.samples[i - 1];
             // The lookback window is open on the left: (rt - lookback, rt].
-            if p.t <= rt - lookback || is_stale_nan(p.v) {
+            if p.t <= rt.saturating_sub(lookback) || is_stale_nan(p.v) {
                 continue;
             }
             out.push(VSample {
@@ -562,7 +569,7 @@ impl<'a> Evaluator<'a> {
         }
         .max(1);
         // Inner steps are the multiples of `step` in (end - range, end].
-        let lo = end - range_ms;
+        let lo = end.saturating_sub(range_ms);
         let mut ts = step * (lo / step);
         if ts <= lo {
             ts += step;
@@ -609,7 +616,10 @@ impl<'a> Evaluator<'a> {
                 out[i].points.push(FPoint { t: ts, f: s.f });
                 n += 1;
             }
-            ts += step;
+            ts = match ts.checked_add(step) {
+                Some(next) => next,
+                None => break,
+            };
         }
         self.add_samples(n)?;
         out.sort_by(|a, b| a.metric.cmp(&b.metric));

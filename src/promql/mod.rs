@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 pub struct EngineOptions {
     /// How far back an instant selector looks for a sample (`--query.lookback-delta`).
     pub lookback_delta_ms: i64,
-    /// Most samples a query may hold in memory at once (`--query.max-samples`).
+    /// Most samples a query may hold in memory at once (`--query.max-samples`):
+    /// the samples of the current step (instant vectors, range-vector windows,
+    /// subquery points) plus the result so far. The raw series a selector reads are
+    /// not counted yet.
     pub max_samples: usize,
     /// Longest a query may run (`--query.timeout`); 0 means no limit.
     pub timeout_ms: u64,

@@ -125,3 +125,17 @@ fn out_of_range_quantile_is_a_warning() {
     );
     assert!(r.infos.is_empty());
 }
+
+#[test]
+fn huge_offsets_and_ranges_do_not_overflow() {
+    let s = store();
+    for q in [
+        "c offset 100000y",
+        "c offset -100000y",
+        "rate(c[100000y])",
+        "max_over_time(c[1000y:1d])",
+    ] {
+        let r = Engine::default().instant_query(&s, &parse(q).unwrap(), 540_000, None);
+        assert!(r.is_ok(), "{q}: {r:?}");
+    }
+}
