@@ -12,6 +12,7 @@ pub mod config_units;
 pub mod discovery;
 pub mod encoding;
 pub mod labels;
+pub mod promql;
 pub mod relabel;
 pub mod remote;
 pub mod scrape;

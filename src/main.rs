@@ -66,6 +66,18 @@ struct ServerFlags {
     /// Enable shutdown and reload via HTTP request.
     #[arg(long = "web.enable-lifecycle", default_value_t = false)]
     enable_lifecycle: bool,
+
+    /// The maximum lookback duration for retrieving metrics during expression evaluations.
+    #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = parse_duration_ms)]
+    query_lookback_delta_ms: i64,
+
+    /// Maximum number of samples a single query can load into memory.
+    #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
+    query_max_samples: usize,
+
+    /// Maximum time a query may take before being aborted.
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = parse_duration_ms)]
+    query_timeout_ms: i64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +326,12 @@ fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
             enable_lifecycle: flags.enable_lifecycle,
             enable_remote_write_receiver: flags.enable_remote_write_receiver,
             config_file: flags.config_file,
+            query: hearth::promql::EngineOptions {
+                lookback_delta_ms: flags.query_lookback_delta_ms.max(1),
+                max_samples: flags.query_max_samples,
+                timeout_ms: flags.query_timeout_ms.max(0) as u64,
+                ..Default::default()
+            },
         };
         hearth::server::run(cfg, shutdown).await
     })?;

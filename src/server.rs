@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub enable_remote_write_receiver: bool,
     /// `--config.file`; without it, the embedded default config (scrape self).
     pub config_file: Option<PathBuf>,
+    /// PromQL engine settings (`--query.*`).
+    pub query: crate::promql::EngineOptions,
 }
 
 /// The server failed to start or stopped with an error.
@@ -190,6 +192,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         delete_series: cfg.enable_admin_api.then_some(delete_series),
         quit: cfg.enable_lifecycle.then(|| shutdown.clone()),
         reload: cfg.enable_lifecycle.then(|| reload.clone()),
+        query_api: Arc::new(crate::web::api::QueryApi {
+            queryable: db.clone(),
+            engine: crate::promql::Engine::new(cfg.query.clone()),
+        }),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen_address)
         .await

@@ -8,6 +8,7 @@
 //! of them must pass the suite in `conformance`.
 
 pub mod conformance;
+pub mod memory;
 mod merge;
 
 pub use merge::merge_series_sets;

@@ -1,5 +1,7 @@
 //! The HTTP server: health and readiness, the server's own metrics, the remote-write
-//! receiver, admin and lifecycle endpoints (later, the Prometheus HTTP API).
+//! receiver, admin and lifecycle endpoints, and the Prometheus query API (`api`).
+
+pub mod api;
 
 use crate::labels::Matcher;
 use crate::remote::{self, WriteError};
@@ -35,6 +37,14 @@ pub struct WebState {
     pub quit: Option<CancellationToken>,
     /// Serves `POST /-/reload` (`--web.enable-lifecycle`) when set.
     pub reload: Option<ReloadFn>,
+    /// Serves the query API (`/api/v1/query`, `query_range`, `series`, `labels`).
+    pub query_api: Arc<api::QueryApi>,
+}
+
+impl axum::extract::FromRef<WebState> for Arc<api::QueryApi> {
+    fn from_ref(s: &WebState) -> Arc<api::QueryApi> {
+        s.query_api.clone()
+    }
 }
 
 /// The router with every endpoint hearth serves.
@@ -47,6 +57,14 @@ pub fn router(state: WebState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/admin/tsdb/delete_series", post(delete_series))
+        .route("/api/v1/query", get(api::query).post(api::query))
+        .route(
+            "/api/v1/query_range",
+            get(api::query_range).post(api::query_range),
+        )
+        .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
         .with_state(state)
 }
 
@@ -163,7 +181,7 @@ async fn delete_series(State(s): State<WebState>, RawQuery(q): RawQuery, body: B
 }
 
 /// Decodes `application/x-www-form-urlencoded` pairs.
-fn form_pairs(s: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(s: &str) -> Vec<(String, String)> {
     s.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {

@@ -1,0 +1,1379 @@
+//! The evaluator: walks a parsed expression at each step and produces values.
+//!
+//! Instant vectors carry a "drop the name later" flag per sample, because Prometheus
+//! 3 removes `__name__` only at the very end of evaluation (so `label_replace` can
+//! still read the name of `rate(x[5m])`). `finish` applies the flag and checks that
+//! no two series end up with the same labels.
+
+use super::functions;
+use super::value::{FPoint, Sample, Series, Value};
+use super::{EngineOptions, QueryError, QueryResult};
+use crate::labels::{Labels, LabelsBuilder, MatchType, Matcher, METRIC_NAME};
+use crate::storage::{self, is_stale_nan, Queryable, SelectHints};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::token::*;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, SubqueryExpr,
+    VectorMatchCardinality, VectorSelector,
+};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// One element of an instant vector during evaluation.
+#[derive(Debug, Clone)]
+pub(super) struct VSample {
+    pub metric: Labels,
+    /// The sample's own timestamp for raw selections (what `timestamp()` returns),
+    /// the evaluation time for computed values.
+    pub ts: i64,
+    pub f: f64,
+    /// `__name__` is to be removed at the end of evaluation.
+    pub drop_name: bool,
+}
+
+/// One series of a range vector during evaluation.
+#[derive(Debug, Clone)]
+pub(super) struct MSeries {
+    pub metric: Labels,
+    pub drop_name: bool,
+    pub points: Vec<FPoint>,
+}
+
+/// The window a range vector was taken over: `(end - range_ms, end]`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub end: i64,
+    pub range_ms: i64,
+}
+
+/// A value during evaluation at one step.
+#[derive(Debug, Clone)]
+pub(super) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<VSample>),
+    Matrix(Vec<MSeries>, Window),
+}
+
+impl Val {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(..) => "range vector",
+        }
+    }
+}
+
+/// Evaluation state of one query.
+pub(super) struct Evaluator<'a> {
+    pub opts: &'a EngineOptions,
+    storage: &'a dyn Queryable,
+    /// The query's start and end (ms): what `@ start()` and `@ end()` mean.
+    pub start: i64,
+    pub end: i64,
+    /// The query's step (0 for instant queries): what `step()` returns.
+    pub step: i64,
+    cancel: Option<&'a CancellationToken>,
+    deadline: Option<Instant>,
+    /// Data range (inclusive ms) each selector needs, keyed by the selector's address.
+    ranges: HashMap<usize, (i64, i64)>,
+    /// Series read for each selector, once per query.
+    data: HashMap<usize, Rc<Vec<storage::Series>>>,
+    /// Inner results of subqueries by (subquery address, inner evaluation time).
+    subquery_steps: HashMap<(usize, i64), Rc<Vec<VSample>>>,
+    /// Samples held by the current step.
+    step_samples: usize,
+    /// Samples held by the result so far.
+    result_samples: usize,
+    /// Warnings and infos, each message once, in the order first raised.
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+fn key<T>(x: &T) -> usize {
+    x as *const T as usize
+}
+
+/// Evaluates `expr` over `[start, end]` with `step` (an instant query when `instant`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run(
+    opts: &EngineOptions,
+    storage: &dyn Queryable,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    cancel: Option<&CancellationToken>,
+    instant: bool,
+) -> Result<QueryResult, QueryError> {
+    let mut ev = Evaluator {
+        opts,
+        storage,
+        start,
+        end,
+        step,
+        cancel,
+        deadline: (opts.timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms)),
+        ranges: HashMap::new(),
+        data: HashMap::new(),
+        subquery_steps: HashMap::new(),
+        step_samples: 0,
+        result_samples: 0,
+        warnings: Vec::new(),
+        infos: Vec::new(),
+    };
+    ev.plan(expr, start, end);
+    let value = eval_all(&mut ev, expr, start, end, step, instant)?;
+    Ok(QueryResult {
+        value,
+        warnings: ev.warnings,
+        infos: ev.infos,
+    })
+}
+
+fn eval_all(
+    ev: &mut Evaluator,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    instant: bool,
+) -> Result<Value, QueryError> {
+    if instant {
+        ev.check_limits()?;
+        return match ev.eval(expr, start)? {
+            Val::Scalar(v) => Ok(Value::Scalar { t: start, v }),
+            Val::Str(s) => Ok(Value::String { t: start, s }),
+            Val::Vector(vs) => {
+                let samples = finish_vector(vs)?;
+                Ok(Value::Vector(
+                    samples
+                        .into_iter()
+                        .map(|(metric, f)| Sample {
+                            metric,
+                            t: start,
+                            f,
+                        })
+                        .collect(),
+                ))
+            }
+            Val::Matrix(ms, _) => {
+                let series = ms
+                    .into_iter()
+                    .filter(|s| !s.points.is_empty())
+                    .map(|s| (s.metric, s.drop_name, s.points))
+                    .collect();
+                Ok(Value::Matrix(finish_matrix(series)?))
+            }
+        };
+    }
+    // A range query: one series per label set across steps, in first-seen order.
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut series: Vec<(Labels, bool, Vec<FPoint>)> = Vec::new();
+    let mut t = start;
+    while t <= end {
+        ev.check_limits()?;
+        ev.step_samples = 0;
+        let mut push = |metric: Labels, drop_name: bool, f: f64| {
+            let i = *index.entry(metric.clone()).or_insert_with(|| {
+                series.push((metric, false, Vec::new()));
+                series.len() - 1
+            });
+            series[i].1 |= drop_name;
+            series[i].2.push(FPoint { t, f });
+        };
+        match ev.eval(expr, t)? {
+            Val::Scalar(v) => {
+                push(Labels::empty(), false, v);
+                ev.result_samples += 1;
+            }
+            Val::Vector(vs) => {
+                ev.result_samples += vs.len();
+                for s in vs {
+                    push(s.metric, s.drop_name, s.f);
+                }
+            }
+            other => {
+                return Err(QueryError::Execution(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                other.type_name()
+            )))
+            }
+        }
+        ev.step_samples = 0;
+        ev.add_samples(0)?;
+        t = match t.checked_add(step) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    Ok(Value::Matrix(finish_matrix(series)?))
+}
+
+/// Applies delayed name removal to a vector and checks labels stay unique.
+fn finish_vector(vs: Vec<VSample>) -> Result<Vec<(Labels, f64)>, QueryError> {
+    let mut out = Vec::with_capacity(vs.len());
+    let mut seen = HashSet::new();
+    let any_dropped = vs.iter().any(|s| s.drop_name);
+    for s in vs {
+        let metric = if s.drop_name {
+            drop_name(&s.metric)
+        } else {
+            s.metric
+        };
+        if any_dropped && !seen.insert(metric.clone()) {
+            return Err(same_labelset());
+        }
+        out.push((metric, s.f));
+    }
+    Ok(out)
+}
+
+/// Applies delayed name removal to a matrix and sorts it. Series whose labels
+/// coincide once names are gone are merged, as long as they have no timestamp in
+/// common (that is an error, as in Prometheus).
+fn finish_matrix(series: Vec<(Labels, bool, Vec<FPoint>)>) -> Result<Vec<Series>, QueryError> {
+    let mut out: Vec<Series> = series
+        .into_iter()
+        .map(|(metric, drop, floats)| Series {
+            metric: if drop { drop_name(&metric) } else { metric },
+            floats,
+        })
+        .collect();
+    out.sort_by(|a, b| a.metric.cmp(&b.metric));
+    let mut merged: Vec<Series> = Vec::with_capacity(out.len());
+    for s in out {
+        match merged.last_mut() {
+            Some(last) if last.metric == s.metric => {
+                let mut points = std::mem::take(&mut last.floats);
+                points.extend(s.floats);
+                points.sort_by_key(|p| p.t);
+                if points.windows(2).any(|w| w[0].t == w[1].t) {
+                    return Err(same_labelset());
+                }
+                last.floats = points;
+            }
+            _ => merged.push(s),
+        }
+    }
+    Ok(merged)
+}
+
+pub(super) fn same_labelset() -> QueryError {
+    QueryError::Execution("vector cannot contain metrics with the same labelset".into())
+}
+
+/// `labels` without `__name__` (and without `__type__` and `__unit__`, which
+/// describe the metric the name refers to).
+pub(super) fn drop_name(labels: &Labels) -> Labels {
+    if !labels.has(METRIC_NAME) && !labels.has("__type__") && !labels.has("__unit__") {
+        return labels.clone();
+    }
+    let mut b = labels.builder();
+    b.del(METRIC_NAME);
+    b.del("__type__");
+    b.del("__unit__");
+    b.build()
+}
+
+fn duration_ms(d: &Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
+    }
+}
+
+/// Converts a selector's matchers (and its metric name) into storage matchers. Each
+/// inner list is one `or`-alternative; plain selectors have exactly one.
+pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    let convert = |list: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, QueryError> {
+        let mut out = Vec::with_capacity(list.len() + 1);
+        if let Some(name) = &vs.name {
+            out.push(Matcher::equal(METRIC_NAME, name));
+        }
+        for m in list {
+            let kind = match m.op {
+                MatchOp::Equal => MatchType::Equal,
+                MatchOp::NotEqual => MatchType::NotEqual,
+                MatchOp::Re(_) => MatchType::Regexp,
+                MatchOp::NotRe(_) => MatchType::NotRegexp,
+            };
+            out.push(
+                Matcher::new(kind, &m.name, &m.value)
+                    .map_err(|e| QueryError::Parse(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    };
+    let mut sets = Vec::new();
+    if vs.matchers.or_matchers.is_empty() {
+        sets.push(convert(&vs.matchers.matchers)?);
+    } else {
+        for list in &vs.matchers.or_matchers {
+            sets.push(convert(list)?);
+        }
+    }
+    Ok(sets)
+}
+
+impl<'a> Evaluator<'a> {
+    /// The time a selector or subquery evaluated at `t` refers to, after `@` and
+    /// `offset`.
+    pub fn ref_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
+        let base = match at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(st)) => system_time_ms(st),
+        };
+        base.saturating_sub(offset_ms(offset))
+    }
+
+    /// Records, for every selector under `e` evaluated at times in `[lo, hi]`, the
+    /// data range it needs.
+    fn plan(&mut self, e: &Expr, lo: i64, hi: i64) {
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (l, h) = (
+                    self.ref_time(&vs.at, &vs.offset, lo),
+                    self.ref_time(&vs.at, &vs.offset, hi),
+                );
+                self.extend(
+                    key(vs),
+                    l.saturating_sub(self.opts.lookback_delta_ms - 1),
+                    h,
+                );
+            }
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let (l, h) = (
+                    self.ref_time(&vs.at, &vs.offset, lo),
+                    self.ref_time(&vs.at, &vs.offset, hi),
+                );
+                self.extend(key(vs), l.saturating_sub(duration_ms(&ms.range) - 1), h);
+            }
+            Expr::Subquery(sq) => {
+                let (l, h) = (
+                    self.ref_time(&sq.at, &sq.offset, lo),
+                    self.ref_time(&sq.at, &sq.offset, hi),
+                );
+                self.plan(&sq.expr, l.saturating_sub(duration_ms(&sq.range)), h);
+            }
+            Expr::Paren(p) => self.plan(&p.expr, lo, hi),
+            Expr::Unary(u) => self.plan(&u.expr, lo, hi),
+            Expr::Binary(b) => {
+                self.plan(&b.lhs, lo, hi);
+                self.plan(&b.rhs, lo, hi);
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.plan(p, lo, hi);
+                }
+                self.plan(&a.expr, lo, hi);
+            }
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.plan(a, lo, hi);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    fn extend(&mut self, k: usize, mint: i64, maxt: i64) {
+        let r = self.ranges.entry(k).or_insert((mint, maxt));
+        r.0 = r.0.min(mint);
+        r.1 = r.1.max(maxt);
+    }
+
+    /// Records a warning annotation (`PromQL warning: …`).
+    pub fn warn(&mut self, msg: String) {
+        let m = format!("PromQL warning: {msg}");
+        if !self.warnings.contains(&m) {
+            self.warnings.push(m);
+        }
+    }
+
+    /// Records an info annotation (`PromQL info: …`).
+    pub fn info(&mut self, msg: String) {
+        let m = format!("PromQL info: {msg}");
+        if !self.infos.contains(&m) {
+            self.infos.push(m);
+        }
+    }
+
+    /// Fails when the query ran out of time or was cancelled.
+    pub fn check_limits(&self) -> Result<(), QueryError> {
+        if self.cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(QueryError::Canceled("expression evaluation".into()));
+        }
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(QueryError::Timeout("expression evaluation".into()));
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more samples held by this step, failing past `max_samples`.
+    pub fn add_samples(&mut self, n: usize) -> Result<(), QueryError> {
+        self.step_samples += n;
+        if self.step_samples + self.result_samples > self.opts.max_samples {
+            return Err(QueryError::TooManySamples("query execution".into()));
+        }
+        Ok(())
+    }
+
+    /// The series a selector reads, fetched from storage on first use.
+    fn series_for(&mut self, vs: &VectorSelector) -> Result<Rc<Vec<storage::Series>>, QueryError> {
+        let k = key(vs);
+        if let Some(d) = self.data.get(&k) {
+            return Ok(d.clone());
+        }
+        let (mint, maxt) = self.ranges.get(&k).copied().unwrap_or((i64::MIN, i64::MAX));
+        let sets = selector_matchers(vs)?;
+        let querier = self
+            .storage
+            .querier(mint, maxt)
+            .map_err(|e| QueryError::Storage(e.to_string()))?;
+        let hints = SelectHints {
+            start_ms: mint,
+            end_ms: maxt,
+            series_only: false,
+        };
+        let mut all: Vec<storage::Series> = Vec::new();
+        for ms in &sets {
+            for s in querier
+                .select(&hints, ms)
+                .map_err(|e| QueryError::Storage(e.to_string()))?
+            {
+                all.push(s.map_err(|e| QueryError::Storage(e.to_string()))?);
+            }
+        }
+        if sets.len() > 1 {
+            all.sort_by(|a, b| a.labels.cmp(&b.labels));
+            all.dedup_by(|a, b| a.labels == b.labels);
+        }
+        let d = Rc::new(all);
+        self.data.insert(k, d.clone());
+        Ok(d)
+    }
+
+    /// Evaluates `e` at time `t` (ms).
+    pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(mut vs) => {
+                    for s in &mut vs {
+                        s.f = -s.f;
+                        s.drop_name = true;
+                        s.ts = t;
+                    }
+                    Ok(Val::Vector(vs))
+                }
+                other => Err(QueryError::Execution(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(vs) => self.eval_vector_selector(vs, t),
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let end = self.ref_time(&vs.at, &vs.offset, t);
+                let range_ms = duration_ms(&ms.range);
+                let data = self.series_for(vs)?;
+                let mut out = Vec::new();
+                let mut n = 0;
+                for s in data.iter() {
+                    let lo = s.samples.partition_point(|p| p.t <= end.saturating_sub(range_ms));
+                    let hi = s.samples.partition_point(|p| p.t <= end);
+                    let points: Vec<FPoint> = s.samples[lo..hi]
+                        .iter()
+                        .filter(|p| !is_stale_nan(p.v))
+                        .map(|p| FPoint { t: p.t, f: p.v })
+                        .collect();
+                    if points.is_empty() {
+                        continue;
+                    }
+                    n += points.len();
+                    out.push(MSeries {
+                        metric: s.labels.clone(),
+                        drop_name: false,
+                        points,
+                    });
+                }
+                self.add_samples(n)?;
+                Ok(Val::Matrix(out, Window { end, range_ms }))
+            }
+            Expr::Subquery(sq) => self.eval_subquery(sq, t),
+            Expr::Aggregate(a) => self.eval_aggregate(a, t),
+            Expr::Binary(b) => self.eval_binary(b, t),
+            Expr::Call(c) => functions::call(self, c, t),
+            Expr::Extension(_) => Err(QueryError::Execution(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    fn eval_vector_selector(&mut self, vs: &VectorSelector, t: i64) -> Result<Val, QueryError> {
+        let rt = self.ref_time(&vs.at, &vs.offset, t);
+        let data = self.series_for(vs)?;
+        let lookback = self.opts.lookback_delta_ms;
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let i = s.samples.partition_point(|p| p.t <= rt);
+            if i == 0 {
+                continue;
+            }
+            let p = s.samples[i - 1];
+            // The lookback window is open on the left: (rt - lookback, rt].
+            if p.t <= rt.saturating_sub(lookback) || is_stale_nan(p.v) {
+                continue;
+            }
+            out.push(VSample {
+                metric: s.labels.clone(),
+                ts: p.t,
+                f: p.v,
+                drop_name: false,
+            });
+        }
+        self.add_samples(out.len())?;
+        Ok(Val::Vector(out))
+    }
+
+    fn eval_subquery(&mut self, sq: &SubqueryExpr, t: i64) -> Result<Val, QueryError> {
+        let end = self.ref_time(&sq.at, &sq.offset, t);
+        let range_ms = duration_ms(&sq.range);
+        let step = match &sq.step {
+            Some(s) if !s.is_zero() => duration_ms(s),
+            _ => self.opts.no_step_subquery_interval_ms,
+        }
+        .max(1);
+        // Inner steps are the multiples of `step` in (end - range, end].
+        let lo = end.saturating_sub(range_ms);
+        let mut ts = step * (lo / step);
+        if ts <= lo {
+            ts += step;
+        }
+        let k = key(sq);
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<MSeries> = Vec::new();
+        let mut n = 0;
+        while ts <= end {
+            self.check_limits()?;
+            let inner = match self.subquery_steps.get(&(k, ts)) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = match self.eval(&sq.expr, ts)? {
+                        Val::Vector(v) => v,
+                        Val::Scalar(f) => vec![VSample {
+                            metric: Labels::empty(),
+                            ts,
+                            f,
+                            drop_name: false,
+                        }],
+                        other => {
+                            return Err(QueryError::Execution(format!(
+                                "subquery is only allowed on instant vector, got {}",
+                                other.type_name()
+                            )))
+                        }
+                    };
+                    let v = Rc::new(v);
+                    self.subquery_steps.insert((k, ts), v.clone());
+                    v
+                }
+            };
+            for s in inner.iter() {
+                let i = *index.entry(s.metric.clone()).or_insert_with(|| {
+                    out.push(MSeries {
+                        metric: s.metric.clone(),
+                        drop_name: false,
+                        points: Vec::new(),
+                    });
+                    out.len() - 1
+                });
+                out[i].drop_name |= s.drop_name;
+                out[i].points.push(FPoint { t: ts, f: s.f });
+                n += 1;
+            }
+            ts = match ts.checked_add(step) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+        self.add_samples(n)?;
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok(Val::Matrix(out, Window { end, range_ms }))
+    }
+
+    /// Label sets of the series matching `matchers` that have a sample (not a stale
+    /// marker) in the lookback window at `t`. Read directly, not cached: `info()`
+    /// uses it with matchers that depend on the data.
+    pub fn select_present(
+        &mut self,
+        matchers: &[Matcher],
+        t: i64,
+    ) -> Result<Vec<Labels>, QueryError> {
+        let mint = t - self.opts.lookback_delta_ms + 1;
+        let querier = self
+            .storage
+            .querier(mint, t)
+            .map_err(|e| QueryError::Storage(e.to_string()))?;
+        let hints = SelectHints {
+            start_ms: mint,
+            end_ms: t,
+            series_only: false,
+        };
+        let mut out = Vec::new();
+        for s in querier
+            .select(&hints, matchers)
+            .map_err(|e| QueryError::Storage(e.to_string()))?
+        {
+            let s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
+            if s.samples.last().is_some_and(|p| !is_stale_nan(p.v)) {
+                out.push(s.labels);
+            }
+        }
+        self.add_samples(out.len())?;
+        Ok(out)
+    }
+
+    /// Evaluates `e` and requires an instant vector.
+    pub fn eval_vector(&mut self, e: &Expr, t: i64) -> Result<Vec<VSample>, QueryError> {
+        match self.eval(e, t)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `e` and requires a scalar.
+    pub fn eval_scalar(&mut self, e: &Expr, t: i64) -> Result<f64, QueryError> {
+        match self.eval(e, t)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn eval_binary(&mut self, b: &BinaryExpr, t: i64) -> Result<Val, QueryError> {
+        let op = b.op.id();
+        let lhs = self.eval(&b.lhs, t)?;
+        let rhs = self.eval(&b.rhs, t)?;
+        let return_bool = b.return_bool();
+        let comparison = b.op.is_comparison_operator();
+        match (lhs, rhs) {
+            (Val::Scalar(l), Val::Scalar(r)) => {
+                let (v, keep) = elem_binop(op, l, r);
+                Ok(Val::Scalar(if comparison {
+                    if keep {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                } else {
+                    v
+                }))
+            }
+            (Val::Vector(l), Val::Scalar(r)) => {
+                Ok(Val::Vector(vector_scalar(op, l, r, false, return_bool, t)))
+            }
+            (Val::Scalar(l), Val::Vector(r)) => {
+                Ok(Val::Vector(vector_scalar(op, r, l, true, return_bool, t)))
+            }
+            (Val::Vector(l), Val::Vector(r)) => {
+                let modifier = b.modifier.as_ref();
+                let (on, names): (bool, Vec<String>) =
+                    match modifier.and_then(|m| m.matching.as_ref()) {
+                        Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
+                        Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
+                        None => (false, Vec::new()),
+                    };
+                let sig = Signature::new(on, names);
+                match op {
+                    T_LAND => {
+                        let rs: HashSet<Vec<u8>> = r.iter().map(|s| sig.of(&s.metric)).collect();
+                        Ok(Val::Vector(
+                            l.into_iter()
+                                .filter(|s| rs.contains(&sig.of(&s.metric)))
+                                .collect(),
+                        ))
+                    }
+                    T_LUNLESS => {
+                        let rs: HashSet<Vec<u8>> = r.iter().map(|s| sig.of(&s.metric)).collect();
+                        Ok(Val::Vector(
+                            l.into_iter()
+                                .filter(|s| !rs.contains(&sig.of(&s.metric)))
+                                .collect(),
+                        ))
+                    }
+                    T_LOR => {
+                        let ls: HashSet<Vec<u8>> = l.iter().map(|s| sig.of(&s.metric)).collect();
+                        let mut out = l;
+                        out.extend(r.into_iter().filter(|s| !ls.contains(&sig.of(&s.metric))));
+                        Ok(Val::Vector(out))
+                    }
+                    _ => {
+                        let card = modifier
+                            .map(|m| m.card.clone())
+                            .unwrap_or(VectorMatchCardinality::OneToOne);
+                        let fill = modifier.map(|m| (m.fill_values.lhs, m.fill_values.rhs));
+                        vector_vector(op, l, r, &sig, &card, return_bool, fill, t).map(Val::Vector)
+                    }
+                }
+            }
+            (l, r) => Err(QueryError::Execution(format!(
+                "binary operation between {} and {} is not supported",
+                l.type_name(),
+                r.type_name()
+            ))),
+        }
+    }
+
+    fn eval_aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
+        let op = a.op.id();
+        let param = match &a.param {
+            Some(p) => Some(self.eval(p, t)?),
+            None => None,
+        };
+        let input = self.eval_vector(&a.expr, t)?;
+        let (without, mut grouping): (bool, Vec<String>) = match &a.modifier {
+            Some(LabelModifier::Include(ls)) => (false, ls.labels.clone()),
+            Some(LabelModifier::Exclude(ls)) => (true, ls.labels.clone()),
+            None => (false, Vec::new()),
+        };
+        grouping.sort();
+        grouping.dedup();
+        if op == T_QUANTILE {
+            if let Some(Val::Scalar(q)) = &param {
+                if q.is_nan() || *q < 0.0 || *q > 1.0 {
+                    self.warn(quantile_warning(*q));
+                }
+            }
+        }
+        let out = aggregate(op, param, input, without, &grouping, t)?;
+        Ok(Val::Vector(out))
+    }
+}
+
+/// The match key of a series for vector matching: the `on` labels, or every label
+/// but the `ignoring` ones and `__name__`.
+pub(super) struct Signature {
+    on: bool,
+    names: Vec<String>,
+}
+
+impl Signature {
+    pub fn new(on: bool, mut names: Vec<String>) -> Signature {
+        names.sort();
+        names.dedup();
+        Signature { on, names }
+    }
+
+    pub fn of(&self, l: &Labels) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.on {
+            for n in &self.names {
+                out.extend_from_slice(n.as_bytes());
+                out.push(0xfe);
+                out.extend_from_slice(l.get(n).as_bytes());
+                out.push(0xff);
+            }
+        } else {
+            for lb in l.iter() {
+                if lb.name == METRIC_NAME || self.names.iter().any(|n| n == lb.name) {
+                    continue;
+                }
+                out.extend_from_slice(lb.name.as_bytes());
+                out.push(0xfe);
+                out.extend_from_slice(lb.value.as_bytes());
+                out.push(0xff);
+            }
+        }
+        out
+    }
+
+    /// The labels the match group is identified by, for error messages.
+    fn labels_of(&self, l: &Labels) -> Labels {
+        let mut b = LabelsBuilder::new();
+        for lb in l.iter() {
+            let listed = self.names.iter().any(|n| n == lb.name);
+            if (self.on && listed) || (!self.on && !listed && lb.name != METRIC_NAME) {
+                b.set(lb.name, lb.value);
+            }
+        }
+        b.build()
+    }
+}
+
+/// Applies a binary operator to two floats: the value and, for comparisons,
+/// whether the comparison holds (arithmetic always "holds").
+pub(super) fn elem_binop(op: u16, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        T_ADD => (l + r, true),
+        T_SUB => (l - r, true),
+        T_MUL => (l * r, true),
+        T_DIV => (l / r, true),
+        T_POW => (l.powf(r), true),
+        T_MOD => (l % r, true),
+        T_ATAN2 => (l.atan2(r), true),
+        T_EQLC => (l, l == r),
+        T_NEQ => (l, l != r),
+        T_GTR => (l, l > r),
+        T_LSS => (l, l < r),
+        T_GTE => (l, l >= r),
+        T_LTE => (l, l <= r),
+        _ => (f64::NAN, false),
+    }
+}
+
+fn is_comparison(op: u16) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+fn vector_scalar(
+    op: u16,
+    vec: Vec<VSample>,
+    scalar: f64,
+    swap: bool,
+    return_bool: bool,
+    t: i64,
+) -> Vec<VSample> {
+    let mut out = Vec::with_capacity(vec.len());
+    for s in vec {
+        let (lv, rv) = if swap { (scalar, s.f) } else { (s.f, scalar) };
+        let (mut value, mut keep) = elem_binop(op, lv, rv);
+        // A comparison keeps the vector's value even when the scalar is on the left.
+        if is_comparison(op) && swap {
+            value = rv;
+        }
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if keep {
+            out.push(VSample {
+                drop_name: s.drop_name || return_bool || !is_comparison(op),
+                metric: s.metric,
+                ts: t,
+                f: value,
+            });
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vector_vector(
+    op: u16,
+    lhs: Vec<VSample>,
+    rhs: Vec<VSample>,
+    sig: &Signature,
+    card: &VectorMatchCardinality,
+    return_bool: bool,
+    fill: Option<(Option<f64>, Option<f64>)>,
+    t: i64,
+) -> Result<Vec<VSample>, QueryError> {
+    let (include, one_to_many) = match card {
+        VectorMatchCardinality::ManyToOne(ls) => (ls.labels.clone(), false),
+        VectorMatchCardinality::OneToMany(ls) => (ls.labels.clone(), true),
+        _ => (Vec::new(), false),
+    };
+    let (fill_lhs, fill_rhs) = fill.unwrap_or((None, None));
+    // The "one" side is hashed; for group_right that is the left side.
+    let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    // As in Prometheus's tests, `fill_right` applies when a "many" series has no
+    // partner and `fill_left` when a "one" series has none, also for group_right.
+    let (many_fill, one_fill) = (fill_lhs, fill_rhs);
+    let mut one_sigs: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, s) in one.iter().enumerate() {
+        let k = sig.of(&s.metric);
+        if let Some(&j) = one_sigs.get(&k) {
+            let side = if one_to_many { "left" } else { "right" };
+            let (a, b) = if one[j].metric <= s.metric {
+                (&one[j].metric, &s.metric)
+            } else {
+                (&s.metric, &one[j].metric)
+            };
+            return Err(QueryError::Execution(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side",
+                sig.labels_of(&s.metric)
+            )));
+        }
+        one_sigs.insert(k, i);
+    }
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    let mut out = Vec::new();
+    let mut matched_one: HashSet<usize> = HashSet::new();
+    // For one-to-one matching: the match groups already used on the many side.
+    let mut used_sigs: HashMap<Vec<u8>, Labels> = HashMap::new();
+    let mut output_labels: HashSet<Labels> = HashSet::new();
+    let mut emit = |ms: &VSample,
+                    os: Option<&VSample>,
+                    mv: f64,
+                    ov: f64,
+                    k: Vec<u8>,
+                    filled_one_side: bool,
+                    out: &mut Vec<VSample>|
+     -> Result<(), QueryError> {
+        // One-to-one matching allows one series per match group on each side,
+        // whether or not a comparison filters it out.
+        if one_to_one {
+            if used_sigs.contains_key(&k) {
+                return Err(QueryError::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
+            }
+            used_sigs.insert(k, Labels::empty());
+        }
+        let (vl, vr) = if one_to_many { (ov, mv) } else { (mv, ov) };
+        let (mut value, mut keep) = elem_binop(op, vl, vr);
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if !keep {
+            return Ok(());
+        }
+        let metric = if filled_one_side {
+            sig.labels_of(&ms.metric)
+        } else {
+            result_metric(&ms.metric, os.map(|o| &o.metric), sig, one_to_one, &include)
+        };
+        if !one_to_one && !output_labels.insert(metric.clone()) {
+            return Err(QueryError::Execution(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
+        }
+        let dropn = !is_comparison(op) || return_bool;
+        out.push(VSample {
+            metric,
+            ts: t,
+            f: value,
+            drop_name: dropn || ms.drop_name,
+        });
+        Ok(())
+    };
+    for ms in &many {
+        let k = sig.of(&ms.metric);
+        match one_sigs.get(&k) {
+            Some(&j) => {
+                matched_one.insert(j);
+                emit(ms, Some(&one[j]), ms.f, one[j].f, k, false, &mut out)?;
+            }
+            None => {
+                if let Some(fv) = one_fill {
+                    emit(ms, None, ms.f, fv, k, false, &mut out)?;
+                }
+            }
+        }
+    }
+    if let Some(fv) = many_fill {
+        for (j, os) in one.iter().enumerate() {
+            if !matched_one.contains(&j) {
+                let k = sig.of(&os.metric);
+                emit(os, None, fv, os.f, k, true, &mut out)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The labels of a vector-matching result: the "many" side's, reduced to the
+/// matching labels for one-to-one `on`, without the `ignoring` labels for one-to-one
+/// `ignoring`, plus the `group_x` labels copied from the "one" side.
+fn result_metric(
+    many: &Labels,
+    one: Option<&Labels>,
+    sig: &Signature,
+    one_to_one: bool,
+    include: &[String],
+) -> Labels {
+    let mut b = many.builder();
+    if one_to_one {
+        if sig.on {
+            let mut keep = LabelsBuilder::new();
+            for n in &sig.names {
+                keep.set(n, many.get(n));
+            }
+            b = keep;
+        } else {
+            for n in &sig.names {
+                b.del(n);
+            }
+        }
+    }
+    if let Some(one) = one {
+        for n in include {
+            b.set(n, one.get(n));
+        }
+    }
+    b.build()
+}
+
+/// Prometheus's warning for a quantile outside [0, 1].
+pub(super) fn quantile_warning(q: f64) -> String {
+    format!(
+        "quantile value should be between 0 and 1, got {}",
+        super::functions::go_format_float(q)
+    )
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
+pub(super) fn format_float_plain(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+/// Neumaier's compensated summation step, as Prometheus's `kahanSumInc`.
+pub(super) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// The φ-quantile of `values` with linear interpolation (Prometheus's `quantile`).
+pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// One aggregation group while it is being built.
+struct Group {
+    labels: Labels,
+    count: f64,
+    value: f64,
+    kahan_c: f64,
+    mean: f64,
+    incremental_mean: bool,
+    members: Vec<VSample>,
+    values: Vec<f64>,
+    /// Any member's name is still to be dropped (matters for `by (__name__)`).
+    drop_name: bool,
+}
+
+fn group_key(l: &Labels, without: bool, grouping: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for lb in l.iter() {
+        let listed = grouping.iter().any(|g| g == lb.name);
+        let keep = if without {
+            !listed && lb.name != METRIC_NAME
+        } else {
+            listed
+        };
+        if keep {
+            out.extend_from_slice(lb.name.as_bytes());
+            out.push(0xfe);
+            out.extend_from_slice(lb.value.as_bytes());
+            out.push(0xff);
+        }
+    }
+    out
+}
+
+fn group_labels(l: &Labels, without: bool, grouping: &[String]) -> Labels {
+    let mut b = LabelsBuilder::new();
+    for lb in l.iter() {
+        let listed = grouping.iter().any(|g| g == lb.name);
+        let keep = if without {
+            !listed && lb.name != METRIC_NAME
+        } else {
+            listed
+        };
+        if keep {
+            b.set(lb.name, lb.value);
+        }
+    }
+    b.build()
+}
+
+fn param_scalar(param: &Option<Val>, op: &str) -> Result<f64, QueryError> {
+    match param {
+        Some(Val::Scalar(v)) => Ok(*v),
+        _ => Err(QueryError::Execution(format!(
+            "{op} expects a scalar parameter"
+        ))),
+    }
+}
+
+fn aggregate(
+    op: u16,
+    param: Option<Val>,
+    input: Vec<VSample>,
+    without: bool,
+    grouping: &[String],
+    t: i64,
+) -> Result<Vec<VSample>, QueryError> {
+    let mut grouping = grouping.to_vec();
+    let mut input = input;
+    if op == T_COUNT_VALUES {
+        let label = match &param {
+            Some(Val::Str(s)) => s.clone(),
+            _ => {
+                return Err(QueryError::Execution(
+                    "count_values expects a string parameter".into(),
+                ))
+            }
+        };
+        if !valid_label_name(&label) {
+            return Err(QueryError::Execution(format!(
+                "invalid label name {}",
+                go_quote(&label)
+            )));
+        }
+        for s in &mut input {
+            let mut b = s.metric.builder();
+            b.set(&label, &format_float_plain(s.f));
+            s.metric = b.build();
+        }
+        if without {
+            grouping.retain(|g| g != &label);
+        } else {
+            grouping.push(label);
+            grouping.sort();
+            grouping.dedup();
+        }
+    }
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for s in input {
+        let k = group_key(&s.metric, without, &grouping);
+        let gi = match index.get(&k) {
+            Some(&i) => i,
+            None => {
+                groups.push(Group {
+                    labels: group_labels(&s.metric, without, &grouping),
+                    count: 0.0,
+                    value: 0.0,
+                    kahan_c: 0.0,
+                    mean: 0.0,
+                    incremental_mean: false,
+                    members: Vec::new(),
+                    values: Vec::new(),
+                    drop_name: false,
+                });
+                index.insert(k, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[gi];
+        let first = g.count == 0.0;
+        g.count += 1.0;
+        g.drop_name |= s.drop_name;
+        let f = s.f;
+        match op {
+            T_SUM => {
+                let (v, c) = kahan_sum_inc(f, g.value, g.kahan_c);
+                g.value = v;
+                g.kahan_c = c;
+            }
+            T_AVG => {
+                if first {
+                    g.value = f;
+                    g.mean = f;
+                } else {
+                    let mut done = false;
+                    if !g.incremental_mean {
+                        let (v, c) = kahan_sum_inc(f, g.value, g.kahan_c);
+                        if v.is_finite() || f.is_infinite() || g.value.is_infinite() {
+                            g.value = v;
+                            g.kahan_c = c;
+                            done = true;
+                        } else {
+                            g.incremental_mean = true;
+                            g.mean = g.value / (g.count - 1.0);
+                            g.kahan_c /= g.count - 1.0;
+                        }
+                    }
+                    if !done {
+                        let q = (g.count - 1.0) / g.count;
+                        let (m, c) = kahan_sum_inc(f / g.count, q * g.mean, q * g.kahan_c);
+                        g.mean = m;
+                        g.kahan_c = c;
+                    }
+                }
+            }
+            T_MAX if first || g.value < f || g.value.is_nan() => g.value = f,
+            T_MIN if first || g.value > f || g.value.is_nan() => g.value = f,
+            T_STDDEV | T_STDVAR => {
+                if first {
+                    g.mean = f;
+                    g.value = if f.is_finite() { 0.0 } else { f64::NAN };
+                } else {
+                    let delta = f - g.mean;
+                    g.mean += delta / g.count;
+                    g.value += delta * (f - g.mean);
+                }
+            }
+            T_QUANTILE => g.values.push(f),
+            T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO => g.members.push(s),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match op {
+        T_TOPK | T_BOTTOMK | T_LIMITK => {
+            let name = match op {
+                T_TOPK => "topk",
+                T_BOTTOMK => "bottomk",
+                _ => "limitk",
+            };
+            let kf = param_scalar(&param, name)?;
+            if kf.is_nan() {
+                return Err(QueryError::Execution("Parameter value is NaN".into()));
+            }
+            if kf >= 9.223_372_036_854_776e18 || kf <= -9.223_372_036_854_776e18 {
+                return Err(QueryError::Execution(format!(
+                    "Scalar value {} overflows int64",
+                    super::functions::go_format_float(kf)
+                )));
+            }
+            let k = kf as i64;
+            if k < 1 {
+                return Ok(Vec::new());
+            }
+            for g in groups {
+                let mut members = g.members;
+                match op {
+                    T_TOPK => members.sort_by(|a, b| cmp_desc_nan_last(a.f, b.f)),
+                    T_BOTTOMK => members.sort_by(|a, b| cmp_asc_nan_last(a.f, b.f)),
+                    _ => {}
+                }
+                members.truncate(k.min(members.len() as i64) as usize);
+                out.extend(members);
+            }
+            return Ok(out);
+        }
+        T_LIMIT_RATIO => {
+            let r = param_scalar(&param, "limit_ratio")?;
+            if r.is_nan() {
+                return Err(QueryError::Execution("Ratio value is NaN".into()));
+            }
+            return Err(QueryError::Execution(
+                "limit_ratio is not supported yet".into(),
+            ));
+        }
+        _ => {}
+    }
+    let q = if op == T_QUANTILE {
+        param_scalar(&param, "quantile")?
+    } else {
+        0.0
+    };
+    for mut g in groups {
+        let f = match op {
+            T_SUM => g.value + g.kahan_c,
+            T_AVG => {
+                if g.incremental_mean {
+                    g.mean + g.kahan_c
+                } else {
+                    (g.value + g.kahan_c) / g.count
+                }
+            }
+            T_COUNT | T_COUNT_VALUES => g.count,
+            T_GROUP => 1.0,
+            T_MAX | T_MIN => g.value,
+            T_STDVAR => g.value / g.count,
+            T_STDDEV => (g.value / g.count).sqrt(),
+            T_QUANTILE => quantile(q, &mut g.values),
+            _ => {
+                return Err(QueryError::Execution(
+                    "unsupported aggregation operator".into(),
+                ))
+            }
+        };
+        out.push(VSample {
+            metric: g.labels,
+            ts: t,
+            f,
+            drop_name: g.drop_name,
+        });
+    }
+    Ok(out)
+}
+
+fn cmp_desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ => b.partial_cmp(&a).unwrap_or(Equal),
+    }
+}
+
+fn cmp_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ => a.partial_cmp(&b).unwrap_or(Equal),
+    }
+}
+
+/// Whether `s` is a valid label name. Prometheus 3 accepts any UTF-8 name.
+pub(super) fn valid_label_name(s: &str) -> bool {
+    !s.is_empty()
+}
+
+/// Quotes like Go's `%q`, for error messages.
+pub(super) fn go_quote(s: &str) -> String {
+    crate::labels::quote(s)
+}

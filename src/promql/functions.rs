@@ -1,0 +1,1253 @@
+//! PromQL functions for float samples, with Prometheus 3's semantics (extrapolated
+//! `rate`, Kahan-compensated sums, classic-bucket `histogram_quantile`, …).
+
+use super::eval::{
+    kahan_sum_inc, quantile, quantile_warning, same_labelset, Evaluator, MSeries, VSample, Val,
+    Window,
+};
+use super::value::FPoint;
+use super::QueryError;
+use crate::labels::{Labels, LabelsBuilder, MatchType, METRIC_NAME};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{Call, Expr};
+use std::collections::{HashMap, HashSet};
+
+/// Formats like Go's `%f`-less `strconv.FormatFloat(f, 'g', -1, 64)` closely enough
+/// for error messages.
+pub(super) fn go_format_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if f != 0.0 && (f.abs() >= 1e21 || f.abs() < 1e-4) {
+        let s = format!("{f:e}");
+        // Go writes the exponent with a sign and at least two digits.
+        match s.split_once('e') {
+            Some((m, e)) => {
+                let (sign, digits) = match e.strip_prefix('-') {
+                    Some(d) => ('-', d),
+                    None => ('+', e),
+                };
+                format!("{m}e{sign}{digits:0>2}")
+            }
+            None => s,
+        }
+    } else {
+        format!("{f}")
+    }
+}
+
+fn exec(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+/// Evaluates argument `i` as a range vector.
+fn matrix_arg(
+    ev: &mut Evaluator,
+    c: &Call,
+    i: usize,
+    t: i64,
+) -> Result<(Vec<MSeries>, Window), QueryError> {
+    let a = arg(c, i)?;
+    match ev.eval(a, t)? {
+        Val::Matrix(m, w) => Ok((m, w)),
+        _ => Err(exec(format!(
+            "expected range vector as argument {} of {}",
+            i + 1,
+            c.func.name
+        ))),
+    }
+}
+
+fn arg(c: &Call, i: usize) -> Result<&Expr, QueryError> {
+    c.args
+        .args
+        .get(i)
+        .map(|b| b.as_ref())
+        .ok_or_else(|| exec(format!("missing argument {} of {}", i + 1, c.func.name)))
+}
+
+fn string_arg(c: &Call, i: usize) -> Result<String, QueryError> {
+    let mut e = arg(c, i)?;
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    match e {
+        Expr::StringLiteral(s) => Ok(s.val.clone()),
+        _ => Err(exec(format!(
+            "expected string literal as argument {} of {}",
+            i + 1,
+            c.func.name
+        ))),
+    }
+}
+
+/// Applies `f` to every window of the range-vector argument `i`.
+fn over_time(
+    ev: &mut Evaluator,
+    c: &Call,
+    t: i64,
+    i: usize,
+    keep_name: bool,
+    mut f: impl FnMut(&[FPoint], Window) -> Result<Option<f64>, QueryError>,
+) -> Result<Val, QueryError> {
+    let (series, w) = matrix_arg(ev, c, i, t)?;
+    let mut out = Vec::with_capacity(series.len());
+    for s in series {
+        if let Some(v) = f(&s.points, w)? {
+            out.push(VSample {
+                metric: s.metric,
+                ts: t,
+                f: v,
+                drop_name: s.drop_name || !keep_name,
+            });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// Applies `f` to every element of the instant-vector argument 0.
+fn per_sample(
+    ev: &mut Evaluator,
+    c: &Call,
+    t: i64,
+    f: impl Fn(f64) -> f64,
+) -> Result<Val, QueryError> {
+    let v = ev.eval_vector(arg(c, 0)?, t)?;
+    Ok(Val::Vector(
+        v.into_iter()
+            .map(|s| VSample {
+                f: f(s.f),
+                ts: t,
+                drop_name: true,
+                metric: s.metric,
+            })
+            .collect(),
+    ))
+}
+
+/// Go's `math.Max`: +Inf wins, then NaN.
+fn go_max(x: f64, y: f64) -> f64 {
+    if x == f64::INFINITY || y == f64::INFINITY {
+        f64::INFINITY
+    } else if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else if x == 0.0 && y == 0.0 {
+        if x.is_sign_negative() {
+            y
+        } else {
+            x
+        }
+    } else if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// Go's `math.Min`: -Inf wins, then NaN.
+fn go_min(x: f64, y: f64) -> f64 {
+    if x == f64::NEG_INFINITY || y == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else if x == 0.0 && y == 0.0 {
+        if x.is_sign_negative() {
+            x
+        } else {
+            y
+        }
+    } else if x < y {
+        x
+    } else {
+        y
+    }
+}
+
+/// The mean of values that include an infinity or NaN: NaN when there is a NaN or
+/// infinities of both signs, else the infinity. `None` when all are finite.
+pub(super) fn non_finite_mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut pos, mut neg, mut nan) = (false, false, false);
+    for v in values {
+        nan |= v.is_nan();
+        pos |= v == f64::INFINITY;
+        neg |= v == f64::NEG_INFINITY;
+    }
+    if nan || (pos && neg) {
+        Some(f64::NAN)
+    } else if pos {
+        Some(f64::INFINITY)
+    } else if neg {
+        Some(f64::NEG_INFINITY)
+    } else {
+        None
+    }
+}
+
+/// Dispatches a function call at time `t`.
+pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let name = c.func.name;
+    match name {
+        "time" => Ok(Val::Scalar(t as f64 / 1000.0)),
+        "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
+        "step" => Ok(Val::Scalar(ev.step as f64 / 1000.0)),
+        "range" => Ok(Val::Scalar((ev.end - ev.start) as f64 / 1000.0)),
+        "start" => Ok(Val::Scalar(ev.start as f64 / 1000.0)),
+        "end" => Ok(Val::Scalar(ev.end as f64 / 1000.0)),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(arg(c, 0)?, t)?;
+            let b = ev.eval_scalar(arg(c, 1)?, t)?;
+            Ok(Val::Scalar(if name == "min_of" {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }))
+        }
+        "histogram_quantiles" => histogram_quantiles(ev, c, t),
+        "vector" => {
+            let v = ev.eval_scalar(arg(c, 0)?, t)?;
+            Ok(Val::Vector(vec![VSample {
+                metric: Labels::empty(),
+                ts: t,
+                f: v,
+                drop_name: false,
+            }]))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(arg(c, 0)?, t)?;
+            Ok(Val::Scalar(if v.len() == 1 { v[0].f } else { f64::NAN }))
+        }
+        "abs" => per_sample(ev, c, t, f64::abs),
+        "ceil" => per_sample(ev, c, t, f64::ceil),
+        "floor" => per_sample(ev, c, t, f64::floor),
+        "exp" => per_sample(ev, c, t, f64::exp),
+        "sqrt" => per_sample(ev, c, t, f64::sqrt),
+        "ln" => per_sample(ev, c, t, f64::ln),
+        "log2" => per_sample(ev, c, t, f64::log2),
+        "log10" => per_sample(ev, c, t, f64::log10),
+        "sin" => per_sample(ev, c, t, f64::sin),
+        "cos" => per_sample(ev, c, t, f64::cos),
+        "tan" => per_sample(ev, c, t, f64::tan),
+        "asin" => per_sample(ev, c, t, f64::asin),
+        "acos" => per_sample(ev, c, t, f64::acos),
+        "atan" => per_sample(ev, c, t, f64::atan),
+        "sinh" => per_sample(ev, c, t, f64::sinh),
+        "cosh" => per_sample(ev, c, t, f64::cosh),
+        "tanh" => per_sample(ev, c, t, f64::tanh),
+        "asinh" => per_sample(ev, c, t, f64::asinh),
+        "acosh" => per_sample(ev, c, t, f64::acosh),
+        "atanh" => per_sample(ev, c, t, f64::atanh),
+        "deg" => per_sample(ev, c, t, |v| v * 180.0 / std::f64::consts::PI),
+        "rad" => per_sample(ev, c, t, |v| v * std::f64::consts::PI / 180.0),
+        "sgn" => per_sample(ev, c, t, |v| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                v
+            }
+        }),
+        "round" => {
+            let to_nearest = match c.args.args.get(1) {
+                Some(a) => ev.eval_scalar(a, t)?,
+                None => 1.0,
+            };
+            let inv = 1.0 / to_nearest;
+            per_sample(ev, c, t, move |v| (v * inv + 0.5).floor() / inv)
+        }
+        "clamp" => {
+            let min = ev.eval_scalar(arg(c, 1)?, t)?;
+            let max = ev.eval_scalar(arg(c, 2)?, t)?;
+            if max < min {
+                return Ok(Val::Vector(Vec::new()));
+            }
+            per_sample(ev, c, t, move |v| go_max(min, go_min(max, v)))
+        }
+        "clamp_min" => {
+            let min = ev.eval_scalar(arg(c, 1)?, t)?;
+            per_sample(ev, c, t, move |v| go_max(min, v))
+        }
+        "clamp_max" => {
+            let max = ev.eval_scalar(arg(c, 1)?, t)?;
+            per_sample(ev, c, t, move |v| go_min(max, v))
+        }
+        "timestamp" => {
+            let v = ev.eval_vector(arg(c, 0)?, t)?;
+            Ok(Val::Vector(
+                v.into_iter()
+                    .map(|s| VSample {
+                        f: s.ts as f64 / 1000.0,
+                        ts: t,
+                        drop_name: true,
+                        metric: s.metric,
+                    })
+                    .collect(),
+            ))
+        }
+        "minute" | "hour" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month"
+        | "month" | "year" => date_function(ev, c, t),
+        "label_replace" => label_replace(ev, c, t),
+        "label_join" => label_join(ev, c, t),
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if ev.step != 0 => {
+            ev.warn(
+                "sort is ineffective for range queries since results are always ordered by labels"
+                    .into(),
+            );
+            ev.eval_vector(arg(c, 0)?, t).map(Val::Vector)
+        }
+        "sort" | "sort_desc" => {
+            let mut v = ev.eval_vector(arg(c, 0)?, t)?;
+            let desc = name == "sort_desc";
+            v.sort_by(|a, b| {
+                use std::cmp::Ordering::*;
+                match (a.f.is_nan(), b.f.is_nan()) {
+                    (true, true) => Equal,
+                    (true, false) => Greater,
+                    (false, true) => Less,
+                    _ if desc => b.f.partial_cmp(&a.f).unwrap_or(Equal),
+                    _ => a.f.partial_cmp(&b.f).unwrap_or(Equal),
+                }
+            });
+            Ok(Val::Vector(v))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut v = ev.eval_vector(arg(c, 0)?, t)?;
+            let mut names = Vec::new();
+            for i in 1..c.args.args.len() {
+                names.push(string_arg(c, i)?);
+            }
+            let desc = name == "sort_by_label_desc";
+            v.sort_by(|a, b| {
+                let mut ord = std::cmp::Ordering::Equal;
+                for n in &names {
+                    ord = natural_cmp(a.metric.get(n), b.metric.get(n));
+                    if ord.is_ne() {
+                        break;
+                    }
+                }
+                if ord.is_eq() {
+                    ord = a.metric.cmp(&b.metric);
+                }
+                if desc {
+                    ord.reverse()
+                } else {
+                    ord
+                }
+            });
+            Ok(Val::Vector(v))
+        }
+        "absent" => {
+            let v = ev.eval_vector(arg(c, 0)?, t)?;
+            if !v.is_empty() {
+                return Ok(Val::Vector(Vec::new()));
+            }
+            Ok(Val::Vector(vec![VSample {
+                metric: absent_labels(arg(c, 0)?),
+                ts: t,
+                f: 1.0,
+                drop_name: false,
+            }]))
+        }
+        "absent_over_time" => {
+            let (m, _) = matrix_arg(ev, c, 0, t)?;
+            if !m.is_empty() {
+                return Ok(Val::Vector(Vec::new()));
+            }
+            Ok(Val::Vector(vec![VSample {
+                metric: absent_labels(arg(c, 0)?),
+                ts: t,
+                f: 1.0,
+                drop_name: false,
+            }]))
+        }
+        "present_over_time" => over_time(ev, c, t, 0, false, |_, _| Ok(Some(1.0))),
+        "rate" => over_time(ev, c, t, 0, false, |p, w| {
+            Ok(extrapolated_rate(p, w, true, true))
+        }),
+        "increase" => over_time(ev, c, t, 0, false, |p, w| {
+            Ok(extrapolated_rate(p, w, true, false))
+        }),
+        "delta" => over_time(ev, c, t, 0, false, |p, w| {
+            Ok(extrapolated_rate(p, w, false, false))
+        }),
+        "irate" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, true))),
+        "idelta" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, false))),
+        "deriv" => over_time(ev, c, t, 0, false, |p, _| {
+            if p.len() < 2 {
+                return Ok(None);
+            }
+            Ok(Some(linear_regression(p, p[0].t).0))
+        }),
+        "predict_linear" => {
+            let d = ev.eval_scalar(arg(c, 1)?, t)?;
+            over_time(ev, c, t, 0, false, |p, _| {
+                if p.len() < 2 {
+                    return Ok(None);
+                }
+                let (slope, intercept) = linear_regression(p, t);
+                Ok(Some(slope * d + intercept))
+            })
+        }
+        "changes" => over_time(ev, c, t, 0, false, |p, _| {
+            let mut n = 0.0;
+            for w in p.windows(2) {
+                if w[1].f != w[0].f && !(w[1].f.is_nan() && w[0].f.is_nan()) {
+                    n += 1.0;
+                }
+            }
+            Ok(Some(n))
+        }),
+        "resets" => over_time(ev, c, t, 0, false, |p, _| {
+            Ok(Some(p.windows(2).filter(|w| w[1].f < w[0].f).count() as f64))
+        }),
+        "avg_over_time" => over_time(ev, c, t, 0, false, |p, _| Ok(Some(avg(p)))),
+        "sum_over_time" => over_time(ev, c, t, 0, false, |p, _| {
+            let (mut s, mut c) = (0.0, 0.0);
+            for x in p {
+                (s, c) = kahan_sum_inc(x.f, s, c);
+            }
+            Ok(Some(if s.is_infinite() { s } else { s + c }))
+        }),
+        "count_over_time" => over_time(ev, c, t, 0, false, |p, _| Ok(Some(p.len() as f64))),
+        "last_over_time" => over_time(ev, c, t, 0, true, |p, _| Ok(p.last().map(|x| x.f))),
+        "first_over_time" => over_time(ev, c, t, 0, true, |p, _| Ok(p.first().map(|x| x.f))),
+        "ts_of_last_over_time" => over_time(ev, c, t, 0, false, |p, _| {
+            Ok(p.last().map(|x| x.t as f64 / 1000.0))
+        }),
+        "ts_of_first_over_time" => over_time(ev, c, t, 0, false, |p, _| {
+            Ok(p.first().map(|x| x.t as f64 / 1000.0))
+        }),
+        "max_over_time" | "ts_of_max_over_time" => {
+            let ts = name.starts_with("ts_of");
+            over_time(ev, c, t, 0, false, move |p, _| {
+                Ok(extreme(p, |cur, best| cur > best || best.is_nan(), ts))
+            })
+        }
+        "min_over_time" | "ts_of_min_over_time" => {
+            let ts = name.starts_with("ts_of");
+            over_time(ev, c, t, 0, false, move |p, _| {
+                Ok(extreme(p, |cur, best| cur < best || best.is_nan(), ts))
+            })
+        }
+        "stddev_over_time" | "stdvar_over_time" => {
+            let dev = name == "stddev_over_time";
+            over_time(ev, c, t, 0, false, move |p, _| {
+                let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) =
+                    (0.0, 0.0, 0.0, 0.0, 0.0);
+                for x in p {
+                    count += 1.0;
+                    let delta = x.f - (mean + c_mean);
+                    (mean, c_mean) = kahan_sum_inc(delta / count, mean, c_mean);
+                    (aux, c_aux) = kahan_sum_inc(delta * (x.f - (mean + c_mean)), aux, c_aux);
+                }
+                let var = (aux + c_aux) / count;
+                Ok(Some(if dev { var.sqrt() } else { var }))
+            })
+        }
+        "quantile_over_time" => {
+            let q = ev.eval_scalar(arg(c, 0)?, t)?;
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                ev.warn(quantile_warning(q));
+            }
+            over_time(ev, c, t, 1, false, move |p, _| {
+                let mut vals: Vec<f64> = p.iter().map(|x| x.f).collect();
+                Ok(Some(quantile(q, &mut vals)))
+            })
+        }
+        "mad_over_time" => over_time(ev, c, t, 0, false, |p, _| {
+            if p.iter().any(|x| x.f.is_nan()) {
+                return Ok(Some(f64::NAN));
+            }
+            let mut vals: Vec<f64> = p.iter().map(|x| x.f).collect();
+            let median = quantile(0.5, &mut vals);
+            let mut dev: Vec<f64> = p.iter().map(|x| (x.f - median).abs()).collect();
+            Ok(Some(quantile(0.5, &mut dev)))
+        }),
+        "double_exponential_smoothing" | "holt_winters" => {
+            let sf = ev.eval_scalar(arg(c, 1)?, t)?;
+            let tf = ev.eval_scalar(arg(c, 2)?, t)?;
+            if sf <= 0.0 || sf >= 1.0 {
+                return Err(exec(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                )));
+            }
+            if tf <= 0.0 || tf >= 1.0 {
+                return Err(exec(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                )));
+            }
+            over_time(ev, c, t, 0, false, move |p, _| Ok(smoothing(p, sf, tf)))
+        }
+        "histogram_quantile" => histogram_quantile(ev, c, t),
+        "info" => info(ev, c, t),
+        "histogram_fraction" => histogram_fraction(ev, c, t),
+        _ => Err(exec(format!("function {name:?} is not supported yet"))),
+    }
+}
+
+/// Labels that tie a series to its info series (`target_info` by default).
+const INFO_IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `info(v, selector)`: adds the data labels of matching info series (same
+/// `instance` and `job`) to each series of `v`. Series that are themselves info
+/// series of the selector are left as they are. When no info series matches, a
+/// series is kept unchanged only if every data matcher accepts the empty string.
+fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    use crate::labels::Matcher;
+    let base = ev.eval_vector(arg(c, 0)?, t)?;
+    let (mut name_ms, mut data_ms): (Vec<Matcher>, Vec<Matcher>) = (Vec::new(), Vec::new());
+    if let Some(sel) = c.args.args.get(1) {
+        let mut e: &Expr = sel;
+        while let Expr::Paren(p) = e {
+            e = &p.expr;
+        }
+        let Expr::VectorSelector(vs) = e else {
+            return Err(exec("info(): the second argument must be a label selector"));
+        };
+        let sets = super::eval::selector_matchers(vs)?;
+        for m in sets.into_iter().flatten() {
+            if m.name == METRIC_NAME {
+                name_ms.push(m);
+            } else {
+                data_ms.push(m);
+            }
+        }
+    }
+    if name_ms.is_empty() {
+        name_ms.push(Matcher::equal(METRIC_NAME, "target_info"));
+    }
+    let infos = ev.select_present(&name_ms, t)?;
+    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::new();
+    for l in infos {
+        let id: Vec<String> = INFO_IDENTIFYING_LABELS
+            .iter()
+            .map(|n| l.get(n).to_string())
+            .collect();
+        by_id.entry(id).or_default().push(l);
+    }
+    let empty_ok = data_ms.iter().all(|m| m.matches_empty());
+    let mut out = Vec::with_capacity(base.len());
+    for mut s in base {
+        // A series the selector itself names as an info series (every name matcher
+        // holds, at least one of them positive) is not enriched.
+        let positive = name_ms
+            .iter()
+            .any(|m| matches!(m.kind, MatchType::Equal | MatchType::Regexp));
+        if positive && name_ms.iter().all(|m| m.matches(s.metric.get(METRIC_NAME))) {
+            out.push(s);
+            continue;
+        }
+        let id: Vec<String> = INFO_IDENTIFYING_LABELS
+            .iter()
+            .map(|n| s.metric.get(n).to_string())
+            .collect();
+        let mut b = s.metric.builder();
+        let mut matched = false;
+        for info in by_id.get(&id).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if !data_ms.iter().all(|m| m.matches(info.get(&m.name))) {
+                continue;
+            }
+            matched = true;
+            for lb in info.iter() {
+                let skip = lb.name == METRIC_NAME
+                    || INFO_IDENTIFYING_LABELS.contains(&lb.name)
+                    || s.metric.has(lb.name)
+                    || (!data_ms.is_empty() && !data_ms.iter().any(|m| m.name == lb.name));
+                if !skip {
+                    b.set(lb.name, lb.value);
+                }
+            }
+        }
+        if !matched {
+            if empty_ok {
+                out.push(s);
+            }
+            continue;
+        }
+        s.metric = b.build();
+        s.ts = t;
+        out.push(s);
+    }
+    Ok(Val::Vector(out))
+}
+
+/// The newest (for ties: first) extreme value of a window, or its timestamp.
+fn extreme(p: &[FPoint], better: impl Fn(f64, f64) -> bool, want_ts: bool) -> Option<f64> {
+    let first = p.first()?;
+    let mut best = *first;
+    for x in &p[1..] {
+        if better(x.f, best.f) {
+            best = *x;
+        }
+    }
+    Some(if want_ts {
+        best.t as f64 / 1000.0
+    } else {
+        best.f
+    })
+}
+
+fn avg(p: &[FPoint]) -> f64 {
+    if let Some(v) = non_finite_mean(p.iter().map(|x| x.f)) {
+        return v;
+    }
+    let (mut sum, mut mean, mut count, mut c) = (0.0, 0.0, 0.0, 0.0);
+    let mut incremental = false;
+    for x in p {
+        count += 1.0;
+        if !incremental {
+            let (ns, nc) = kahan_sum_inc(x.f, sum, c);
+            if !ns.is_infinite() {
+                sum = ns;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_sum_inc(x.f / count, q * mean, q * c);
+    }
+    if incremental {
+        mean + c
+    } else {
+        (sum + c) / count
+    }
+}
+
+fn smoothing(p: &[FPoint], sf: f64, tf: f64) -> Option<f64> {
+    if p.len() < 2 {
+        return None;
+    }
+    let mut s0 = 0.0;
+    let mut s1 = p[0].f;
+    let mut b = p[1].f - p[0].f;
+    for (i, x) in p.iter().enumerate().skip(1) {
+        let scaled = sf * x.f;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = scaled + y;
+    }
+    Some(s1)
+}
+
+/// `rate`, `increase` and `delta`: the change over the window, extrapolated towards
+/// the window's edges as Prometheus does.
+fn extrapolated_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+    if p.len() < 2 {
+        return None;
+    }
+    let range_start = w.end - w.range_ms;
+    let range_end = w.end;
+    let first = p[0];
+    let last = p[p.len() - 1];
+    let mut result = last.f - first.f;
+    if is_counter {
+        let mut prev = first.f;
+        for x in &p[1..] {
+            if x.f < prev {
+                result += prev;
+            }
+            prev = x.f;
+        }
+    }
+    let mut duration_to_start = (first.t - range_start) as f64 / 1000.0;
+    let mut duration_to_end = (range_end - last.t) as f64 / 1000.0;
+    let sampled_interval = (last.t - first.t) as f64 / 1000.0;
+    let average_between = sampled_interval / (p.len() - 1) as f64;
+    let threshold = average_between * 1.1;
+    if duration_to_start >= threshold {
+        duration_to_start = average_between / 2.0;
+    }
+    if is_counter && result > 0.0 && first.f >= 0.0 {
+        let duration_to_zero = sampled_interval * (first.f / result);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    if duration_to_end >= threshold {
+        duration_to_end = average_between / 2.0;
+    }
+    let extrapolate_to = sampled_interval + duration_to_start + duration_to_end;
+    let mut factor = extrapolate_to / sampled_interval;
+    if is_rate {
+        factor /= w.range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate` and `idelta`: from the last two samples.
+fn instant_value(p: &[FPoint], is_rate: bool) -> Option<f64> {
+    if p.len() < 2 {
+        return None;
+    }
+    let last = p[p.len() - 1];
+    let prev = p[p.len() - 2];
+    let mut v = if is_rate && last.f < prev.f {
+        last.f
+    } else {
+        last.f - prev.f
+    };
+    let interval = last.t - prev.t;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        v /= interval as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// Least-squares slope and intercept (at `intercept_t`) of the points.
+fn linear_regression(p: &[FPoint], intercept_t: i64) -> (f64, f64) {
+    let (mut n, mut sum_x, mut c_x, mut sum_y, mut c_y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut sum_xy, mut c_xy, mut sum_x2, mut c_x2) = (0.0, 0.0, 0.0, 0.0);
+    let init_y = p[0].f;
+    let mut const_y = true;
+    for (i, s) in p.iter().enumerate() {
+        if const_y && i > 0 && s.f != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (s.t - intercept_t) as f64 / 1e3;
+        (sum_x, c_x) = kahan_sum_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_sum_inc(s.f, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_sum_inc(x * s.f, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_sum_inc(x * x, sum_x2, c_x2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sum_x += c_x;
+    sum_y += c_y;
+    sum_xy += c_xy;
+    sum_x2 += c_x2;
+    let cov_xy = sum_xy - sum_x * sum_y / n;
+    let var_x = sum_x2 - sum_x * sum_x / n;
+    let slope = cov_xy / var_x;
+    let intercept = sum_y / n - slope * sum_x / n;
+    (slope, intercept)
+}
+
+/// The labels `absent(sel)` returns: the selector's equality matchers (a label
+/// matched twice is left out).
+fn absent_labels(e: &Expr) -> Labels {
+    let mut e = e;
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    let vs = match e {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Labels::empty(),
+    };
+    let mut b = LabelsBuilder::new();
+    let mut seen = HashSet::new();
+    let mut dup = HashSet::new();
+    for m in &vs.matchers.matchers {
+        if m.name == METRIC_NAME {
+            continue;
+        }
+        if !seen.insert(m.name.clone()) {
+            dup.insert(m.name.clone());
+        }
+        if matches!(m.op, MatchOp::Equal) {
+            b.set(&m.name, &m.value);
+        }
+    }
+    for d in dup {
+        b.del(&d);
+    }
+    b.build()
+}
+
+fn date_function(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let input = match c.args.args.first() {
+        Some(a) => ev.eval_vector(a, t)?,
+        None => vec![VSample {
+            metric: Labels::empty(),
+            ts: t,
+            f: t as f64 / 1000.0,
+            drop_name: false,
+        }],
+    };
+    let name = c.func.name;
+    let out = input
+        .into_iter()
+        .map(|s| {
+            let secs = s.f as i64;
+            let days = secs.div_euclid(86_400);
+            let (y, m, d) = civil_from_days(days);
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let f = match name {
+                "minute" => (secs.rem_euclid(3600) / 60) as f64,
+                "hour" => (secs.rem_euclid(86_400) / 3600) as f64,
+                "day_of_month" => d as f64,
+                "day_of_week" => (days + 4).rem_euclid(7) as f64,
+                "day_of_year" => (days - days_from_civil(y, 1, 1) + 1) as f64,
+                "days_in_month" => match m {
+                    2 if leap => 29.0,
+                    2 => 28.0,
+                    4 | 6 | 9 | 11 => 30.0,
+                    _ => 31.0,
+                },
+                "month" => m as f64,
+                _ => y as f64,
+            };
+            VSample {
+                f: if s.f.is_nan() { f64::NAN } else { f },
+                ts: t,
+                drop_name: true,
+                metric: s.metric,
+            }
+        })
+        .collect();
+    Ok(Val::Vector(out))
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Fails when two samples of a function's output share a label set.
+fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
+    let mut seen = HashSet::new();
+    for s in v {
+        if !seen.insert(&s.metric) {
+            return Err(same_labelset());
+        }
+    }
+    Ok(())
+}
+
+fn label_replace(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let dst = string_arg(c, 1)?;
+    let repl = string_arg(c, 2)?;
+    let src = string_arg(c, 3)?;
+    let re_src = string_arg(c, 4)?;
+    let re = regex::Regex::new(&format!("^(?s:{re_src})$")).map_err(|e| {
+        exec(format!(
+            "invalid regular expression in label_replace(): {re_src}: {e}"
+        ))
+    })?;
+    if dst.is_empty() {
+        return Err(exec(format!(
+            "invalid destination label name in label_replace(): {dst}"
+        )));
+    }
+    let v = ev.eval_vector(arg(c, 0)?, t)?;
+    let mut out = Vec::with_capacity(v.len());
+    for mut s in v {
+        if let Some(caps) = re.captures(s.metric.get(&src)) {
+            let mut value = String::new();
+            caps.expand(&repl, &mut value);
+            let mut b = s.metric.builder();
+            b.set(&dst, &value);
+            s.metric = b.build();
+            if dst == METRIC_NAME {
+                s.drop_name = false;
+            }
+        }
+        out.push(s);
+    }
+    check_unique(&out)?;
+    Ok(Val::Vector(out))
+}
+
+fn label_join(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let dst = string_arg(c, 1)?;
+    let sep = string_arg(c, 2)?;
+    let mut srcs = Vec::new();
+    for i in 3..c.args.args.len() {
+        srcs.push(string_arg(c, i)?);
+    }
+    if dst.is_empty() {
+        return Err(exec(format!(
+            "invalid destination label name in label_join(): {dst}"
+        )));
+    }
+    let v = ev.eval_vector(arg(c, 0)?, t)?;
+    let mut out = Vec::with_capacity(v.len());
+    for mut s in v {
+        let joined: Vec<&str> = srcs.iter().map(|n| s.metric.get(n)).collect();
+        let value = joined.join(&sep);
+        let mut b = s.metric.builder();
+        b.set(&dst, &value);
+        s.metric = b.build();
+        if dst == METRIC_NAME {
+            s.drop_name = false;
+        }
+        out.push(s);
+    }
+    check_unique(&out)?;
+    Ok(Val::Vector(out))
+}
+
+/// Compares strings with runs of digits compared as numbers.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (ab, bb) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < ab.len() && j < bb.len() {
+        if ab[i].is_ascii_digit() && bb[j].is_ascii_digit() {
+            let si = i;
+            while i < ab.len() && ab[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < bb.len() && bb[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = a[si..i].trim_start_matches('0');
+            let nb = b[sj..j].trim_start_matches('0');
+            let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if ab[i] != bb[j] {
+                return ab[i].cmp(&bb[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (ab.len() - i).cmp(&(bb.len() - j))
+}
+
+/// A classic histogram bucket: upper bound and cumulative count.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    upper: f64,
+    count: f64,
+}
+
+/// Groups `_bucket` series by their labels without `le`, in first-seen order.
+fn bucket_groups(v: Vec<VSample>) -> Vec<(Labels, Vec<Bucket>)> {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
+    for s in v {
+        let le = s.metric.get("le");
+        let upper = match parse_le(le) {
+            Some(u) => u,
+            None => continue,
+        };
+        let mut b = s.metric.builder();
+        b.del("le");
+        let key = b.build();
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(Bucket { upper, count: s.f });
+    }
+    groups
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    if s.is_empty() {
+        return None;
+    }
+    match s.to_ascii_lowercase().as_str() {
+        "+inf" | "inf" => return Some(f64::INFINITY),
+        "-inf" => return Some(f64::NEG_INFINITY),
+        _ => {}
+    }
+    s.parse::<f64>().ok()
+}
+
+fn histogram_quantile(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let q = ev.eval_scalar(arg(c, 0)?, t)?;
+    if q.is_nan() || !(0.0..=1.0).contains(&q) {
+        ev.warn(quantile_warning(q));
+    }
+    let v = ev.eval_vector(arg(c, 1)?, t)?;
+    let mut out = Vec::new();
+    for (labels, mut buckets) in bucket_groups(v) {
+        let (f, forced) = bucket_quantile(q, &mut buckets);
+        if forced {
+            ev.info(monotonicity_info(&labels));
+        }
+        out.push(VSample {
+            metric: labels,
+            ts: t,
+            f,
+            drop_name: true,
+        });
+    }
+    Ok(Val::Vector(out))
+}
+
+fn monotonicity_info(labels: &Labels) -> String {
+    format!(
+        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {}",
+        crate::labels::quote(labels.metric_name())
+    )
+}
+
+fn sort_and_coalesce(buckets: &mut Vec<Bucket>) {
+    buckets.sort_by(|a, b| {
+        a.upper
+            .partial_cmp(&b.upper)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut merged: Vec<Bucket> = Vec::with_capacity(buckets.len());
+    for b in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.upper == b.upper => last.count += b.count,
+            _ => merged.push(*b),
+        }
+    }
+    *buckets = merged;
+}
+
+fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < epsilon * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < epsilon
+}
+
+/// Makes cumulative counts monotonic; true when a real decrease had to be removed
+/// (differences within floating-point noise are fixed silently).
+fn ensure_monotonic(buckets: &mut [Bucket]) -> bool {
+    let mut forced = false;
+    let mut prev = buckets[0].count;
+    for b in buckets.iter_mut().skip(1) {
+        let cur = b.count;
+        if cur == prev {
+            continue;
+        }
+        if almost_equal(prev, cur, 1e-12) {
+            b.count = prev;
+            continue;
+        }
+        if cur < prev {
+            b.count = prev;
+            forced = true;
+            continue;
+        }
+        prev = cur;
+    }
+    forced
+}
+
+/// Prometheus's `BucketQuantile` over classic buckets, and whether the counts had
+/// to be forced monotonic.
+fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> (f64, bool) {
+    let mut forced = false;
+    let v = bucket_quantile_inner(q, buckets, &mut forced);
+    (v, forced)
+}
+
+fn bucket_quantile_inner(q: f64, buckets: &mut Vec<Bucket>, forced: &mut bool) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| {
+        a.upper
+            .partial_cmp(&b.upper)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    match buckets.last() {
+        Some(b) if b.upper == f64::INFINITY => {}
+        _ => return f64::NAN,
+    }
+    sort_and_coalesce(buckets);
+    *forced = ensure_monotonic(buckets);
+    if buckets.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = buckets[buckets.len() - 1].count;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = buckets[..buckets.len() - 1].partition_point(|x| x.count < rank);
+    if b == buckets.len() - 1 {
+        return buckets[buckets.len() - 2].upper;
+    }
+    if b == 0 && buckets[0].upper <= 0.0 {
+        return buckets[0].upper;
+    }
+    let mut start = 0.0;
+    let end = buckets[b].upper;
+    let mut count = buckets[b].count;
+    if b > 0 {
+        start = buckets[b - 1].upper;
+        count -= buckets[b - 1].count;
+        rank -= buckets[b - 1].count;
+    }
+    start + (end - start) * (rank / count)
+}
+
+fn histogram_fraction(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let lower = ev.eval_scalar(arg(c, 0)?, t)?;
+    let upper = ev.eval_scalar(arg(c, 1)?, t)?;
+    let v = ev.eval_vector(arg(c, 2)?, t)?;
+    let mut out = Vec::new();
+    for (labels, mut buckets) in bucket_groups(v) {
+        out.push(VSample {
+            metric: labels,
+            ts: t,
+            f: bucket_fraction(lower, upper, &mut buckets),
+            drop_name: true,
+        });
+    }
+    Ok(Val::Vector(out))
+}
+
+/// The estimated fraction of observations between `lower` and `upper`
+/// (Prometheus's `BucketFraction`): buckets wholly inside count fully, buckets
+/// partly inside count in proportion to the overlap, except buckets of infinite
+/// width (the first one when its bound is not positive, and the `+Inf` one), which
+/// count only when wholly inside.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>) -> f64 {
+    buckets.sort_by(|a, b| {
+        a.upper
+            .partial_cmp(&b.upper)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    match buckets.last() {
+        Some(b) if b.upper == f64::INFINITY => {}
+        _ => return f64::NAN,
+    }
+    sort_and_coalesce(buckets);
+    let _ = ensure_monotonic(buckets);
+    if lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    let total = buckets[buckets.len() - 1].count;
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    (bucket_rank(upper, buckets, total) - bucket_rank(lower, buckets, total)) / total
+}
+
+/// The estimated number of observations at or below `x`. Inside a bucket the count
+/// is interpolated linearly, except in buckets of infinite width: inside the first
+/// bucket, when its bound is not positive, `x` counts the whole bucket; inside the
+/// `+Inf` bucket it counts none of it.
+fn bucket_rank(x: f64, buckets: &[Bucket], total: f64) -> f64 {
+    if x == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    if x == f64::INFINITY {
+        return total;
+    }
+    let mut prev_upper = 0.0;
+    let mut prev_count = 0.0;
+    for (i, b) in buckets.iter().enumerate() {
+        if x <= b.upper {
+            if x == b.upper {
+                return b.count;
+            }
+            let lo = if i == 0 {
+                if b.upper <= 0.0 {
+                    return b.count;
+                }
+                if x <= 0.0 {
+                    return 0.0;
+                }
+                0.0
+            } else {
+                prev_upper
+            };
+            if b.upper == f64::INFINITY {
+                return prev_count;
+            }
+            return prev_count + (b.count - prev_count) * (x - lo) / (b.upper - lo);
+        }
+        prev_upper = b.upper;
+        prev_count = b.count;
+    }
+    total
+}
+
+fn histogram_quantiles(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
+    let v = ev.eval_vector(arg(c, 0)?, t)?;
+    let label = string_arg(c, 1)?;
+    let mut qs = Vec::new();
+    for i in 2..c.args.args.len() {
+        let q = ev.eval_scalar(arg(c, i)?, t)?;
+        if q.is_nan() || !(0.0..=1.0).contains(&q) {
+            ev.warn(quantile_warning(q));
+        }
+        qs.push(q);
+    }
+    let mut out = Vec::new();
+    for (labels, buckets) in bucket_groups(v) {
+        for &q in &qs {
+            let mut b = labels.builder();
+            b.set(&label, &quantile_label(q));
+            let (f, forced) = bucket_quantile(q, &mut buckets.clone());
+            if forced {
+                ev.info(monotonicity_info(&labels));
+            }
+            out.push(VSample {
+                metric: b.build(),
+                ts: t,
+                f,
+                drop_name: true,
+            });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// A quantile as a label value: like Go's `%g`-ish formatting with at least one
+/// decimal (`0.0`, `0.25`, `1.0`).
+fn quantile_label(q: f64) -> String {
+    let s = go_format_float(q);
+    if s.contains('.') || s.contains('e') || s.contains("Inf") || s.contains("NaN") {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}

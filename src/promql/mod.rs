@@ -1,0 +1,213 @@
+//! PromQL: parsing (with the `promql-parser` crate) and evaluation with Prometheus
+//! 3.x semantics over any `storage::Queryable`.
+//!
+//! The engine never names TSDB types: it reads through `Queryable` only, so the same
+//! engine answers queries over the local TSDB, the in-memory test store and (later)
+//! the cluster's fan-out querier.
+//!
+//! Evaluation walks the expression once per output step. Each vector or matrix
+//! selector reads its series from storage once per query, over the whole time range
+//! it needs (worked out before evaluation), and the steps then look up samples in
+//! that data. Subquery results are memoised per inner evaluation time, so
+//! overlapping windows of consecutive steps are computed once.
+//!
+//! What `promql-parser` 0.11 lacks, and so hearth lacks for now: the `anchored` and
+//! `smoothed` range modifiers are lexed but not kept in the syntax tree, and
+//! native-histogram literals. Native histograms are a later step: `value` keeps
+//! floats apart so histogram points can be added next to them.
+
+mod eval;
+mod functions;
+pub mod value;
+
+pub use value::{FPoint, Sample, Series, Value};
+
+use crate::storage::Queryable;
+use tokio_util::sync::CancellationToken;
+
+/// Engine settings, with Prometheus's defaults.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (`--query.lookback-delta`).
+    pub lookback_delta_ms: i64,
+    /// Most samples a query may hold in memory at once (`--query.max-samples`):
+    /// the samples of the current step (instant vectors, range-vector windows,
+    /// subquery points) plus the result so far. The raw series a selector reads are
+    /// not counted yet.
+    pub max_samples: usize,
+    /// Longest a query may run (`--query.timeout`); 0 means no limit.
+    pub timeout_ms: u64,
+    /// Step of a subquery written without one (`x[10m:]`); Prometheus uses the
+    /// rule evaluation interval, 1m by default.
+    pub no_step_subquery_interval_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            timeout_ms: 2 * 60 * 1000,
+            no_step_subquery_interval_ms: 60 * 1000,
+        }
+    }
+}
+
+/// A sample value as the HTTP API writes it (Go's `FormatFloat(v, 'f', -1, 64)`):
+/// `1`, `0.5`, `NaN`, `+Inf`, `-Inf`.
+pub fn format_value(v: f64) -> String {
+    eval::format_float_plain(v)
+}
+
+/// Most steps a range query may have, as in Prometheus's API.
+pub const RANGE_STEPS_MAX: i64 = 11_000;
+
+/// Why a query failed. The messages are Prometheus's where clients or tests match on
+/// them; `web::api` maps the kinds to Prometheus's error types and status codes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    /// The query text does not parse or does not type-check (`bad_data`).
+    #[error("{0}")]
+    Parse(String),
+    /// Evaluation failed (`execution`).
+    #[error("{0}")]
+    Execution(String),
+    /// The query ran longer than its timeout (`timeout`).
+    #[error("query timed out in {0}")]
+    Timeout(String),
+    /// The caller went away or cancelled (`canceled`).
+    #[error("query was canceled in {0}")]
+    Canceled(String),
+    /// More than `max_samples` samples would be held (`execution`).
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(String),
+    /// Storage failed (`internal`).
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// A query's value with the annotations evaluation produced, as the API shows them
+/// (`PromQL warning: …`, `PromQL info: …`). Positions in the query are not known
+/// (the parser does not keep them), so messages carry none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub value: Value,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+/// A parsed query, ready to evaluate.
+pub struct Query {
+    expr: promql_parser::parser::Expr,
+}
+
+impl Query {
+    /// Prometheus's type of the expression: `scalar`, `string`, `vector` or `matrix`.
+    pub fn value_type(&self) -> &'static str {
+        use promql_parser::parser::value::ValueType;
+        match self.expr.value_type() {
+            ValueType::Scalar => "scalar",
+            ValueType::String => "string",
+            ValueType::Vector => "vector",
+            ValueType::Matrix => "matrix",
+        }
+    }
+}
+
+/// Parses a PromQL expression.
+pub fn parse(query: &str) -> Result<Query, QueryError> {
+    promql_parser::parser::parse(query)
+        .map(|expr| Query { expr })
+        .map_err(QueryError::Parse)
+}
+
+/// The PromQL engine: settings shared by every query.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    /// An engine with these settings.
+    pub fn new(opts: EngineOptions) -> Engine {
+        Engine { opts }
+    }
+
+    /// The engine's settings.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at `t_ms`. A range selector gives a matrix, a string literal
+    /// a string, a number a scalar, anything else an instant vector.
+    pub fn instant_query(
+        &self,
+        storage: &dyn Queryable,
+        query: &Query,
+        t_ms: i64,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<QueryResult, QueryError> {
+        eval::run(
+            &self.opts,
+            storage,
+            &query.expr,
+            t_ms,
+            t_ms,
+            0,
+            cancel,
+            true,
+        )
+    }
+
+    /// Evaluates `query` at `start_ms, start_ms + step_ms, …, ≤ end_ms`. The result is
+    /// always a matrix sorted by labels; scalars become one series without labels.
+    pub fn range_query(
+        &self,
+        storage: &dyn Queryable,
+        query: &Query,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<QueryResult, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::Parse(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::Parse(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        if (end_ms - start_ms) / step_ms > RANGE_STEPS_MAX {
+            return Err(QueryError::Parse(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
+        }
+        use promql_parser::parser::value::ValueType;
+        let vt = query.expr.value_type();
+        if vt != ValueType::Scalar && vt != ValueType::Vector {
+            return Err(QueryError::Parse(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                match vt {
+                    ValueType::Matrix => "range vector",
+                    _ => "string",
+                }
+            )));
+        }
+        eval::run(
+            &self.opts,
+            storage,
+            &query.expr,
+            start_ms,
+            end_ms,
+            step_ms,
+            cancel,
+            false,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

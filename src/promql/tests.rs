@@ -1,0 +1,141 @@
+//! Unit tests of the engine on a small in-memory store.
+
+use super::*;
+use crate::labels::Labels;
+use crate::storage::memory::MemStorage;
+use crate::storage::{stale_nan, Appendable};
+
+fn store() -> MemStorage {
+    let s = MemStorage::new();
+    let mut app = s.appender();
+    for i in 0..10 {
+        let t = i * 60_000;
+        app.append(
+            0,
+            &Labels::from_pairs(&[("__name__", "c"), ("job", "a")]),
+            t,
+            (i * 60) as f64,
+        )
+        .unwrap();
+        app.append(
+            0,
+            &Labels::from_pairs(&[("__name__", "c"), ("job", "b")]),
+            t,
+            (i * 120) as f64,
+        )
+        .unwrap();
+    }
+    app.append(0, &Labels::from_pairs(&[("__name__", "g")]), 0, 1.0)
+        .unwrap();
+    app.append(
+        0,
+        &Labels::from_pairs(&[("__name__", "g")]),
+        60_000,
+        stale_nan(),
+    )
+    .unwrap();
+    app.commit().unwrap();
+    s
+}
+
+fn instant(s: &MemStorage, q: &str, t: i64) -> Value {
+    Engine::default()
+        .instant_query(s, &parse(q).unwrap(), t, None)
+        .unwrap()
+        .value
+}
+
+#[test]
+fn rate_over_a_steady_counter() {
+    let s = store();
+    match instant(&s, "sum(rate(c[5m]))", 540_000) {
+        Value::Vector(v) => {
+            assert_eq!(v.len(), 1);
+            assert!((v[0].f - 3.0).abs() < 1e-9, "{}", v[0].f);
+            assert!(v[0].metric.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stale_marker_ends_a_series() {
+    let s = store();
+    assert_eq!(instant(&s, "g", 30_000).type_name(), "vector");
+    match instant(&s, "g", 90_000) {
+        Value::Vector(v) => assert!(v.is_empty(), "{v:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn range_query_gives_a_sorted_matrix() {
+    let s = store();
+    let v = Engine::default()
+        .range_query(&s, &parse("c * 2").unwrap(), 0, 120_000, 60_000, None)
+        .unwrap()
+        .value;
+    match v {
+        Value::Matrix(m) => {
+            assert_eq!(m.len(), 2);
+            assert_eq!(m[0].metric, Labels::from_pairs(&[("job", "a")]));
+            assert_eq!(m[0].floats.len(), 3);
+            assert_eq!(m[1].floats[2].f, 480.0);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn max_samples_is_enforced_with_prometheus_message() {
+    let s = store();
+    let e = Engine::new(EngineOptions {
+        max_samples: 3,
+        ..EngineOptions::default()
+    });
+    let err = e
+        .instant_query(&s, &parse("c[10m]").unwrap(), 540_000, None)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
+}
+
+#[test]
+fn cancelled_query_stops() {
+    let s = store();
+    let token = CancellationToken::new();
+    token.cancel();
+    let err = Engine::default()
+        .instant_query(&s, &parse("c").unwrap(), 0, Some(&token))
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Canceled(_)), "{err:?}");
+}
+
+#[test]
+fn out_of_range_quantile_is_a_warning() {
+    let s = store();
+    let r = Engine::default()
+        .instant_query(&s, &parse("quantile(2, c)").unwrap(), 540_000, None)
+        .unwrap();
+    assert_eq!(
+        r.warnings,
+        ["PromQL warning: quantile value should be between 0 and 1, got 2"]
+    );
+    assert!(r.infos.is_empty());
+}
+
+#[test]
+fn huge_offsets_and_ranges_do_not_overflow() {
+    let s = store();
+    for q in [
+        "c offset 100000y",
+        "c offset -100000y",
+        "rate(c[100000y])",
+        "max_over_time(c[1000y:1d])",
+    ] {
+        let r = Engine::default().instant_query(&s, &parse(q).unwrap(), 540_000, None);
+        assert!(r.is_ok(), "{q}: {r:?}");
+    }
+}
