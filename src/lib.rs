@@ -5,6 +5,7 @@
 //! seams, `tsdb` and `wal` implement local storage, `web` serves HTTP, and
 //! `server` wires everything together.
 
+pub mod cluster;
 pub mod cmd;
 pub mod config_units;
 pub mod encoding;
