@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
     pub enable_remote_write_receiver: bool,
+    /// The cluster this node is part of (a one-node cluster without cluster flags).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// The server failed to start or stopped with an error.
@@ -37,6 +39,8 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -54,6 +58,18 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         })?;
     let db = Arc::new(db);
     tracing::info!(path = %cfg.storage_path.display(), "TSDB started");
+
+    // The cluster starts before anything else runs, so a node that must not join
+    // (another cluster's data directory, a duplicate id) stops with storage untouched.
+    let cluster = match crate::cluster::Cluster::start(cfg.cluster.clone(), shutdown.clone()).await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let closing = db.clone();
+            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            return Err(e.into());
+        }
+    };
 
     let compactor = {
         let db = db.clone();
@@ -75,6 +91,18 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         })
     };
 
+    let cluster_task = {
+        let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let result = cluster.run(shutdown.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "cluster failed; stopping");
+                shutdown.cancel();
+            }
+            result
+        })
+    };
+
     let metrics_db = db.clone();
     let delete_db = db.clone();
     let delete_series: crate::web::DeleteSeriesFn = Arc::new(move |sets, start, end| {
@@ -91,6 +119,15 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         remote_write_enabled: cfg.enable_remote_write_receiver,
         delete_series: cfg.enable_admin_api.then_some(delete_series),
         quit: cfg.enable_lifecycle.then(|| shutdown.clone()),
+        cluster_status: Some({
+            let cluster = cluster.clone();
+            Arc::new(move || {
+                let cluster = cluster.clone();
+                Box::pin(async move {
+                    serde_json::to_value(cluster.status(true).await).unwrap_or_default()
+                })
+            })
+        }),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen_address)
         .await
@@ -104,6 +141,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         .await?;
     shutdown.cancel();
     let _ = compactor.await;
+    let cluster_result = cluster_task.await.map_err(std::io::Error::other)?;
     let closing = db.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
@@ -113,6 +151,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     tracing::info!("TSDB closed; bye");
+    cluster_result?;
     Ok(())
 }
 

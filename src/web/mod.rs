@@ -17,6 +17,13 @@ use tokio_util::sync::CancellationToken;
 pub type DeleteSeriesFn =
     Arc<dyn Fn(&[Vec<Matcher>], i64, i64) -> Result<(), String> + Send + Sync>;
 
+/// Renders the cluster's status (`GET /api/v1/status/cluster`) as JSON.
+pub type ClusterStatusFn = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Shared state for HTTP handlers.
 #[derive(Clone)]
 pub struct WebState {
@@ -30,6 +37,8 @@ pub struct WebState {
     pub delete_series: Option<DeleteSeriesFn>,
     /// Serves `POST /-/quit` (`--web.enable-lifecycle`) by cancelling this token.
     pub quit: Option<CancellationToken>,
+    /// Serves `GET /api/v1/status/cluster` when set.
+    pub cluster_status: Option<ClusterStatusFn>,
 }
 
 /// The router with every endpoint hearth serves.
@@ -41,6 +50,7 @@ pub fn router(state: WebState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/admin/tsdb/delete_series", post(delete_series))
+        .route("/api/v1/status/cluster", get(cluster_status))
         .with_state(state)
 }
 
@@ -49,6 +59,19 @@ async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         (s.metrics)(),
     )
+}
+
+async fn cluster_status(State(s): State<WebState>) -> Response {
+    match s.cluster_status {
+        Some(status) => {
+            Json(serde_json::json!({"status": "success", "data": status().await})).into_response()
+        }
+        None => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "cluster status is not available".to_string(),
+        ),
+    }
 }
 
 async fn quit(State(s): State<WebState>) -> Response {

@@ -1,7 +1,7 @@
 //! Conversions between openraft's messages and their protobuf form
 //! (`proto/cluster.proto`). The only place that knows both.
 
-use super::{TypeConfig, Nid};
+use super::{Nid, TypeConfig};
 use crate::cluster::pb;
 use crate::cluster::state::{Command, NodeAddr};
 use openraft::raft::{

@@ -6,7 +6,7 @@
 //! written rarely (membership changes, a few commands), so a blocking fsync here
 //! costs less than the hand-off to a blocking thread would complicate it.
 
-use super::{TypeConfig, Nid};
+use super::{Nid, TypeConfig};
 use crate::cluster::write_atomic;
 use crate::wal::{Log, LogOptions};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};

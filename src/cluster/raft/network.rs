@@ -2,7 +2,7 @@
 //! service.
 
 use super::convert::{self, ConvertError};
-use super::{TypeConfig, Nid};
+use super::{Nid, TypeConfig};
 use crate::cluster::pb::raft_client::RaftClient;
 use crate::cluster::state::NodeAddr;
 use openraft::error::{

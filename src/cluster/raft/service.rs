@@ -2,7 +2,7 @@
 //! local openraft instance.
 
 use super::convert;
-use super::{Raft, Nid};
+use super::{Nid, Raft};
 use crate::cluster::pb;
 use openraft::error::{InstallSnapshotError, RaftError};
 use tonic::{Request, Response, Status};

@@ -2,7 +2,7 @@
 //! and snapshots it as JSON (`docs/format/cluster.md`). The latest snapshot is kept
 //! in one file, replaced atomically, and restored on start.
 
-use super::{TypeConfig, Nid};
+use super::{Nid, TypeConfig};
 use crate::cluster::state::{ClusterState, CommandResult, NodeAddr};
 use crate::cluster::write_atomic;
 use openraft::storage::{RaftStateMachine, Snapshot};

@@ -3,7 +3,7 @@
 
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
-use super::{TypeConfig, Nid};
+use super::{Nid, TypeConfig};
 use crate::wal::{FsyncPolicy, LogOptions};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
