@@ -25,6 +25,8 @@ const JOIN_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the maintenance loop checks the cluster id.
 const MAINTAIN_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the maintenance loop waits for a proposal to commit.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file recording which node and cluster a data directory belongs to.
 const IDENTITY_FILE: &str = "node.json";
 
@@ -345,6 +347,9 @@ impl Cluster {
     async fn bootstrap(&self, shutdown: &CancellationToken) -> Result<(), ClusterError> {
         let cfg = &self.inner.cfg;
         if self.inner.raft.is_initialized().await? {
+            if let Some(address) = &cfg.join {
+                self.check_same_cluster(address).await?;
+            }
             tracing::info!(
                 node_id = cfg.node_id,
                 "rejoining the cluster recorded in the data directory"
@@ -436,6 +441,31 @@ impl Cluster {
             tokio::select! {
                 _ = tokio::time::sleep(RETRY_INTERVAL) => {}
                 _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// A node that already belongs to a cluster and is told to join `address`:
+    /// refuses when `address` answers with another cluster id. An unreachable address
+    /// is no reason not to restart.
+    async fn check_same_cluster(&self, address: &str) -> Result<(), ClusterError> {
+        // The replayed state knows the id even if the node stopped before recording it.
+        let Some(ours) = self.state().cluster_id.or_else(|| self.cluster_id()) else {
+            return Ok(());
+        };
+        match peer_status(address, PEER_RPC_TIMEOUT).await {
+            Ok(s) if !s.cluster_id.is_empty() && s.cluster_id != ours => {
+                Err(ClusterError::OtherCluster {
+                    path: self.inner.cfg.dir.clone(),
+                    ours,
+                    theirs: s.cluster_id,
+                    address: address.to_string(),
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(%address, error = %e.message(), "cannot check the join address's cluster id");
+                Ok(())
             }
         }
     }
@@ -537,14 +567,18 @@ impl Cluster {
                         let id = self
                             .cluster_id()
                             .unwrap_or_else(|| ulid::Ulid::new().to_string());
-                        match self
+                        // Bounded: a leader that lost its quorum may never commit it.
+                        let propose = self
                             .inner
                             .raft
-                            .propose(Command::SetClusterId { cluster_id: id })
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "proposing the cluster id"),
+                            .propose(Command::SetClusterId { cluster_id: id });
+                        tokio::select! {
+                            r = tokio::time::timeout(PROPOSE_TIMEOUT, propose) => match r {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => tracing::warn!(error = %e, "proposing the cluster id"),
+                                Err(_) => tracing::warn!("proposing the cluster id: not committed within {PROPOSE_TIMEOUT:?}"),
+                            },
+                            _ = shutdown.cancelled() => return,
                         }
                     }
                 }

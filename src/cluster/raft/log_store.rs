@@ -33,6 +33,10 @@ const READ_ENTRIES_MAX: u64 = 4096;
 struct PersistedState {
     vote: Option<Vote<Nid>>,
     last_purged: Option<LogId<Nid>>,
+    /// The last committed log id known, so a restarted node re-applies its log up
+    /// to it before hearing from a leader.
+    #[serde(default)]
+    committed: Option<LogId<Nid>>,
 }
 
 struct Inner {
@@ -180,6 +184,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut inner = self.inner.lock().await;
         inner.state.vote = Some(*vote);
         inner.save_state()
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<Nid>>,
+    ) -> Result<(), StorageError<Nid>> {
+        let mut inner = self.inner.lock().await;
+        if inner.state.committed == committed {
+            return Ok(());
+        }
+        inner.state.committed = committed;
+        inner.save_state()
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
+        Ok(self.inner.lock().await.state.committed)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<Nid>>, StorageError<Nid>> {

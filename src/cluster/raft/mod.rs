@@ -67,9 +67,9 @@ pub struct RaftOptions {
 impl Default for RaftOptions {
     fn default() -> RaftOptions {
         RaftOptions {
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            heartbeat_interval_ms: 150,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
             snapshot_after_entries: 1000,
             fsync: true,
         }
