@@ -78,6 +78,26 @@ struct ServerFlags {
     /// Maximum time a query may take before being aborted.
     #[arg(long = "query.timeout", default_value = "2m", value_parser = parse_duration_ms)]
     query_timeout_ms: i64,
+
+    /// This node's id, unique in its cluster (default 1 without other cluster flags).
+    #[arg(long = "cluster.node-id")]
+    cluster_node_id: Option<u64>,
+
+    /// Address the cluster's gRPC server listens on, e.g. 0.0.0.0:9095.
+    #[arg(long = "cluster.listen-address")]
+    cluster_listen_address: Option<SocketAddr>,
+
+    /// host:port other nodes reach this node's gRPC server at (default: the listen address).
+    #[arg(long = "cluster.advertise-address")]
+    cluster_advertise_address: Option<String>,
+
+    /// Comma-separated gRPC addresses of the nodes that form a new cluster together.
+    #[arg(long = "cluster.initial-peers", value_delimiter = ',')]
+    cluster_initial_peers: Vec<String>,
+
+    /// gRPC address of any member of a running cluster to join.
+    #[arg(long = "cluster.join")]
+    cluster_join: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,7 +213,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -291,7 +311,66 @@ fn run_tsdb_tool(cmd: TsdbCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster settings from the `--cluster.*` flags.
+fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::ClusterConfig> {
+    let dir = flags.storage_tsdb_path.join("cluster");
+    let web = flags.web_listen_address;
+    let any_flag = flags.cluster_listen_address.is_some()
+        || flags.cluster_advertise_address.is_some()
+        || !flags.cluster_initial_peers.is_empty()
+        || flags.cluster_join.is_some();
+    if !any_flag {
+        let node_id = flags.cluster_node_id.unwrap_or(1);
+        let mut cfg = hearth::cluster::ClusterConfig::single_node(dir, web.to_string());
+        cfg.node_id = node_id;
+        return Ok(cfg);
+    }
+    let Some(node_id) = flags.cluster_node_id else {
+        anyhow::bail!("--cluster.node-id is required with the other --cluster.* flags");
+    };
+    let Some(listen) = flags.cluster_listen_address else {
+        anyhow::bail!("--cluster.listen-address is required with the other --cluster.* flags");
+    };
+    let advertise = match &flags.cluster_advertise_address {
+        Some(a) => a.clone(),
+        None if listen.ip().is_unspecified() => anyhow::bail!(
+            "--cluster.advertise-address is required when --cluster.listen-address is {listen}: \
+             other nodes cannot reach an unspecified address"
+        ),
+        None => listen.to_string(),
+    };
+    // Peers reach the HTTP API at the advertised host when it listens on all interfaces.
+    let http_address = if web.ip().is_unspecified() {
+        let host = advertise
+            .rsplit_once(':')
+            .map_or(advertise.as_str(), |(h, _)| h);
+        format!("{host}:{}", web.port())
+    } else {
+        web.to_string()
+    };
+    let mut peers: Vec<String> = flags
+        .cluster_initial_peers
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    peers.sort();
+    peers.dedup();
+    Ok(hearth::cluster::ClusterConfig {
+        node_id,
+        listen_address: Some(listen),
+        advertise_address: Some(advertise),
+        http_address,
+        initial_peers: peers,
+        join: flags.cluster_join.clone(),
+        join_timeout: std::time::Duration::from_secs(60),
+        dir,
+        raft: hearth::cluster::RaftOptions::default(),
+    })
+}
+
 fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
+    let cluster = cluster_config(&flags)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -332,6 +411,7 @@ fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
                 timeout_ms: flags.query_timeout_ms.max(0) as u64,
                 ..Default::default()
             },
+            cluster,
         };
         hearth::server::run(cfg, shutdown).await
     })?;

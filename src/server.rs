@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub config_file: Option<PathBuf>,
     /// PromQL engine settings (`--query.*`).
     pub query: crate::promql::EngineOptions,
+    /// The cluster this node is part of (a one-node cluster without cluster flags).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// The server failed to start or stopped with an error.
@@ -45,6 +47,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Alertmanager(String),
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -92,6 +96,18 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         })?;
     let db = Arc::new(db);
     tracing::info!(path = %cfg.storage_path.display(), "TSDB started");
+
+    // The cluster starts before anything else runs, so a node that must not join
+    // (another cluster's data directory, a duplicate id) stops with storage untouched.
+    let cluster = match crate::cluster::Cluster::start(cfg.cluster.clone(), shutdown.clone()).await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let closing = db.clone();
+            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            return Err(e.into());
+        }
+    };
 
     // Scraping: a bad config at startup is fatal, as in Prometheus; on reload the
     // old config stays.
@@ -174,6 +190,18 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         })
     };
 
+    let cluster_task = {
+        let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let result = cluster.run(shutdown.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "cluster failed; stopping");
+                shutdown.cancel();
+            }
+            result
+        })
+    };
+
     let metrics_db = db.clone();
     let metrics_reload = reload_status.clone();
     let delete_db = db.clone();
@@ -196,6 +224,15 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             queryable: db.clone(),
             engine: crate::promql::Engine::new(cfg.query.clone()),
         }),
+        cluster_status: Some({
+            let cluster = cluster.clone();
+            Arc::new(move || {
+                let cluster = cluster.clone();
+                Box::pin(async move {
+                    serde_json::to_value(cluster.status(true).await).unwrap_or_default()
+                })
+            })
+        }),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen_address)
         .await
@@ -211,6 +248,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     scrape_manager.stop();
     let _ = sighup.await;
     let _ = compactor.await;
+    let cluster_result = cluster_task.await.map_err(std::io::Error::other)?;
     let closing = db.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
@@ -220,6 +258,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     tracing::info!("TSDB closed; bye");
+    cluster_result?;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ fn serve(store: MemStorage, opts: EngineOptions) -> String {
         delete_series: None,
         quit: None,
         reload: None,
+        cluster_status: None,
         query_api: Arc::new(QueryApi {
             queryable: store,
             engine: Engine::new(opts),

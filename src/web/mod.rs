@@ -21,6 +21,12 @@ pub type DeleteSeriesFn =
 
 /// Reloads the configuration; the error says why the new one was rejected.
 pub type ReloadFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// Renders the cluster's status (`GET /api/v1/status/cluster`) as JSON.
+pub type ClusterStatusFn = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Shared state for HTTP handlers.
 #[derive(Clone)]
@@ -35,6 +41,8 @@ pub struct WebState {
     pub delete_series: Option<DeleteSeriesFn>,
     /// Serves `POST /-/quit` (`--web.enable-lifecycle`) by cancelling this token.
     pub quit: Option<CancellationToken>,
+    /// Serves `GET /api/v1/status/cluster` when set.
+    pub cluster_status: Option<ClusterStatusFn>,
     /// Serves `POST /-/reload` (`--web.enable-lifecycle`) when set.
     pub reload: Option<ReloadFn>,
     /// Serves the query API (`/api/v1/query`, `query_range`, `series`, `labels`).
@@ -65,6 +73,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/series", get(api::series).post(api::series))
         .route("/api/v1/labels", get(api::labels).post(api::labels))
         .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/status/cluster", get(cluster_status))
         .with_state(state)
 }
 
@@ -73,6 +82,19 @@ async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         (s.metrics)(),
     )
+}
+
+async fn cluster_status(State(s): State<WebState>) -> Response {
+    match s.cluster_status {
+        Some(status) => {
+            Json(serde_json::json!({"status": "success", "data": status().await})).into_response()
+        }
+        None => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "cluster status is not available".to_string(),
+        ),
+    }
 }
 
 async fn quit(State(s): State<WebState>) -> Response {

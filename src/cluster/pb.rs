@@ -1,0 +1,6 @@
+//! Code generated from `proto/cluster.proto` by `build.rs` (prost messages, tonic
+//! clients and servers). Only `cluster::raft::convert` and `cluster::service` use it.
+
+#![allow(clippy::all, missing_docs)]
+
+tonic::include_proto!("hearth.cluster.v1");

@@ -1,0 +1,298 @@
+//! The meta group's Raft log and vote, durable on disk: log entries are records of a
+//! `wal::Log` (record index = Raft log index, payload = the entry as JSON), and the
+//! vote and last purged log id live in a small file replaced atomically.
+//!
+//! File operations run inline on the async caller: the meta log is small and
+//! written rarely (membership changes, a few commands), so a blocking fsync here
+//! costs less than the hand-off to a blocking thread would complicate it.
+
+use super::{Nid, TypeConfig};
+use crate::cluster::write_atomic;
+use crate::wal::{Log, LogOptions};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Name of the file holding the vote and the last purged log id.
+const STATE_FILE: &str = "log_state.json";
+/// Directory of the WAL segments inside the store's directory.
+const LOG_DIR: &str = "log";
+/// Most entries one read returns, so a lagging follower gets its catch-up in
+/// bounded batches.
+const READ_ENTRIES_MAX: u64 = 4096;
+
+/// What `STATE_FILE` holds.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct PersistedState {
+    vote: Option<Vote<Nid>>,
+    last_purged: Option<LogId<Nid>>,
+    /// The last committed log id known, so a restarted node re-applies its log up
+    /// to it before hearing from a leader.
+    #[serde(default)]
+    committed: Option<LogId<Nid>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    wal: Log,
+    state: PersistedState,
+    /// Id of the last entry in the log, or `last_purged` when the log is empty.
+    last: Option<LogId<Nid>>,
+}
+
+/// The Raft log store. Cheap to clone: clones share one log (openraft reads through
+/// a clone while appending through the original).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn io_error(e: impl std::error::Error + 'static) -> StorageError<Nid> {
+    StorageIOError::<Nid>::write_logs(&e).into()
+}
+
+fn read_error(e: impl std::error::Error + 'static) -> StorageError<Nid> {
+    StorageIOError::<Nid>::read_logs(&e).into()
+}
+
+impl LogStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, wal_opts: LogOptions) -> Result<LogStore, StorageError<Nid>> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageIOError::<Nid>::read_vote(&e))?;
+        let state = match std::fs::read(dir.join(STATE_FILE)) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| StorageIOError::<Nid>::read_vote(&e))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
+            Err(e) => return Err(StorageIOError::<Nid>::read_vote(&e).into()),
+        };
+        let wal = Log::open(&dir.join(LOG_DIR), wal_opts).map_err(read_error)?;
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            wal,
+            state,
+            last: None,
+        };
+        inner.last = inner.read_last()?;
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+}
+
+impl Inner {
+    /// First index that holds a live (not purged) entry.
+    fn live_start(&self) -> u64 {
+        let after_purged = self.state.last_purged.map_or(0, |l| l.index + 1);
+        after_purged.max(self.wal.first_index())
+    }
+
+    fn read_last(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
+        let next = self.wal.next_index();
+        if next > self.live_start() {
+            let e = self.read_range(next - 1, next)?;
+            if let Some(e) = e.last() {
+                return Ok(Some(*e.get_log_id()));
+            }
+        }
+        Ok(self.state.last_purged)
+    }
+
+    fn read_range(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<Nid>> {
+        let start = start.max(self.live_start());
+        let end = end
+            .min(self.wal.next_index())
+            .min(start.saturating_add(READ_ENTRIES_MAX));
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for rec in self.wal.reader(start).map_err(read_error)? {
+            let (index, payload) = rec.map_err(read_error)?;
+            if index >= end {
+                break;
+            }
+            let entry: Entry<TypeConfig> = serde_json::from_slice(&payload).map_err(read_error)?;
+            // The record index is the Raft index: a mismatch means the files were
+            // mixed up, and serving the entry would corrupt the group.
+            if entry.get_log_id().index != index {
+                return Err(read_error(std::io::Error::other(format!(
+                    "raft log {}: record {index} holds entry {}",
+                    self.wal.dir().display(),
+                    entry.get_log_id().index
+                ))));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    fn save_state(&self) -> Result<(), StorageError<Nid>> {
+        let bytes =
+            serde_json::to_vec(&self.state).map_err(|e| StorageIOError::<Nid>::write_vote(&e))?;
+        write_atomic(&self.dir.join(STATE_FILE), &bytes)
+            .map_err(|e| StorageIOError::<Nid>::write_vote(&e).into())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<Nid>> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => e.saturating_add(1),
+            Bound::Excluded(e) => *e,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.inner.lock().await.read_range(start, end)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<Nid>> {
+        let inner = self.inner.lock().await;
+        Ok(LogState {
+            last_purged_log_id: inner.state.last_purged,
+            last_log_id: inner.last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<Nid>) -> Result<(), StorageError<Nid>> {
+        let mut inner = self.inner.lock().await;
+        inner.state.vote = Some(*vote);
+        inner.save_state()
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<Nid>>,
+    ) -> Result<(), StorageError<Nid>> {
+        let mut inner = self.inner.lock().await;
+        if inner.state.committed == committed {
+            return Ok(());
+        }
+        inner.state.committed = committed;
+        inner.save_state()
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
+        Ok(self.inner.lock().await.state.committed)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<Nid>>, StorageError<Nid>> {
+        Ok(self.inner.lock().await.state.vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<Nid>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = self.inner.lock().await;
+        for entry in entries {
+            let index = entry.get_log_id().index;
+            let next = inner.wal.next_index();
+            if index > next {
+                // After a snapshot was installed past the end of the log, the next
+                // entry follows the snapshot, not the old log.
+                inner.wal.reset(index).map_err(io_error)?;
+            } else if index < next {
+                // openraft truncates conflicting entries first; this keeps the
+                // record index equal to the Raft index whatever happens.
+                let keep = index.checked_sub(1);
+                match keep {
+                    Some(k) if k + 1 > inner.wal.first_index() => {
+                        inner.wal.truncate_after(k).map_err(io_error)?
+                    }
+                    _ => inner.wal.reset(index).map_err(io_error)?,
+                }
+            }
+            let payload = serde_json::to_vec(&entry).map_err(io_error)?;
+            inner.wal.append(&payload).map_err(io_error)?;
+            inner.last = Some(*entry.get_log_id());
+        }
+        let synced = inner.wal.sync();
+        drop(inner);
+        match synced {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(msg)));
+                Err(io_error(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<Nid>) -> Result<(), StorageError<Nid>> {
+        let mut inner = self.inner.lock().await;
+        let index = log_id.index;
+        if index >= inner.wal.next_index() {
+            return Ok(());
+        }
+        if index > inner.wal.first_index() {
+            inner.wal.truncate_after(index - 1).map_err(io_error)?;
+        } else {
+            inner.wal.reset(index).map_err(io_error)?;
+        }
+        inner.wal.sync().map_err(io_error)?;
+        inner.last = inner.read_last()?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<Nid>) -> Result<(), StorageError<Nid>> {
+        let mut inner = self.inner.lock().await;
+        if inner
+            .state
+            .last_purged
+            .is_some_and(|p| p.index >= log_id.index)
+        {
+            return Ok(());
+        }
+        // Record the purge first: a crash before the segments go leaves entries the
+        // store already ignores.
+        inner.state.last_purged = Some(log_id);
+        inner.save_state()?;
+        if log_id.index + 1 >= inner.wal.next_index() {
+            inner.wal.reset(log_id.index + 1).map_err(io_error)?;
+        } else {
+            inner
+                .wal
+                .remove_segments_before(log_id.index + 1)
+                .map_err(io_error)?;
+        }
+        if inner.last.is_none_or(|l| l.index <= log_id.index) {
+            inner.last = Some(log_id);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! The meta Raft group, and the only module that names openraft types: the type
+//! configuration, the durable log store and state machine, the gRPC transport, and
+//! `MetaRaft`, the handle the rest of the cluster uses. Upgrading openraft touches
+//! only this directory.
+
+// openraft's `StorageError` and `RPCError` are large; they are openraft's types
+// in openraft's signatures, so boxing them here would gain nothing.
+#![allow(clippy::result_large_err)]
+
+mod convert;
+mod log_store;
+mod network;
+mod service;
+mod state_machine;
+
+#[cfg(test)]
+mod tests;
+
+pub use network::channel;
+pub use service::RaftService;
+
+use crate::cluster::pb;
+use crate::cluster::state::{ClusterState, Command, CommandResult, NodeAddr, NodeId};
+use crate::wal::LogOptions;
+use log_store::LogStore;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use parking_lot::RwLock;
+use state_machine::{SmData, StateMachine};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Node id as openraft sees it.
+type Nid = NodeId;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for the meta group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = NodeAddr,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+type Raft = openraft::Raft<TypeConfig>;
+
+/// Timing of the meta group.
+#[derive(Debug, Clone)]
+pub struct RaftOptions {
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in this range starts an
+    /// election. A new leader follows a leader's death within about the upper bound
+    /// plus one round trip.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Number of applied entries after which a snapshot is taken and the log purged.
+    pub snapshot_after_entries: u64,
+    /// fsync the log on every append (off only for tests).
+    pub fsync: bool,
+}
+
+impl Default for RaftOptions {
+    fn default() -> RaftOptions {
+        RaftOptions {
+            heartbeat_interval_ms: 150,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+            snapshot_after_entries: 1000,
+            fsync: true,
+        }
+    }
+}
+
+/// A request to the meta group failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RaftOpError {
+    #[error("this node is not the leader (leader: {})", .leader.as_ref().map_or("unknown".to_string(), |(id, a)| format!("node {id} at {a}")))]
+    NotLeader { leader: Option<(NodeId, NodeAddr)> },
+    #[error("raft: {0}")]
+    Rejected(String),
+    #[error("raft is stopped: {0}")]
+    Fatal(String),
+    #[error("raft storage in {path}: {reason}")]
+    Storage { path: String, reason: String },
+}
+
+fn write_err(e: RaftError<Nid, ClientWriteError<Nid, NodeAddr>>) -> RaftOpError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => RaftOpError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            RaftOpError::Rejected(c.to_string())
+        }
+        RaftError::Fatal(f) => RaftOpError::Fatal(f.to_string()),
+    }
+}
+
+/// A Raft server state, as the status API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaftRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+impl RaftRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaftRole::Leader => "leader",
+            RaftRole::Follower => "follower",
+            RaftRole::Candidate => "candidate",
+            RaftRole::Learner => "learner",
+            RaftRole::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// This node's view of the group, from openraft's metrics.
+#[derive(Debug, Clone)]
+pub struct RaftView {
+    pub node_id: NodeId,
+    pub role: RaftRole,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    /// The effective membership (which may not be committed yet).
+    pub voters: BTreeSet<NodeId>,
+    pub nodes: BTreeMap<NodeId, NodeAddr>,
+}
+
+/// The running meta group on this node.
+#[derive(Clone)]
+pub struct MetaRaft {
+    node_id: NodeId,
+    raft: Raft,
+    sm: Arc<RwLock<SmData>>,
+}
+
+impl MetaRaft {
+    /// Opens the log and state machine in `dir` and starts Raft. A node whose log
+    /// holds a membership rejoins its group; a fresh node waits to be initialized or
+    /// added.
+    pub async fn open(
+        dir: &Path,
+        node_id: NodeId,
+        opts: &RaftOptions,
+    ) -> Result<MetaRaft, RaftOpError> {
+        let storage_err = |reason: String| RaftOpError::Storage {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let wal_opts = LogOptions {
+            fsync: if opts.fsync {
+                crate::wal::FsyncPolicy::Always
+            } else {
+                crate::wal::FsyncPolicy::Never
+            },
+            segment_size_bytes: 16 << 20,
+            repair: false,
+        };
+        let log =
+            LogStore::open(&dir.join("raft"), wal_opts).map_err(|e| storage_err(e.to_string()))?;
+        let sm = StateMachine::open(&dir.join("state")).map_err(|e| storage_err(e.to_string()))?;
+        let shared = sm.shared();
+        let config = Config {
+            cluster_name: "hearth-meta".to_string(),
+            heartbeat_interval: opts.heartbeat_interval_ms,
+            election_timeout_min: opts.election_timeout_min_ms,
+            election_timeout_max: opts.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: 100,
+            // Below tonic's 4 MiB message limit.
+            snapshot_max_chunk_size: 1 << 20,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| RaftOpError::Rejected(e.to_string()))?,
+        );
+        let raft = Raft::new(node_id, config, network::Network, log, sm)
+            .await
+            .map_err(|e| RaftOpError::Fatal(e.to_string()))?;
+        Ok(MetaRaft {
+            node_id,
+            raft,
+            sm: shared,
+        })
+    }
+
+    /// The gRPC service peers send Raft RPCs to.
+    pub fn service(&self) -> pb::raft_server::RaftServer<RaftService> {
+        pb::raft_server::RaftServer::new(RaftService::new(self.raft.clone()))
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Whether this node's log holds a membership (it has been part of a group).
+    pub async fn is_initialized(&self) -> Result<bool, RaftOpError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftOpError::Fatal(e.to_string()))
+    }
+
+    /// Forms a new group with `members` as voters. Fails when this node already
+    /// belongs to one.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeAddr>) -> Result<(), RaftOpError> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                Err(RaftOpError::Rejected(format!("cannot initialize: {e}")))
+            }
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(RaftOpError::Rejected(format!("cannot initialize: {e}")))
+            }
+            Err(RaftError::Fatal(f)) => Err(RaftOpError::Fatal(f.to_string())),
+        }
+    }
+
+    /// Adds `id` as a learner and waits until it has caught up with the log.
+    /// Adding a known learner again updates nothing and succeeds.
+    pub async fn add_learner(&self, id: NodeId, addr: NodeAddr) -> Result<(), RaftOpError> {
+        self.raft
+            .add_learner(id, addr, true)
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Makes the learner `id` a voter.
+    pub async fn add_voter(&self, id: NodeId) -> Result<(), RaftOpError> {
+        let ids: BTreeSet<NodeId> = [id].into();
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(ids), false)
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Removes `id` from the group (as voter and as learner).
+    pub async fn remove(&self, id: NodeId) -> Result<(), RaftOpError> {
+        let ids: BTreeSet<NodeId> = [id].into();
+        let view = self.view();
+        if view.voters.contains(&id) {
+            if view.voters.len() == 1 {
+                return Err(RaftOpError::Rejected(format!(
+                    "node {id} is the last voter; a cluster cannot remove its last voter"
+                )));
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(write_err)?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Proposes a command and waits until it is committed and applied here.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, RaftOpError> {
+        let resp = self.raft.client_write(cmd).await.map_err(write_err)?;
+        Ok(resp.data)
+    }
+
+    /// This node's view of the group right now.
+    pub fn view(&self) -> RaftView {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Follower => RaftRole::Follower,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
+        };
+        let membership = m.membership_config.membership();
+        RaftView {
+            node_id: self.node_id,
+            role,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+        }
+    }
+
+    /// Waits until this node sees a change in its view (role, leader, log), or
+    /// `timeout` passes.
+    pub async fn changed(&self, timeout: Duration) {
+        let mut rx = self.raft.metrics();
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+    }
+
+    /// The committed cluster state as applied on this node.
+    pub fn state(&self) -> ClusterState {
+        self.sm.read().state.clone()
+    }
+
+    /// Stops Raft.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

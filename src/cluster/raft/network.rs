@@ -1,0 +1,152 @@
+//! The Raft transport's client side: sends openraft's RPCs to a peer's `Raft` gRPC
+//! service.
+
+use super::convert::{self, ConvertError};
+use super::{Nid, TypeConfig};
+use crate::cluster::pb::raft_client::RaftClient;
+use crate::cluster::state::NodeAddr;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::SnapshotSegmentId;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long connecting to a peer may take before the RPC counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Makes a client per peer. Clients connect lazily, on their first RPC.
+#[derive(Clone, Default)]
+pub struct Network;
+
+/// A peer that cannot be addressed (its gRPC address does not parse).
+#[derive(Debug, thiserror::Error)]
+#[error("raft peer {target}: bad gRPC address {address:?}: {reason}")]
+struct BadAddress {
+    target: Nid,
+    address: String,
+    reason: String,
+}
+
+/// The client of one peer.
+pub struct PeerClient {
+    target: Nid,
+    client: Result<RaftClient<Channel>, BadAddress>,
+}
+
+/// Builds a lazily-connecting channel to `address` (host:port).
+pub fn channel(address: &str) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|e| e.to_string())?;
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: Nid, node: &NodeAddr) -> PeerClient {
+        let client = channel(&node.grpc_address)
+            .map(RaftClient::new)
+            .map_err(|reason| BadAddress {
+                target,
+                address: node.grpc_address.clone(),
+                reason,
+            });
+        PeerClient { target, client }
+    }
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<Nid, NodeAddr, RaftError<Nid, E>>;
+
+/// Maps a failed call to openraft's view: transport failures make the peer
+/// unreachable (openraft backs off), anything else is a network error.
+fn status_to_rpc<E: std::error::Error>(s: tonic::Status) -> RpcErr<E> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&s))
+        }
+        _ => RPCError::Network(NetworkError::new(&s)),
+    }
+}
+
+fn convert_to_rpc<E: std::error::Error>(e: ConvertError) -> RpcErr<E> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl PeerClient {
+    fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RpcErr<E>> {
+        match &self.client {
+            Ok(c) => Ok(c.clone()),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(e))),
+        }
+    }
+}
+
+fn with_deadline<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(option.hard_ttl());
+    req
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<Nid>, RpcErr> {
+        let mut c = self.client()?;
+        let req = with_deadline(convert::append_request_to_pb(&rpc), &option);
+        let resp = c.append_entries(req).await.map_err(status_to_rpc)?;
+        convert::append_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<Nid>, RpcErr<InstallSnapshotError>> {
+        let mut c = self.client()?;
+        let req = with_deadline(convert::snapshot_request_to_pb(&rpc), &option);
+        let resp = c
+            .install_snapshot(req)
+            .await
+            .map_err(status_to_rpc)?
+            .into_inner();
+        if let Some(m) = &resp.mismatch {
+            let e = SnapshotMismatch {
+                expect: SnapshotSegmentId {
+                    id: m.expect_id.clone(),
+                    offset: m.expect_offset,
+                },
+                got: SnapshotSegmentId {
+                    id: m.got_id.clone(),
+                    offset: m.got_offset,
+                },
+            };
+            return Err(RPCError::RemoteError(RemoteError::new(
+                self.target,
+                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(e)),
+            )));
+        }
+        convert::snapshot_response_from_pb(resp).map_err(convert_to_rpc)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<Nid>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Nid>, RpcErr> {
+        let mut c = self.client()?;
+        let req = with_deadline(convert::vote_request_to_pb(&rpc), &option);
+        let resp = c.vote(req).await.map_err(status_to_rpc)?;
+        convert::vote_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
+    }
+}

@@ -1,0 +1,716 @@
+//! The cluster runtime on one node: checks the data directory's identity, starts the
+//! meta Raft group and the gRPC server, forms a new cluster (`--cluster.initial-peers`),
+//! joins a running one (`--cluster.join`) or initializes a one-node cluster, then
+//! keeps the cluster id committed and recorded locally.
+
+use super::pb;
+use super::raft::{MetaRaft, RaftOpError, RaftOptions, RaftRole};
+use super::ring::{Ring, RingError};
+use super::state::{ClusterState, Command, MemberState, NodeAddr, NodeId, Role};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Most voters the meta group gets; later members stay learners.
+pub const VOTERS_MAX: usize = 5;
+/// Timeout of one Status or Join call to a peer.
+const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of a Join call, which waits for the joiner to catch up.
+const JOIN_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between attempts to reach peers while forming or joining.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the maintenance loop checks the cluster id.
+const MAINTAIN_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the maintenance loop waits for a proposal to commit.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The file recording which node and cluster a data directory belongs to.
+const IDENTITY_FILE: &str = "node.json";
+
+/// How this node takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `--cluster.node-id`; unique in the cluster.
+    pub node_id: NodeId,
+    /// `--cluster.listen-address`: where the gRPC server listens; none for a
+    /// one-node cluster without cluster flags.
+    pub listen_address: Option<SocketAddr>,
+    /// `--cluster.advertise-address`: the gRPC address peers use (default: the
+    /// listen address).
+    pub advertise_address: Option<String>,
+    /// The HTTP address peers and clients use for this node's API.
+    pub http_address: String,
+    /// `--cluster.initial-peers`: gRPC addresses of the nodes forming a new cluster.
+    pub initial_peers: Vec<String>,
+    /// `--cluster.join`: gRPC address of any member of a running cluster.
+    pub join: Option<String>,
+    /// How long to keep trying to reach the join address.
+    pub join_timeout: Duration,
+    /// Directory of the cluster's files (`<storage.tsdb.path>/cluster`).
+    pub dir: PathBuf,
+    pub raft: RaftOptions,
+}
+
+impl ClusterConfig {
+    /// A one-node cluster without a gRPC server (the server without cluster flags).
+    pub fn single_node(dir: PathBuf, http_address: String) -> ClusterConfig {
+        ClusterConfig {
+            node_id: 1,
+            listen_address: None,
+            advertise_address: None,
+            http_address,
+            initial_peers: Vec::new(),
+            join: None,
+            join_timeout: Duration::from_secs(60),
+            dir,
+            raft: RaftOptions::default(),
+        }
+    }
+
+    fn advertise(&self) -> String {
+        match (&self.advertise_address, self.listen_address) {
+            (Some(a), _) => a.clone(),
+            (None, Some(l)) => l.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The initial peers with this node's own address, sorted and deduplicated:
+    /// the form every node must agree on.
+    fn peer_set(&self) -> Vec<String> {
+        let mut peers: BTreeSet<String> = self.initial_peers.iter().cloned().collect();
+        peers.insert(self.advertise());
+        peers.into_iter().collect()
+    }
+}
+
+/// The cluster cannot start, form or join.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster: invalid flags: {0}")]
+    Config(String),
+    #[error("cluster: {path}: {reason}")]
+    Identity { path: PathBuf, reason: String },
+    #[error(
+        "cluster: the data directory {path} belongs to node {found}, not node {wanted}; \
+         use --cluster.node-id={found} or another --storage.tsdb.path"
+    )]
+    OtherNode {
+        path: PathBuf,
+        found: NodeId,
+        wanted: NodeId,
+    },
+    #[error(
+        "cluster: the data directory {path} belongs to cluster {ours}, but {address} is in \
+         cluster {theirs}; use a fresh --storage.tsdb.path to join that cluster"
+    )]
+    OtherCluster {
+        path: PathBuf,
+        ours: String,
+        theirs: String,
+        address: String,
+    },
+    #[error("cluster: listening on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cluster: {0}")]
+    Raft(#[from] RaftOpError),
+    #[error("cluster: --cluster.initial-peers disagree: this node has [{ours}], {address} has [{theirs}]")]
+    PeersDisagree {
+        ours: String,
+        theirs: String,
+        address: String,
+    },
+    #[error("cluster: node id {node_id} is used by both {first} and {second}")]
+    DuplicateNodeId {
+        node_id: NodeId,
+        first: String,
+        second: String,
+    },
+    #[error("cluster: joining via {address} failed: {reason}")]
+    Join { address: String, reason: String },
+    #[error("cluster: gRPC server: {0}")]
+    Serve(String),
+}
+
+/// What a data directory's `node.json` records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    node_id: NodeId,
+    cluster_id: Option<String>,
+}
+
+fn read_identity(path: &Path) -> Result<Option<Identity>, ClusterError> {
+    let err = |reason: String| ClusterError::Identity {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+fn write_identity(path: &Path, id: &Identity) -> Result<(), ClusterError> {
+    let bytes = serde_json::to_vec_pretty(id).map_err(|e| ClusterError::Identity {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    super::write_atomic(path, &bytes).map_err(|e| ClusterError::Identity {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// One member as `GET /api/v1/status/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub node_id: NodeId,
+    pub grpc_address: String,
+    pub http_address: String,
+    /// Voter or learner in the committed membership.
+    pub role: Role,
+    pub state: MemberState,
+    /// The member's own Raft state, when it answered (`None`: unreachable).
+    pub raft_state: Option<String>,
+    pub reachable: bool,
+}
+
+/// The cluster as this node sees it (`GET /api/v1/status/cluster`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub cluster_id: Option<String>,
+    pub node_id: NodeId,
+    pub raft_state: RaftRole,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub ring_epoch: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+struct Inner {
+    cfg: ClusterConfig,
+    raft: MetaRaft,
+    identity_path: PathBuf,
+    identity: parking_lot::Mutex<Identity>,
+}
+
+/// Handle to the running cluster on this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// Checks the data directory, opens the meta group and starts the gRPC server
+    /// (when a listen address is set). Forming or joining happens in `run`.
+    pub async fn start(
+        cfg: ClusterConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Cluster, ClusterError> {
+        if !cfg.initial_peers.is_empty() && cfg.join.is_some() {
+            return Err(ClusterError::Config(
+                "--cluster.initial-peers and --cluster.join exclude each other: the first forms a new cluster, the second joins a running one".into(),
+            ));
+        }
+        if (!cfg.initial_peers.is_empty() || cfg.join.is_some()) && cfg.listen_address.is_none() {
+            return Err(ClusterError::Config(
+                "--cluster.initial-peers and --cluster.join need --cluster.listen-address".into(),
+            ));
+        }
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| ClusterError::Identity {
+            path: cfg.dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let identity_path = cfg.dir.join(IDENTITY_FILE);
+        let identity = match read_identity(&identity_path)? {
+            Some(id) if id.node_id != cfg.node_id => {
+                return Err(ClusterError::OtherNode {
+                    path: cfg.dir.clone(),
+                    found: id.node_id,
+                    wanted: cfg.node_id,
+                })
+            }
+            Some(id) => id,
+            None => {
+                let id = Identity {
+                    node_id: cfg.node_id,
+                    cluster_id: None,
+                };
+                write_identity(&identity_path, &id)?;
+                id
+            }
+        };
+        let raft = MetaRaft::open(&cfg.dir, cfg.node_id, &cfg.raft).await?;
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                cfg,
+                raft,
+                identity_path,
+                identity: parking_lot::Mutex::new(identity),
+            }),
+        };
+        if let Some(address) = cluster.inner.cfg.listen_address {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| ClusterError::Listen { address, source })?;
+            tracing::info!(%address, node_id = cluster.inner.cfg.node_id, "cluster gRPC listening");
+            let router = tonic::transport::Server::builder()
+                .add_service(cluster.inner.raft.service())
+                .add_service(pb::cluster_server::ClusterServer::new(
+                    super::service::ClusterService::new(cluster.clone()),
+                ));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "cluster gRPC server failed");
+                }
+            });
+        }
+        Ok(cluster)
+    }
+
+    pub(crate) fn raft(&self) -> &MetaRaft {
+        &self.inner.raft
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.cfg.node_id
+    }
+
+    /// This node's addresses as members see them.
+    pub fn node_addr(&self) -> NodeAddr {
+        NodeAddr {
+            grpc_address: self.inner.cfg.advertise(),
+            http_address: self.inner.cfg.http_address.clone(),
+        }
+    }
+
+    /// The sorted initial peers (with this node) this node was started with.
+    pub(crate) fn peer_set(&self) -> Vec<String> {
+        if self.inner.cfg.initial_peers.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.cfg.peer_set()
+        }
+    }
+
+    /// The cluster id recorded in this node's data directory.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.inner.identity.lock().cluster_id.clone()
+    }
+
+    /// The committed cluster state as applied on this node.
+    pub fn state(&self) -> ClusterState {
+        self.inner.raft.state()
+    }
+
+    /// The ring of the committed active members.
+    pub fn ring(&self) -> Result<Ring, RingError> {
+        let s = self.state();
+        Ring::new(s.active_ids(), s.ring_epoch)
+    }
+
+    /// Forms or joins the cluster, then keeps the cluster id committed and recorded
+    /// until `shutdown`. Returns an error when this node cannot be part of the
+    /// cluster (the caller stops the server); Raft is shut down on return.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ClusterError> {
+        let result = tokio::select! {
+            r = self.bootstrap(&shutdown) => r,
+            _ = shutdown.cancelled() => Ok(()),
+        };
+        if result.is_ok() {
+            self.maintain(&shutdown).await;
+        }
+        self.inner.raft.shutdown().await;
+        result
+    }
+
+    async fn bootstrap(&self, shutdown: &CancellationToken) -> Result<(), ClusterError> {
+        let cfg = &self.inner.cfg;
+        if self.inner.raft.is_initialized().await? {
+            if let Some(address) = &cfg.join {
+                self.check_same_cluster(address).await?;
+            }
+            tracing::info!(
+                node_id = cfg.node_id,
+                "rejoining the cluster recorded in the data directory"
+            );
+            return Ok(());
+        }
+        if let Some(address) = &cfg.join {
+            return self.join(address, shutdown).await;
+        }
+        if !cfg.initial_peers.is_empty() {
+            return self.form(shutdown).await;
+        }
+        let members = BTreeMap::from([(cfg.node_id, self.node_addr())]);
+        self.inner.raft.initialize(members).await?;
+        tracing::info!(node_id = cfg.node_id, "initialized a one-node cluster");
+        Ok(())
+    }
+
+    /// Forms a new cluster from `--cluster.initial-peers`: waits until every peer
+    /// answers, checks that they agree, and lets the peer with the lowest node id
+    /// initialize the group with all of them as voters.
+    async fn form(&self, shutdown: &CancellationToken) -> Result<(), ClusterError> {
+        let ours = self.inner.cfg.peer_set();
+        let me = self.node_addr();
+        let mut waiting_logged = false;
+        loop {
+            let mut members = BTreeMap::from([(self.node_id(), me.clone())]);
+            let mut missing = Vec::new();
+            let mut initialized_peer = None;
+            for peer in ours.iter().filter(|p| **p != me.grpc_address) {
+                match peer_status(peer, PEER_RPC_TIMEOUT).await {
+                    Ok(s) => {
+                        if s.initial_peers != ours && !s.initialized {
+                            return Err(ClusterError::PeersDisagree {
+                                ours: ours.join(","),
+                                theirs: s.initial_peers.join(","),
+                                address: peer.clone(),
+                            });
+                        }
+                        if s.initialized {
+                            initialized_peer = Some(peer.clone());
+                        }
+                        let addr = s.node.map(|n| NodeAddr {
+                            grpc_address: peer.clone(),
+                            http_address: n.http_address,
+                        });
+                        if let Some(prev) = members.get(&s.node_id) {
+                            return Err(ClusterError::DuplicateNodeId {
+                                node_id: s.node_id,
+                                first: prev.grpc_address.clone(),
+                                second: peer.clone(),
+                            });
+                        }
+                        members.insert(s.node_id, addr.unwrap_or_default());
+                    }
+                    Err(e) => missing.push(format!("{peer} ({})", e.message())),
+                }
+            }
+            if let Some(peer) = initialized_peer {
+                // The group exists already (formed while this node was down); its
+                // leader brings this node up to date.
+                tracing::info!(%peer, "cluster already formed; waiting for its leader");
+                return Ok(());
+            }
+            if missing.is_empty() {
+                let lowest = *members.keys().next().unwrap_or(&self.node_id());
+                if lowest == self.node_id() {
+                    tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "forming the cluster");
+                    match self.inner.raft.initialize(members).await {
+                        Ok(()) => {}
+                        // Initialized meanwhile (a restart raced us): nothing to do.
+                        Err(RaftOpError::Rejected(m)) => {
+                            tracing::info!(reason = %m, "not initializing")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    tracing::info!(
+                        leader_candidate = lowest,
+                        "all peers reachable; node {lowest} forms the cluster"
+                    );
+                }
+                return Ok(());
+            }
+            if !waiting_logged {
+                tracing::info!(missing = ?missing, "waiting for initial peers");
+                waiting_logged = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// A node that already belongs to a cluster and is told to join `address`:
+    /// refuses when `address` answers with another cluster id. An unreachable address
+    /// is no reason not to restart.
+    async fn check_same_cluster(&self, address: &str) -> Result<(), ClusterError> {
+        // The replayed state knows the id even if the node stopped before recording it.
+        let Some(ours) = self.state().cluster_id.or_else(|| self.cluster_id()) else {
+            return Ok(());
+        };
+        match peer_status(address, PEER_RPC_TIMEOUT).await {
+            Ok(s) if !s.cluster_id.is_empty() && s.cluster_id != ours => {
+                Err(ClusterError::OtherCluster {
+                    path: self.inner.cfg.dir.clone(),
+                    ours,
+                    theirs: s.cluster_id,
+                    address: address.to_string(),
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(%address, error = %e.message(), "cannot check the join address's cluster id");
+                Ok(())
+            }
+        }
+    }
+
+    /// Joins a running cluster through `address`, retrying while it is unreachable.
+    async fn join(&self, address: &str, shutdown: &CancellationToken) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.join_timeout;
+        let join_err = |reason: String| ClusterError::Join {
+            address: address.to_string(),
+            reason,
+        };
+        let channel = super::raft::channel(address).map_err(join_err)?;
+        let mut client = pb::cluster_client::ClusterClient::new(channel);
+        loop {
+            let mut req = tonic::Request::new(pb::JoinRequest {
+                node_id: self.node_id(),
+                node: Some(pb::Node {
+                    grpc_address: self.node_addr().grpc_address,
+                    http_address: self.node_addr().http_address,
+                }),
+                cluster_id: self.cluster_id(),
+            });
+            req.set_timeout(JOIN_RPC_TIMEOUT);
+            match client.join(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    tracing::info!(
+                        %address,
+                        cluster_id = %resp.cluster_id,
+                        leader = resp.leader_id,
+                        voter = resp.voter,
+                        "joined the cluster"
+                    );
+                    if !resp.cluster_id.is_empty() {
+                        self.record_cluster_id(&resp.cluster_id)?;
+                    }
+                    return Ok(());
+                }
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && s.message().contains("belongs to cluster") =>
+                {
+                    return Err(ClusterError::OtherCluster {
+                        path: self.inner.cfg.dir.clone(),
+                        ours: self.cluster_id().unwrap_or_default(),
+                        theirs: s
+                            .message()
+                            .rsplit(' ')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                        address: address.to_string(),
+                    });
+                }
+                Err(s) if retryable(&s) && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(%address, error = %s.message(), "join: retrying");
+                }
+                Err(s) if retryable(&s) => {
+                    return Err(join_err(format!(
+                        "no hearth node answered within {:?}: {}",
+                        self.inner.cfg.join_timeout,
+                        s.message()
+                    )));
+                }
+                Err(s)
+                    if s.code() == tonic::Code::Unimplemented
+                        || s.code() == tonic::Code::Unknown
+                        || s.code() == tonic::Code::Internal =>
+                {
+                    return Err(join_err(format!(
+                        "{address} does not look like a hearth cluster address ({})",
+                        s.message()
+                    )));
+                }
+                Err(s) => return Err(join_err(s.message().to_string())),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// While running: a leader commits a cluster id when there is none yet; every
+    /// node records the committed id in its data directory.
+    async fn maintain(&self, shutdown: &CancellationToken) {
+        loop {
+            let state = self.state();
+            match &state.cluster_id {
+                Some(id) => {
+                    if self.cluster_id().as_deref() != Some(id.as_str()) {
+                        if let Err(e) = self.record_cluster_id(id) {
+                            tracing::error!(error = %e, "recording the cluster id");
+                        }
+                    }
+                }
+                None => {
+                    if self.inner.raft.view().role == RaftRole::Leader {
+                        let id = self
+                            .cluster_id()
+                            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+                        // Bounded: a leader that lost its quorum may never commit it.
+                        let propose = self
+                            .inner
+                            .raft
+                            .propose(Command::SetClusterId { cluster_id: id });
+                        tokio::select! {
+                            r = tokio::time::timeout(PROPOSE_TIMEOUT, propose) => match r {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => tracing::warn!(error = %e, "proposing the cluster id"),
+                                Err(_) => tracing::warn!("proposing the cluster id: not committed within {PROPOSE_TIMEOUT:?}"),
+                            },
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(MAINTAIN_INTERVAL) => {}
+                _ = self.inner.raft.changed(MAINTAIN_INTERVAL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn record_cluster_id(&self, id: &str) -> Result<(), ClusterError> {
+        let mut identity = self.inner.identity.lock();
+        match &identity.cluster_id {
+            Some(ours) if ours == id => return Ok(()),
+            Some(ours) => {
+                return Err(ClusterError::OtherCluster {
+                    path: self.inner.cfg.dir.clone(),
+                    ours: ours.clone(),
+                    theirs: id.to_string(),
+                    address: "the meta group".into(),
+                })
+            }
+            None => {}
+        }
+        let next = Identity {
+            node_id: identity.node_id,
+            cluster_id: Some(id.to_string()),
+        };
+        write_identity(&self.inner.identity_path, &next)?;
+        *identity = next;
+        tracing::info!(cluster_id = id, "recorded the cluster id");
+        Ok(())
+    }
+
+    /// This node's status, with each member's own Raft state when `ask_peers` is set
+    /// (asked over gRPC with a short timeout each, in parallel).
+    pub async fn status(&self, ask_peers: bool) -> ClusterStatus {
+        let view = self.inner.raft.view();
+        let state = self.state();
+        let mut members: Vec<MemberStatus> = state
+            .members
+            .values()
+            .map(|m| MemberStatus {
+                node_id: m.node_id,
+                grpc_address: m.addr.grpc_address.clone(),
+                http_address: m.addr.http_address.clone(),
+                role: m.role,
+                state: m.state,
+                raft_state: None,
+                reachable: false,
+            })
+            .collect();
+        // Before the first membership is applied, show the effective one.
+        if members.is_empty() {
+            members = view
+                .nodes
+                .iter()
+                .map(|(id, a)| MemberStatus {
+                    node_id: *id,
+                    grpc_address: a.grpc_address.clone(),
+                    http_address: a.http_address.clone(),
+                    role: if view.voters.contains(id) {
+                        Role::Voter
+                    } else {
+                        Role::Learner
+                    },
+                    state: MemberState::Active,
+                    raft_state: None,
+                    reachable: false,
+                })
+                .collect();
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, m) in members.iter_mut().enumerate() {
+            if m.node_id == self.node_id() {
+                m.raft_state = Some(view.role.as_str().to_string());
+                m.reachable = true;
+            } else if ask_peers && !m.grpc_address.is_empty() {
+                let addr = m.grpc_address.clone();
+                asks.spawn(
+                    async move { (i, peer_status(&addr, Duration::from_millis(500)).await) },
+                );
+            }
+        }
+        while let Some(Ok((i, r))) = asks.join_next().await {
+            if let Ok(s) = r {
+                members[i].raft_state = Some(s.raft_state);
+                members[i].reachable = true;
+            }
+        }
+        ClusterStatus {
+            cluster_id: state.cluster_id.or_else(|| self.cluster_id()),
+            node_id: self.node_id(),
+            raft_state: view.role,
+            leader_id: view.leader,
+            term: view.term,
+            last_log_index: view.last_log_index,
+            last_applied_index: view.last_applied_index,
+            ring_epoch: state.ring_epoch,
+            members,
+        }
+    }
+
+    /// Stops the meta group (also done by `run` on shutdown).
+    pub async fn shutdown(&self) {
+        self.inner.raft.shutdown().await;
+    }
+}
+
+/// Transport failures worth retrying: the peer may just not be up yet.
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    )
+}
+
+/// Asks the node at `address` for its status.
+pub async fn peer_status(
+    address: &str,
+    timeout: Duration,
+) -> Result<pb::StatusResponse, tonic::Status> {
+    let channel = super::raft::channel(address).map_err(tonic::Status::invalid_argument)?;
+    let mut client = pb::cluster_client::ClusterClient::new(channel);
+    let mut req = tonic::Request::new(pb::StatusRequest {});
+    req.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.status(req)).await {
+        Ok(r) => r.map(|r| r.into_inner()),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "{address}: no answer within {timeout:?}"
+        ))),
+    }
+}

@@ -1,0 +1,175 @@
+//! The `Cluster` gRPC service: `Join` (add a node as learner, then voter) and
+//! `Status` (this node's identity and view of the group).
+
+use super::pb;
+use super::raft::{RaftOpError, RaftRole};
+use super::runtime::{Cluster, VOTERS_MAX};
+use super::state::NodeAddr;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Timeout of a Join forwarded to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `Join` and `Status` for one node.
+pub struct ClusterService {
+    cluster: Cluster,
+}
+
+impl ClusterService {
+    pub(super) fn new(cluster: Cluster) -> ClusterService {
+        ClusterService { cluster }
+    }
+}
+
+fn raft_status(e: RaftOpError) -> Status {
+    match e {
+        RaftOpError::NotLeader { .. } => Status::unavailable(e.to_string()),
+        RaftOpError::Rejected(m) => Status::failed_precondition(m),
+        RaftOpError::Fatal(_) | RaftOpError::Storage { .. } => Status::unavailable(e.to_string()),
+    }
+}
+
+impl ClusterService {
+    /// Sends the join to the leader when this node is not it.
+    async fn forward(&self, req: pb::JoinRequest) -> Result<Response<pb::JoinResponse>, Status> {
+        let view = self.cluster.raft().view();
+        let leader = view
+            .leader
+            .and_then(|id| view.nodes.get(&id).map(|n| (id, n.clone())))
+            .ok_or_else(|| Status::unavailable("no leader elected yet; retry"))?;
+        if leader.1.grpc_address.is_empty() {
+            return Err(Status::unavailable(format!(
+                "leader {} has no gRPC address",
+                leader.0
+            )));
+        }
+        let channel = super::raft::channel(&leader.1.grpc_address).map_err(Status::internal)?;
+        let mut client = pb::cluster_client::ClusterClient::new(channel);
+        let mut r = Request::new(req);
+        r.set_timeout(FORWARD_TIMEOUT);
+        client.join(r).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let req = req.into_inner();
+        let raft = self.cluster.raft();
+        let view = raft.view();
+        if view.role != RaftRole::Leader {
+            return self.forward(req).await;
+        }
+        let node = req
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("JoinRequest lacks node"))?;
+        let addr = NodeAddr {
+            grpc_address: node.grpc_address,
+            http_address: node.http_address,
+        };
+        if addr.grpc_address.is_empty() {
+            return Err(Status::invalid_argument("JoinRequest: empty gRPC address"));
+        }
+        let state = self.cluster.state();
+        let cluster_id = state.cluster_id.clone().unwrap_or_default();
+        if let (Some(theirs), Some(ours)) = (&req.cluster_id, &state.cluster_id) {
+            if theirs != ours {
+                return Err(Status::failed_precondition(format!(
+                    "node {} belongs to cluster {theirs}; this node belongs to cluster {ours}",
+                    req.node_id
+                )));
+            }
+        }
+        if let Some(existing) = view.nodes.get(&req.node_id) {
+            if existing.grpc_address != addr.grpc_address {
+                return Err(Status::already_exists(format!(
+                    "node id {} is already used by the member at {}",
+                    req.node_id, existing.grpc_address
+                )));
+            }
+        }
+        if let Some((id, _)) = view
+            .nodes
+            .iter()
+            .find(|(id, n)| **id != req.node_id && n.grpc_address == addr.grpc_address)
+        {
+            return Err(Status::already_exists(format!(
+                "address {} is already used by node {id}",
+                addr.grpc_address
+            )));
+        }
+        tracing::info!(node_id = req.node_id, address = %addr.grpc_address, "join: adding learner");
+        raft.add_learner(req.node_id, addr)
+            .await
+            .map_err(raft_status)?;
+        let voters = raft.view().voters;
+        let voter = if voters.contains(&req.node_id) {
+            true
+        } else if voters.len() < VOTERS_MAX {
+            tracing::info!(node_id = req.node_id, "join: promoting to voter");
+            raft.add_voter(req.node_id).await.map_err(raft_status)?;
+            true
+        } else {
+            false
+        };
+        Ok(Response::new(pb::JoinResponse {
+            cluster_id,
+            leader_id: self.cluster.node_id(),
+            voter,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let initialized = self
+            .cluster
+            .raft()
+            .is_initialized()
+            .await
+            .map_err(raft_status)?;
+        let st = self.cluster.status(false).await;
+        let me = self.cluster.node_addr();
+        Ok(Response::new(pb::StatusResponse {
+            node_id: self.cluster.node_id(),
+            node: Some(pb::Node {
+                grpc_address: me.grpc_address,
+                http_address: me.http_address,
+            }),
+            cluster_id: st.cluster_id.unwrap_or_default(),
+            initial_peers: self.cluster.peer_set(),
+            initialized,
+            raft_state: st.raft_state.as_str().to_string(),
+            leader_id: st.leader_id,
+            term: st.term,
+            last_log_index: st.last_log_index,
+            last_applied_index: st.last_applied_index,
+            members: st
+                .members
+                .iter()
+                .map(|m| pb::Member {
+                    node_id: m.node_id,
+                    node: Some(pb::Node {
+                        grpc_address: m.grpc_address.clone(),
+                        http_address: m.http_address.clone(),
+                    }),
+                    role: match m.role {
+                        super::state::Role::Voter => "voter".into(),
+                        super::state::Role::Learner => "learner".into(),
+                    },
+                    state: match m.state {
+                        super::state::MemberState::Active => "active".into(),
+                        super::state::MemberState::Down => "down".into(),
+                    },
+                })
+                .collect(),
+            ring_epoch: st.ring_epoch,
+        }))
+    }
+}

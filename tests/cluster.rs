@@ -1,0 +1,364 @@
+//! The cluster with real `hearth` processes on loopback: three nodes form a cluster,
+//! a fourth joins, the leader is SIGKILLed and another takes over, a full restart
+//! keeps the membership; nodes that must not join are refused with a clear error.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Upper bound for any one wait: generous, since the test machine may be loaded.
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Node {
+    id: u64,
+    data: PathBuf,
+    web: String,
+    grpc: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(dir: &Path, id: u64) -> Node {
+        Node {
+            id,
+            data: dir.join(format!("node{id}")),
+            web: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{}", free_port()),
+            log: dir.join(format!("node{id}.log")),
+            child: None,
+        }
+    }
+
+    fn start(&mut self, extra: &[String]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(hearth_bin())
+            .arg(format!("--storage.tsdb.path={}", self.data.display()))
+            .arg(format!("--web.listen-address={}", self.web))
+            .arg(format!("--cluster.node-id={}", self.id))
+            .arg(format!("--cluster.listen-address={}", self.grpc))
+            .args(extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hearth");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!(
+                "node {} did not stop on SIGTERM; log:\n{}",
+                self.id,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+
+    /// Waits for the process to exit by itself; returns its success and log.
+    fn wait_exit(&mut self) -> (bool, String) {
+        let mut c = self.child.take().expect("running");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return (
+                    st.success(),
+                    std::fs::read_to_string(&self.log).unwrap_or_default(),
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "node {} did not exit; log:\n{}",
+                    self.id,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn status(&self) -> Option<Value> {
+        let (code, body) = http("GET", &self.web, "/api/v1/status/cluster", &[], b"").ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        Some(v["data"].clone())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls until `f` returns Some, or panics with the nodes' logs after `WAIT`.
+fn wait_for<T>(what: &str, nodes: &[&Node], mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut logs = String::new();
+    for n in nodes {
+        logs.push_str(&format!(
+            "---- node {} status {:?}\n{}\n",
+            n.id,
+            n.status(),
+            std::fs::read_to_string(&n.log).unwrap_or_default()
+        ));
+    }
+    panic!("timed out waiting for {what}\n{logs}");
+}
+
+/// The leader all `nodes` agree on, with `voters` voters and a cluster id.
+fn agreed_leader(nodes: &[&Node], voters: usize) -> Option<(u64, String)> {
+    let mut seen = None;
+    for n in nodes {
+        let s = n.status()?;
+        let leader = s["leaderId"].as_u64()?;
+        let cluster_id = s["clusterId"].as_str()?.to_string();
+        let members = s["members"].as_array()?;
+        let v = members.iter().filter(|m| m["role"] == "voter").count();
+        if v != voters {
+            return None;
+        }
+        match &seen {
+            None => seen = Some((leader, cluster_id)),
+            Some(p) if *p == (leader, cluster_id.clone()) => {}
+            Some(_) => return None,
+        }
+    }
+    seen
+}
+
+fn member_ids(s: &Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = s["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["nodeId"].as_u64()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn three_nodes_form_a_cluster_a_fourth_joins_leader_fails_over_restart_keeps_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = (1..=4).map(|i| Node::new(tmp.path(), i)).collect();
+    let peers = format!(
+        "--cluster.initial-peers={}",
+        nodes[..3]
+            .iter()
+            .map(|n| n.grpc.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for n in nodes[..3].iter_mut() {
+        n.start(std::slice::from_ref(&peers));
+    }
+    let three: Vec<&Node> = nodes[..3].iter().collect();
+    let (leader, cluster_id) = wait_for("three nodes to elect a leader", &three, || {
+        agreed_leader(&three, 3)
+    });
+    assert!((1..=3).contains(&leader));
+    assert!(!cluster_id.is_empty());
+    for n in &three {
+        let s = n.status().unwrap();
+        assert_eq!(member_ids(&s), vec![1, 2, 3]);
+        let states: Vec<String> = s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["raftState"].as_str().unwrap_or("?").to_string())
+            .collect();
+        assert_eq!(
+            states.iter().filter(|s| *s == "leader").count(),
+            1,
+            "{states:?}"
+        );
+    }
+
+    // A fourth node joins through a follower, which forwards to the leader.
+    let follower = nodes[..3]
+        .iter()
+        .find(|n| n.id != leader)
+        .unwrap()
+        .grpc
+        .clone();
+    nodes[3].start(&[format!("--cluster.join={follower}")]);
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (leader, id4) = wait_for("the fourth node to become a voter", &all, || {
+        agreed_leader(&all, 4)
+    });
+    assert_eq!(id4, cluster_id, "the joiner reports the same cluster id");
+    let s4 = nodes[3].status().unwrap();
+    assert_eq!(member_ids(&s4), vec![1, 2, 3, 4]);
+    assert!(s4["ringEpoch"].as_u64().unwrap() >= 2);
+    let identity = std::fs::read_to_string(nodes[3].data.join("cluster/node.json")).unwrap();
+    assert!(identity.contains(&cluster_id), "{identity}");
+
+    // SIGKILL the leader; the others elect a new one.
+    let li = nodes.iter().position(|n| n.id == leader).unwrap();
+    let killed_at = Instant::now();
+    nodes[li].kill();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != leader).collect();
+    let new_leader = wait_for("a new leader after SIGKILL", &survivors, || {
+        let (l, _) = agreed_leader(&survivors, 4)?;
+        (l != leader).then_some(l)
+    });
+    let failover = killed_at.elapsed();
+    println!("leader {leader} killed; node {new_leader} leads after {failover:?}");
+    eprintln!("FIGURE leader_failover_ms={}", failover.as_millis());
+
+    // The killed node restarts with its data directory alone and rejoins.
+    nodes[li].start(&[]);
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for("the old leader to rejoin", &all, || agreed_leader(&all, 4));
+
+    // Restart everything: membership and cluster id survive.
+    for n in nodes.iter_mut() {
+        n.stop();
+    }
+    for n in nodes.iter_mut() {
+        n.start(&[]);
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (_, after) = wait_for("a leader after a full restart", &all, || {
+        agreed_leader(&all, 4)
+    });
+    assert_eq!(after, cluster_id);
+    for n in &all {
+        assert_eq!(member_ids(&n.status().unwrap()), vec![1, 2, 3, 4]);
+    }
+}
+
+/// A one-node cluster on the given node (listening for gRPC, no peers).
+fn single(n: &mut Node) -> String {
+    n.start(&[]);
+    let me = [&*n];
+    wait_for("a one-node cluster", &me, || agreed_leader(&me, 1)).1
+}
+
+#[test]
+fn data_dir_of_another_cluster_refuses_to_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Node::new(tmp.path(), 1);
+    let mut b = Node::new(tmp.path(), 2);
+    let a_id = single(&mut a);
+    let b_id = single(&mut b);
+    assert_ne!(a_id, b_id);
+    b.stop();
+    b.start(&[format!("--cluster.join={}", a.grpc)]);
+    let (ok, log) = b.wait_exit();
+    assert!(!ok, "a node of another cluster must not start:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "belongs to cluster {b_id}, but {} is in cluster {a_id}",
+            a.grpc
+        )),
+        "{log}"
+    );
+    // Nothing changed on the cluster it tried to join.
+    assert_eq!(member_ids(&a.status().unwrap()), vec![1]);
+}
+
+#[test]
+fn a_duplicate_node_id_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Node::new(tmp.path(), 1);
+    single(&mut a);
+    let mut dup = Node::new(tmp.path(), 1);
+    dup.data = tmp.path().join("dup");
+    dup.start(&[format!("--cluster.join={}", a.grpc)]);
+    let (ok, log) = dup.wait_exit();
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains(&format!(
+            "node id 1 is already used by the member at {}",
+            a.grpc
+        )),
+        "{log}"
+    );
+    assert_eq!(member_ids(&a.status().unwrap()), vec![1]);
+}
+
+#[test]
+fn initial_peers_that_disagree_are_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Node::new(tmp.path(), 1);
+    let mut b = Node::new(tmp.path(), 2);
+    let stranger = format!("127.0.0.1:{}", free_port());
+    a.start(&[format!("--cluster.initial-peers={},{}", a.grpc, b.grpc)]);
+    b.start(&[format!(
+        "--cluster.initial-peers={},{},{stranger}",
+        a.grpc, b.grpc
+    )]);
+    // Whichever node sees the other's list first stops with the error.
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let mut exited = None;
+        for n in [&mut a, &mut b] {
+            if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
+                exited = Some((
+                    st.success(),
+                    std::fs::read_to_string(&n.log).unwrap_or_default(),
+                ));
+            }
+        }
+        if let Some((ok, log)) = exited {
+            assert!(!ok, "{log}");
+            break log;
+        }
+        assert!(Instant::now() < deadline, "neither node stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(log.contains("--cluster.initial-peers disagree"), "{log}");
+    // Neither node formed a cluster.
+    assert!(!a.data.join("cluster/raft/log_state.json").exists());
+}
+
+#[test]
+fn a_node_refuses_a_data_dir_of_another_node_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Node::new(tmp.path(), 1);
+    single(&mut a);
+    a.stop();
+    a.id = 7;
+    a.start(&[]);
+    let (ok, log) = a.wait_exit();
+    assert!(!ok, "{log}");
+    assert!(log.contains("belongs to node 1, not node 7"), "{log}");
+}
