@@ -59,6 +59,11 @@ struct ServerFlags {
     #[arg(long = "web.enable-admin-api", default_value_t = false)]
     enable_admin_api: bool,
 
+    /// Run the built-in Alertmanager with this alertmanager.yml, serving its API v2
+    /// on this node's listener.
+    #[arg(long = "alertmanager.config.file")]
+    alertmanager_config_file: Option<PathBuf>,
+
     /// Accept remote-write requests on /api/v1/write.
     #[arg(long = "web.enable-remote-write-receiver", default_value_t = false)]
     enable_remote_write_receiver: bool,
@@ -216,6 +221,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -404,6 +410,7 @@ fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
             enable_admin_api: flags.enable_admin_api,
             enable_lifecycle: flags.enable_lifecycle,
             enable_remote_write_receiver: flags.enable_remote_write_receiver,
+            alertmanager_config: flags.alertmanager_config_file,
             config_file: flags.config_file,
             query: hearth::promql::EngineOptions {
                 lookback_delta_ms: flags.query_lookback_delta_ms.max(1),

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub query: crate::promql::EngineOptions,
     /// The cluster this node is part of (a one-node cluster without cluster flags).
     pub cluster: crate::cluster::ClusterConfig,
+    /// `--alertmanager.config.file`: run the built-in Alertmanager in this node,
+    /// serving API v2 on the same listener, with its state under
+    /// `<storage path>/alertmanager`.
+    pub alertmanager_config: Option<PathBuf>,
 }
 
 /// The server failed to start or stopped with an error.
@@ -240,10 +244,20 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             address: cfg.listen_address,
             source,
         })?;
+    let mut app = crate::web::router(state);
+    let mut alertmanager_task = None;
+    if let Some(file) = &cfg.alertmanager_config {
+        let (am, task) = start_builtin_alertmanager(file, &cfg.storage_path, &shutdown).await?;
+        app = app.merge(crate::alertmanager::api::router(am));
+        alertmanager_task = Some(task);
+    }
     tracing::info!(address = %cfg.listen_address, "listening");
-    axum::serve(listener, crate::web::router(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
+    if let Some(task) = alertmanager_task {
+        let _ = task.await;
+    }
     shutdown.cancel();
     scrape_manager.stop();
     let _ = sighup.await;
@@ -332,6 +346,35 @@ fn render_metrics(db: &Db, reload: &ReloadStatus) -> String {
         reload.success_timestamp_s.load(Ordering::Relaxed) as f64,
     );
     out
+}
+
+/// Starts the Alertmanager inside a hearth node, its state under
+/// `<storage_path>/alertmanager`; returns it and its maintenance task.
+async fn start_builtin_alertmanager(
+    file: &std::path::Path,
+    storage_path: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Result<
+    (
+        Arc<crate::alertmanager::Alertmanager>,
+        tokio::task::JoinHandle<()>,
+    ),
+    ServerError,
+> {
+    use crate::alertmanager::{self, Alertmanager};
+    let config = alertmanager::config::load_file(file)
+        .map_err(|e| ServerError::Alertmanager(e.to_string()))?;
+    let dir = storage_path.join("alertmanager");
+    std::fs::create_dir_all(&dir)?;
+    let options = alertmanager::Options {
+        storage_path: Some(dir),
+        ..Default::default()
+    };
+    let am = Alertmanager::start(config, options, alertmanager::types::Clock::system())
+        .map_err(|e| ServerError::Alertmanager(e.to_string()))?;
+    let task = tokio::spawn(am.clone().run(shutdown.clone()));
+    tracing::info!(config = %file.display(), "built-in alertmanager started");
+    Ok((am, task))
 }
 
 /// What `hearth alertmanager` (the Alertmanager alone) was started with; the flags

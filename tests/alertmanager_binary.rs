@@ -99,3 +99,36 @@ fn check_alertmanager_config_names_the_problem() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yml") && err.contains("nowhere"), "{err}");
 }
+
+#[test]
+fn a_hearth_node_serves_the_builtin_alertmanager() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("am.yml"), CONFIG).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(hearth_bin())
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg(format!(
+            "--alertmanager.config.file={}",
+            tmp.path().join("am.yml").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hearth");
+    wait_ready(&addr, Duration::from_secs(30));
+    amtool(&addr, &["alert", "add", "alertname=Up", "severity=page"]);
+    let alerts = amtool(&addr, &["alert", "query", "-o", "json"]);
+    assert!(alerts.contains("\"alertname\":\"Up\""), "{alerts}");
+    // The Prometheus API is served on the same listener.
+    let (code, _) = http("GET", &addr, "/api/v1/labels", &[], b"").unwrap();
+    assert_eq!(code, 200);
+    stop(child);
+    assert!(
+        tmp.path().join("data/alertmanager").is_dir(),
+        "state lives under the TSDB path"
+    );
+}
