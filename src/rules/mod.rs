@@ -89,11 +89,12 @@ pub struct RuleDef {
 }
 
 impl RuleDef {
-    /// The rule's name: the recorded metric or the alert name.
+    /// The rule's name: the alert name, else the recorded metric (Prometheus's
+    /// order, which shows when both are wrongly set).
     pub fn name(&self) -> &str {
-        self.record
+        self.alert
             .as_deref()
-            .or(self.alert.as_deref())
+            .or(self.record.as_deref())
             .unwrap_or("")
     }
 }

@@ -54,7 +54,7 @@ fn validation_messages_are_prometheus_s() {
         "groups:\n  - name: g\n    rules:\n      - record: a\n        alert: b\n        expr: up\n",
     );
     assert!(
-        e.contains("group \"g\", rule 1, \"a\": only one of 'record' and 'alert' must be set"),
+        e.contains("group \"g\", rule 1, \"b\": only one of 'record' and 'alert' must be set"),
         "{e}"
     );
     let e = errors("groups:\n  - name: g\n    rules:\n      - expr: up\n");
