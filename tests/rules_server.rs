@@ -21,6 +21,7 @@ fn check_rules_agrees_with_promtool() {
         "groups:\n  - name: g\n    rules:\n      - record: a\n        alert: b\n        expr: up\n      - record: 'bad name'\n        expr: up\n",
     )
     .expect("write");
+    let re = regex::Regex::new(r"(\d+:\d+: )+").expect("regex");
     for (file, ok) in [(&good, true), (&bad, false)] {
         let ours = Command::new(hearth_bin())
             .args(["check", "rules"])
@@ -40,7 +41,6 @@ fn check_rules_agrees_with_promtool() {
         );
         // promtool adds YAML positions ("4:17: "); hearth does not keep them yet,
         // so compare each error line with the positions taken out.
-        let re = regex::Regex::new(r"(\d+:\d+: )+").expect("regex");
         let strip = |s: &str| -> Vec<String> {
             s.lines().map(|l| re.replace(l, "").into_owned()).collect()
         };
