@@ -48,6 +48,22 @@ pub struct Alert {
     pub resolved_at_ms: i64,
     /// Since when it has been kept firing after its expression stopped matching.
     pub keep_firing_since_ms: i64,
+    /// When it was last sent to Alertmanagers; 0 when never.
+    pub last_sent_ms: i64,
+}
+
+impl Alert {
+    /// Prometheus's rule for sending: never while pending; at once when resolved
+    /// since the last send; otherwise once per `resend_delay_ms`.
+    pub fn needs_sending(&self, ts_ms: i64, resend_delay_ms: i64) -> bool {
+        if self.state == AlertState::Pending {
+            return false;
+        }
+        if self.resolved_at_ms > self.last_sent_ms {
+            return true;
+        }
+        self.last_sent_ms == 0 || self.last_sent_ms + resend_delay_ms < ts_ms
+    }
 }
 
 /// A rule's evaluation health.
@@ -151,6 +167,21 @@ impl Group {
     pub fn last_eval(&self) -> (i64, f64) {
         let s = self.state.lock();
         (s.last_eval_ms, s.eval_duration_s)
+    }
+
+    /// Every alert of the group due to be sent at `ts_ms` (see `Rule::alerts_to_send`).
+    pub fn alerts_to_send(&self, ts_ms: i64, resend_delay_ms: i64) -> Vec<serde_json::Value> {
+        self.rules
+            .iter()
+            .flat_map(|r| {
+                r.alerts_to_send(
+                    ts_ms,
+                    resend_delay_ms,
+                    self.interval_ms,
+                    &self.external_labels,
+                )
+            })
+            .collect()
     }
 
     /// Iterations skipped because evaluation fell behind.
@@ -290,6 +321,31 @@ impl Rule {
             .collect();
         v.sort_by(|a, b| a.labels.cmp(&b.labels));
         v
+    }
+
+    /// The alerts due to be sent at `ts_ms` in Alertmanager's API v2 shape,
+    /// marked as sent.
+    pub fn alerts_to_send(
+        &self,
+        ts_ms: i64,
+        resend_delay_ms: i64,
+        interval_ms: i64,
+        external: &BTreeMap<String, String>,
+    ) -> Vec<serde_json::Value> {
+        let valid_until = ts_ms + 4 * interval_ms.max(resend_delay_ms);
+        let mut out = Vec::new();
+        for a in self.alerts.lock().values_mut() {
+            if a.needs_sending(ts_ms, resend_delay_ms) {
+                a.last_sent_ms = ts_ms;
+                out.push(super::notifier::postable(
+                    a,
+                    &self.expr,
+                    valid_until,
+                    external,
+                ));
+            }
+        }
+        out
     }
 
     /// Every kept alert, resolved ones included, for the notifier.
@@ -445,6 +501,7 @@ impl Rule {
                     fired_at_ms: 0,
                     resolved_at_ms: 0,
                     keep_firing_since_ms: 0,
+                    last_sent_ms: 0,
                 },
             );
         }

@@ -25,6 +25,10 @@ pub struct RuleManager {
     appendable: Arc<dyn Appendable>,
     engine: Engine,
     groups: Mutex<Vec<Running>>,
+    /// Started with the first config that names Alertmanagers.
+    notifier: Arc<Mutex<Option<Arc<super::notifier::Notifier>>>>,
+    /// Stops the notifier.
+    stop_all: CancellationToken,
 }
 
 fn now_ms() -> i64 {
@@ -68,6 +72,8 @@ impl RuleManager {
             appendable,
             engine,
             groups: Mutex::new(Vec::new()),
+            notifier: Arc::default(),
+            stop_all: CancellationToken::new(),
         }
     }
 
@@ -79,6 +85,18 @@ impl RuleManager {
         let files = super::rule_files(cfg.rule_file_patterns())?;
         let external = cfg.global.external_labels.clone();
         let new = load_groups(&files, cfg.global.evaluation_interval_ms(), &external)?;
+        let endpoints = super::notifier::endpoints(cfg.alerting.as_ref())?;
+        {
+            let mut n = self.notifier.lock();
+            if n.is_none() && !endpoints.is_empty() {
+                *n = Some(Arc::new(super::notifier::Notifier::start(
+                    self.stop_all.clone(),
+                )));
+            }
+            if let Some(n) = n.as_ref() {
+                n.set_endpoints(endpoints);
+            }
+        }
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
         for g in new {
@@ -108,6 +126,8 @@ impl RuleManager {
             self.appendable.clone(),
             self.engine.clone(),
         );
+        // Read at each evaluation: a reload may add Alertmanagers to a kept group.
+        let notifier = self.notifier.clone();
         tokio::spawn(async move {
             let interval = g.interval_ms;
             // The first evaluation is at the group's next aligned time.
@@ -126,6 +146,10 @@ impl RuleManager {
                 {
                     tracing::error!(group = %g.name, error = %e, "rule evaluation panicked");
                 }
+                let n = notifier.lock().clone();
+                if let Some(n) = n {
+                    n.send(g.alerts_to_send(ts, super::notifier::RESEND_DELAY_MS));
+                }
                 next += interval;
                 let now = now_ms();
                 if now > next + interval {
@@ -139,8 +163,9 @@ impl RuleManager {
         Running { group, stop }
     }
 
-    /// Stops every group.
+    /// Stops every group and the notifier.
     pub fn stop(&self) {
+        self.stop_all.cancel();
         for r in self.groups.lock().drain(..) {
             r.stop.cancel();
         }

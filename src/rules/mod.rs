@@ -4,6 +4,7 @@
 
 pub mod group;
 pub mod manager;
+pub mod notifier;
 pub mod template;
 
 pub use group::{AlertState, Group, Rule};

@@ -295,3 +295,49 @@ fn group_offset_is_stable_and_within_interval() {
     assert!(t <= 1_000_000_123 && 1_000_000_123 - t < 10_000);
     assert_eq!((t - off).rem_euclid(10_000), 0);
 }
+
+#[test]
+fn alertmanager_endpoints_from_config() {
+    let v: serde_json::Value = serde_json::json!({"alertmanagers": [
+        {"path_prefix": "/am/", "timeout": "3s", "static_configs": [{"targets": ["a:9093", "b:9093"]}]}
+    ]});
+    let eps = super::notifier::endpoints(Some(&v)).unwrap();
+    assert_eq!(eps.len(), 2);
+    assert_eq!(eps[0].url, "http://a:9093/am/api/v2/alerts");
+    assert_eq!(eps[0].timeout_ms, 3000);
+    let v = serde_json::json!({"alertmanagers": [{"scheme": "https", "static_configs": []}]});
+    assert!(super::notifier::endpoints(Some(&v)).is_err());
+    assert!(super::notifier::endpoints(None).unwrap().is_empty());
+}
+
+#[test]
+fn alerts_are_sent_when_firing_resent_after_delay_and_resolved_at_once() {
+    let s = MemStorage::new();
+    let g = group("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 5\n        for: 1m\n");
+    let e = Engine::default();
+    append(&s, &[("__name__", "x")], 0, 10.0);
+    append(&s, &[("__name__", "x")], 240_000, 1.0);
+    g.eval(&e, &s, &s, 0);
+    assert!(
+        g.alerts_to_send(0, 60_000).is_empty(),
+        "pending alerts are not sent"
+    );
+    g.eval(&e, &s, &s, 60_000);
+    let sent = g.alerts_to_send(60_000, 60_000);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["labels"]["dc"], "eu");
+    assert_eq!(sent[0]["startsAt"], "1970-01-01T00:01:00Z");
+    // endsAt while firing: 4 × max(interval 1m, resend delay 1m) ahead.
+    assert_eq!(sent[0]["endsAt"], "1970-01-01T00:05:00Z");
+    g.eval(&e, &s, &s, 120_000);
+    assert!(
+        g.alerts_to_send(120_000, 60_000).is_empty(),
+        "within the resend delay"
+    );
+    g.eval(&e, &s, &s, 180_000);
+    assert_eq!(g.alerts_to_send(180_000, 60_000).len(), 1);
+    g.eval(&e, &s, &s, 240_000);
+    let sent = g.alerts_to_send(240_000, 60_000);
+    assert_eq!(sent.len(), 1, "resolved is sent at once");
+    assert_eq!(sent[0]["endsAt"], "1970-01-01T00:04:00Z");
+}
