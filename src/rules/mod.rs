@@ -274,8 +274,9 @@ fn yaml_error_message(e: &serde_saphyr::Error) -> String {
     }
 }
 
-/// The files the `rule_files` patterns match, sorted and without duplicates. A
-/// pattern without wildcards names one file, which must exist.
+/// The files the `rule_files` patterns match, sorted and without duplicates. As in
+/// Prometheus (`filepath.Glob`), a pattern without wildcards naming no file matches
+/// nothing rather than failing.
 pub fn rule_files(patterns: &[String]) -> Result<Vec<PathBuf>, RulesError> {
     let mut out = std::collections::BTreeSet::new();
     for pattern in patterns {
@@ -287,7 +288,7 @@ pub fn rule_files(patterns: &[String]) -> Result<Vec<PathBuf>, RulesError> {
             let matched = crate::discovery::matching_files(std::slice::from_ref(pattern))
                 .map_err(|e| RulesError::Glob(e.to_string()))?;
             out.extend(matched);
-        } else {
+        } else if Path::new(pattern).exists() {
             out.insert(PathBuf::from(pattern));
         }
         if out.len() > RULE_FILES_MAX {

@@ -341,3 +341,13 @@ fn alerts_are_sent_when_firing_resent_after_delay_and_resolved_at_once() {
     assert_eq!(sent.len(), 1, "resolved is sent at once");
     assert_eq!(sent[0]["endsAt"], "1970-01-01T00:04:00Z");
 }
+
+#[test]
+fn rule_file_patterns_glob_and_skip_missing_literals() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yml"), "groups: []\n").unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "groups: []\n").unwrap();
+    let d = dir.path().display().to_string();
+    let files = super::rule_files(&[format!("{d}/*.yml"), format!("{d}/missing.yml")]).unwrap();
+    assert_eq!(files, vec![dir.path().join("a.yml")]);
+}
