@@ -351,3 +351,49 @@ fn rule_file_patterns_glob_and_skip_missing_literals() {
     let files = super::rule_files(&[format!("{d}/*.yml"), format!("{d}/missing.yml")]).unwrap();
     assert_eq!(files, vec![dir.path().join("a.yml")]);
 }
+
+#[tokio::test]
+async fn reload_keeps_unchanged_groups_and_replaces_changed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("r.yml");
+    let two = "groups:\n  - name: a\n    rules:\n      - record: x2\n        expr: x * 2\n  - name: b\n    rules:\n      - record: x3\n        expr: x * 3\n";
+    std::fs::write(&rules, two).unwrap();
+    let cfg_path = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg_path, "rule_files: ['r.yml']\n").unwrap();
+    let cfg = crate::config::Config::load_file(&cfg_path).unwrap();
+    let s = MemStorage::new();
+    let m = super::RuleManager::new(
+        std::sync::Arc::new(s.clone()),
+        std::sync::Arc::new(s.clone()),
+        Engine::default(),
+    );
+    m.apply_config(&cfg).unwrap();
+    let before = m.groups();
+    assert_eq!(before.len(), 2);
+    std::fs::write(&rules, two.replace("x * 3", "x * 4")).unwrap();
+    m.apply_config(&cfg).unwrap();
+    let after = m.groups();
+    assert!(
+        std::sync::Arc::ptr_eq(&before[0], &after[0]),
+        "group a unchanged"
+    );
+    assert!(
+        !std::sync::Arc::ptr_eq(&before[1], &after[1]),
+        "group b changed"
+    );
+    // A broken file is refused and the running groups stay.
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: a\n    rules:\n      - record: 'bad name'\n        expr: x\n",
+    )
+    .unwrap();
+    let err = m.apply_config(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("invalid recording rule name: bad name"),
+        "{err}"
+    );
+    assert_eq!(m.groups().len(), 2);
+    let rules_json = m.rules_json(&Default::default());
+    assert_eq!(rules_json["groups"][1]["rules"][0]["query"], "x * 4");
+    m.stop();
+}
