@@ -16,6 +16,7 @@ pub mod labels;
 pub mod promql;
 pub mod relabel;
 pub mod remote;
+pub mod rules;
 pub mod scrape;
 pub mod server;
 pub mod storage;

@@ -144,6 +144,11 @@ enum CheckCommand {
         #[arg(required = true)]
         config_files: Vec<PathBuf>,
     },
+    /// Check rule files, like `promtool check rules`.
+    Rules {
+        #[arg(required = true)]
+        rule_files: Vec<PathBuf>,
+    },
     /// Check Alertmanager configuration files, like `amtool check-config`.
     #[command(name = "alertmanager-config")]
     AlertmanagerConfig {
@@ -231,6 +236,20 @@ fn main() -> std::process::ExitCode {
             let stderr = std::io::stderr();
             let ok = hearth::cmd::check::check_config(
                 &config_files,
+                &mut stdout.lock(),
+                &mut stderr.lock(),
+            );
+            return if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
+        Some(Command::Check(CheckCommand::Rules { rule_files })) => {
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let ok = hearth::cmd::check::check_rules(
+                &rule_files,
                 &mut stdout.lock(),
                 &mut stderr.lock(),
             );

@@ -53,6 +53,8 @@ pub enum ServerError {
     Alertmanager(String),
     #[error("{0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("loading rule files: {0}")]
+    Rules(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -131,15 +133,31 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         seed,
     ));
     scrape_manager.apply_config(&initial);
+    let rule_manager = Arc::new(crate::rules::RuleManager::new(
+        db.clone() as Arc<dyn crate::storage::Queryable>,
+        db.clone() as Arc<dyn crate::storage::Appendable>,
+        crate::promql::Engine::new(cfg.query.clone()),
+    ));
+    rule_manager
+        .apply_config(&initial)
+        .map_err(|e| ServerError::Rules(e.to_string()))?;
     let reload_status = Arc::new(ReloadStatus::default());
     reload_status.record(true);
     let reload: crate::web::ReloadFn = {
         let cfg = cfg.clone();
         let manager = scrape_manager.clone();
+        let rules = rule_manager.clone();
         let status = reload_status.clone();
         let rt = tokio::runtime::Handle::current();
         Arc::new(move || {
             let result = load_config(&cfg).map_err(|e| e.to_string());
+            // Rules load first: a bad rule file rejects the whole reload, as in
+            // Prometheus, and leaves scraping untouched.
+            let result = result.and_then(|new| {
+                let _guard = rt.enter();
+                rules.apply_config(&new).map_err(|e| e.to_string())?;
+                Ok(new)
+            });
             match &result {
                 Ok(new) => {
                     let _guard = rt.enter();
@@ -208,6 +226,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
 
     let metrics_db = db.clone();
     let metrics_reload = reload_status.clone();
+    let metrics_rules = rule_manager.clone();
     let delete_db = db.clone();
     let delete_series: crate::web::DeleteSeriesFn = Arc::new(move |sets, start, end| {
         for ms in sets {
@@ -218,7 +237,9 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         Ok(())
     });
     let state = crate::web::WebState {
-        metrics: Arc::new(move || render_metrics(&metrics_db, &metrics_reload)),
+        metrics: Arc::new(move || {
+            render_metrics(&metrics_db, &metrics_reload) + &metrics_rules.render_metrics()
+        }),
         appendable: db.clone(),
         remote_write_enabled: cfg.enable_remote_write_receiver,
         delete_series: cfg.enable_admin_api.then_some(delete_series),
@@ -244,7 +265,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             address: cfg.listen_address,
             source,
         })?;
-    let mut app = crate::web::router(state);
+    let mut app = crate::web::router(state).merge(crate::web::rules_router(rule_manager.clone()));
     let mut alertmanager_task = None;
     if let Some(file) = &cfg.alertmanager_config {
         let (am, task) = start_builtin_alertmanager(file, &cfg.storage_path, &shutdown).await?;
@@ -260,6 +281,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     }
     shutdown.cancel();
     scrape_manager.stop();
+    rule_manager.stop();
     let _ = sighup.await;
     let _ = compactor.await;
     let cluster_result = cluster_task.await.map_err(std::io::Error::other)?;

@@ -227,7 +227,17 @@ fn three_nodes_form_a_cluster_a_fourth_joins_leader_fails_over_restart_keeps_mem
     let s4 = nodes[3].status().unwrap();
     assert_eq!(member_ids(&s4), vec![1, 2, 3, 4]);
     assert!(s4["ringEpoch"].as_u64().unwrap() >= 2);
-    let identity = std::fs::read_to_string(nodes[3].data.join("cluster/node.json")).unwrap();
+    // The joiner records the cluster id in its identity file once it has applied
+    // the committed state, which may come a moment after its status shows it.
+    let node_json = nodes[3].data.join("cluster/node.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let identity = loop {
+        let identity = std::fs::read_to_string(&node_json).unwrap_or_default();
+        if identity.contains(&cluster_id) || Instant::now() > deadline {
+            break identity;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(identity.contains(&cluster_id), "{identity}");
 
     // SIGKILL the leader; the others elect a new one.

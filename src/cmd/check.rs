@@ -1,4 +1,5 @@
-//! `hearth check config`: validates configuration files with promtool's output.
+//! `hearth check config` and `hearth check rules`: validate configuration and rule
+//! files with promtool's output.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -6,8 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 
 /// Checks each file, printing promtool's lines (`SUCCESS` to `out`, `FAILED` to
-/// `err`); true when all are valid. Rule files named by a config are listed, but
-/// their contents are not checked yet.
+/// `err`); true when all are valid. Rule files named by a config are checked too.
 pub fn check_config(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> bool {
     let mut all_ok = true;
     for f in files {
@@ -24,13 +24,8 @@ pub fn check_config(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write)
                         " SUCCESS: {shown} is valid prometheus config file syntax"
                     );
                     let _ = writeln!(out);
-                    for r in rules {
-                        let _ = writeln!(out, "Checking {}", r.display());
-                        let _ = writeln!(
-                            out,
-                            "  SKIPPED: hearth does not check rule file contents yet"
-                        );
-                        let _ = writeln!(out);
+                    if !check_rules(&rules, out, err) {
+                        all_ok = false;
                     }
                 }
                 Err(e) => {
@@ -70,4 +65,24 @@ fn rule_files(cfg: &Config) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(out)
+}
+
+/// Checks rule files like `promtool check rules`; true when all are valid.
+pub fn check_rules(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> bool {
+    let mut all_ok = true;
+    for f in files {
+        let _ = writeln!(out, "Checking {}", f.display());
+        match crate::rules::RuleGroups::load_file(f) {
+            Ok(groups) => {
+                let _ = writeln!(out, "  SUCCESS: {} rules found", groups.num_rules());
+            }
+            Err(e) => {
+                let _ = writeln!(err, "  FAILED:");
+                let _ = writeln!(err, "{e}");
+                all_ok = false;
+            }
+        }
+        let _ = writeln!(out);
+    }
+    all_ok
 }

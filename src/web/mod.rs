@@ -241,3 +241,43 @@ fn parse_time_ms(s: &str) -> Option<i64> {
     let secs: f64 = s.parse().ok()?;
     secs.is_finite().then(|| (secs * 1000.0).round() as i64)
 }
+
+/// `GET /api/v1/rules` and `GET /api/v1/alerts`, served from the rule manager;
+/// merged into `router` by the server.
+pub fn rules_router(rules: Arc<crate::rules::RuleManager>) -> Router {
+    Router::new()
+        .route("/api/v1/rules", get(list_rules))
+        .route("/api/v1/alerts", get(list_alerts))
+        .with_state(rules)
+}
+
+async fn list_rules(
+    State(m): State<Arc<crate::rules::RuleManager>>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let mut f = crate::rules::manager::RulesFilter::default();
+    for (k, v) in form_pairs(q.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "type" => match v.as_str() {
+                "" => {}
+                "alert" | "record" => f.kind = Some(v),
+                _ => {
+                    return api_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_data",
+                        format!("invalid query parameter type='{v}'"),
+                    )
+                }
+            },
+            "rule_name[]" => f.rule_names.push(v),
+            "rule_group[]" => f.group_names.push(v),
+            "file[]" => f.files.push(v),
+            _ => {}
+        }
+    }
+    Json(serde_json::json!({"status": "success", "data": m.rules_json(&f)})).into_response()
+}
+
+async fn list_alerts(State(m): State<Arc<crate::rules::RuleManager>>) -> Response {
+    Json(serde_json::json!({"status": "success", "data": m.alerts_json()})).into_response()
+}

@@ -1,0 +1,575 @@
+//! Rule groups and their evaluation: recording rules append their results,
+//! alerting rules move alerts through pending → firing → inactive and append
+//! `ALERTS`/`ALERTS_FOR_STATE`; series that vanish between evaluations get stale
+//! markers. Evaluation is synchronous and driven by an explicit timestamp, so tests
+//! step it by hand and the manager calls it from its timer.
+
+use super::template::{self, TemplateData};
+use super::{RuleDef, RuleGroupDef, RulesError};
+use crate::labels::{Labels, LabelsBuilder};
+use crate::promql::{Engine, Query, Value};
+use crate::storage::{Appendable, Queryable};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// How long a resolved alert is still kept (and shown), as in Prometheus.
+const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+/// An alert's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+impl AlertState {
+    /// Prometheus's name: `inactive`, `pending`, `firing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+        }
+    }
+}
+
+/// One alert of an alerting rule (one output series of its expression).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub labels: Labels,
+    pub annotations: BTreeMap<String, String>,
+    pub state: AlertState,
+    pub value: f64,
+    pub active_at_ms: i64,
+    /// When it started firing; 0 when it has not.
+    pub fired_at_ms: i64,
+    /// When it was resolved; 0 while active.
+    pub resolved_at_ms: i64,
+    /// Since when it has been kept firing after its expression stopped matching.
+    pub keep_firing_since_ms: i64,
+    /// When it was last sent to Alertmanagers; 0 when never.
+    pub last_sent_ms: i64,
+}
+
+impl Alert {
+    /// Prometheus's rule for sending: never while pending; at once when resolved
+    /// since the last send; otherwise once per `resend_delay_ms`.
+    pub fn needs_sending(&self, ts_ms: i64, resend_delay_ms: i64) -> bool {
+        if self.state == AlertState::Pending {
+            return false;
+        }
+        if self.resolved_at_ms > self.last_sent_ms {
+            return true;
+        }
+        self.last_sent_ms == 0 || self.last_sent_ms + resend_delay_ms < ts_ms
+    }
+}
+
+/// A rule's evaluation health.
+#[derive(Debug, Clone, Default)]
+pub struct RuleHealth {
+    /// None until first evaluated; Some(None) when ok; Some(Some(err)) on error.
+    pub last_error: Option<Option<String>>,
+    pub last_eval_ms: i64,
+    pub eval_duration_s: f64,
+}
+
+/// What a rule is.
+#[derive(Debug)]
+pub enum RuleKind {
+    Recording,
+    Alerting {
+        for_ms: i64,
+        keep_firing_for_ms: i64,
+        annotations: BTreeMap<String, String>,
+    },
+}
+
+/// One rule with its state.
+pub struct Rule {
+    /// Recorded metric or alert name.
+    pub name: String,
+    /// The expression as written.
+    pub expr: String,
+    query: Query,
+    /// Group labels merged under the rule's own labels.
+    pub labels: BTreeMap<String, String>,
+    pub kind: RuleKind,
+    pub health: Mutex<RuleHealth>,
+    /// Active and recently resolved alerts by label hash (alerting rules only).
+    pub alerts: Mutex<HashMap<u64, Alert>>,
+}
+
+/// A group of rules evaluated together, in order, at one interval.
+pub struct Group {
+    pub name: String,
+    pub file: String,
+    pub interval_ms: i64,
+    pub query_offset_ms: i64,
+    pub limit: usize,
+    pub rules: Vec<Rule>,
+    /// The definition it was built from, to tell on reload whether it changed.
+    pub def: RuleGroupDef,
+    pub external_labels: BTreeMap<String, String>,
+    state: Mutex<GroupState>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// Series each rule wrote last time, for stale markers.
+    previous: Vec<HashSet<Labels>>,
+    last_eval_ms: i64,
+    eval_duration_s: f64,
+    iterations_missed: u64,
+}
+
+fn dur(s: &Option<String>) -> i64 {
+    s.as_deref()
+        .and_then(|s| crate::config_units::parse_duration_ms(s).ok())
+        .unwrap_or(0)
+}
+
+impl Group {
+    /// Builds a group from a validated definition. `default_interval_ms` is the
+    /// global evaluation interval.
+    pub fn new(
+        def: &RuleGroupDef,
+        file: &str,
+        default_interval_ms: i64,
+        external_labels: &BTreeMap<String, String>,
+    ) -> Result<Group, RulesError> {
+        let mut rules = Vec::new();
+        for r in &def.rules {
+            rules.push(Rule::new(r, &def.labels)?);
+        }
+        let interval_ms = match dur(&def.interval) {
+            0 => default_interval_ms.max(1),
+            d => d,
+        };
+        Ok(Group {
+            name: def.name.clone(),
+            file: file.to_string(),
+            interval_ms,
+            query_offset_ms: dur(&def.query_offset),
+            limit: def.limit.max(0) as usize,
+            state: Mutex::new(GroupState {
+                previous: vec![HashSet::new(); rules.len()],
+                ..Default::default()
+            }),
+            rules,
+            def: def.clone(),
+            external_labels: external_labels.clone(),
+        })
+    }
+
+    /// Time of the last evaluation (ms) and how long it took (s).
+    pub fn last_eval(&self) -> (i64, f64) {
+        let s = self.state.lock();
+        (s.last_eval_ms, s.eval_duration_s)
+    }
+
+    /// Every alert of the group due to be sent at `ts_ms` (see `Rule::alerts_to_send`).
+    pub fn alerts_to_send(&self, ts_ms: i64, resend_delay_ms: i64) -> Vec<serde_json::Value> {
+        self.rules
+            .iter()
+            .flat_map(|r| {
+                r.alerts_to_send(
+                    ts_ms,
+                    resend_delay_ms,
+                    self.interval_ms,
+                    &self.external_labels,
+                )
+            })
+            .collect()
+    }
+
+    /// Iterations skipped because evaluation fell behind.
+    pub fn iterations_missed(&self) -> u64 {
+        self.state.lock().iterations_missed
+    }
+
+    pub(crate) fn add_missed(&self, n: u64) {
+        self.state.lock().iterations_missed += n;
+    }
+
+    /// A stable offset within the interval, so groups do not all evaluate at once
+    /// and a group keeps its phase across restarts.
+    pub fn offset_ms(&self) -> i64 {
+        let h = Labels::from_pairs(&[("name", self.name.as_str()), ("file", self.file.as_str())])
+            .stable_hash();
+        (h % self.interval_ms as u64) as i64
+    }
+
+    /// The aligned evaluation time at or before `now_ms`.
+    pub fn eval_timestamp(&self, now_ms: i64) -> i64 {
+        let off = self.offset_ms();
+        let adj = now_ms - off;
+        adj - adj.rem_euclid(self.interval_ms) + off
+    }
+
+    /// Evaluates every rule in order at `ts_ms`, appending results to `app`. Errors
+    /// are kept in each rule's health; one rule failing does not stop the next.
+    pub fn eval(&self, engine: &Engine, q: &dyn Queryable, app: &dyn Appendable, ts_ms: i64) {
+        let started = std::time::Instant::now();
+        let sample_ts = ts_ms - self.query_offset_ms;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let rule_started = std::time::Instant::now();
+            let result = rule.eval(
+                engine,
+                q,
+                ts_ms,
+                self.query_offset_ms,
+                self.limit,
+                &self.external_labels,
+            );
+            let mut err = None;
+            let mut written = HashSet::new();
+            match result {
+                Ok(samples) => {
+                    let mut a = app.appender();
+                    for (labels, v) in &samples {
+                        match a.append(0, labels, sample_ts, *v) {
+                            Ok(_) => {
+                                written.insert(labels.clone());
+                            }
+                            // Prometheus ignores these per sample and goes on.
+                            Err(crate::storage::AppendError::OutOfOrder)
+                            | Err(crate::storage::AppendError::DuplicateSampleForTimestamp)
+                            | Err(crate::storage::AppendError::OutOfBounds) => {
+                                written.insert(labels.clone());
+                            }
+                            Err(e) => err = Some(e.to_string()),
+                        }
+                    }
+                    let mut st = self.state.lock();
+                    if let Some(prev) = st.previous.get(i) {
+                        for gone in prev.difference(&written) {
+                            let _ = a.append(0, gone, sample_ts, crate::storage::stale_nan());
+                        }
+                    }
+                    if let Some(p) = st.previous.get_mut(i) {
+                        *p = written;
+                    }
+                    drop(st);
+                    if let Err(e) = a.commit() {
+                        err = Some(e.to_string());
+                    }
+                }
+                Err(e) => err = Some(e),
+            }
+            let mut h = rule.health.lock();
+            h.last_error = Some(err);
+            h.last_eval_ms = ts_ms;
+            h.eval_duration_s = rule_started.elapsed().as_secs_f64();
+        }
+        let mut st = self.state.lock();
+        st.last_eval_ms = ts_ms;
+        st.eval_duration_s = started.elapsed().as_secs_f64();
+    }
+}
+
+fn labels_map(l: &Labels) -> BTreeMap<&str, &str> {
+    l.iter().map(|l| (l.name, l.value)).collect()
+}
+
+impl Rule {
+    fn new(def: &RuleDef, group_labels: &BTreeMap<String, String>) -> Result<Rule, RulesError> {
+        let query = crate::promql::parse(&def.expr)
+            .map_err(|e| RulesError::Eval(format!("rule {:?}: {e}", def.name())))?;
+        let mut labels = group_labels.clone();
+        labels.extend(def.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let kind = if def.alert.is_some() {
+            RuleKind::Alerting {
+                for_ms: dur(&def.for_),
+                keep_firing_for_ms: dur(&def.keep_firing_for),
+                annotations: def.annotations.clone(),
+            }
+        } else {
+            RuleKind::Recording
+        };
+        Ok(Rule {
+            name: def.name().to_string(),
+            expr: def.expr.clone(),
+            query,
+            labels,
+            kind,
+            health: Mutex::new(RuleHealth::default()),
+            alerts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `ok`, `err` or `unknown` (not evaluated yet), and the last error.
+    pub fn health(&self) -> (&'static str, Option<String>, i64, f64) {
+        let h = self.health.lock();
+        let (s, e) = match &h.last_error {
+            None => ("unknown", None),
+            Some(None) => ("ok", None),
+            Some(Some(e)) => ("err", Some(e.clone())),
+        };
+        (s, e, h.last_eval_ms, h.eval_duration_s)
+    }
+
+    /// Active (pending or firing) alerts, sorted by labels.
+    pub fn active_alerts(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> = self
+            .alerts
+            .lock()
+            .values()
+            .filter(|a| a.state != AlertState::Inactive)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.labels.cmp(&b.labels));
+        v
+    }
+
+    /// The alerts due to be sent at `ts_ms` in Alertmanager's API v2 shape,
+    /// marked as sent.
+    pub fn alerts_to_send(
+        &self,
+        ts_ms: i64,
+        resend_delay_ms: i64,
+        interval_ms: i64,
+        external: &BTreeMap<String, String>,
+    ) -> Vec<serde_json::Value> {
+        let valid_until = ts_ms + 4 * interval_ms.max(resend_delay_ms);
+        let mut out = Vec::new();
+        for a in self.alerts.lock().values_mut() {
+            if a.needs_sending(ts_ms, resend_delay_ms) {
+                a.last_sent_ms = ts_ms;
+                out.push(super::notifier::postable(
+                    a,
+                    &self.expr,
+                    valid_until,
+                    external,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every kept alert, resolved ones included, for the notifier.
+    pub fn all_alerts(&self) -> Vec<Alert> {
+        self.alerts.lock().values().cloned().collect()
+    }
+
+    /// The rule's state: the highest state of its alerts.
+    pub fn state(&self) -> AlertState {
+        let mut s = AlertState::Inactive;
+        for a in self.alerts.lock().values() {
+            match a.state {
+                AlertState::Firing => return AlertState::Firing,
+                AlertState::Pending => s = AlertState::Pending,
+                AlertState::Inactive => {}
+            }
+        }
+        s
+    }
+
+    fn query_vector(
+        &self,
+        engine: &Engine,
+        q: &dyn Queryable,
+        t_ms: i64,
+    ) -> Result<Vec<(Labels, f64)>, String> {
+        let res = engine
+            .instant_query(q, &self.query, t_ms, None)
+            .map_err(|e| e.to_string())?;
+        match res.value {
+            Value::Vector(v) => Ok(v.into_iter().map(|s| (s.metric, s.f)).collect()),
+            Value::Scalar { v, .. } => Ok(vec![(Labels::empty(), v)]),
+            other => Err(format!(
+                "rule result is not a vector or scalar: {}",
+                other.type_name()
+            )),
+        }
+    }
+
+    /// Evaluates the rule at `ts_ms`, returning the samples to append.
+    fn eval(
+        &self,
+        engine: &Engine,
+        q: &dyn Queryable,
+        ts_ms: i64,
+        offset_ms: i64,
+        limit: usize,
+        external: &BTreeMap<String, String>,
+    ) -> Result<Vec<(Labels, f64)>, String> {
+        let vector = self.query_vector(engine, q, ts_ms - offset_ms)?;
+        match &self.kind {
+            RuleKind::Recording => {
+                let mut out = Vec::with_capacity(vector.len());
+                let mut seen = HashSet::new();
+                for (metric, v) in vector {
+                    let mut b: LabelsBuilder = metric.builder();
+                    b.set("__name__", &self.name);
+                    for (k, val) in &self.labels {
+                        if val.is_empty() {
+                            b.del(k);
+                        } else {
+                            b.set(k, val);
+                        }
+                    }
+                    let l = b.build();
+                    if !seen.insert(l.clone()) {
+                        return Err("vector contains metrics with the same labelset after applying rule labels".into());
+                    }
+                    out.push((l, v));
+                }
+                if limit > 0 && out.len() > limit {
+                    return Err(format!(
+                        "exceeded limit of {limit} with {} series",
+                        out.len()
+                    ));
+                }
+                Ok(out)
+            }
+            RuleKind::Alerting {
+                for_ms,
+                keep_firing_for_ms,
+                annotations,
+            } => self.eval_alerting(
+                vector,
+                ts_ms,
+                *for_ms,
+                *keep_firing_for_ms,
+                annotations,
+                limit,
+                external,
+            ),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn eval_alerting(
+        &self,
+        vector: Vec<(Labels, f64)>,
+        ts_ms: i64,
+        for_ms: i64,
+        keep_firing_for_ms: i64,
+        annotations: &BTreeMap<String, String>,
+        limit: usize,
+        external: &BTreeMap<String, String>,
+    ) -> Result<Vec<(Labels, f64)>, String> {
+        let ext: BTreeMap<&str, &str> = external
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut current: HashMap<u64, Alert> = HashMap::new();
+        for (metric, v) in vector {
+            let data = TemplateData {
+                labels: labels_map(&metric),
+                external_labels: ext.clone(),
+                value: v,
+            };
+            // As in Prometheus, a template error shows in the expanded text.
+            let expand = |text: &str| match template::expand(text, &data) {
+                Ok(s) => s,
+                Err(e) => format!("<error expanding template: {e}>"),
+            };
+            let mut b = metric.builder();
+            b.del("__name__");
+            for (k, val) in &self.labels {
+                let x = expand(val);
+                if x.is_empty() {
+                    b.del(k);
+                } else {
+                    b.set(k, &x);
+                }
+            }
+            b.set("alertname", &self.name);
+            let ann: BTreeMap<String, String> = annotations
+                .iter()
+                .map(|(k, t)| (k.clone(), expand(t)))
+                .collect();
+            let labels = b.build();
+            let h = labels.stable_hash();
+            if current.contains_key(&h) {
+                return Err(
+                    "vector contains metrics with the same labelset after applying alert labels"
+                        .into(),
+                );
+            }
+            current.insert(
+                h,
+                Alert {
+                    labels,
+                    annotations: ann,
+                    state: AlertState::Pending,
+                    value: v,
+                    active_at_ms: ts_ms,
+                    fired_at_ms: 0,
+                    resolved_at_ms: 0,
+                    keep_firing_since_ms: 0,
+                    last_sent_ms: 0,
+                },
+            );
+        }
+        let mut active = self.alerts.lock();
+        for (h, new) in current.iter() {
+            match active.get_mut(h) {
+                Some(a) if a.state != AlertState::Inactive => {
+                    a.value = new.value;
+                    a.annotations = new.annotations.clone();
+                    a.labels = new.labels.clone();
+                }
+                _ => {
+                    active.insert(*h, new.clone());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut num_active = 0usize;
+        let mut remove = Vec::new();
+        for (h, a) in active.iter_mut() {
+            if !current.contains_key(h) {
+                let mut keep_firing = false;
+                if a.state == AlertState::Firing && keep_firing_for_ms > 0 {
+                    if a.keep_firing_since_ms == 0 {
+                        a.keep_firing_since_ms = ts_ms;
+                    }
+                    if ts_ms - a.keep_firing_since_ms < keep_firing_for_ms {
+                        keep_firing = true;
+                    }
+                }
+                if a.state == AlertState::Pending
+                    || (a.resolved_at_ms != 0 && ts_ms - a.resolved_at_ms > RESOLVED_RETENTION_MS)
+                {
+                    remove.push(*h);
+                }
+                if a.state != AlertState::Inactive && !keep_firing {
+                    a.state = AlertState::Inactive;
+                    a.resolved_at_ms = ts_ms;
+                }
+                if !keep_firing {
+                    continue;
+                }
+            } else {
+                a.keep_firing_since_ms = 0;
+            }
+            num_active += 1;
+            if a.state == AlertState::Pending && ts_ms - a.active_at_ms >= for_ms {
+                a.state = AlertState::Firing;
+                a.fired_at_ms = ts_ms;
+            }
+            let mut b = a.labels.builder();
+            b.set("__name__", "ALERTS");
+            b.set("alertstate", a.state.as_str());
+            out.push((b.build(), 1.0));
+            let mut b = a.labels.builder();
+            b.set("__name__", "ALERTS_FOR_STATE");
+            out.push((b.build(), (a.active_at_ms / 1000) as f64));
+        }
+        for h in remove {
+            active.remove(&h);
+        }
+        if limit > 0 && num_active > limit {
+            active.clear();
+            return Err(format!(
+                "exceeded limit of {limit} with {num_active} alerts"
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}

@@ -1,0 +1,338 @@
+//! The rule manager: loads the config's rule files, runs each group on its own
+//! tokio task at its interval (aligned to the group's stable offset), keeps
+//! unchanged groups running across reloads, and renders `/api/v1/rules` and
+//! `/api/v1/alerts`.
+
+use super::group::{Alert, Group, RuleKind};
+use super::{RuleGroups, RulesError};
+use crate::promql::Engine;
+use crate::storage::{Appendable, Queryable};
+use parking_lot::Mutex;
+use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// One running group: the group, and the token stopping its task.
+struct Running {
+    group: Arc<Group>,
+    stop: CancellationToken,
+}
+
+/// Runs rule groups against storage.
+pub struct RuleManager {
+    queryable: Arc<dyn Queryable>,
+    appendable: Arc<dyn Appendable>,
+    engine: Engine,
+    groups: Mutex<Vec<Running>>,
+    /// Started with the first config that names Alertmanagers.
+    notifier: Arc<Mutex<Option<Arc<super::notifier::Notifier>>>>,
+    /// Stops the notifier.
+    stop_all: CancellationToken,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Loads every group of the given rule files.
+pub fn load_groups(
+    files: &[std::path::PathBuf],
+    default_interval_ms: i64,
+    external_labels: &BTreeMap<String, String>,
+) -> Result<Vec<Group>, RulesError> {
+    let mut out = Vec::new();
+    for f in files {
+        let shown = f.display().to_string();
+        let rgs = RuleGroups::load_file(f)?;
+        for def in &rgs.groups {
+            out.push(Group::new(
+                def,
+                &shown,
+                default_interval_ms,
+                external_labels,
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+impl RuleManager {
+    /// A manager with no groups; `apply_config` starts them.
+    pub fn new(
+        queryable: Arc<dyn Queryable>,
+        appendable: Arc<dyn Appendable>,
+        engine: Engine,
+    ) -> RuleManager {
+        RuleManager {
+            queryable,
+            appendable,
+            engine,
+            groups: Mutex::new(Vec::new()),
+            notifier: Arc::default(),
+            stop_all: CancellationToken::new(),
+        }
+    }
+
+    /// Loads the config's rule files and (re)starts groups. Unchanged groups (same
+    /// file, name, definition, interval and external labels) keep running with their
+    /// state; others are replaced. On error nothing changes. Must be called within a
+    /// tokio runtime.
+    pub fn apply_config(&self, cfg: &crate::config::Config) -> Result<(), RulesError> {
+        let files = super::rule_files(cfg.rule_file_patterns())?;
+        let external = cfg.global.external_labels.clone();
+        let new = load_groups(&files, cfg.global.evaluation_interval_ms(), &external)?;
+        let endpoints = super::notifier::endpoints(cfg.alerting.as_ref())?;
+        {
+            let mut n = self.notifier.lock();
+            if n.is_none() && !endpoints.is_empty() {
+                *n = Some(Arc::new(super::notifier::Notifier::start(
+                    self.stop_all.clone(),
+                )));
+            }
+            if let Some(n) = n.as_ref() {
+                n.set_endpoints(endpoints);
+            }
+        }
+        let mut running = self.groups.lock();
+        let mut old: Vec<Running> = std::mem::take(&mut *running);
+        for g in new {
+            let same = old.iter().position(|r| {
+                r.group.file == g.file
+                    && r.group.name == g.name
+                    && r.group.def == g.def
+                    && r.group.interval_ms == g.interval_ms
+                    && r.group.external_labels == g.external_labels
+            });
+            match same {
+                Some(i) => running.push(old.swap_remove(i)),
+                None => running.push(self.start(Arc::new(g))),
+            }
+        }
+        for r in old {
+            r.stop.cancel();
+        }
+        Ok(())
+    }
+
+    fn start(&self, group: Arc<Group>) -> Running {
+        let stop = CancellationToken::new();
+        let (g, token) = (group.clone(), stop.clone());
+        let (q, a, engine) = (
+            self.queryable.clone(),
+            self.appendable.clone(),
+            self.engine.clone(),
+        );
+        // Read at each evaluation: a reload may add Alertmanagers to a kept group.
+        let notifier = self.notifier.clone();
+        tokio::spawn(async move {
+            let interval = g.interval_ms;
+            // The first evaluation is at the group's next aligned time.
+            let mut next = g.eval_timestamp(now_ms()) + interval;
+            loop {
+                let wait = (next - now_ms()).max(0) as u64;
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                }
+                let (g2, q2, a2, e2) = (g.clone(), q.clone(), a.clone(), engine.clone());
+                let ts = next;
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || g2.eval(&e2, q2.as_ref(), a2.as_ref(), ts))
+                        .await
+                {
+                    tracing::error!(group = %g.name, error = %e, "rule evaluation panicked");
+                }
+                let n = notifier.lock().clone();
+                if let Some(n) = n {
+                    n.send(g.alerts_to_send(ts, super::notifier::RESEND_DELAY_MS));
+                }
+                next += interval;
+                let now = now_ms();
+                if now > next + interval {
+                    // Evaluation fell behind; skip what cannot be caught up.
+                    let missed = (now - next) / interval;
+                    g.add_missed(missed as u64);
+                    next += missed * interval;
+                }
+            }
+        });
+        Running { group, stop }
+    }
+
+    /// Stops every group and the notifier.
+    pub fn stop(&self) {
+        self.stop_all.cancel();
+        for r in self.groups.lock().drain(..) {
+            r.stop.cancel();
+        }
+    }
+
+    /// The running groups, in file and config order.
+    pub fn groups(&self) -> Vec<Arc<Group>> {
+        self.groups.lock().iter().map(|r| r.group.clone()).collect()
+    }
+
+    /// Every rule's `prometheus_rule_group_*` metrics in the text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::from(
+            "# HELP prometheus_rule_group_iterations_missed_total The total number of rule group evaluations missed due to slow rule group evaluation.\n# TYPE prometheus_rule_group_iterations_missed_total counter\n",
+        );
+        for g in self.groups() {
+            out.push_str(&format!(
+                "prometheus_rule_group_iterations_missed_total{{rule_group={}}} {}\n",
+                crate::labels::quote(&format!("{};{}", g.file, g.name)),
+                g.iterations_missed()
+            ));
+        }
+        out
+    }
+}
+
+/// RFC 3339 time as Prometheus's JSON shows it; Go's zero time before any evaluation.
+fn rfc3339(ms: i64) -> String {
+    if ms == 0 {
+        return "0001-01-01T00:00:00Z".into();
+    }
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn map_json<'a>(it: impl Iterator<Item = (&'a str, &'a str)>) -> Json {
+    Json::Object(
+        it.map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+            .collect(),
+    )
+}
+
+/// One alert in Prometheus's API shape.
+pub fn alert_json(a: &Alert) -> Json {
+    let mut j = json!({
+        "labels": map_json(a.labels.iter().map(|l| (l.name, l.value))),
+        "annotations": map_json(a.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        "state": a.state.as_str(),
+        "activeAt": rfc3339(a.active_at_ms),
+        "value": format_e(a.value),
+    });
+    if a.keep_firing_since_ms != 0 {
+        j["keepFiringSince"] = json!(rfc3339(a.keep_firing_since_ms));
+    }
+    j
+}
+
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`.
+fn format_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let e = format!("{v:e}");
+    let (m, x) = e.split_once('e').unwrap_or((&e, "0"));
+    let x: i32 = x.parse().unwrap_or(0);
+    format!("{m}e{}{:02}", if x < 0 { '-' } else { '+' }, x.abs())
+}
+
+/// Filters of `GET /api/v1/rules`.
+#[derive(Debug, Default, Clone)]
+pub struct RulesFilter {
+    /// `alert` or `record`; None for both.
+    pub kind: Option<String>,
+    pub rule_names: Vec<String>,
+    pub group_names: Vec<String>,
+    pub files: Vec<String>,
+}
+
+impl RuleManager {
+    /// The `data` of `GET /api/v1/rules`.
+    pub fn rules_json(&self, f: &RulesFilter) -> Json {
+        let mut groups = Vec::new();
+        for g in self.groups() {
+            if (!f.group_names.is_empty() && !f.group_names.contains(&g.name))
+                || (!f.files.is_empty() && !f.files.contains(&g.file))
+            {
+                continue;
+            }
+            let mut rules = Vec::new();
+            for r in &g.rules {
+                if !f.rule_names.is_empty() && !f.rule_names.contains(&r.name) {
+                    continue;
+                }
+                let (health, last_error, last_eval, dur_s) = r.health();
+                let labels = map_json(r.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                let mut j = match &r.kind {
+                    RuleKind::Recording => {
+                        if f.kind.as_deref() == Some("alert") {
+                            continue;
+                        }
+                        json!({"name": r.name, "query": r.expr, "labels": labels, "type": "recording"})
+                    }
+                    RuleKind::Alerting {
+                        for_ms,
+                        keep_firing_for_ms,
+                        annotations,
+                    } => {
+                        if f.kind.as_deref() == Some("record") {
+                            continue;
+                        }
+                        let alerts: Vec<Json> = r.active_alerts().iter().map(alert_json).collect();
+                        json!({
+                            "state": r.state().as_str(),
+                            "name": r.name,
+                            "query": r.expr,
+                            "duration": *for_ms as f64 / 1000.0,
+                            "keepFiringFor": *keep_firing_for_ms as f64 / 1000.0,
+                            "labels": labels,
+                            "annotations": map_json(annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                            "alerts": alerts,
+                            "type": "alerting",
+                        })
+                    }
+                };
+                j["health"] = json!(health);
+                if let Some(e) = last_error {
+                    j["lastError"] = json!(e);
+                }
+                j["evaluationTime"] = json!(dur_s);
+                j["lastEvaluation"] = json!(rfc3339(last_eval));
+                rules.push(j);
+            }
+            if rules.is_empty() && (!f.rule_names.is_empty() || f.kind.is_some()) {
+                continue;
+            }
+            let (last, dur_s) = g.last_eval();
+            groups.push(json!({
+                "name": g.name,
+                "file": g.file,
+                "rules": rules,
+                "interval": g.interval_ms as f64 / 1000.0,
+                "limit": g.limit,
+                "evaluationTime": dur_s,
+                "lastEvaluation": rfc3339(last),
+            }));
+        }
+        json!({ "groups": groups })
+    }
+
+    /// The `data` of `GET /api/v1/alerts`: every pending or firing alert.
+    pub fn alerts_json(&self) -> Json {
+        let mut alerts = Vec::new();
+        for g in self.groups() {
+            for r in &g.rules {
+                alerts.extend(r.active_alerts().iter().map(alert_json));
+            }
+        }
+        json!({ "alerts": alerts })
+    }
+}
+
+impl Drop for RuleManager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
