@@ -173,15 +173,19 @@ pub fn format_duration_ms(ms: i64) -> String {
     if ms < 0 {
         out.push('-');
     }
-    for (unit, size) in [
-        ("y", 365 * 24 * 3_600_000u64),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
+    // Years and weeks only when they divide the whole duration: `90d`, not `12w6d`.
+    for (unit, size, exact) in [
+        ("y", 365 * 24 * 3_600_000u64, true),
+        ("w", 7 * 24 * 3_600_000, true),
+        ("d", 24 * 3_600_000, false),
+        ("h", 3_600_000, false),
+        ("m", 60_000, false),
+        ("s", 1_000, false),
+        ("ms", 1, false),
     ] {
+        if exact && !rest.is_multiple_of(size) {
+            continue;
+        }
         let n = rest / size;
         if n > 0 {
             let _ = write!(out, "{n}{unit}");
@@ -667,6 +671,8 @@ mod tests {
         assert_eq!(format_duration_ms(60_000), "1m");
         assert_eq!(format_duration_ms(5_400_000), "1h30m");
         assert_eq!(format_duration_ms(1_500), "1s500ms");
+        assert_eq!(format_duration_ms(15 * 86_400_000), "15d");
+        assert_eq!(format_duration_ms(14 * 86_400_000), "2w");
     }
 
     #[test]
