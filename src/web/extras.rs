@@ -407,18 +407,21 @@ fn top(counts: HashMap<String, u64>, limit: usize) -> Value {
     )
 }
 
-/// The cardinality lists of `/api/v1/status/tsdb`, computed over every series the
-/// queryable holds: series per metric name, distinct values per label name, bytes
+/// The cardinality lists of `/api/v1/status/tsdb`, computed over the series with
+/// samples in [`mint`, `maxt`] (Prometheus counts the head's postings; hearth passes
+/// the head's time range): series per metric name, distinct values per label name, bytes
 /// of label values per label name (value length times series), and series per
 /// label pair.
 pub fn cardinality_stats(
     store: &dyn Queryable,
+    mint: i64,
+    maxt: i64,
     limit: usize,
 ) -> Result<Value, crate::storage::StorageError> {
-    let querier = store.querier(i64::MIN, i64::MAX)?;
+    let querier = store.querier(mint, maxt)?;
     let hints = SelectHints {
-        start_ms: i64::MIN,
-        end_ms: i64::MAX,
+        start_ms: mint,
+        end_ms: maxt,
         series_only: true,
     };
     let all = Matcher::new(MatchType::Regexp, "__name__", ".+")
@@ -456,6 +459,15 @@ pub fn cardinality_stats(
     }))
 }
 
+fn cardinality_stats_empty() -> Result<Value, crate::storage::StorageError> {
+    Ok(json!({
+        "seriesCountByMetricName": [],
+        "labelValueCountByLabelName": [],
+        "memoryInBytesByLabelName": [],
+        "seriesCountByLabelValuePair": [],
+    }))
+}
+
 async fn tsdb_status(State(x): State<Arc<Extras>>, RawQuery(q): RawQuery) -> Response {
     let p = params(q, &Bytes::new());
     let limit = match param(&p, "limit") {
@@ -473,7 +485,20 @@ async fn tsdb_status(State(x): State<Arc<Extras>>, RawQuery(q): RawQuery) -> Res
     };
     let head = x.head_stats.as_ref().map(|f| f()).unwrap_or_default();
     let store = x.queryable.clone();
-    let stats = tokio::task::spawn_blocking(move || cardinality_stats(store.as_ref(), limit)).await;
+    // Only the head's range, like Prometheus's head postings; all time without a head.
+    let (mint, maxt) = match (&x.head_stats, head.min_time_ms, head.max_time_ms) {
+        (Some(_), Some(lo), Some(hi)) => (lo, hi),
+        (Some(_), _, _) => (i64::MAX, i64::MIN),
+        (None, _, _) => (i64::MIN, i64::MAX),
+    };
+    let stats = tokio::task::spawn_blocking(move || {
+        if mint > maxt {
+            // An empty head: nothing to count.
+            return cardinality_stats_empty();
+        }
+        cardinality_stats(store.as_ref(), mint, maxt, limit)
+    })
+    .await;
     let mut data = match stats {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
