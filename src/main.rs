@@ -84,6 +84,10 @@ struct ServerFlags {
     #[arg(long = "query.timeout", default_value = "2m", value_parser = parse_duration_ms)]
     query_timeout_ms: i64,
 
+    /// Maximum number of queries executed concurrently.
+    #[arg(long = "query.max-concurrency", default_value_t = 20)]
+    query_max_concurrency: usize,
+
     /// This node's id, unique in its cluster (default 1 without other cluster flags).
     #[arg(long = "cluster.node-id")]
     cluster_node_id: Option<u64>,
@@ -228,7 +232,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Some(Command::Tsdb(cmd)) => run_tsdb_tool(cmd),
         Some(Command::Check(CheckCommand::Config { config_files })) => {
@@ -277,7 +285,7 @@ fn main() -> std::process::ExitCode {
             };
         }
         Some(Command::Alertmanager(flags)) => run_alertmanager(flags),
-        None => run_server(cli.server),
+        None => run_server(cli.server, flag_values(&matches)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -394,7 +402,24 @@ fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::Cluste
     })
 }
 
-fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
+/// Every server flag with its value as given (or its default), for
+/// `/api/v1/status/flags`; flags without a value and no default are left out.
+fn flag_values(matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let id = arg.get_id().as_str();
+        let Ok(Some(raw)) = matches.try_get_raw(id) else {
+            continue;
+        };
+        let values: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+        out.push((long.to_string(), values.join(",")));
+    }
+    out
+}
+
+fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow::Result<()> {
     let cluster = cluster_config(&flags)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -438,6 +463,8 @@ fn run_server(flags: ServerFlags) -> anyhow::Result<()> {
                 ..Default::default()
             },
             cluster,
+            query_max_concurrency: flags.query_max_concurrency,
+            flags: flag_values,
         };
         hearth::server::run(cfg, shutdown).await
     })?;

@@ -32,6 +32,10 @@ pub struct ServerConfig {
     /// serving API v2 on the same listener, with its state under
     /// `<storage path>/alertmanager`.
     pub alertmanager_config: Option<PathBuf>,
+    /// `--query.max-concurrency`: most queries evaluated at once.
+    pub query_max_concurrency: usize,
+    /// Every server flag and its value as given, for `/api/v1/status/flags`.
+    pub flags: Vec<(String, String)>,
 }
 
 /// The server failed to start or stopped with an error.
@@ -66,6 +70,28 @@ fn load_config(cfg: &ServerConfig) -> Result<crate::config::Config, crate::confi
         None => Ok(crate::config::Config::default_for_self(
             cfg.listen_address.port(),
         )),
+    }
+}
+
+/// What the API shows of a loaded configuration: the file's text (or the embedded
+/// default's) and its external labels.
+fn config_view(
+    cfg: &ServerConfig,
+    loaded: &crate::config::Config,
+) -> crate::web::extras::ConfigView {
+    let yaml = match &cfg.config_file {
+        // The file was just read and size-checked by `load_config`.
+        Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
+        None => crate::config::Config::default_text_for_self(cfg.listen_address.port()),
+    };
+    crate::web::extras::ConfigView {
+        yaml,
+        external_labels: loaded.global.external_labels.clone(),
+        reload_success: true,
+        last_config_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
     }
 }
 
@@ -141,6 +167,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     rule_manager
         .apply_config(&initial)
         .map_err(|e| ServerError::Rules(e.to_string()))?;
+    let start_time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let shown_config = Arc::new(parking_lot::RwLock::new(config_view(&cfg, &initial)));
     let reload_status = Arc::new(ReloadStatus::default());
     reload_status.record(true);
     let reload: crate::web::ReloadFn = {
@@ -148,6 +179,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         let manager = scrape_manager.clone();
         let rules = rule_manager.clone();
         let status = reload_status.clone();
+        let shown = shown_config.clone();
         let rt = tokio::runtime::Handle::current();
         Arc::new(move || {
             let result = load_config(&cfg).map_err(|e| e.to_string());
@@ -162,9 +194,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
                 Ok(new) => {
                     let _guard = rt.enter();
                     manager.apply_config(new);
+                    *shown.write() = config_view(&cfg, new);
                     tracing::info!("completed loading of configuration file");
                 }
                 Err(e) => {
+                    shown.write().reload_success = false;
                     tracing::error!(error = %e, "error reloading config; keeping the old one")
                 }
             }
@@ -265,7 +299,45 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             address: cfg.listen_address,
             source,
         })?;
-    let mut app = crate::web::router(state).merge(crate::web::rules_router(rule_manager.clone()));
+    let extras = Arc::new(crate::web::extras::Extras {
+        queryable: db.clone(),
+        lookback_delta_ms: cfg.query.lookback_delta_ms,
+        config: shown_config.clone(),
+        flags: cfg.flags.clone(),
+        start_time_ms,
+        storage_retention: crate::web::extras::format_duration_ms(cfg.db.retention_ms),
+        targets: Some({
+            let manager = scrape_manager.clone();
+            Arc::new(move || (manager.active_targets(), manager.dropped_targets()))
+        }),
+        clean_tombstones: cfg.enable_admin_api.then(|| {
+            let db = db.clone();
+            Arc::new(move || db.clean_tombstones().map_err(|e| e.to_string()))
+                as crate::web::extras::CleanTombstonesFn
+        }),
+        head_stats: Some({
+            let db = db.clone();
+            Arc::new(move || {
+                let head = db.head();
+                crate::web::extras::HeadStats {
+                    num_series: head.num_series() as u64,
+                    min_time_ms: head.min_time(),
+                    max_time_ms: head.max_time(),
+                    chunk_count: None,
+                }
+            })
+        }),
+    });
+    let query_slots = Arc::new(tokio::sync::Semaphore::new(
+        cfg.query_max_concurrency.max(1),
+    ));
+    let mut app = crate::web::router(state)
+        .merge(crate::web::rules_router(rule_manager.clone()))
+        .merge(crate::web::extras::router(extras))
+        .layer(axum::middleware::from_fn_with_state(
+            query_slots,
+            crate::web::extras::limit_query_concurrency,
+        ));
     let mut alertmanager_task = None;
     if let Some(file) = &cfg.alertmanager_config {
         let (am, task) = start_builtin_alertmanager(file, &cfg.storage_path, &shutdown).await?;

@@ -360,14 +360,20 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The embedded configuration used without `--config.file`: hearth scrapes
-    /// itself every 15s, as Prometheus's example configuration does.
-    pub fn default_for_self(listen_port: u16) -> Config {
-        let text = format!(
+    /// The text of the embedded default configuration (`default_for_self`), which
+    /// `/api/v1/status/config` shows.
+    pub fn default_text_for_self(listen_port: u16) -> String {
+        format!(
             "global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n\
              scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      \
              - targets: [\"localhost:{listen_port}\"]\n"
-        );
+        )
+    }
+
+    /// The embedded configuration used without `--config.file`: hearth scrapes
+    /// itself every 15s, as Prometheus's example configuration does.
+    pub fn default_for_self(listen_port: u16) -> Config {
+        let text = Config::default_text_for_self(listen_port);
         match Config::parse(&text, "<embedded default>") {
             Ok(c) => c,
             // The text above is fixed; failing to parse it is a bug, not an input error.
