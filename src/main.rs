@@ -247,11 +247,7 @@ fn main() -> std::process::ExitCode {
                 &mut stdout.lock(),
                 &mut stderr.lock(),
             );
-            return if ok {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            };
+            return exit_code(ok);
         }
         Some(Command::Check(CheckCommand::Rules { rule_files })) => {
             let stdout = std::io::stdout();
@@ -261,11 +257,7 @@ fn main() -> std::process::ExitCode {
                 &mut stdout.lock(),
                 &mut stderr.lock(),
             );
-            return if ok {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            };
+            return exit_code(ok);
         }
         Some(Command::Check(CheckCommand::AlertmanagerConfig { config_files })) => {
             let mut ok = true;
@@ -278,11 +270,7 @@ fn main() -> std::process::ExitCode {
                     }
                 }
             }
-            return if ok {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            };
+            return exit_code(ok);
         }
         Some(Command::Alertmanager(flags)) => run_alertmanager(flags),
         None => run_server(cli.server, flag_values(&matches)),
@@ -302,6 +290,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The process exit code for a check that passed or failed.
+fn exit_code(ok: bool) -> std::process::ExitCode {
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
 

@@ -203,8 +203,9 @@ async fn delete_series(State(s): State<WebState>, RawQuery(q): RawQuery, body: B
     }
 }
 
-/// Decodes `application/x-www-form-urlencoded` pairs.
-pub(crate) fn form_pairs(s: &str) -> Vec<(String, String)> {
+/// Decodes `application/x-www-form-urlencoded` pairs (query strings and form
+/// bodies), repeated keys kept in order.
+pub fn form_pairs(s: &str) -> Vec<(String, String)> {
     s.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
