@@ -308,16 +308,7 @@ impl Head {
                     }
                 }
                 Record::Tombstones(ts) => {
-                    let mut tomb = self.tombstones.write();
-                    for t in ts {
-                        tomb.add(
-                            remap.get(&t.series_ref).copied().unwrap_or(t.series_ref),
-                            Interval {
-                                mint: t.mint,
-                                maxt: t.maxt,
-                            },
-                        );
-                    }
+                    add_wal_tombstones(&mut self.tombstones.write(), ts, &remap);
                 }
             }
             Ok(())
@@ -1049,6 +1040,21 @@ impl HeadAppender {
     }
 }
 
+/// Adds tombstones from a WAL record, with series refs mapped through `remap`
+/// (a series logged under a second ref is kept under its first).
+fn add_wal_tombstones(tomb: &mut TombstoneStore, ts: Vec<RefTombstone>, remap: &HashMap<u64, u64>) {
+    for t in ts {
+        let series_ref = remap.get(&t.series_ref).copied().unwrap_or(t.series_ref);
+        tomb.add(
+            series_ref,
+            Interval {
+                mint: t.mint,
+                maxt: t.maxt,
+            },
+        );
+    }
+}
+
 /// Reads what a head's WAL holds (its checkpoint, then its segments) without
 /// changing any file, for inspection tools such as `hearth tsdb dump`. A torn tail
 /// ends the log as recovery would end it. Series come sorted by labels, with
@@ -1091,17 +1097,7 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
                     }
                 }
             }
-            Record::Tombstones(ts) => {
-                for t in ts {
-                    tomb.add(
-                        remap.get(&t.series_ref).copied().unwrap_or(t.series_ref),
-                        Interval {
-                            mint: t.mint,
-                            maxt: t.maxt,
-                        },
-                    );
-                }
-            }
+            Record::Tombstones(ts) => add_wal_tombstones(&mut tomb, ts, &remap),
         }
         Ok(())
     };
