@@ -6,8 +6,10 @@
 //! iteration decodes the buffer on the fly.
 
 mod matcher;
+mod selector;
 
 pub use matcher::{MatchType, Matcher, MatcherError};
+pub use selector::{parse_selector, SelectorError};
 
 use std::cmp::Ordering;
 use std::fmt;

@@ -154,7 +154,7 @@ impl Params {
     fn matcher_sets(&self) -> Result<Vec<Vec<Matcher>>, ApiError> {
         let mut sets = Vec::new();
         for m in self.all("match[]") {
-            let ms = crate::cmd::tsdb::parse_selector(m)
+            let ms = crate::labels::parse_selector(m)
                 .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
             sets.push(ms);
         }

@@ -214,7 +214,7 @@ async fn federate(State(x): State<Arc<Extras>>, RawQuery(q): RawQuery, body: Byt
         if k != "match[]" {
             continue;
         }
-        match crate::cmd::tsdb::parse_selector(v) {
+        match crate::labels::parse_selector(v) {
             Ok(ms) => sets.push(ms),
             Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         }
@@ -597,7 +597,7 @@ async fn empty_metadata() -> Response {
 async fn targets_metadata(RawQuery(q): RawQuery) -> Response {
     let p = params(q, &Bytes::new());
     if let Some(m) = param(&p, "match_target") {
-        if let Err(e) = crate::cmd::tsdb::parse_selector(m) {
+        if let Err(e) = crate::labels::parse_selector(m) {
             return api_error(StatusCode::BAD_REQUEST, "bad_data", e.to_string());
         }
     }
@@ -716,8 +716,8 @@ mod tests {
         app.append(0, &old, 10, 7.0).unwrap();
         app.commit().unwrap();
         let sets = vec![
-            crate::cmd::tsdb::parse_selector("{__name__=~\".+\"}").unwrap(),
-            crate::cmd::tsdb::parse_selector("up").unwrap(),
+            crate::labels::parse_selector("{__name__=~\".+\"}").unwrap(),
+            crate::labels::parse_selector("up").unwrap(),
         ];
         let vec = federate_samples(&s, &sets, 500, 2_500).unwrap();
         let ext = BTreeMap::from([

@@ -170,7 +170,7 @@ async fn delete_series(State(s): State<WebState>, RawQuery(q): RawQuery, body: B
     let (mut start, mut end) = (i64::MIN, i64::MAX);
     for (k, v) in &params {
         match k.as_str() {
-            "match[]" => match crate::cmd::tsdb::parse_selector(v) {
+            "match[]" => match crate::labels::parse_selector(v) {
                 Ok(ms) => sets.push(ms),
                 Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", e.to_string()),
             },
