@@ -6,9 +6,6 @@ mod common;
 
 use common::node::*;
 use common::*;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]

@@ -116,7 +116,7 @@ impl Node {
 }
 
 impl Drop for Node {
-    pub fn drop(&mut self) {
+    fn drop(&mut self) {
         self.kill();
     }
 }
@@ -171,4 +171,3 @@ pub fn member_ids(s: &Value) -> Vec<u64> {
     ids.sort_unstable();
     ids
 }
-
