@@ -119,6 +119,46 @@ enum Command {
     Check(CheckCommand),
     /// Run the Alertmanager alone, with Alertmanager's own flags.
     Alertmanager(AlertmanagerFlags),
+    /// Ask a running cluster about its members or change them.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `hearth cluster …`: talks to any member's cluster gRPC address.
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Members, their roles and Raft states, the leader and the ring epoch.
+    Status {
+        /// gRPC address (`--cluster.advertise-address`) of any member.
+        #[arg(long, default_value = "127.0.0.1:9095")]
+        server: String,
+    },
+    /// Add the running node NODE_ID at GRPC_ADDRESS to the cluster of `--server`
+    /// (e.g. a node removed earlier); new nodes usually join by themselves with
+    /// `--cluster.join`.
+    Join {
+        /// gRPC address of any member of the cluster to join.
+        #[arg(long, default_value = "127.0.0.1:9095")]
+        server: String,
+        /// The joining node's id.
+        node_id: u64,
+        /// The joining node's gRPC address.
+        grpc_address: String,
+    },
+    /// The node at `--server` leaves its cluster.
+    Leave {
+        /// gRPC address of the node that leaves.
+        #[arg(long, default_value = "127.0.0.1:9095")]
+        server: String,
+    },
+    /// Remove member NODE_ID (a node that is gone for good). Removing the last
+    /// voter is refused.
+    Remove {
+        /// gRPC address of any member.
+        #[arg(long, default_value = "127.0.0.1:9095")]
+        server: String,
+        node_id: u64,
+    },
 }
 
 /// Flags of `hearth alertmanager`, named as Alertmanager names them.
@@ -273,6 +313,7 @@ fn main() -> std::process::ExitCode {
             return exit_code(ok);
         }
         Some(Command::Alertmanager(flags)) => run_alertmanager(flags),
+        Some(Command::Cluster(cmd)) => run_cluster_tool(cmd),
         None => run_server(cli.server, flag_values(&matches)),
     };
     match result {
@@ -291,6 +332,28 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `hearth cluster …` and prints its answer.
+fn run_cluster_tool(cmd: ClusterCommand) -> anyhow::Result<()> {
+    use hearth::cmd::cluster;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(async {
+        match cmd {
+            ClusterCommand::Status { server } => cluster::status(&server).await,
+            ClusterCommand::Join {
+                server,
+                node_id,
+                grpc_address,
+            } => cluster::join(&server, node_id, &grpc_address).await,
+            ClusterCommand::Leave { server } => cluster::leave(&server).await,
+            ClusterCommand::Remove { server, node_id } => cluster::remove(&server, node_id).await,
+        }
+    })?;
+    print!("{out}");
+    Ok(())
 }
 
 /// The process exit code for a check that passed or failed.

@@ -206,3 +206,115 @@ fn a_node_refuses_a_data_dir_of_another_node_id() {
     assert!(!ok, "{log}");
     assert!(log.contains("belongs to node 1, not node 7"), "{log}");
 }
+
+/// Runs `hearth cluster ARGS…`; returns success, stdout and stderr.
+fn cluster_tool(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(hearth_bin())
+        .arg("cluster")
+        .args(args)
+        .output()
+        .expect("run hearth cluster");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cluster_tool_shows_status_removes_and_re_adds_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(tmp.path(), i)).collect();
+    let peers = format!(
+        "--cluster.initial-peers={}",
+        nodes
+            .iter()
+            .map(|n| n.grpc.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for n in nodes.iter_mut() {
+        n.start(std::slice::from_ref(&peers));
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (leader, cluster_id) = wait_for("three nodes to elect a leader", &all, || {
+        agreed_leader(&all, 3)
+    });
+
+    let (ok, out, err) = cluster_tool(&["status", "--server", &nodes[0].grpc]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&cluster_id), "{out}");
+    assert!(out.contains(&format!("leader {leader}")), "{out}");
+    let rows: Vec<&str> = out.lines().skip(2).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    for n in &nodes {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("{} ", n.id)))
+            .unwrap_or_else(|| panic!("no row for node {}: {out}", n.id));
+        assert!(
+            row.contains("voter") && row.contains("active") && row.contains(&n.grpc),
+            "{row}"
+        );
+    }
+    assert_eq!(
+        out.matches(" leader ").count(),
+        2,
+        "one member's Raft state is leader: {out}"
+    );
+
+    // Remove a follower through another follower (forwarded to the leader).
+    let followers: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|&i| i != leader)
+        .collect();
+    let (gone, via) = (followers[0], followers[1]);
+    let via_addr = nodes[via as usize - 1].grpc.clone();
+    let (ok, out, err) = cluster_tool(&["remove", "--server", &via_addr, &gone.to_string()]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("removed node {gone}")), "{out}");
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != gone).collect();
+    wait_for("two voters after remove", &rest, || agreed_leader(&rest, 2));
+    for n in &rest {
+        assert!(!member_ids(&n.status().unwrap()).contains(&gone));
+    }
+
+    // Removing an unknown member names it; a non-hearth address is named too.
+    let (ok, _, err) = cluster_tool(&["remove", "--server", &via_addr, "42"]);
+    assert!(!ok);
+    assert!(err.contains("node 42 is not a member"), "{err}");
+    let (ok, _, err) = cluster_tool(&["status", "--server", &nodes[0].web]);
+    assert!(!ok);
+    assert!(err.contains(&nodes[0].web), "{err}");
+
+    // The removed node, still running, is added back from the outside.
+    let gone_addr = nodes[gone as usize - 1].grpc.clone();
+    let (ok, out, err) =
+        cluster_tool(&["join", "--server", &via_addr, &gone.to_string(), &gone_addr]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "node {gone} joined cluster {cluster_id} as a voter"
+        )),
+        "{out}"
+    );
+    wait_for("three voters after join", &all, || agreed_leader(&all, 3));
+
+    // A member leaves by itself; the others carry on.
+    let (ok, out, err) = cluster_tool(&["leave", "--server", &gone_addr]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("node {gone} has left")), "{out}");
+    wait_for("two voters after leave", &rest, || agreed_leader(&rest, 2));
+}
+
+#[test]
+fn removing_the_last_voter_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = Node::new(tmp.path(), 1);
+    single(&mut n);
+    let (ok, _, err) = cluster_tool(&["remove", "--server", &n.grpc, "1"]);
+    assert!(!ok);
+    assert!(err.contains("last voter"), "{err}");
+    assert_eq!(member_ids(&n.status().unwrap()), vec![1]);
+}

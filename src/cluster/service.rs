@@ -1,4 +1,5 @@
-//! The `Cluster` gRPC service: `Join` (add a node as learner, then voter) and
+//! The `Cluster` gRPC service: `Join` (add a node as learner, then voter),
+//! `Remove` (take a member out; a learner takes a removed voter's place) and
 //! `Status` (this node's identity and view of the group).
 
 use super::pb;
@@ -8,7 +9,7 @@ use super::state::NodeAddr;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// Timeout of a Join forwarded to the leader.
+/// Timeout of a Join or Remove forwarded to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `Join` and `Status` for one node.
@@ -31,24 +32,42 @@ fn raft_status(e: RaftOpError) -> Status {
 }
 
 impl ClusterService {
-    /// Sends the join to the leader when this node is not it.
-    async fn forward(&self, req: pb::JoinRequest) -> Result<Response<pb::JoinResponse>, Status> {
+    /// A client of the leader's `Cluster` service, for requests this node (not the
+    /// leader) received.
+    fn leader_client(
+        &self,
+    ) -> Result<pb::cluster_client::ClusterClient<tonic::transport::Channel>, Status> {
         let view = self.cluster.raft().view();
-        let leader = view
+        let (id, addr) = view
             .leader
             .and_then(|id| view.nodes.get(&id).map(|n| (id, n.clone())))
             .ok_or_else(|| Status::unavailable("no leader elected yet; retry"))?;
-        if leader.1.grpc_address.is_empty() {
+        if addr.grpc_address.is_empty() {
             return Err(Status::unavailable(format!(
-                "leader {} has no gRPC address",
-                leader.0
+                "leader {id} has no gRPC address"
             )));
         }
-        let channel = super::raft::channel(&leader.1.grpc_address).map_err(Status::internal)?;
-        let mut client = pb::cluster_client::ClusterClient::new(channel);
-        let mut r = Request::new(req);
-        r.set_timeout(FORWARD_TIMEOUT);
-        client.join(r).await
+        let channel = super::raft::channel(&addr.grpc_address).map_err(Status::internal)?;
+        Ok(pb::cluster_client::ClusterClient::new(channel))
+    }
+
+    /// Makes learners voters while there are fewer than `VOTERS_MAX` voters, lowest
+    /// id first; returns the first one promoted.
+    async fn fill_voters(&self) -> Result<Option<u64>, Status> {
+        let raft = self.cluster.raft();
+        let mut promoted = None;
+        loop {
+            let view = raft.view();
+            if view.voters.len() >= VOTERS_MAX {
+                return Ok(promoted);
+            }
+            let Some(learner) = view.nodes.keys().find(|id| !view.voters.contains(id)) else {
+                return Ok(promoted);
+            };
+            tracing::info!(node_id = learner, "promoting a learner to voter");
+            raft.add_voter(*learner).await.map_err(raft_status)?;
+            promoted.get_or_insert(*learner);
+        }
     }
 }
 
@@ -62,7 +81,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         let raft = self.cluster.raft();
         let view = raft.view();
         if view.role != RaftRole::Leader {
-            return self.forward(req).await;
+            let mut r = Request::new(req);
+            r.set_timeout(FORWARD_TIMEOUT);
+            return self.leader_client()?.join(r).await;
         }
         let node = req
             .node
@@ -121,6 +142,41 @@ impl pb::cluster_server::Cluster for ClusterService {
             cluster_id,
             leader_id: self.cluster.node_id(),
             voter,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let req = req.into_inner();
+        let raft = self.cluster.raft();
+        let view = raft.view();
+        if view.role != RaftRole::Leader {
+            let mut r = Request::new(req);
+            r.set_timeout(FORWARD_TIMEOUT);
+            return self.leader_client()?.remove(r).await;
+        }
+        if !view.nodes.contains_key(&req.node_id) {
+            let members: Vec<String> = view.nodes.keys().map(|id| id.to_string()).collect();
+            return Err(Status::not_found(format!(
+                "node {} is not a member (members: {})",
+                req.node_id,
+                members.join(", ")
+            )));
+        }
+        tracing::info!(node_id = req.node_id, "removing a member");
+        raft.remove(req.node_id).await.map_err(raft_status)?;
+        // The leader may have removed itself and stepped down; then the new leader
+        // fills the voter set on the next join or remove.
+        let promoted = if raft.view().role == RaftRole::Leader {
+            self.fill_voters().await?
+        } else {
+            None
+        };
+        Ok(Response::new(pb::RemoveResponse {
+            leader_id: self.cluster.node_id(),
+            promoted,
         }))
     }
 

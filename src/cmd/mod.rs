@@ -1,6 +1,7 @@
 //! Command-line tools in the `hearth` binary, like promtool's: `hearth tsdb …`, `hearth check config`.
 
 pub mod check;
+pub mod cluster;
 pub mod tsdb;
 
 /// Formats a float like Go's `%g` (`strconv.FormatFloat(v, 'g', -1, 64)`), which
