@@ -318,3 +318,68 @@ fn removing_the_last_voter_is_refused() {
     assert!(err.contains("last voter"), "{err}");
     assert_eq!(member_ids(&n.status().unwrap()), vec![1]);
 }
+
+/// Pauses (SIGSTOP) or resumes (SIGCONT) a node's process.
+fn pause(n: &Node, stop: bool) {
+    let pid = n.child.as_ref().expect("running").id() as i32;
+    let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    unsafe { libc::kill(pid, sig) };
+}
+
+#[test]
+fn a_minority_cannot_change_membership_and_the_majority_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(tmp.path(), i)).collect();
+    let peers = format!(
+        "--cluster.initial-peers={}",
+        nodes
+            .iter()
+            .map(|n| n.grpc.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for n in nodes.iter_mut() {
+        n.start(std::slice::from_ref(&peers));
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (leader, _) = wait_for("a leader", &all, || agreed_leader(&all, 3));
+
+    // The leader and one follower pause: the remaining follower is a minority
+    // of one and refuses to remove anybody.
+    let lone = nodes.iter().position(|n| n.id != leader).unwrap();
+    let paused: Vec<usize> = (0..3).filter(|&i| i != lone).collect();
+    for &i in &paused {
+        pause(&nodes[i], true);
+    }
+    let victim = nodes[paused[0]].id.to_string();
+    let (ok, out, err) = cluster_tool(&["remove", "--server", &nodes[lone].grpc, &victim]);
+    for &i in &paused {
+        pause(&nodes[i], false);
+    }
+    assert!(!ok, "a minority removed a member: {out}");
+    assert!(err.contains("unavailable"), "{err}");
+    wait_for("three voters again", &all, || agreed_leader(&all, 3));
+    for n in &all {
+        assert_eq!(member_ids(&n.status().unwrap()), vec![1, 2, 3]);
+    }
+
+    // One node pauses: the two others are a majority and remove it.
+    let (leader, _) = wait_for("a leader", &all, || agreed_leader(&all, 3));
+    let gone = nodes.iter().position(|n| n.id != leader).unwrap();
+    pause(&nodes[gone], true);
+    let via = nodes.iter().position(|n| n.id == leader).unwrap();
+    let (ok, out, err) = cluster_tool(&[
+        "remove",
+        "--server",
+        &nodes[via].grpc,
+        &nodes[gone].id.to_string(),
+    ]);
+    pause(&nodes[gone], false);
+    assert!(
+        ok,
+        "the majority could not remove a paused node: {out}{err}"
+    );
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != nodes[gone].id).collect();
+    wait_for("two voters after remove", &rest, || agreed_leader(&rest, 2));
+}

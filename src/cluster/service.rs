@@ -11,8 +11,37 @@ use tonic::{Request, Response, Status};
 
 /// Timeout of a Join or Remove forwarded to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the leader waits for a Remove to commit. Without a quorum it never
+/// does; the caller is told, though the change may still commit once the quorum
+/// returns (as with any Raft write whose answer was lost).
+const REMOVE_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Serves `Join` and `Status` for one node.
+/// The leader's `Cluster` service, for requests a follower forwards.
+struct LeaderClient {
+    id: u64,
+    address: String,
+    client: pb::cluster_client::ClusterClient<tonic::transport::Channel>,
+}
+
+impl LeaderClient {
+    /// A failed forward says which leader did not answer: the caller may be a
+    /// minority that still believes in a leader it cannot reach.
+    fn forward_error(&self, s: Status) -> Status {
+        match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                Status::unavailable(format!(
+                    "the leader, node {} at {}, does not answer ({}); no quorum here?",
+                    self.id,
+                    self.address,
+                    s.message()
+                ))
+            }
+            _ => s,
+        }
+    }
+}
+
+/// Serves `Join`, `Remove` and `Status` for one node.
 pub struct ClusterService {
     cluster: Cluster,
 }
@@ -34,9 +63,7 @@ fn raft_status(e: RaftOpError) -> Status {
 impl ClusterService {
     /// A client of the leader's `Cluster` service, for requests this node (not the
     /// leader) received.
-    fn leader_client(
-        &self,
-    ) -> Result<pb::cluster_client::ClusterClient<tonic::transport::Channel>, Status> {
+    fn leader_client(&self) -> Result<LeaderClient, Status> {
         let view = self.cluster.raft().view();
         let (id, addr) = view
             .leader
@@ -48,7 +75,11 @@ impl ClusterService {
             )));
         }
         let channel = super::raft::channel(&addr.grpc_address).map_err(Status::internal)?;
-        Ok(pb::cluster_client::ClusterClient::new(channel))
+        Ok(LeaderClient {
+            id,
+            address: addr.grpc_address,
+            client: pb::cluster_client::ClusterClient::new(channel),
+        })
     }
 
     /// Makes learners voters while there are fewer than `VOTERS_MAX` voters, lowest
@@ -83,7 +114,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         if view.role != RaftRole::Leader {
             let mut r = Request::new(req);
             r.set_timeout(FORWARD_TIMEOUT);
-            return self.leader_client()?.join(r).await;
+            let mut leader = self.leader_client()?;
+            let result = leader.client.join(r).await;
+            return result.map_err(|s| leader.forward_error(s));
         }
         let node = req
             .node
@@ -154,8 +187,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         let view = raft.view();
         if view.role != RaftRole::Leader {
             let mut r = Request::new(req);
-            r.set_timeout(FORWARD_TIMEOUT);
-            return self.leader_client()?.remove(r).await;
+            r.set_timeout(REMOVE_COMMIT_TIMEOUT + Duration::from_secs(5));
+            let mut leader = self.leader_client()?;
+            let result = leader.client.remove(r).await;
+            return result.map_err(|s| leader.forward_error(s));
         }
         if !view.nodes.contains_key(&req.node_id) {
             let members: Vec<String> = view.nodes.keys().map(|id| id.to_string()).collect();
@@ -166,7 +201,16 @@ impl pb::cluster_server::Cluster for ClusterService {
             )));
         }
         tracing::info!(node_id = req.node_id, "removing a member");
-        raft.remove(req.node_id).await.map_err(raft_status)?;
+        tokio::time::timeout(REMOVE_COMMIT_TIMEOUT, raft.remove(req.node_id))
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "removing node {} was not committed within {REMOVE_COMMIT_TIMEOUT:?}: \
+                     no quorum of voters answers; it may still take effect when they do",
+                    req.node_id
+                ))
+            })?
+            .map_err(raft_status)?;
         // The leader may have removed itself and stepped down; then the new leader
         // fills the voter set on the next join or remove.
         let promoted = if raft.view().role == RaftRole::Leader {

@@ -41,12 +41,15 @@ fn client(
 /// failures and non-hearth peers read as "unreachable".
 fn call_error(address: &str, action: &'static str, s: tonic::Status) -> ClusterToolError {
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            ClusterToolError::Unreachable {
-                address: address.to_string(),
-                reason: format!("no hearth node answered: {}", s.message()),
-            }
-        }
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ClusterToolError::Unreachable {
+            address: address.to_string(),
+            reason: format!("no answer: {}", s.message()),
+        },
+        // A transport failure, or a member without a leader or quorum.
+        tonic::Code::Unavailable => ClusterToolError::Unreachable {
+            address: address.to_string(),
+            reason: format!("unavailable: {}", s.message()),
+        },
         tonic::Code::Unimplemented | tonic::Code::Unknown | tonic::Code::Internal => {
             ClusterToolError::Unreachable {
                 address: address.to_string(),
