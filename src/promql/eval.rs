@@ -7,6 +7,7 @@
 
 use super::functions;
 use super::value::{FPoint, Sample, Series, Value};
+use super::rewrite::MODIFIER_LABEL;
 use super::{EngineOptions, QueryError, QueryResult};
 use crate::labels::{Labels, LabelsBuilder, MatchType, Matcher, METRIC_NAME};
 use crate::storage::{self, is_stale_nan, Queryable, SelectHints};
@@ -46,6 +47,41 @@ pub(super) struct MSeries {
 pub(super) struct Window {
     pub end: i64,
     pub range_ms: i64,
+    /// `anchored` or `smoothed`: the points then also hold the last sample at or
+    /// before the window's start (and, smoothed, the first one after its end).
+    pub mode: RangeMod,
+}
+
+/// The `anchored`/`smoothed` modifier of a selector (Prometheus 3.7+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RangeMod {
+    None,
+    Anchored,
+    Smoothed,
+}
+
+impl RangeMod {
+    pub fn name(self) -> &'static str {
+        match self {
+            RangeMod::None => "",
+            RangeMod::Anchored => "anchored",
+            RangeMod::Smoothed => "smoothed",
+        }
+    }
+}
+
+/// The modifier the text pre-pass recorded on `vs` as a marker matcher.
+pub(super) fn range_mod(vs: &VectorSelector) -> RangeMod {
+    for m in &vs.matchers.matchers {
+        if m.name == MODIFIER_LABEL {
+            return match m.value.as_str() {
+                "anchored" => RangeMod::Anchored,
+                "smoothed" => RangeMod::Smoothed,
+                _ => RangeMod::None,
+            };
+        }
+    }
+    RangeMod::None
 }
 
 /// A value during evaluation at one step.
@@ -309,6 +345,9 @@ pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
             out.push(Matcher::equal(METRIC_NAME, name));
         }
         for m in list {
+            if m.name == MODIFIER_LABEL {
+                continue;
+            }
             let kind = match m.op {
                 MatchOp::Equal => MatchType::Equal,
                 MatchOp::NotEqual => MatchType::NotEqual,
@@ -355,10 +394,14 @@ impl<'a> Evaluator<'a> {
                     self.ref_time(&vs.at, &vs.offset, lo),
                     self.ref_time(&vs.at, &vs.offset, hi),
                 );
+                let after = match range_mod(vs) {
+                    RangeMod::Smoothed => self.opts.lookback_delta_ms,
+                    _ => 0,
+                };
                 self.extend(
                     key(vs),
                     l.saturating_sub(self.opts.lookback_delta_ms - 1),
-                    h,
+                    h.saturating_add(after),
                 );
             }
             Expr::MatrixSelector(ms) => {
@@ -367,7 +410,17 @@ impl<'a> Evaluator<'a> {
                     self.ref_time(&vs.at, &vs.offset, lo),
                     self.ref_time(&vs.at, &vs.offset, hi),
                 );
-                self.extend(key(vs), l.saturating_sub(duration_ms(&ms.range) - 1), h);
+                let lookback = self.opts.lookback_delta_ms;
+                let (before, after) = match range_mod(vs) {
+                    RangeMod::None => (0, 0),
+                    RangeMod::Anchored => (lookback, 0),
+                    RangeMod::Smoothed => (lookback, lookback),
+                };
+                self.extend(
+                    key(vs),
+                    l.saturating_sub(duration_ms(&ms.range) - 1 + before),
+                    h.saturating_add(after),
+                );
             }
             Expr::Subquery(sq) => {
                 let (l, h) = (
@@ -500,17 +553,37 @@ impl<'a> Evaluator<'a> {
                 let vs = &ms.vs;
                 let end = self.ref_time(&vs.at, &vs.offset, t);
                 let range_ms = duration_ms(&ms.range);
+                let mode = range_mod(vs);
                 let data = self.series_for(vs)?;
+                let lookback = self.opts.lookback_delta_ms;
+                let start = end.saturating_sub(range_ms);
                 let mut out = Vec::new();
                 let mut n = 0;
                 for s in data.iter() {
-                    let lo = s.samples.partition_point(|p| p.t <= end.saturating_sub(range_ms));
+                    let lo = s.samples.partition_point(|p| p.t <= start);
                     let hi = s.samples.partition_point(|p| p.t <= end);
-                    let points: Vec<FPoint> = s.samples[lo..hi]
-                        .iter()
-                        .filter(|p| !is_stale_nan(p.v))
-                        .map(|p| FPoint { t: p.t, f: p.v })
-                        .collect();
+                    let mut points: Vec<FPoint> = Vec::new();
+                    if mode != RangeMod::None {
+                        // The last sample at or before the start, within the lookback.
+                        if let Some(p) = s.samples[..lo].iter().rev().find(|p| !is_stale_nan(p.v)) {
+                            if p.t > start.saturating_sub(lookback) {
+                                points.push(FPoint { t: p.t, f: p.v });
+                            }
+                        }
+                    }
+                    points.extend(
+                        s.samples[lo..hi]
+                            .iter()
+                            .filter(|p| !is_stale_nan(p.v))
+                            .map(|p| FPoint { t: p.t, f: p.v }),
+                    );
+                    if mode == RangeMod::Smoothed {
+                        if let Some(p) = s.samples[hi..].iter().find(|p| !is_stale_nan(p.v)) {
+                            if p.t <= end.saturating_add(lookback) {
+                                points.push(FPoint { t: p.t, f: p.v });
+                            }
+                        }
+                    }
                     if points.is_empty() {
                         continue;
                     }
@@ -522,7 +595,14 @@ impl<'a> Evaluator<'a> {
                     });
                 }
                 self.add_samples(n)?;
-                Ok(Val::Matrix(out, Window { end, range_ms }))
+                Ok(Val::Matrix(
+                    out,
+                    Window {
+                        end,
+                        range_ms,
+                        mode,
+                    },
+                ))
             }
             Expr::Subquery(sq) => self.eval_subquery(sq, t),
             Expr::Aggregate(a) => self.eval_aggregate(a, t),
@@ -538,6 +618,7 @@ impl<'a> Evaluator<'a> {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
         let data = self.series_for(vs)?;
         let lookback = self.opts.lookback_delta_ms;
+        let smoothed = range_mod(vs) == RangeMod::Smoothed;
         let mut out = Vec::new();
         for s in data.iter() {
             let i = s.samples.partition_point(|p| p.t <= rt);
@@ -547,6 +628,23 @@ impl<'a> Evaluator<'a> {
             let p = s.samples[i - 1];
             // The lookback window is open on the left: (rt - lookback, rt].
             if p.t <= rt.saturating_sub(lookback) || is_stale_nan(p.v) {
+                continue;
+            }
+            if smoothed && p.t < rt {
+                // Interpolated between the samples around `rt` when there is a next one.
+                let next = s.samples[i..]
+                    .first()
+                    .filter(|n| n.t <= rt.saturating_add(lookback) && !is_stale_nan(n.v));
+                let f = match next {
+                    Some(n) => p.v + (n.v - p.v) * (rt - p.t) as f64 / (n.t - p.t) as f64,
+                    None => p.v,
+                };
+                out.push(VSample {
+                    metric: s.labels.clone(),
+                    ts: rt,
+                    f,
+                    drop_name: false,
+                });
                 continue;
             }
             out.push(VSample {
@@ -623,7 +721,14 @@ impl<'a> Evaluator<'a> {
         }
         self.add_samples(n)?;
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
-        Ok(Val::Matrix(out, Window { end, range_ms }))
+        Ok(Val::Matrix(
+            out,
+            Window {
+                end,
+                range_ms,
+                mode: RangeMod::None,
+            },
+        ))
     }
 
     /// Label sets of the series matching `matchers` that have a sample (not a stale

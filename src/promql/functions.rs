@@ -2,8 +2,8 @@
 //! `rate`, Kahan-compensated sums, classic-bucket `histogram_quantile`, …).
 
 use super::eval::{
-    kahan_sum_inc, quantile, quantile_warning, same_labelset, Evaluator, MSeries, VSample, Val,
-    Window,
+    kahan_sum_inc, quantile, quantile_warning, range_mod, same_labelset, Evaluator, MSeries,
+    RangeMod, VSample, Val, Window,
 };
 use super::value::FPoint;
 use super::QueryError;
@@ -191,6 +191,7 @@ pub(super) fn non_finite_mean(values: impl Iterator<Item = f64>) -> Option<f64> 
 /// Dispatches a function call at time `t`.
 pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     let name = c.func.name;
+    check_range_modifier(c)?;
     match name {
         "time" => Ok(Val::Scalar(t as f64 / 1000.0)),
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
@@ -366,15 +367,9 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             }]))
         }
         "present_over_time" => over_time(ev, c, t, 0, false, |_, _| Ok(Some(1.0))),
-        "rate" => over_time(ev, c, t, 0, false, |p, w| {
-            Ok(extrapolated_rate(p, w, true, true))
-        }),
-        "increase" => over_time(ev, c, t, 0, false, |p, w| {
-            Ok(extrapolated_rate(p, w, true, false))
-        }),
-        "delta" => over_time(ev, c, t, 0, false, |p, w| {
-            Ok(extrapolated_rate(p, w, false, false))
-        }),
+        "rate" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, true, true))),
+        "increase" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, true, false))),
+        "delta" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, false, false))),
         "irate" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, true))),
         "idelta" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, false))),
         "deriv" => over_time(ev, c, t, 0, false, |p, _| {
@@ -393,7 +388,10 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
                 Ok(Some(slope * d + intercept))
             })
         }
-        "changes" => over_time(ev, c, t, 0, false, |p, _| {
+        "changes" => over_time(ev, c, t, 0, false, |p, w| {
+            if !anchored_has_data(p, w) {
+                return Ok(None);
+            }
             let mut n = 0.0;
             for w in p.windows(2) {
                 if w[1].f != w[0].f && !(w[1].f.is_nan() && w[0].f.is_nan()) {
@@ -402,7 +400,10 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             }
             Ok(Some(n))
         }),
-        "resets" => over_time(ev, c, t, 0, false, |p, _| {
+        "resets" => over_time(ev, c, t, 0, false, |p, w| {
+            if !anchored_has_data(p, w) {
+                return Ok(None);
+            }
             Ok(Some(p.windows(2).filter(|w| w[1].f < w[0].f).count() as f64))
         }),
         "avg_over_time" => over_time(ev, c, t, 0, false, |p, _| Ok(Some(avg(p)))),
@@ -640,6 +641,116 @@ fn smoothing(p: &[FPoint], sf: f64, tf: f64) -> Option<f64> {
     Some(s1)
 }
 
+/// Functions that may take an `anchored` / `smoothed` range (sorted, as
+/// Prometheus lists them in its error).
+const ANCHORED_SAFE: &[&str] = &["changes", "delta", "increase", "rate", "resets"];
+const SMOOTHED_SAFE: &[&str] = &["delta", "increase", "rate"];
+
+/// Prometheus's error for `anchored`/`smoothed` ranges given to other functions.
+fn check_range_modifier(c: &Call) -> Result<(), QueryError> {
+    for a in &c.args.args {
+        let Expr::MatrixSelector(ms) = a.as_ref() else {
+            continue;
+        };
+        let mode = range_mod(&ms.vs);
+        let safe = match mode {
+            RangeMod::None => continue,
+            RangeMod::Anchored => ANCHORED_SAFE,
+            RangeMod::Smoothed => SMOOTHED_SAFE,
+        };
+        if !safe.contains(&c.func.name) {
+            return Err(exec(format!(
+                "{} modifier can only be used with: {} - not with {}",
+                mode.name(),
+                safe.join(", "),
+                c.func.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An anchored window has something to measure only with a sample after its start.
+fn anchored_has_data(p: &[FPoint], w: Window) -> bool {
+    w.mode != RangeMod::Anchored || p.last().is_some_and(|x| x.t > w.end - w.range_ms)
+}
+
+fn any_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+    if w.mode == RangeMod::None {
+        extrapolated_rate(p, w, is_counter, is_rate)
+    } else {
+        extended_rate(p, w, is_counter, is_rate)
+    }
+}
+
+/// `rate`, `increase` and `delta` over an `anchored` or `smoothed` window: the
+/// difference between the values at the window's edges (the sample at or before the
+/// start, and the last sample; smoothed: both interpolated to the exact edges),
+/// with counter resets inside the window added back. No extrapolation.
+fn extended_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let start = w.end - w.range_ms;
+    let end = w.end;
+    let smoothed = w.mode == RangeMod::Smoothed;
+    if p.is_empty() {
+        return None;
+    }
+    // The points already begin with the last sample at or before the start (if any).
+    let first = 0;
+    let mut last = p.len() - 1;
+    if smoothed {
+        // The first sample at or after the end (the last one is a candidate only
+        // when nothing earlier is).
+        last = p[..last].partition_point(|x| x.t < end);
+    }
+    // Nothing inside the window: all samples before it, or (smoothed) all after it.
+    if p[last].t <= start || (smoothed && p[first].t > end) {
+        return None;
+    }
+    // Across a counter reset the counter is taken to restart from zero.
+    let interpolate = |a: FPoint, b: FPoint, t: i64| {
+        let y1 = if is_counter && b.f < a.f { 0.0 } else { a.f };
+        y1 + (b.f - y1) * (t - a.t) as f64 / (b.t - a.t) as f64
+    };
+    let left = if smoothed && p[first].t < start && first + 1 < p.len() {
+        interpolate(p[first], p[first + 1], start)
+    } else {
+        p[first].f
+    };
+    let right = if smoothed && last > 0 && p[last].t > end {
+        interpolate(p[last - 1], p[last], end)
+    } else {
+        p[last].f
+    };
+    let mut result = right - left;
+    if is_counter {
+        // Resets strictly inside the window; the edges are handled above.
+        let mut lo = first;
+        if p[lo].t <= start {
+            lo += 1;
+        }
+        let mut hi = last as isize;
+        if p[last].t >= end {
+            hi -= 1;
+        }
+        let mut prev = left;
+        if hi >= lo as isize {
+            for x in &p[lo..=hi as usize] {
+                if x.f < prev {
+                    result += prev;
+                }
+                prev = x.f;
+            }
+        }
+        if right < prev {
+            result += prev;
+        }
+    }
+    if is_rate {
+        result /= w.range_ms as f64 / 1000.0;
+    }
+    Some(result)
+}
+
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated towards
 /// the window's edges as Prometheus does.
 fn extrapolated_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
@@ -757,7 +868,7 @@ fn absent_labels(e: &Expr) -> Labels {
     let mut seen = HashSet::new();
     let mut dup = HashSet::new();
     for m in &vs.matchers.matchers {
-        if m.name == METRIC_NAME {
+        if m.name == METRIC_NAME || m.name == super::rewrite::MODIFIER_LABEL {
             continue;
         }
         if !seen.insert(m.name.clone()) {

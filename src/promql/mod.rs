@@ -18,6 +18,7 @@
 
 mod eval;
 mod functions;
+mod rewrite;
 pub mod value;
 
 pub use value::{FPoint, Sample, Series, Value};
@@ -99,6 +100,26 @@ pub struct QueryResult {
 /// A parsed query, ready to evaluate.
 pub struct Query {
     expr: promql_parser::parser::Expr,
+    /// The query text when its duration expressions use `step()` or `range()`: it is
+    /// rewritten and parsed again with each query's values.
+    source: Option<String>,
+}
+
+impl Query {
+    /// The expression to evaluate for a query with this step and range.
+    fn expr_for(
+        &self,
+        step_ms: i64,
+        range_ms: i64,
+    ) -> Result<std::borrow::Cow<'_, promql_parser::parser::Expr>, QueryError> {
+        match &self.source {
+            None => Ok(std::borrow::Cow::Borrowed(&self.expr)),
+            Some(text) => {
+                let q = parse_with(text, rewrite::DurationParams { step_ms, range_ms })?;
+                Ok(std::borrow::Cow::Owned(q.expr))
+            }
+        }
+    }
 }
 
 impl Query {
@@ -114,11 +135,27 @@ impl Query {
     }
 }
 
-/// Parses a PromQL expression.
+/// Parses a PromQL expression (Prometheus 3 syntax: see `rewrite` for what is
+/// added to `promql-parser`'s).
 pub fn parse(query: &str) -> Result<Query, QueryError> {
-    promql_parser::parser::parse(query)
-        .map(|expr| Query { expr })
-        .map_err(QueryError::Parse)
+    // `step()` and `range()` get their values when the query runs; any positive
+    // value checks the rest of the query now.
+    parse_with(
+        query,
+        rewrite::DurationParams {
+            step_ms: 60_000,
+            range_ms: 60_000,
+        },
+    )
+}
+
+fn parse_with(query: &str, params: rewrite::DurationParams) -> Result<Query, QueryError> {
+    let rw = rewrite::rewrite(query, params).map_err(QueryError::Parse)?;
+    let expr = promql_parser::parser::parse(&rw.text).map_err(QueryError::Parse)?;
+    Ok(Query {
+        expr,
+        source: rw.uses_params.then(|| query.to_string()),
+    })
 }
 
 /// The PromQL engine: settings shared by every query.
@@ -147,16 +184,8 @@ impl Engine {
         t_ms: i64,
         cancel: Option<&CancellationToken>,
     ) -> Result<QueryResult, QueryError> {
-        eval::run(
-            &self.opts,
-            storage,
-            &query.expr,
-            t_ms,
-            t_ms,
-            0,
-            cancel,
-            true,
-        )
+        let expr = query.expr_for(0, 0)?;
+        eval::run(&self.opts, storage, &expr, t_ms, t_ms, 0, cancel, true)
     }
 
     /// Evaluates `query` at `start_ms, start_ms + step_ms, …, ≤ end_ms`. The result is
@@ -196,15 +225,9 @@ impl Engine {
                 }
             )));
         }
+        let expr = query.expr_for(step_ms, end_ms - start_ms)?;
         eval::run(
-            &self.opts,
-            storage,
-            &query.expr,
-            start_ms,
-            end_ms,
-            step_ms,
-            cancel,
-            false,
+            &self.opts, storage, &expr, start_ms, end_ms, step_ms, cancel, false,
         )
     }
 }
