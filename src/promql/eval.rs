@@ -7,7 +7,7 @@
 
 use super::functions;
 use super::value::{FPoint, Sample, Series, Value};
-use super::rewrite::MODIFIER_LABEL;
+use super::rewrite::{is_marker, MODIFIER_LABEL};
 use super::{EngineOptions, QueryError, QueryResult};
 use crate::labels::{Labels, LabelsBuilder, MatchType, Matcher, METRIC_NAME};
 use crate::storage::{self, is_stale_nan, Queryable, SelectHints};
@@ -128,6 +128,16 @@ pub(super) struct Evaluator<'a> {
     /// Warnings and infos, each message once, in the order first raised.
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// Text positions of calls and aggregations, keyed by node address.
+    positions: HashMap<usize, super::positions::CallPos>,
+}
+
+/// An annotation message with Prometheus's ` (line:col)` suffix.
+fn with_pos(msg: String, pos: Option<String>) -> String {
+    match pos {
+        Some(p) => format!("{msg} ({p})"),
+        None => msg,
+    }
 }
 
 fn key<T>(x: &T) -> usize {
@@ -140,6 +150,7 @@ pub(super) fn run(
     opts: &EngineOptions,
     storage: &dyn Queryable,
     expr: &Expr,
+    text: &str,
     start: i64,
     end: i64,
     step: i64,
@@ -162,6 +173,7 @@ pub(super) fn run(
         result_samples: 0,
         warnings: Vec::new(),
         infos: Vec::new(),
+        positions: super::positions::positions(text, expr),
     };
     ev.plan(expr, start, end);
     let value = eval_all(&mut ev, expr, start, end, step, instant)?;
@@ -345,7 +357,7 @@ pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
             out.push(Matcher::equal(METRIC_NAME, name));
         }
         for m in list {
-            if m.name == MODIFIER_LABEL {
+            if is_marker(&m.name) {
                 continue;
             }
             let kind = match m.op {
@@ -454,6 +466,35 @@ impl<'a> Evaluator<'a> {
         let r = self.ranges.entry(k).or_insert((mint, maxt));
         r.0 = r.0.min(mint);
         r.1 = r.1.max(maxt);
+    }
+
+    /// Where call `c` starts in the query (`line:col`).
+    pub fn call_pos(&self, c: &promql_parser::parser::Call) -> Option<String> {
+        self.positions.get(&key(c)).map(|p| p.start.clone())
+    }
+
+    /// Where argument `i` of call `c` starts in the query.
+    pub fn arg_pos(&self, c: &promql_parser::parser::Call, i: usize) -> Option<String> {
+        self.positions
+            .get(&key(c))
+            .and_then(|p| p.args.get(i).cloned())
+    }
+
+    /// Where the parameter of aggregation `a` starts in the query.
+    pub fn param_pos(&self, a: &AggregateExpr) -> Option<String> {
+        self.positions
+            .get(&key(a))
+            .and_then(|p| p.args.first().cloned())
+    }
+
+    /// Records a warning about the expression at `pos`.
+    pub fn warn_at(&mut self, msg: String, pos: Option<String>) {
+        self.warn(with_pos(msg, pos));
+    }
+
+    /// Records an info about the expression at `pos`.
+    pub fn info_at(&mut self, msg: String, pos: Option<String>) {
+        self.info(with_pos(msg, pos));
     }
 
     /// Records a warning annotation (`PromQL warning: …`).
@@ -731,14 +772,14 @@ impl<'a> Evaluator<'a> {
         ))
     }
 
-    /// Label sets of the series matching `matchers` that have a sample (not a stale
-    /// marker) in the lookback window at `t`. Read directly, not cached: `info()`
+    /// Label sets (and newest sample times) of the series matching `matchers` that
+    /// have a sample (not a stale marker) in the lookback window at `t`. Read directly, not cached: `info()`
     /// uses it with matchers that depend on the data.
     pub fn select_present(
         &mut self,
         matchers: &[Matcher],
         t: i64,
-    ) -> Result<Vec<Labels>, QueryError> {
+    ) -> Result<Vec<(Labels, i64)>, QueryError> {
         let mint = t - self.opts.lookback_delta_ms + 1;
         let querier = self
             .storage
@@ -755,8 +796,9 @@ impl<'a> Evaluator<'a> {
             .map_err(|e| QueryError::Storage(e.to_string()))?
         {
             let s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
-            if s.samples.last().is_some_and(|p| !is_stale_nan(p.v)) {
-                out.push(s.labels);
+            let last = s.samples.iter().rev().find(|p| p.t <= t);
+            if let Some(p) = last.filter(|p| p.t >= mint && !is_stale_nan(p.v)) {
+                out.push((s.labels, p.t));
             }
         }
         self.add_samples(out.len())?;
@@ -873,16 +915,113 @@ impl<'a> Evaluator<'a> {
         };
         grouping.sort();
         grouping.dedup();
+        if op == T_LIMIT_RATIO {
+            if let Some(Val::Scalar(r)) = &param {
+                if *r < -1.0 || *r > 1.0 {
+                    let pos = self.param_pos(a);
+                    self.warn_at(
+                        format!(
+                            "ratio value should be between -1 and 1, got {}, capping to {}",
+                            super::functions::go_format_float(*r),
+                            if *r < 0.0 { -1 } else { 1 }
+                        ),
+                        pos,
+                    );
+                }
+            }
+        }
         if op == T_QUANTILE {
             if let Some(Val::Scalar(q)) = &param {
                 if q.is_nan() || *q < 0.0 || *q > 1.0 {
-                    self.warn(quantile_warning(*q));
+                    let pos = self.param_pos(a);
+                    self.warn_at(quantile_warning(*q), pos);
                 }
             }
         }
         let out = aggregate(op, param, input, without, &grouping, t)?;
         Ok(Val::Vector(out))
     }
+}
+
+/// Prometheus's `labels.Hash`: XXH64 (seed 0) over `name 0xff value 0xff …`.
+pub(super) fn labels_hash(l: &Labels) -> u64 {
+    let mut b = Vec::with_capacity(256);
+    for lb in l.iter() {
+        b.extend_from_slice(lb.name.as_bytes());
+        b.push(0xff);
+        b.extend_from_slice(lb.value.as_bytes());
+        b.push(0xff);
+    }
+    xxh64(&b)
+}
+
+/// XXH64 with seed 0 (the hash Go's `cespare/xxhash` computes).
+fn xxh64(input: &[u8]) -> u64 {
+    const P1: u64 = 0x9E37_79B1_85EB_CA87;
+    const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    const P3: u64 = 0x1656_67B1_9E37_79F9;
+    const P4: u64 = 0x85EB_CA77_C2B2_AE63;
+    const P5: u64 = 0x27D4_EB2F_1656_67C5;
+    fn round(acc: u64, x: u64) -> u64 {
+        acc.wrapping_add(x.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1)
+    }
+    fn merge(acc: u64, v: u64) -> u64 {
+        (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4)
+    }
+    let read64 = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(a)
+    };
+    let len = input.len();
+    let mut rest = input;
+    let mut h = if len >= 32 {
+        let (mut v1, mut v2, mut v3, mut v4) =
+            (P1.wrapping_add(P2), P2, 0u64, 0u64.wrapping_sub(P1));
+        while rest.len() >= 32 {
+            v1 = round(v1, read64(&rest[0..]));
+            v2 = round(v2, read64(&rest[8..]));
+            v3 = round(v3, read64(&rest[16..]));
+            v4 = round(v4, read64(&rest[24..]));
+            rest = &rest[32..];
+        }
+        let mut h = v1
+            .rotate_left(1)
+            .wrapping_add(v2.rotate_left(7))
+            .wrapping_add(v3.rotate_left(12))
+            .wrapping_add(v4.rotate_left(18));
+        h = merge(h, v1);
+        h = merge(h, v2);
+        h = merge(h, v3);
+        merge(h, v4)
+    } else {
+        P5
+    };
+    h = h.wrapping_add(len as u64);
+    while rest.len() >= 8 {
+        h ^= round(0, read64(rest));
+        h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+        rest = &rest[8..];
+    }
+    if rest.len() >= 4 {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&rest[..4]);
+        h ^= (u32::from_le_bytes(a) as u64).wrapping_mul(P1);
+        h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+        rest = &rest[4..];
+    }
+    for &byte in rest {
+        h ^= (byte as u64).wrapping_mul(P5);
+        h = h.rotate_left(11).wrapping_mul(P1);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(P2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(P3);
+    h ^= h >> 32;
+    h
 }
 
 /// The match key of a series for vector matching: the `on` labels, or every label
@@ -1410,9 +1549,19 @@ fn aggregate(
             if r.is_nan() {
                 return Err(QueryError::Execution("Ratio value is NaN".into()));
             }
-            return Err(QueryError::Execution(
-                "limit_ratio is not supported yet".into(),
-            ));
+            let r = r.clamp(-1.0, 1.0);
+            // Prometheus's hash-ratio sampler: each series has a fixed offset in
+            // [0, 1] from its labels' hash; a positive ratio keeps the offsets below
+            // it, a negative one the complement.
+            for g in groups {
+                for s in g.members {
+                    let offset = labels_hash(&s.metric) as f64 / u64::MAX as f64;
+                    if (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r) {
+                        out.push(s);
+                    }
+                }
+            }
+            return Ok(out);
         }
         _ => {}
     }

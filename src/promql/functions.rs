@@ -295,9 +295,11 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
         "label_replace" => label_replace(ev, c, t),
         "label_join" => label_join(ev, c, t),
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if ev.step != 0 => {
-            ev.warn(
+            let pos = ev.call_pos(c);
+            ev.warn_at(
                 "sort is ineffective for range queries since results are always ordered by labels"
                     .into(),
+                pos,
             );
             ev.eval_vector(arg(c, 0)?, t).map(Val::Vector)
         }
@@ -453,7 +455,8 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
         "quantile_over_time" => {
             let q = ev.eval_scalar(arg(c, 0)?, t)?;
             if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                ev.warn(quantile_warning(q));
+                let pos = ev.arg_pos(c, 0);
+                ev.warn_at(quantile_warning(q), pos);
             }
             over_time(ev, c, t, 1, false, move |p, _| {
                 let mut vals: Vec<f64> = p.iter().map(|x| x.f).collect();
@@ -519,16 +522,49 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             }
         }
     }
+    let positive = name_ms
+        .iter()
+        .any(|m| matches!(m.kind, MatchType::Equal | MatchType::Regexp));
+    // The info series to look at: `target_info` by default; with only negative name
+    // matchers, the other `*_info` series.
+    let mut select_ms = name_ms.clone();
     if name_ms.is_empty() {
-        name_ms.push(Matcher::equal(METRIC_NAME, "target_info"));
+        select_ms.push(Matcher::equal(METRIC_NAME, "target_info"));
+    } else if !positive {
+        select_ms.push(
+            Matcher::new(MatchType::Regexp, METRIC_NAME, ".+_info")
+                .map_err(|e| exec(e.to_string()))?,
+        );
     }
-    let infos = ev.select_present(&name_ms, t)?;
-    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::new();
-    for l in infos {
+    select_ms.extend(data_ms.iter().cloned());
+    // Info series are read as of the time the first argument's data refers to
+    // (after its `@` and `offset`, through subqueries).
+    let info_t = info_time(ev, arg(c, 0)?, t).unwrap_or(t);
+    let infos = ev.select_present(&select_ms, info_t)?;
+    // Per info metric and identifying labels, the series with the newest sample.
+    let mut latest: HashMap<(String, Vec<String>), (Labels, i64)> = HashMap::new();
+    for (l, ts) in infos {
         let id: Vec<String> = INFO_IDENTIFYING_LABELS
             .iter()
             .map(|n| l.get(n).to_string())
             .collect();
+        let k = (l.get(METRIC_NAME).to_string(), id);
+        match latest.get(&k) {
+            Some((other, ots)) if *ots == ts => {
+                return Err(exec(format!(
+                    "found duplicate series for info metric: existing {other} @ {ots}, new {l} @ {ts}"
+                )));
+            }
+            Some((_, ots)) if *ots > ts => {}
+            _ => {
+                latest.insert(k, (l, ts));
+            }
+        }
+    }
+    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::new();
+    let mut sorted: Vec<_> = latest.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((_, id), (l, _)) in sorted {
         by_id.entry(id).or_default().push(l);
     }
     let empty_ok = data_ms.iter().all(|m| m.matches_empty());
@@ -536,9 +572,6 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     for mut s in base {
         // A series the selector itself names as an info series (every name matcher
         // holds, at least one of them positive) is not enriched.
-        let positive = name_ms
-            .iter()
-            .any(|m| matches!(m.kind, MatchType::Equal | MatchType::Regexp));
         if positive && name_ms.iter().all(|m| m.matches(s.metric.get(METRIC_NAME))) {
             out.push(s);
             continue;
@@ -547,21 +580,26 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             .iter()
             .map(|n| s.metric.get(n).to_string())
             .collect();
-        let mut b = s.metric.builder();
+        let mut added: HashMap<String, String> = HashMap::new();
         let mut matched = false;
         for info in by_id.get(&id).map(|v| v.as_slice()).unwrap_or(&[]) {
-            if !data_ms.iter().all(|m| m.matches(info.get(&m.name))) {
-                continue;
-            }
             matched = true;
             for lb in info.iter() {
-                let skip = lb.name == METRIC_NAME
+                if lb.name == METRIC_NAME
                     || INFO_IDENTIFYING_LABELS.contains(&lb.name)
-                    || s.metric.has(lb.name)
-                    || (!data_ms.is_empty() && !data_ms.iter().any(|m| m.name == lb.name));
-                if !skip {
-                    b.set(lb.name, lb.value);
+                    || (!data_ms.is_empty() && !data_ms.iter().any(|m| m.name == lb.name))
+                {
+                    continue;
                 }
+                if let Some(v) = added.get(lb.name) {
+                    if v != lb.value {
+                        return Err(exec(format!("conflicting label: {}", lb.name)));
+                    }
+                }
+                if s.metric.has(lb.name) {
+                    continue;
+                }
+                added.insert(lb.name.to_string(), lb.value.to_string());
             }
         }
         if !matched {
@@ -570,11 +608,31 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             }
             continue;
         }
+        let mut b = s.metric.builder();
+        for (n, v) in &added {
+            b.set(n, v);
+        }
         s.metric = b.build();
         s.ts = t;
         out.push(s);
     }
     Ok(Val::Vector(out))
+}
+
+/// The time the data of `e` evaluated at `t` refers to: its first selector's, after
+/// the `@` and `offset` of that selector and of the subqueries around it.
+fn info_time(ev: &Evaluator, e: &Expr, t: i64) -> Option<i64> {
+    match e {
+        Expr::VectorSelector(vs) => Some(ev.ref_time(&vs.at, &vs.offset, t)),
+        Expr::MatrixSelector(ms) => Some(ev.ref_time(&ms.vs.at, &ms.vs.offset, t)),
+        Expr::Subquery(sq) => info_time(ev, &sq.expr, ev.ref_time(&sq.at, &sq.offset, t)),
+        Expr::Paren(p) => info_time(ev, &p.expr, t),
+        Expr::Unary(u) => info_time(ev, &u.expr, t),
+        Expr::Aggregate(a) => info_time(ev, &a.expr, t),
+        Expr::Binary(b) => info_time(ev, &b.lhs, t).or_else(|| info_time(ev, &b.rhs, t)),
+        Expr::Call(c) => c.args.args.iter().find_map(|a| info_time(ev, a, t)),
+        _ => None,
+    }
 }
 
 /// The newest (for ties: first) extreme value of a window, or its timestamp.
@@ -868,7 +926,7 @@ fn absent_labels(e: &Expr) -> Labels {
     let mut seen = HashSet::new();
     let mut dup = HashSet::new();
     for m in &vs.matchers.matchers {
-        if m.name == METRIC_NAME || m.name == super::rewrite::MODIFIER_LABEL {
+        if m.name == METRIC_NAME || super::rewrite::is_marker(&m.name) {
             continue;
         }
         if !seen.insert(m.name.clone()) {
@@ -1065,15 +1123,33 @@ struct Bucket {
     count: f64,
 }
 
-/// Groups `_bucket` series by their labels without `le`, in first-seen order.
-fn bucket_groups(v: Vec<VSample>) -> Vec<(Labels, Vec<Bucket>)> {
+/// Groups `_bucket` series by their labels without `le`, in first-seen order. A
+/// series without a usable `le` is left out with Prometheus's warning (at argument
+/// `arg_i` of `c`).
+fn bucket_groups(
+    ev: &mut Evaluator,
+    c: &Call,
+    arg_i: usize,
+    v: Vec<VSample>,
+) -> Vec<(Labels, Vec<Bucket>)> {
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
     for s in v {
         let le = s.metric.get("le");
         let upper = match parse_le(le) {
             Some(u) => u,
-            None => continue,
+            None => {
+                let pos = ev.arg_pos(c, arg_i);
+                ev.warn_at(
+                    format!(
+                        "bucket label \"le\" is missing or has a malformed value of {} for metric name {}",
+                        crate::labels::quote(le),
+                        crate::labels::quote(s.metric.metric_name())
+                    ),
+                    pos,
+                );
+                continue;
+            }
         };
         let mut b = s.metric.builder();
         b.del("le");
@@ -1102,14 +1178,16 @@ fn parse_le(s: &str) -> Option<f64> {
 fn histogram_quantile(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     let q = ev.eval_scalar(arg(c, 0)?, t)?;
     if q.is_nan() || !(0.0..=1.0).contains(&q) {
-        ev.warn(quantile_warning(q));
+        let pos = ev.arg_pos(c, 0);
+        ev.warn_at(quantile_warning(q), pos);
     }
     let v = ev.eval_vector(arg(c, 1)?, t)?;
     let mut out = Vec::new();
-    for (labels, mut buckets) in bucket_groups(v) {
+    for (labels, mut buckets) in bucket_groups(ev, c, 1, v) {
         let (f, forced) = bucket_quantile(q, &mut buckets);
         if forced {
-            ev.info(monotonicity_info(&labels));
+            let pos = ev.arg_pos(c, 1);
+            ev.info_at(monotonicity_info(&labels), pos);
         }
         out.push(VSample {
             metric: labels,
@@ -1240,7 +1318,7 @@ fn histogram_fraction(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, Query
     let upper = ev.eval_scalar(arg(c, 1)?, t)?;
     let v = ev.eval_vector(arg(c, 2)?, t)?;
     let mut out = Vec::new();
-    for (labels, mut buckets) in bucket_groups(v) {
+    for (labels, mut buckets) in bucket_groups(ev, c, 2, v) {
         out.push(VSample {
             metric: labels,
             ts: t,
@@ -1328,18 +1406,20 @@ fn histogram_quantiles(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, Quer
     for i in 2..c.args.args.len() {
         let q = ev.eval_scalar(arg(c, i)?, t)?;
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
-            ev.warn(quantile_warning(q));
+            let pos = ev.arg_pos(c, i);
+            ev.warn_at(quantile_warning(q), pos);
         }
         qs.push(q);
     }
     let mut out = Vec::new();
-    for (labels, buckets) in bucket_groups(v) {
+    for (labels, buckets) in bucket_groups(ev, c, 0, v) {
         for &q in &qs {
             let mut b = labels.builder();
             b.set(&label, &quantile_label(q));
             let (f, forced) = bucket_quantile(q, &mut buckets.clone());
             if forced {
-                ev.info(monotonicity_info(&labels));
+                let pos = ev.arg_pos(c, 0);
+                ev.info_at(monotonicity_info(&labels), pos);
             }
             out.push(VSample {
                 metric: b.build(),

@@ -18,6 +18,7 @@
 
 mod eval;
 mod functions;
+mod positions;
 mod rewrite;
 pub mod value;
 
@@ -88,8 +89,8 @@ pub enum QueryError {
 }
 
 /// A query's value with the annotations evaluation produced, as the API shows them
-/// (`PromQL warning: …`, `PromQL info: …`). Positions in the query are not known
-/// (the parser does not keep them), so messages carry none.
+/// (`PromQL warning: … (1:25)`, `PromQL info: …`), with the position of the call
+/// or argument they are about where `positions` finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
     pub value: Value,
@@ -100,6 +101,8 @@ pub struct QueryResult {
 /// A parsed query, ready to evaluate.
 pub struct Query {
     expr: promql_parser::parser::Expr,
+    /// The query as written (annotation positions refer to it).
+    text: String,
     /// The query text when its duration expressions use `step()` or `range()`: it is
     /// rewritten and parsed again with each query's values.
     source: Option<String>,
@@ -154,6 +157,7 @@ fn parse_with(query: &str, params: rewrite::DurationParams) -> Result<Query, Que
     let expr = promql_parser::parser::parse(&rw.text).map_err(QueryError::Parse)?;
     Ok(Query {
         expr,
+        text: query.to_string(),
         source: rw.uses_params.then(|| query.to_string()),
     })
 }
@@ -185,7 +189,17 @@ impl Engine {
         cancel: Option<&CancellationToken>,
     ) -> Result<QueryResult, QueryError> {
         let expr = query.expr_for(0, 0)?;
-        eval::run(&self.opts, storage, &expr, t_ms, t_ms, 0, cancel, true)
+        eval::run(
+            &self.opts,
+            storage,
+            &expr,
+            &query.text,
+            t_ms,
+            t_ms,
+            0,
+            cancel,
+            true,
+        )
     }
 
     /// Evaluates `query` at `start_ms, start_ms + step_ms, …, ≤ end_ms`. The result is
@@ -227,7 +241,15 @@ impl Engine {
         }
         let expr = query.expr_for(step_ms, end_ms - start_ms)?;
         eval::run(
-            &self.opts, storage, &expr, start_ms, end_ms, step_ms, cancel, false,
+            &self.opts,
+            storage,
+            &expr,
+            &query.text,
+            start_ms,
+            end_ms,
+            step_ms,
+            cancel,
+            false,
         )
     }
 }

@@ -16,6 +16,16 @@
 /// The label name of the marker matcher that carries `anchored`/`smoothed`.
 pub(crate) const MODIFIER_LABEL: &str = "__hearth_range_modifier__";
 
+/// A marker matcher added to the label selector `info()` takes as its second
+/// argument: Prometheus accepts selectors there that match the empty string
+/// (`{data=~".*"}`), which `promql-parser` rejects as a vector selector.
+pub(crate) const INFO_SELECTOR_LABEL: &str = "__hearth_info_selector__";
+
+/// Whether a matcher is one of the pre-pass's markers, never a real label.
+pub(crate) fn is_marker(name: &str) -> bool {
+    name == MODIFIER_LABEL || name == INFO_SELECTOR_LABEL
+}
+
 /// The query parameters duration expressions may refer to.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct DurationParams {
@@ -38,6 +48,8 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
     // Where the most recent vector selector can take a marker matcher: the output
     // position, and whether a comma must follow the inserted matcher.
     let mut last_selector: Option<(usize, bool)> = None;
+    // Input offsets of `{` that open an `info()` label selector.
+    let mut info_selectors: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -85,6 +97,10 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                 let close = matching_brace(b, i);
                 out.push('{');
                 let empty = q[i + 1..close].trim().is_empty();
+                if info_selectors.contains(&i) {
+                    out.push_str(INFO_SELECTOR_LABEL);
+                    out.push_str(if empty { "=\"1\"" } else { "=\"1\"," });
+                }
                 last_selector = Some((out.len(), !empty));
                 let end = (close + 1).min(b.len());
                 out.push_str(&q[i + 1..end]);
@@ -148,6 +164,16 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                     _ => {
                         out.push_str(word);
                         let is_call = next.is_some_and(|j| b[j] == b'(');
+                        if is_call && lower == "info" {
+                            if let Some(j) = next {
+                                let args = super::positions::arg_starts(b, j);
+                                if let Some(&a) = args.get(1) {
+                                    if b.get(a) == Some(&b'{') {
+                                        info_selectors.push(a);
+                                    }
+                                }
+                            }
+                        }
                         if !is_call && !is_keyword(&lower) {
                             last_selector = Some((out.len(), false));
                         }
