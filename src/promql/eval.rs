@@ -6,8 +6,8 @@
 //! no two series end up with the same labels.
 
 use super::functions;
-use super::value::{FPoint, Sample, Series, Value};
 use super::rewrite::{is_marker, MODIFIER_LABEL};
+use super::value::{FPoint, Sample, Series, Value};
 use super::{EngineOptions, QueryError, QueryResult};
 use crate::labels::{Labels, LabelsBuilder, MatchType, Matcher, METRIC_NAME};
 use crate::storage::{self, is_stale_nan, Queryable, SelectHints};
@@ -125,6 +125,8 @@ pub(super) struct Evaluator<'a> {
     step_samples: usize,
     /// Samples held by the result so far.
     result_samples: usize,
+    /// Raw samples read from storage by all selectors so far.
+    loaded_samples: usize,
     /// Warnings and infos, each message once, in the order first raised.
     warnings: Vec<String>,
     infos: Vec<String>,
@@ -171,6 +173,7 @@ pub(super) fn run(
         subquery_steps: HashMap::new(),
         step_samples: 0,
         result_samples: 0,
+        loaded_samples: 0,
         warnings: Vec::new(),
         infos: Vec::new(),
         positions: super::positions::positions(text, expr),
@@ -556,7 +559,16 @@ impl<'a> Evaluator<'a> {
                 .select(&hints, ms)
                 .map_err(|e| QueryError::Storage(e.to_string()))?
             {
-                all.push(s.map_err(|e| QueryError::Storage(e.to_string()))?);
+                let mut s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
+                s.samples.retain(|p| p.t >= mint && p.t <= maxt);
+                // Raw samples stay in memory for the whole query, so they count
+                // towards `max_samples` too: a selector over too much data fails
+                // with Prometheus's error instead of exhausting memory.
+                self.loaded_samples += s.samples.len();
+                if self.loaded_samples > self.opts.max_samples {
+                    return Err(QueryError::TooManySamples("query execution".into()));
+                }
+                all.push(s);
             }
         }
         if sets.len() > 1 {
@@ -956,7 +968,7 @@ pub(super) fn labels_hash(l: &Labels) -> u64 {
 }
 
 /// XXH64 with seed 0 (the hash Go's `cespare/xxhash` computes).
-fn xxh64(input: &[u8]) -> u64 {
+pub(super) fn xxh64(input: &[u8]) -> u64 {
     const P1: u64 = 0x9E37_79B1_85EB_CA87;
     const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
     const P3: u64 = 0x1656_67B1_9E37_79F9;

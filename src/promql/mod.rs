@@ -11,10 +11,11 @@
 //! that data. Subquery results are memoised per inner evaluation time, so
 //! overlapping windows of consecutive steps are computed once.
 //!
-//! What `promql-parser` 0.11 lacks, and so hearth lacks for now: the `anchored` and
-//! `smoothed` range modifiers are lexed but not kept in the syntax tree, and
-//! native-histogram literals. Native histograms are a later step: `value` keeps
-//! floats apart so histogram points can be added next to them.
+//! Prometheus 3 syntax `promql-parser` 0.11 lacks (duration expressions, `step()`,
+//! `anchored`/`smoothed`, …) is added by a pre-pass over the query text
+//! (`rewrite`); `docs/promql.md` lists what is still missing. Native histograms are
+//! a later step: `value` keeps floats apart so histogram points can be added next
+//! to them.
 
 mod eval;
 mod functions;
@@ -34,8 +35,9 @@ pub struct EngineOptions {
     pub lookback_delta_ms: i64,
     /// Most samples a query may hold in memory at once (`--query.max-samples`):
     /// the samples of the current step (instant vectors, range-vector windows,
-    /// subquery points) plus the result so far. The raw series a selector reads are
-    /// not counted yet.
+    /// subquery points) plus the result so far; and, separately, the raw samples
+    /// the selectors read from storage (held for the whole query), so memory is
+    /// bounded by this limit and not by the data size.
     pub max_samples: usize,
     /// Longest a query may run (`--query.timeout`); 0 means no limit.
     pub timeout_ms: u64,

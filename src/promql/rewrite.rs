@@ -563,7 +563,10 @@ mod tests {
         assert_eq!(rw("x offset (-2 ^ 2)"), "x offset -4000ms");
         assert_eq!(rw("x offset -2 ^ 2"), "x offset -2 ^ 2");
         assert_eq!(rw("x offset -step()*2"), "x offset -5000ms*2");
-        assert_eq!(rw("x offset min_of(step(), 1s)+8000"), "x offset 1000ms+8000");
+        assert_eq!(
+            rw("x offset min_of(step(), 1s)+8000"),
+            "x offset 1000ms+8000"
+        );
         assert_eq!(rw("x[range()]"), "x[10000ms]");
         assert_eq!(rw(r#"x{a="[5m+1m]"}"#), r#"x{a="[5m+1m]"}"#);
     }
