@@ -84,9 +84,16 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                         continue;
                     }
                     let mut p = DurParser::new(trimmed, params);
-                    let v = p.full()?;
-                    uses_params |= p.used_params;
-                    parts.push(format_ms(seconds_to_ms(v, trimmed)?));
+                    match p.full() {
+                        Ok(v) => {
+                            uses_params |= p.used_params;
+                            parts.push(format_ms(seconds_to_ms(v, trimmed)?));
+                        }
+                        // Division by zero and the like are errors of their own; any
+                        // other text is left for the parser to report.
+                        Err(e) if e.contains(" by zero") => return Err(e),
+                        Err(_) => parts.push(part.to_string()),
+                    }
                 }
                 out.push_str(&parts.join(":"));
                 out.push(']');

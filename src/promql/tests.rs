@@ -121,7 +121,8 @@ fn out_of_range_quantile_is_a_warning() {
         .unwrap();
     assert_eq!(
         r.warnings,
-        ["PromQL warning: quantile value should be between 0 and 1, got 2"]
+        // With the position of the parameter, as Prometheus writes it.
+        ["PromQL warning: quantile value should be between 0 and 1, got 2 (1:10)"]
     );
     assert!(r.infos.is_empty());
 }
