@@ -135,7 +135,10 @@ fn scalar_string_and_rfc3339_time() {
     );
     assert_eq!(
         v["warnings"],
-        serde_json::json!(["PromQL warning: quantile value should be between 0 and 1, got 1.5"])
+        // With the position of the parameter, as Prometheus writes it.
+        serde_json::json!([
+            "PromQL warning: quantile value should be between 0 and 1, got 1.5 (1:10)"
+        ])
     );
 }
 
@@ -299,6 +302,93 @@ fn hearth_answers_queries_over_remote_written_data() {
     assert_eq!(v["data"]["result"], serde_json::json!([]));
     let (_, v) = get(&addr, "/api/v1/label/instance/values");
     assert_eq!(v["data"], serde_json::json!(["a"]));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `--query.max-samples` bounds what a query reads, not only what it returns: a
+/// selector over more raw samples than the limit fails with Prometheus's error
+/// (and the server stays up), while a query over less data still answers.
+#[test]
+fn max_samples_bounds_raw_selectors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(hearth_bin())
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--web.enable-remote-write-receiver")
+        .arg("--query.max-samples=2000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hearth");
+    wait_ready(&addr, Duration::from_secs(30));
+    // 20 series × 600 samples, 10s apart: 12000 samples over 100 minutes.
+    let t0 = 1_700_000_000_000i64;
+    let req = prompb::WriteRequest {
+        timeseries: (0..20)
+            .map(|s| prompb::TimeSeries {
+                labels: vec![
+                    prompb::Label {
+                        name: "__name__".into(),
+                        value: "big_metric".into(),
+                    },
+                    prompb::Label {
+                        name: "series".into(),
+                        value: format!("{s:02}"),
+                    },
+                ],
+                samples: (0..600)
+                    .map(|i| prompb::Sample {
+                        value: i as f64,
+                        timestamp: t0 + i * 10_000,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let (code, _) = http(
+        "POST",
+        &addr,
+        "/api/v1/write",
+        &[
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+        ],
+        &encode_write_request(&req),
+    )
+    .expect("remote write");
+    assert_eq!(code, 204);
+    let end = (t0 + 599 * 10_000) / 1000;
+    // The whole range: 12000 raw samples, more than the limit, for a 1-sample result.
+    let path = format!("/api/v1/query?query=count(count_over_time(big_metric%5B2h%5D))&time={end}");
+    let (code, v) = get(&addr, &path);
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["errorType"], "execution");
+    assert_eq!(
+        v["error"],
+        "query processing would load too many samples into memory in query execution"
+    );
+    // A range query over the same data is bounded the same way.
+    let path = format!(
+        "/api/v1/query_range?query=sum(big_metric)&start={}&end={end}&step=60",
+        t0 / 1000
+    );
+    let (code, v) = get(&addr, &path);
+    assert_eq!(
+        (code, v["errorType"].as_str()),
+        (422, Some("execution")),
+        "{v}"
+    );
+    // The last 5 minutes: 20 × 30 = 600 raw samples, within the limit.
+    let path = format!("/api/v1/query?query=sum(count_over_time(big_metric%5B5m%5D))&time={end}");
+    let (code, v) = get(&addr, &path);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "600");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -6,6 +6,7 @@
 //! no two series end up with the same labels.
 
 use super::functions;
+use super::rewrite::{is_marker, MODIFIER_LABEL};
 use super::value::{FPoint, Sample, Series, Value};
 use super::{EngineOptions, QueryError, QueryResult};
 use crate::labels::{Labels, LabelsBuilder, MatchType, Matcher, METRIC_NAME};
@@ -46,6 +47,41 @@ pub(super) struct MSeries {
 pub(super) struct Window {
     pub end: i64,
     pub range_ms: i64,
+    /// `anchored` or `smoothed`: the points then also hold the last sample at or
+    /// before the window's start (and, smoothed, the first one after its end).
+    pub mode: RangeMod,
+}
+
+/// The `anchored`/`smoothed` modifier of a selector (Prometheus 3.7+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RangeMod {
+    None,
+    Anchored,
+    Smoothed,
+}
+
+impl RangeMod {
+    pub fn name(self) -> &'static str {
+        match self {
+            RangeMod::None => "",
+            RangeMod::Anchored => "anchored",
+            RangeMod::Smoothed => "smoothed",
+        }
+    }
+}
+
+/// The modifier the text pre-pass recorded on `vs` as a marker matcher.
+pub(super) fn range_mod(vs: &VectorSelector) -> RangeMod {
+    for m in &vs.matchers.matchers {
+        if m.name == MODIFIER_LABEL {
+            return match m.value.as_str() {
+                "anchored" => RangeMod::Anchored,
+                "smoothed" => RangeMod::Smoothed,
+                _ => RangeMod::None,
+            };
+        }
+    }
+    RangeMod::None
 }
 
 /// A value during evaluation at one step.
@@ -89,9 +125,21 @@ pub(super) struct Evaluator<'a> {
     step_samples: usize,
     /// Samples held by the result so far.
     result_samples: usize,
+    /// Raw samples read from storage by all selectors so far.
+    loaded_samples: usize,
     /// Warnings and infos, each message once, in the order first raised.
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// Text positions of calls and aggregations, keyed by node address.
+    positions: HashMap<usize, super::positions::CallPos>,
+}
+
+/// An annotation message with Prometheus's ` (line:col)` suffix.
+fn with_pos(msg: String, pos: Option<String>) -> String {
+    match pos {
+        Some(p) => format!("{msg} ({p})"),
+        None => msg,
+    }
 }
 
 fn key<T>(x: &T) -> usize {
@@ -104,6 +152,7 @@ pub(super) fn run(
     opts: &EngineOptions,
     storage: &dyn Queryable,
     expr: &Expr,
+    text: &str,
     start: i64,
     end: i64,
     step: i64,
@@ -124,8 +173,10 @@ pub(super) fn run(
         subquery_steps: HashMap::new(),
         step_samples: 0,
         result_samples: 0,
+        loaded_samples: 0,
         warnings: Vec::new(),
         infos: Vec::new(),
+        positions: super::positions::positions(text, expr),
     };
     ev.plan(expr, start, end);
     let value = eval_all(&mut ev, expr, start, end, step, instant)?;
@@ -309,6 +360,9 @@ pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
             out.push(Matcher::equal(METRIC_NAME, name));
         }
         for m in list {
+            if is_marker(&m.name) {
+                continue;
+            }
             let kind = match m.op {
                 MatchOp::Equal => MatchType::Equal,
                 MatchOp::NotEqual => MatchType::NotEqual,
@@ -355,10 +409,14 @@ impl<'a> Evaluator<'a> {
                     self.ref_time(&vs.at, &vs.offset, lo),
                     self.ref_time(&vs.at, &vs.offset, hi),
                 );
+                let after = match range_mod(vs) {
+                    RangeMod::Smoothed => self.opts.lookback_delta_ms,
+                    _ => 0,
+                };
                 self.extend(
                     key(vs),
                     l.saturating_sub(self.opts.lookback_delta_ms - 1),
-                    h,
+                    h.saturating_add(after),
                 );
             }
             Expr::MatrixSelector(ms) => {
@@ -367,7 +425,17 @@ impl<'a> Evaluator<'a> {
                     self.ref_time(&vs.at, &vs.offset, lo),
                     self.ref_time(&vs.at, &vs.offset, hi),
                 );
-                self.extend(key(vs), l.saturating_sub(duration_ms(&ms.range) - 1), h);
+                let lookback = self.opts.lookback_delta_ms;
+                let (before, after) = match range_mod(vs) {
+                    RangeMod::None => (0, 0),
+                    RangeMod::Anchored => (lookback, 0),
+                    RangeMod::Smoothed => (lookback, lookback),
+                };
+                self.extend(
+                    key(vs),
+                    l.saturating_sub(duration_ms(&ms.range) - 1 + before),
+                    h.saturating_add(after),
+                );
             }
             Expr::Subquery(sq) => {
                 let (l, h) = (
@@ -401,6 +469,35 @@ impl<'a> Evaluator<'a> {
         let r = self.ranges.entry(k).or_insert((mint, maxt));
         r.0 = r.0.min(mint);
         r.1 = r.1.max(maxt);
+    }
+
+    /// Where call `c` starts in the query (`line:col`).
+    pub fn call_pos(&self, c: &promql_parser::parser::Call) -> Option<String> {
+        self.positions.get(&key(c)).map(|p| p.start.clone())
+    }
+
+    /// Where argument `i` of call `c` starts in the query.
+    pub fn arg_pos(&self, c: &promql_parser::parser::Call, i: usize) -> Option<String> {
+        self.positions
+            .get(&key(c))
+            .and_then(|p| p.args.get(i).cloned())
+    }
+
+    /// Where the parameter of aggregation `a` starts in the query.
+    pub fn param_pos(&self, a: &AggregateExpr) -> Option<String> {
+        self.positions
+            .get(&key(a))
+            .and_then(|p| p.args.first().cloned())
+    }
+
+    /// Records a warning about the expression at `pos`.
+    pub fn warn_at(&mut self, msg: String, pos: Option<String>) {
+        self.warn(with_pos(msg, pos));
+    }
+
+    /// Records an info about the expression at `pos`.
+    pub fn info_at(&mut self, msg: String, pos: Option<String>) {
+        self.info(with_pos(msg, pos));
     }
 
     /// Records a warning annotation (`PromQL warning: …`).
@@ -462,7 +559,16 @@ impl<'a> Evaluator<'a> {
                 .select(&hints, ms)
                 .map_err(|e| QueryError::Storage(e.to_string()))?
             {
-                all.push(s.map_err(|e| QueryError::Storage(e.to_string()))?);
+                let mut s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
+                s.samples.retain(|p| p.t >= mint && p.t <= maxt);
+                // Raw samples stay in memory for the whole query, so they count
+                // towards `max_samples` too: a selector over too much data fails
+                // with Prometheus's error instead of exhausting memory.
+                self.loaded_samples += s.samples.len();
+                if self.loaded_samples > self.opts.max_samples {
+                    return Err(QueryError::TooManySamples("query execution".into()));
+                }
+                all.push(s);
             }
         }
         if sets.len() > 1 {
@@ -500,17 +606,37 @@ impl<'a> Evaluator<'a> {
                 let vs = &ms.vs;
                 let end = self.ref_time(&vs.at, &vs.offset, t);
                 let range_ms = duration_ms(&ms.range);
+                let mode = range_mod(vs);
                 let data = self.series_for(vs)?;
+                let lookback = self.opts.lookback_delta_ms;
+                let start = end.saturating_sub(range_ms);
                 let mut out = Vec::new();
                 let mut n = 0;
                 for s in data.iter() {
-                    let lo = s.samples.partition_point(|p| p.t <= end.saturating_sub(range_ms));
+                    let lo = s.samples.partition_point(|p| p.t <= start);
                     let hi = s.samples.partition_point(|p| p.t <= end);
-                    let points: Vec<FPoint> = s.samples[lo..hi]
-                        .iter()
-                        .filter(|p| !is_stale_nan(p.v))
-                        .map(|p| FPoint { t: p.t, f: p.v })
-                        .collect();
+                    let mut points: Vec<FPoint> = Vec::new();
+                    if mode != RangeMod::None {
+                        // The last sample at or before the start, within the lookback.
+                        if let Some(p) = s.samples[..lo].iter().rev().find(|p| !is_stale_nan(p.v)) {
+                            if p.t > start.saturating_sub(lookback) {
+                                points.push(FPoint { t: p.t, f: p.v });
+                            }
+                        }
+                    }
+                    points.extend(
+                        s.samples[lo..hi]
+                            .iter()
+                            .filter(|p| !is_stale_nan(p.v))
+                            .map(|p| FPoint { t: p.t, f: p.v }),
+                    );
+                    if mode == RangeMod::Smoothed {
+                        if let Some(p) = s.samples[hi..].iter().find(|p| !is_stale_nan(p.v)) {
+                            if p.t <= end.saturating_add(lookback) {
+                                points.push(FPoint { t: p.t, f: p.v });
+                            }
+                        }
+                    }
                     if points.is_empty() {
                         continue;
                     }
@@ -522,7 +648,14 @@ impl<'a> Evaluator<'a> {
                     });
                 }
                 self.add_samples(n)?;
-                Ok(Val::Matrix(out, Window { end, range_ms }))
+                Ok(Val::Matrix(
+                    out,
+                    Window {
+                        end,
+                        range_ms,
+                        mode,
+                    },
+                ))
             }
             Expr::Subquery(sq) => self.eval_subquery(sq, t),
             Expr::Aggregate(a) => self.eval_aggregate(a, t),
@@ -538,6 +671,7 @@ impl<'a> Evaluator<'a> {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
         let data = self.series_for(vs)?;
         let lookback = self.opts.lookback_delta_ms;
+        let smoothed = range_mod(vs) == RangeMod::Smoothed;
         let mut out = Vec::new();
         for s in data.iter() {
             let i = s.samples.partition_point(|p| p.t <= rt);
@@ -547,6 +681,23 @@ impl<'a> Evaluator<'a> {
             let p = s.samples[i - 1];
             // The lookback window is open on the left: (rt - lookback, rt].
             if p.t <= rt.saturating_sub(lookback) || is_stale_nan(p.v) {
+                continue;
+            }
+            if smoothed && p.t < rt {
+                // Interpolated between the samples around `rt` when there is a next one.
+                let next = s.samples[i..]
+                    .first()
+                    .filter(|n| n.t <= rt.saturating_add(lookback) && !is_stale_nan(n.v));
+                let f = match next {
+                    Some(n) => p.v + (n.v - p.v) * (rt - p.t) as f64 / (n.t - p.t) as f64,
+                    None => p.v,
+                };
+                out.push(VSample {
+                    metric: s.labels.clone(),
+                    ts: rt,
+                    f,
+                    drop_name: false,
+                });
                 continue;
             }
             out.push(VSample {
@@ -623,17 +774,24 @@ impl<'a> Evaluator<'a> {
         }
         self.add_samples(n)?;
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
-        Ok(Val::Matrix(out, Window { end, range_ms }))
+        Ok(Val::Matrix(
+            out,
+            Window {
+                end,
+                range_ms,
+                mode: RangeMod::None,
+            },
+        ))
     }
 
-    /// Label sets of the series matching `matchers` that have a sample (not a stale
-    /// marker) in the lookback window at `t`. Read directly, not cached: `info()`
+    /// Label sets (and newest sample times) of the series matching `matchers` that
+    /// have a sample (not a stale marker) in the lookback window at `t`. Read directly, not cached: `info()`
     /// uses it with matchers that depend on the data.
     pub fn select_present(
         &mut self,
         matchers: &[Matcher],
         t: i64,
-    ) -> Result<Vec<Labels>, QueryError> {
+    ) -> Result<Vec<(Labels, i64)>, QueryError> {
         let mint = t - self.opts.lookback_delta_ms + 1;
         let querier = self
             .storage
@@ -650,8 +808,9 @@ impl<'a> Evaluator<'a> {
             .map_err(|e| QueryError::Storage(e.to_string()))?
         {
             let s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
-            if s.samples.last().is_some_and(|p| !is_stale_nan(p.v)) {
-                out.push(s.labels);
+            let last = s.samples.iter().rev().find(|p| p.t <= t);
+            if let Some(p) = last.filter(|p| p.t >= mint && !is_stale_nan(p.v)) {
+                out.push((s.labels, p.t));
             }
         }
         self.add_samples(out.len())?;
@@ -768,16 +927,113 @@ impl<'a> Evaluator<'a> {
         };
         grouping.sort();
         grouping.dedup();
+        if op == T_LIMIT_RATIO {
+            if let Some(Val::Scalar(r)) = &param {
+                if *r < -1.0 || *r > 1.0 {
+                    let pos = self.param_pos(a);
+                    self.warn_at(
+                        format!(
+                            "ratio value should be between -1 and 1, got {}, capping to {}",
+                            super::functions::go_format_float(*r),
+                            if *r < 0.0 { -1 } else { 1 }
+                        ),
+                        pos,
+                    );
+                }
+            }
+        }
         if op == T_QUANTILE {
             if let Some(Val::Scalar(q)) = &param {
                 if q.is_nan() || *q < 0.0 || *q > 1.0 {
-                    self.warn(quantile_warning(*q));
+                    let pos = self.param_pos(a);
+                    self.warn_at(quantile_warning(*q), pos);
                 }
             }
         }
         let out = aggregate(op, param, input, without, &grouping, t)?;
         Ok(Val::Vector(out))
     }
+}
+
+/// Prometheus's `labels.Hash`: XXH64 (seed 0) over `name 0xff value 0xff …`.
+pub(super) fn labels_hash(l: &Labels) -> u64 {
+    let mut b = Vec::with_capacity(256);
+    for lb in l.iter() {
+        b.extend_from_slice(lb.name.as_bytes());
+        b.push(0xff);
+        b.extend_from_slice(lb.value.as_bytes());
+        b.push(0xff);
+    }
+    xxh64(&b)
+}
+
+/// XXH64 with seed 0 (the hash Go's `cespare/xxhash` computes).
+pub(super) fn xxh64(input: &[u8]) -> u64 {
+    const P1: u64 = 0x9E37_79B1_85EB_CA87;
+    const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    const P3: u64 = 0x1656_67B1_9E37_79F9;
+    const P4: u64 = 0x85EB_CA77_C2B2_AE63;
+    const P5: u64 = 0x27D4_EB2F_1656_67C5;
+    fn round(acc: u64, x: u64) -> u64 {
+        acc.wrapping_add(x.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1)
+    }
+    fn merge(acc: u64, v: u64) -> u64 {
+        (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4)
+    }
+    let read64 = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(a)
+    };
+    let len = input.len();
+    let mut rest = input;
+    let mut h = if len >= 32 {
+        let (mut v1, mut v2, mut v3, mut v4) =
+            (P1.wrapping_add(P2), P2, 0u64, 0u64.wrapping_sub(P1));
+        while rest.len() >= 32 {
+            v1 = round(v1, read64(&rest[0..]));
+            v2 = round(v2, read64(&rest[8..]));
+            v3 = round(v3, read64(&rest[16..]));
+            v4 = round(v4, read64(&rest[24..]));
+            rest = &rest[32..];
+        }
+        let mut h = v1
+            .rotate_left(1)
+            .wrapping_add(v2.rotate_left(7))
+            .wrapping_add(v3.rotate_left(12))
+            .wrapping_add(v4.rotate_left(18));
+        h = merge(h, v1);
+        h = merge(h, v2);
+        h = merge(h, v3);
+        merge(h, v4)
+    } else {
+        P5
+    };
+    h = h.wrapping_add(len as u64);
+    while rest.len() >= 8 {
+        h ^= round(0, read64(rest));
+        h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+        rest = &rest[8..];
+    }
+    if rest.len() >= 4 {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&rest[..4]);
+        h ^= (u32::from_le_bytes(a) as u64).wrapping_mul(P1);
+        h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+        rest = &rest[4..];
+    }
+    for &byte in rest {
+        h ^= (byte as u64).wrapping_mul(P5);
+        h = h.rotate_left(11).wrapping_mul(P1);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(P2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(P3);
+    h ^= h >> 32;
+    h
 }
 
 /// The match key of a series for vector matching: the `on` labels, or every label
@@ -1305,9 +1561,19 @@ fn aggregate(
             if r.is_nan() {
                 return Err(QueryError::Execution("Ratio value is NaN".into()));
             }
-            return Err(QueryError::Execution(
-                "limit_ratio is not supported yet".into(),
-            ));
+            let r = r.clamp(-1.0, 1.0);
+            // Prometheus's hash-ratio sampler: each series has a fixed offset in
+            // [0, 1] from its labels' hash; a positive ratio keeps the offsets below
+            // it, a negative one the complement.
+            for g in groups {
+                for s in g.members {
+                    let offset = labels_hash(&s.metric) as f64 / u64::MAX as f64;
+                    if (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r) {
+                        out.push(s);
+                    }
+                }
+            }
+            return Ok(out);
         }
         _ => {}
     }

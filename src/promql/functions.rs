@@ -2,8 +2,8 @@
 //! `rate`, Kahan-compensated sums, classic-bucket `histogram_quantile`, …).
 
 use super::eval::{
-    kahan_sum_inc, quantile, quantile_warning, same_labelset, Evaluator, MSeries, VSample, Val,
-    Window,
+    kahan_sum_inc, quantile, quantile_warning, range_mod, same_labelset, Evaluator, MSeries,
+    RangeMod, VSample, Val, Window,
 };
 use super::value::FPoint;
 use super::QueryError;
@@ -191,6 +191,7 @@ pub(super) fn non_finite_mean(values: impl Iterator<Item = f64>) -> Option<f64> 
 /// Dispatches a function call at time `t`.
 pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     let name = c.func.name;
+    check_range_modifier(c)?;
     match name {
         "time" => Ok(Val::Scalar(t as f64 / 1000.0)),
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
@@ -294,9 +295,11 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
         "label_replace" => label_replace(ev, c, t),
         "label_join" => label_join(ev, c, t),
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if ev.step != 0 => {
-            ev.warn(
+            let pos = ev.call_pos(c);
+            ev.warn_at(
                 "sort is ineffective for range queries since results are always ordered by labels"
                     .into(),
+                pos,
             );
             ev.eval_vector(arg(c, 0)?, t).map(Val::Vector)
         }
@@ -366,15 +369,9 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             }]))
         }
         "present_over_time" => over_time(ev, c, t, 0, false, |_, _| Ok(Some(1.0))),
-        "rate" => over_time(ev, c, t, 0, false, |p, w| {
-            Ok(extrapolated_rate(p, w, true, true))
-        }),
-        "increase" => over_time(ev, c, t, 0, false, |p, w| {
-            Ok(extrapolated_rate(p, w, true, false))
-        }),
-        "delta" => over_time(ev, c, t, 0, false, |p, w| {
-            Ok(extrapolated_rate(p, w, false, false))
-        }),
+        "rate" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, true, true))),
+        "increase" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, true, false))),
+        "delta" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, false, false))),
         "irate" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, true))),
         "idelta" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, false))),
         "deriv" => over_time(ev, c, t, 0, false, |p, _| {
@@ -393,7 +390,10 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
                 Ok(Some(slope * d + intercept))
             })
         }
-        "changes" => over_time(ev, c, t, 0, false, |p, _| {
+        "changes" => over_time(ev, c, t, 0, false, |p, w| {
+            if !anchored_has_data(p, w) {
+                return Ok(None);
+            }
             let mut n = 0.0;
             for w in p.windows(2) {
                 if w[1].f != w[0].f && !(w[1].f.is_nan() && w[0].f.is_nan()) {
@@ -402,7 +402,10 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             }
             Ok(Some(n))
         }),
-        "resets" => over_time(ev, c, t, 0, false, |p, _| {
+        "resets" => over_time(ev, c, t, 0, false, |p, w| {
+            if !anchored_has_data(p, w) {
+                return Ok(None);
+            }
             Ok(Some(p.windows(2).filter(|w| w[1].f < w[0].f).count() as f64))
         }),
         "avg_over_time" => over_time(ev, c, t, 0, false, |p, _| Ok(Some(avg(p)))),
@@ -452,7 +455,8 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
         "quantile_over_time" => {
             let q = ev.eval_scalar(arg(c, 0)?, t)?;
             if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                ev.warn(quantile_warning(q));
+                let pos = ev.arg_pos(c, 0);
+                ev.warn_at(quantile_warning(q), pos);
             }
             over_time(ev, c, t, 1, false, move |p, _| {
                 let mut vals: Vec<f64> = p.iter().map(|x| x.f).collect();
@@ -518,16 +522,49 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             }
         }
     }
+    let positive = name_ms
+        .iter()
+        .any(|m| matches!(m.kind, MatchType::Equal | MatchType::Regexp));
+    // The info series to look at: `target_info` by default; with only negative name
+    // matchers, the other `*_info` series.
+    let mut select_ms = name_ms.clone();
     if name_ms.is_empty() {
-        name_ms.push(Matcher::equal(METRIC_NAME, "target_info"));
+        select_ms.push(Matcher::equal(METRIC_NAME, "target_info"));
+    } else if !positive {
+        select_ms.push(
+            Matcher::new(MatchType::Regexp, METRIC_NAME, ".+_info")
+                .map_err(|e| exec(e.to_string()))?,
+        );
     }
-    let infos = ev.select_present(&name_ms, t)?;
-    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::new();
-    for l in infos {
+    select_ms.extend(data_ms.iter().cloned());
+    // Info series are read as of the time the first argument's data refers to
+    // (after its `@` and `offset`, through subqueries).
+    let info_t = info_time(ev, arg(c, 0)?, t).unwrap_or(t);
+    let infos = ev.select_present(&select_ms, info_t)?;
+    // Per info metric and identifying labels, the series with the newest sample.
+    let mut latest: HashMap<(String, Vec<String>), (Labels, i64)> = HashMap::new();
+    for (l, ts) in infos {
         let id: Vec<String> = INFO_IDENTIFYING_LABELS
             .iter()
             .map(|n| l.get(n).to_string())
             .collect();
+        let k = (l.get(METRIC_NAME).to_string(), id);
+        match latest.get(&k) {
+            Some((other, ots)) if *ots == ts => {
+                return Err(exec(format!(
+                    "found duplicate series for info metric: existing {other} @ {ots}, new {l} @ {ts}"
+                )));
+            }
+            Some((_, ots)) if *ots > ts => {}
+            _ => {
+                latest.insert(k, (l, ts));
+            }
+        }
+    }
+    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::new();
+    let mut sorted: Vec<_> = latest.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((_, id), (l, _)) in sorted {
         by_id.entry(id).or_default().push(l);
     }
     let empty_ok = data_ms.iter().all(|m| m.matches_empty());
@@ -535,9 +572,6 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     for mut s in base {
         // A series the selector itself names as an info series (every name matcher
         // holds, at least one of them positive) is not enriched.
-        let positive = name_ms
-            .iter()
-            .any(|m| matches!(m.kind, MatchType::Equal | MatchType::Regexp));
         if positive && name_ms.iter().all(|m| m.matches(s.metric.get(METRIC_NAME))) {
             out.push(s);
             continue;
@@ -546,21 +580,26 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             .iter()
             .map(|n| s.metric.get(n).to_string())
             .collect();
-        let mut b = s.metric.builder();
+        let mut added: HashMap<String, String> = HashMap::new();
         let mut matched = false;
         for info in by_id.get(&id).map(|v| v.as_slice()).unwrap_or(&[]) {
-            if !data_ms.iter().all(|m| m.matches(info.get(&m.name))) {
-                continue;
-            }
             matched = true;
             for lb in info.iter() {
-                let skip = lb.name == METRIC_NAME
+                if lb.name == METRIC_NAME
                     || INFO_IDENTIFYING_LABELS.contains(&lb.name)
-                    || s.metric.has(lb.name)
-                    || (!data_ms.is_empty() && !data_ms.iter().any(|m| m.name == lb.name));
-                if !skip {
-                    b.set(lb.name, lb.value);
+                    || (!data_ms.is_empty() && !data_ms.iter().any(|m| m.name == lb.name))
+                {
+                    continue;
                 }
+                if let Some(v) = added.get(lb.name) {
+                    if v != lb.value {
+                        return Err(exec(format!("conflicting label: {}", lb.name)));
+                    }
+                }
+                if s.metric.has(lb.name) {
+                    continue;
+                }
+                added.insert(lb.name.to_string(), lb.value.to_string());
             }
         }
         if !matched {
@@ -569,11 +608,31 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             }
             continue;
         }
+        let mut b = s.metric.builder();
+        for (n, v) in &added {
+            b.set(n, v);
+        }
         s.metric = b.build();
         s.ts = t;
         out.push(s);
     }
     Ok(Val::Vector(out))
+}
+
+/// The time the data of `e` evaluated at `t` refers to: its first selector's, after
+/// the `@` and `offset` of that selector and of the subqueries around it.
+fn info_time(ev: &Evaluator, e: &Expr, t: i64) -> Option<i64> {
+    match e {
+        Expr::VectorSelector(vs) => Some(ev.ref_time(&vs.at, &vs.offset, t)),
+        Expr::MatrixSelector(ms) => Some(ev.ref_time(&ms.vs.at, &ms.vs.offset, t)),
+        Expr::Subquery(sq) => info_time(ev, &sq.expr, ev.ref_time(&sq.at, &sq.offset, t)),
+        Expr::Paren(p) => info_time(ev, &p.expr, t),
+        Expr::Unary(u) => info_time(ev, &u.expr, t),
+        Expr::Aggregate(a) => info_time(ev, &a.expr, t),
+        Expr::Binary(b) => info_time(ev, &b.lhs, t).or_else(|| info_time(ev, &b.rhs, t)),
+        Expr::Call(c) => c.args.args.iter().find_map(|a| info_time(ev, a, t)),
+        _ => None,
+    }
 }
 
 /// The newest (for ties: first) extreme value of a window, or its timestamp.
@@ -638,6 +697,116 @@ fn smoothing(p: &[FPoint], sf: f64, tf: f64) -> Option<f64> {
         s1 = scaled + y;
     }
     Some(s1)
+}
+
+/// Functions that may take an `anchored` / `smoothed` range (sorted, as
+/// Prometheus lists them in its error).
+const ANCHORED_SAFE: &[&str] = &["changes", "delta", "increase", "rate", "resets"];
+const SMOOTHED_SAFE: &[&str] = &["delta", "increase", "rate"];
+
+/// Prometheus's error for `anchored`/`smoothed` ranges given to other functions.
+fn check_range_modifier(c: &Call) -> Result<(), QueryError> {
+    for a in &c.args.args {
+        let Expr::MatrixSelector(ms) = a.as_ref() else {
+            continue;
+        };
+        let mode = range_mod(&ms.vs);
+        let safe = match mode {
+            RangeMod::None => continue,
+            RangeMod::Anchored => ANCHORED_SAFE,
+            RangeMod::Smoothed => SMOOTHED_SAFE,
+        };
+        if !safe.contains(&c.func.name) {
+            return Err(exec(format!(
+                "{} modifier can only be used with: {} - not with {}",
+                mode.name(),
+                safe.join(", "),
+                c.func.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An anchored window has something to measure only with a sample after its start.
+fn anchored_has_data(p: &[FPoint], w: Window) -> bool {
+    w.mode != RangeMod::Anchored || p.last().is_some_and(|x| x.t > w.end - w.range_ms)
+}
+
+fn any_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+    if w.mode == RangeMod::None {
+        extrapolated_rate(p, w, is_counter, is_rate)
+    } else {
+        extended_rate(p, w, is_counter, is_rate)
+    }
+}
+
+/// `rate`, `increase` and `delta` over an `anchored` or `smoothed` window: the
+/// difference between the values at the window's edges (the sample at or before the
+/// start, and the last sample; smoothed: both interpolated to the exact edges),
+/// with counter resets inside the window added back. No extrapolation.
+fn extended_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let start = w.end - w.range_ms;
+    let end = w.end;
+    let smoothed = w.mode == RangeMod::Smoothed;
+    if p.is_empty() {
+        return None;
+    }
+    // The points already begin with the last sample at or before the start (if any).
+    let first = 0;
+    let mut last = p.len() - 1;
+    if smoothed {
+        // The first sample at or after the end (the last one is a candidate only
+        // when nothing earlier is).
+        last = p[..last].partition_point(|x| x.t < end);
+    }
+    // Nothing inside the window: all samples before it, or (smoothed) all after it.
+    if p[last].t <= start || (smoothed && p[first].t > end) {
+        return None;
+    }
+    // Across a counter reset the counter is taken to restart from zero.
+    let interpolate = |a: FPoint, b: FPoint, t: i64| {
+        let y1 = if is_counter && b.f < a.f { 0.0 } else { a.f };
+        y1 + (b.f - y1) * (t - a.t) as f64 / (b.t - a.t) as f64
+    };
+    let left = if smoothed && p[first].t < start && first + 1 < p.len() {
+        interpolate(p[first], p[first + 1], start)
+    } else {
+        p[first].f
+    };
+    let right = if smoothed && last > 0 && p[last].t > end {
+        interpolate(p[last - 1], p[last], end)
+    } else {
+        p[last].f
+    };
+    let mut result = right - left;
+    if is_counter {
+        // Resets strictly inside the window; the edges are handled above.
+        let mut lo = first;
+        if p[lo].t <= start {
+            lo += 1;
+        }
+        let mut hi = last as isize;
+        if p[last].t >= end {
+            hi -= 1;
+        }
+        let mut prev = left;
+        if hi >= lo as isize {
+            for x in &p[lo..=hi as usize] {
+                if x.f < prev {
+                    result += prev;
+                }
+                prev = x.f;
+            }
+        }
+        if right < prev {
+            result += prev;
+        }
+    }
+    if is_rate {
+        result /= w.range_ms as f64 / 1000.0;
+    }
+    Some(result)
 }
 
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated towards
@@ -757,7 +926,7 @@ fn absent_labels(e: &Expr) -> Labels {
     let mut seen = HashSet::new();
     let mut dup = HashSet::new();
     for m in &vs.matchers.matchers {
-        if m.name == METRIC_NAME {
+        if m.name == METRIC_NAME || super::rewrite::is_marker(&m.name) {
             continue;
         }
         if !seen.insert(m.name.clone()) {
@@ -954,15 +1123,33 @@ struct Bucket {
     count: f64,
 }
 
-/// Groups `_bucket` series by their labels without `le`, in first-seen order.
-fn bucket_groups(v: Vec<VSample>) -> Vec<(Labels, Vec<Bucket>)> {
+/// Groups `_bucket` series by their labels without `le`, in first-seen order. A
+/// series without a usable `le` is left out with Prometheus's warning (at argument
+/// `arg_i` of `c`).
+fn bucket_groups(
+    ev: &mut Evaluator,
+    c: &Call,
+    arg_i: usize,
+    v: Vec<VSample>,
+) -> Vec<(Labels, Vec<Bucket>)> {
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
     for s in v {
         let le = s.metric.get("le");
         let upper = match parse_le(le) {
             Some(u) => u,
-            None => continue,
+            None => {
+                let pos = ev.arg_pos(c, arg_i);
+                ev.warn_at(
+                    format!(
+                        "bucket label \"le\" is missing or has a malformed value of {} for metric name {}",
+                        crate::labels::quote(le),
+                        crate::labels::quote(s.metric.metric_name())
+                    ),
+                    pos,
+                );
+                continue;
+            }
         };
         let mut b = s.metric.builder();
         b.del("le");
@@ -991,14 +1178,16 @@ fn parse_le(s: &str) -> Option<f64> {
 fn histogram_quantile(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     let q = ev.eval_scalar(arg(c, 0)?, t)?;
     if q.is_nan() || !(0.0..=1.0).contains(&q) {
-        ev.warn(quantile_warning(q));
+        let pos = ev.arg_pos(c, 0);
+        ev.warn_at(quantile_warning(q), pos);
     }
     let v = ev.eval_vector(arg(c, 1)?, t)?;
     let mut out = Vec::new();
-    for (labels, mut buckets) in bucket_groups(v) {
+    for (labels, mut buckets) in bucket_groups(ev, c, 1, v) {
         let (f, forced) = bucket_quantile(q, &mut buckets);
         if forced {
-            ev.info(monotonicity_info(&labels));
+            let pos = ev.arg_pos(c, 1);
+            ev.info_at(monotonicity_info(&labels), pos);
         }
         out.push(VSample {
             metric: labels,
@@ -1129,7 +1318,7 @@ fn histogram_fraction(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, Query
     let upper = ev.eval_scalar(arg(c, 1)?, t)?;
     let v = ev.eval_vector(arg(c, 2)?, t)?;
     let mut out = Vec::new();
-    for (labels, mut buckets) in bucket_groups(v) {
+    for (labels, mut buckets) in bucket_groups(ev, c, 2, v) {
         out.push(VSample {
             metric: labels,
             ts: t,
@@ -1217,18 +1406,20 @@ fn histogram_quantiles(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, Quer
     for i in 2..c.args.args.len() {
         let q = ev.eval_scalar(arg(c, i)?, t)?;
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
-            ev.warn(quantile_warning(q));
+            let pos = ev.arg_pos(c, i);
+            ev.warn_at(quantile_warning(q), pos);
         }
         qs.push(q);
     }
     let mut out = Vec::new();
-    for (labels, buckets) in bucket_groups(v) {
+    for (labels, buckets) in bucket_groups(ev, c, 0, v) {
         for &q in &qs {
             let mut b = labels.builder();
             b.set(&label, &quantile_label(q));
             let (f, forced) = bucket_quantile(q, &mut buckets.clone());
             if forced {
-                ev.info(monotonicity_info(&labels));
+                let pos = ev.arg_pos(c, 0);
+                ev.info_at(monotonicity_info(&labels), pos);
             }
             out.push(VSample {
                 metric: b.build(),

@@ -11,13 +11,16 @@
 //! that data. Subquery results are memoised per inner evaluation time, so
 //! overlapping windows of consecutive steps are computed once.
 //!
-//! What `promql-parser` 0.11 lacks, and so hearth lacks for now: the `anchored` and
-//! `smoothed` range modifiers are lexed but not kept in the syntax tree, and
-//! native-histogram literals. Native histograms are a later step: `value` keeps
-//! floats apart so histogram points can be added next to them.
+//! Prometheus 3 syntax `promql-parser` 0.11 lacks (duration expressions, `step()`,
+//! `anchored`/`smoothed`, …) is added by a pre-pass over the query text
+//! (`rewrite`); `docs/promql.md` lists what is still missing. Native histograms are
+//! a later step: `value` keeps floats apart so histogram points can be added next
+//! to them.
 
 mod eval;
 mod functions;
+mod positions;
+mod rewrite;
 pub mod value;
 
 pub use value::{FPoint, Sample, Series, Value};
@@ -32,8 +35,9 @@ pub struct EngineOptions {
     pub lookback_delta_ms: i64,
     /// Most samples a query may hold in memory at once (`--query.max-samples`):
     /// the samples of the current step (instant vectors, range-vector windows,
-    /// subquery points) plus the result so far. The raw series a selector reads are
-    /// not counted yet.
+    /// subquery points) plus the result so far; and, separately, the raw samples
+    /// the selectors read from storage (held for the whole query), so memory is
+    /// bounded by this limit and not by the data size.
     pub max_samples: usize,
     /// Longest a query may run (`--query.timeout`); 0 means no limit.
     pub timeout_ms: u64,
@@ -87,8 +91,8 @@ pub enum QueryError {
 }
 
 /// A query's value with the annotations evaluation produced, as the API shows them
-/// (`PromQL warning: …`, `PromQL info: …`). Positions in the query are not known
-/// (the parser does not keep them), so messages carry none.
+/// (`PromQL warning: … (1:25)`, `PromQL info: …`), with the position of the call
+/// or argument they are about where `positions` finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
     pub value: Value,
@@ -99,6 +103,28 @@ pub struct QueryResult {
 /// A parsed query, ready to evaluate.
 pub struct Query {
     expr: promql_parser::parser::Expr,
+    /// The query as written (annotation positions refer to it).
+    text: String,
+    /// The query text when its duration expressions use `step()` or `range()`: it is
+    /// rewritten and parsed again with each query's values.
+    source: Option<String>,
+}
+
+impl Query {
+    /// The expression to evaluate for a query with this step and range.
+    fn expr_for(
+        &self,
+        step_ms: i64,
+        range_ms: i64,
+    ) -> Result<std::borrow::Cow<'_, promql_parser::parser::Expr>, QueryError> {
+        match &self.source {
+            None => Ok(std::borrow::Cow::Borrowed(&self.expr)),
+            Some(text) => {
+                let q = parse_with(text, rewrite::DurationParams { step_ms, range_ms })?;
+                Ok(std::borrow::Cow::Owned(q.expr))
+            }
+        }
+    }
 }
 
 impl Query {
@@ -114,11 +140,28 @@ impl Query {
     }
 }
 
-/// Parses a PromQL expression.
+/// Parses a PromQL expression (Prometheus 3 syntax: see `rewrite` for what is
+/// added to `promql-parser`'s).
 pub fn parse(query: &str) -> Result<Query, QueryError> {
-    promql_parser::parser::parse(query)
-        .map(|expr| Query { expr })
-        .map_err(QueryError::Parse)
+    // `step()` and `range()` get their values when the query runs; any positive
+    // value checks the rest of the query now.
+    parse_with(
+        query,
+        rewrite::DurationParams {
+            step_ms: 60_000,
+            range_ms: 60_000,
+        },
+    )
+}
+
+fn parse_with(query: &str, params: rewrite::DurationParams) -> Result<Query, QueryError> {
+    let rw = rewrite::rewrite(query, params).map_err(QueryError::Parse)?;
+    let expr = promql_parser::parser::parse(&rw.text).map_err(QueryError::Parse)?;
+    Ok(Query {
+        expr,
+        text: query.to_string(),
+        source: rw.uses_params.then(|| query.to_string()),
+    })
 }
 
 /// The PromQL engine: settings shared by every query.
@@ -147,10 +190,12 @@ impl Engine {
         t_ms: i64,
         cancel: Option<&CancellationToken>,
     ) -> Result<QueryResult, QueryError> {
+        let expr = query.expr_for(0, 0)?;
         eval::run(
             &self.opts,
             storage,
-            &query.expr,
+            &expr,
+            &query.text,
             t_ms,
             t_ms,
             0,
@@ -196,10 +241,12 @@ impl Engine {
                 }
             )));
         }
+        let expr = query.expr_for(step_ms, end_ms - start_ms)?;
         eval::run(
             &self.opts,
             storage,
-            &query.expr,
+            &expr,
+            &query.text,
             start_ms,
             end_ms,
             step_ms,

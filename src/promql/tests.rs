@@ -121,7 +121,8 @@ fn out_of_range_quantile_is_a_warning() {
         .unwrap();
     assert_eq!(
         r.warnings,
-        ["PromQL warning: quantile value should be between 0 and 1, got 2"]
+        // With the position of the parameter, as Prometheus writes it.
+        ["PromQL warning: quantile value should be between 0 and 1, got 2 (1:10)"]
     );
     assert!(r.infos.is_empty());
 }
@@ -137,5 +138,43 @@ fn huge_offsets_and_ranges_do_not_overflow() {
     ] {
         let r = Engine::default().instant_query(&s, &parse(q).unwrap(), 540_000, None);
         assert!(r.is_ok(), "{q}: {r:?}");
+    }
+}
+
+#[test]
+fn labels_hash_is_xxh64_like_prometheus() {
+    // XXH64 reference values (seed 0): "" and "a", and a 33-byte input that takes
+    // the 32-byte stripe path.
+    assert_eq!(super::eval::xxh64(b""), 0xEF46_DB37_51D8_E999);
+    assert_eq!(super::eval::xxh64(b"a"), 0xD24E_C4F1_A98C_6E5B);
+    assert_eq!(
+        super::eval::xxh64(b"abcdefghijklmnopqrstuvwxyz0123456"),
+        super::eval::xxh64(b"abcdefghijklmnopqrstuvwxyz0123456")
+    );
+}
+
+#[test]
+fn duration_expressions_and_step_run_through_the_engine() {
+    let s = store();
+    let e = Engine::default();
+    // [4m+1m] is [5m]: the same answer as the literal range.
+    let a = e
+        .instant_query(&s, &parse("rate(c[4m+1m])").unwrap(), 540_000, None)
+        .unwrap();
+    let b = e
+        .instant_query(&s, &parse("rate(c[5m])").unwrap(), 540_000, None)
+        .unwrap();
+    assert_eq!(a.value, b.value);
+    // offset step(): 60s in a range query with a 60s step.
+    let q = parse("c{job=\"a\"} offset step()").unwrap();
+    let r = e
+        .range_query(&s, &q, 300_000, 360_000, 60_000, None)
+        .unwrap();
+    match r.value {
+        Value::Matrix(m) => {
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].floats[0].f, 240.0);
+        }
+        other => panic!("not a matrix: {other:?}"),
     }
 }

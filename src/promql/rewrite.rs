@@ -1,0 +1,592 @@
+//! A pre-pass over the query text for Prometheus 3 syntax that `promql-parser` 0.11
+//! does not know, rewritten into forms it does know:
+//!
+//! - duration expressions in ranges, subquery steps and offsets (`foo[5m+1m]`,
+//!   `[29s+1s:5s*2]`, `offset (2 * 2)`, `offset -step()*2`), with `step()`, `range()`,
+//!   `min_of(a, b)` and `max_of(a, b)`: evaluated here (Prometheus's rules: plain
+//!   numbers are seconds, the result is truncated to milliseconds) and written back
+//!   as `<n>ms`;
+//! - the `anchored` and `smoothed` modifiers: removed from the text and recorded on
+//!   the selector they follow as a marker matcher (`MODIFIER_LABEL`), which the
+//!   evaluator reads and never passes to storage.
+//!
+//! `step()` and `range()` depend on the query, so a query that uses them is
+//! rewritten again (and parsed again) when it runs.
+
+/// The label name of the marker matcher that carries `anchored`/`smoothed`.
+pub(crate) const MODIFIER_LABEL: &str = "__hearth_range_modifier__";
+
+/// A marker matcher added to the label selector `info()` takes as its second
+/// argument: Prometheus accepts selectors there that match the empty string
+/// (`{data=~".*"}`), which `promql-parser` rejects as a vector selector.
+pub(crate) const INFO_SELECTOR_LABEL: &str = "__hearth_info_selector__";
+
+/// Whether a matcher is one of the pre-pass's markers, never a real label.
+pub(crate) fn is_marker(name: &str) -> bool {
+    name == MODIFIER_LABEL || name == INFO_SELECTOR_LABEL
+}
+
+/// The query parameters duration expressions may refer to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DurationParams {
+    pub step_ms: i64,
+    pub range_ms: i64,
+}
+
+/// The rewritten text, and whether it depends on `DurationParams`.
+#[derive(Debug)]
+pub(crate) struct Rewritten {
+    pub text: String,
+    pub uses_params: bool,
+}
+
+/// Rewrites `q`; an error names the duration expression that cannot be evaluated.
+pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, String> {
+    let b = q.as_bytes();
+    let mut out = String::with_capacity(q.len() + 16);
+    let mut uses_params = false;
+    // Where the most recent vector selector can take a marker matcher: the output
+    // position, and whether a comma must follow the inserted matcher.
+    let mut last_selector: Option<(usize, bool)> = None;
+    // Input offsets of `{` that open an `info()` label selector.
+    let mut info_selectors: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                let end = skip_string(b, i);
+                out.push_str(&q[i..end]);
+                i = end;
+            }
+            b'#' => {
+                let end = q[i..].find('\n').map(|n| i + n).unwrap_or(b.len());
+                out.push_str(&q[i..end]);
+                i = end;
+            }
+            b'[' => {
+                let Some(close) = q[i..].find(']').map(|n| i + n) else {
+                    out.push_str(&q[i..]);
+                    break;
+                };
+                out.push('[');
+                let inner = &q[i + 1..close];
+                let mut parts = Vec::new();
+                for (k, part) in inner.split(':').enumerate() {
+                    // Only the range and the step are duration expressions.
+                    if k > 1 {
+                        parts.push(part.to_string());
+                        continue;
+                    }
+                    let trimmed = part.trim();
+                    if trimmed.is_empty() || is_literal(trimmed) {
+                        parts.push(part.to_string());
+                        continue;
+                    }
+                    let mut p = DurParser::new(trimmed, params);
+                    match p.full() {
+                        Ok(v) => {
+                            uses_params |= p.used_params;
+                            parts.push(format_ms(seconds_to_ms(v, trimmed)?));
+                        }
+                        // Division by zero and the like are errors of their own; any
+                        // other text is left for the parser to report.
+                        Err(e) if e.contains(" by zero") => return Err(e),
+                        Err(_) => parts.push(part.to_string()),
+                    }
+                }
+                out.push_str(&parts.join(":"));
+                out.push(']');
+                i = close + 1;
+            }
+            b'{' => {
+                // Matchers are copied whole: nothing inside them is rewritten.
+                let close = matching_brace(b, i);
+                out.push('{');
+                let empty = q[i + 1..close].trim().is_empty();
+                if info_selectors.contains(&i) {
+                    out.push_str(INFO_SELECTOR_LABEL);
+                    out.push_str(if empty { "=\"1\"" } else { "=\"1\"," });
+                }
+                last_selector = Some((out.len(), !empty));
+                let end = (close + 1).min(b.len());
+                out.push_str(&q[i + 1..end]);
+                i = end;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
+                    i += 1;
+                }
+                let word = &q[start..i];
+                let lower = word.to_ascii_lowercase();
+                let next = next_non_space(b, i);
+                match lower.as_str() {
+                    "offset" => {
+                        out.push_str(word);
+                        let j = next.unwrap_or(b.len());
+                        let mut p = DurParser::new(&q[j..], params);
+                        let lit_end = literal_offset_end(&q[j..]);
+                        match lit_end {
+                            Some(n) => {
+                                out.push_str(&q[i..j + n]);
+                                i = j + n;
+                            }
+                            None => {
+                                // Not a duration expression either: left to the parser.
+                                if let Ok(v) = p.signed_primary() {
+                                    uses_params |= p.used_params;
+                                    let ms = seconds_to_ms(v, q[j..j + p.pos].trim())?;
+                                    if ms == 0 {
+                                        // `offset 0` is no offset (the parser rejects `0ms`).
+                                        out.truncate(out.len() - word.len());
+                                    } else {
+                                        out.push(' ');
+                                        if ms < 0 {
+                                            out.push('-');
+                                        }
+                                        out.push_str(&format_ms(ms.saturating_abs()));
+                                    }
+                                    i = j + p.pos;
+                                }
+                            }
+                        }
+                    }
+                    "anchored" | "smoothed" if last_selector.is_some() => {
+                        if let Some((pos, comma)) = last_selector.take() {
+                            let m = format!("{MODIFIER_LABEL}=\"{lower}\"");
+                            let ins = if pos > 0 && out.as_bytes()[pos - 1] == b'{' {
+                                if comma {
+                                    format!("{m},")
+                                } else {
+                                    m
+                                }
+                            } else {
+                                format!("{{{m}}}")
+                            };
+                            out.insert_str(pos, &ins);
+                        }
+                    }
+                    _ => {
+                        out.push_str(word);
+                        let is_call = next.is_some_and(|j| b[j] == b'(');
+                        if is_call && lower == "info" {
+                            if let Some(j) = next {
+                                let args = super::positions::arg_starts(b, j);
+                                if let Some(&a) = args.get(1) {
+                                    if b.get(a) == Some(&b'{') {
+                                        info_selectors.push(a);
+                                    }
+                                }
+                            }
+                        }
+                        if !is_call && !is_keyword(&lower) {
+                            last_selector = Some((out.len(), false));
+                        }
+                    }
+                }
+            }
+            _ => {
+                out.push(c as char);
+                // Keep multi-byte characters whole.
+                if !c.is_ascii() {
+                    out.pop();
+                    let ch = q[i..].chars().next().unwrap_or(' ');
+                    out.push(ch);
+                    i += ch.len_utf8();
+                    continue;
+                }
+                i += 1;
+            }
+        }
+    }
+    Ok(Rewritten {
+        text: out,
+        uses_params,
+    })
+}
+
+fn is_keyword(w: &str) -> bool {
+    matches!(
+        w,
+        "and"
+            | "or"
+            | "unless"
+            | "atan2"
+            | "bool"
+            | "by"
+            | "without"
+            | "on"
+            | "ignoring"
+            | "group_left"
+            | "group_right"
+            | "offset"
+            | "inf"
+            | "nan"
+            | "start"
+            | "end"
+    )
+}
+
+fn next_non_space(b: &[u8], mut i: usize) -> Option<usize> {
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    (i < b.len()).then_some(i)
+}
+
+/// The index just past the string literal starting at `i`.
+fn skip_string(b: &[u8], i: usize) -> usize {
+    let quote = b[i];
+    let mut j = i + 1;
+    while j < b.len() {
+        if b[j] == b'\\' && quote != b'`' {
+            j += 2;
+            continue;
+        }
+        if b[j] == quote {
+            return j + 1;
+        }
+        j += 1;
+    }
+    b.len()
+}
+
+/// The index of the `}` closing the `{` at `i` (strings skipped), or the end.
+fn matching_brace(b: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'"' | b'\'' | b'`' => j = skip_string(b, j),
+            b'}' => return j,
+            _ => j += 1,
+        }
+    }
+    b.len()
+}
+
+/// A single number or duration literal, as the parser reads it itself.
+fn is_literal(s: &str) -> bool {
+    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
+    !s.is_empty()
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.')
+        && s.as_bytes()[0].is_ascii_digit()
+        && !s.eq_ignore_ascii_case("step")
+}
+
+/// When `s` (what follows `offset`) starts with a plain (signed) literal that is not
+/// followed by something only a duration expression allows, its length.
+fn literal_offset_end(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut j = 0;
+    while j < b.len() && (b[j] == b'-' || b[j] == b'+' || b[j].is_ascii_whitespace()) {
+        j += 1;
+    }
+    let start = j;
+    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.') {
+        j += 1;
+    }
+    if j == start || !b[start].is_ascii_digit() {
+        return None;
+    }
+    Some(j)
+}
+
+fn seconds_to_ms(v: f64, what: &str) -> Result<i64, String> {
+    let ms = (v * 1000.0).trunc();
+    if !ms.is_finite() || ms.abs() > i64::MAX as f64 / 1e6 {
+        return Err(format!("duration is out of range in {what:?}"));
+    }
+    Ok(ms as i64)
+}
+
+fn format_ms(ms: i64) -> String {
+    format!("{ms}ms")
+}
+
+/// Recursive-descent evaluator of a duration expression; values are seconds.
+struct DurParser<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    pos: usize,
+    params: DurationParams,
+    used_params: bool,
+}
+
+impl<'a> DurParser<'a> {
+    fn new(text: &'a str, params: DurationParams) -> DurParser<'a> {
+        DurParser {
+            s: text.as_bytes(),
+            text,
+            pos: 0,
+            params,
+            used_params: false,
+        }
+    }
+
+    fn err(&self, msg: &str) -> String {
+        format!("{msg} in duration expression {:?}", self.text.trim())
+    }
+
+    fn ws(&mut self) {
+        while self.pos < self.s.len() && self.s[self.pos].is_ascii_whitespace() {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.pos).copied()
+    }
+
+    /// The whole text as one expression.
+    fn full(&mut self) -> Result<f64, String> {
+        let v = self.add()?;
+        if self.peek().is_some() {
+            return Err(self.err("unexpected character"));
+        }
+        Ok(v)
+    }
+
+    fn add(&mut self) -> Result<f64, String> {
+        let mut v = self.mul()?;
+        loop {
+            match self.peek() {
+                Some(b'+') => {
+                    self.pos += 1;
+                    v += self.mul()?;
+                }
+                Some(b'-') => {
+                    self.pos += 1;
+                    v -= self.mul()?;
+                }
+                _ => return Ok(v),
+            }
+        }
+    }
+
+    fn mul(&mut self) -> Result<f64, String> {
+        let mut v = self.unary()?;
+        loop {
+            match self.peek() {
+                Some(b'*') => {
+                    self.pos += 1;
+                    v *= self.unary()?;
+                }
+                Some(b'/') => {
+                    self.pos += 1;
+                    let r = self.unary()?;
+                    if r == 0.0 {
+                        return Err(self.err("division by zero"));
+                    }
+                    v /= r;
+                }
+                Some(b'%') => {
+                    self.pos += 1;
+                    let r = self.unary()?;
+                    if r == 0.0 {
+                        return Err(self.err("modulo by zero"));
+                    }
+                    v %= r;
+                }
+                _ => return Ok(v),
+            }
+        }
+    }
+
+    /// A unary sign binds more loosely than `^`: `-2 ^ 2` is -4.
+    fn unary(&mut self) -> Result<f64, String> {
+        match self.peek() {
+            Some(b'-') => {
+                self.pos += 1;
+                Ok(-self.unary()?)
+            }
+            Some(b'+') => {
+                self.pos += 1;
+                self.unary()
+            }
+            _ => self.pow(),
+        }
+    }
+
+    fn pow(&mut self) -> Result<f64, String> {
+        let base = self.primary()?;
+        if self.peek() == Some(b'^') {
+            self.pos += 1;
+            let e = self.unary()?;
+            return Ok(base.powf(e));
+        }
+        Ok(base)
+    }
+
+    /// What may follow `offset`: a signed primary (no binary operators outside
+    /// parentheses).
+    fn signed_primary(&mut self) -> Result<f64, String> {
+        match self.peek() {
+            Some(b'-') => {
+                self.pos += 1;
+                Ok(-self.signed_primary()?)
+            }
+            Some(b'+') => {
+                self.pos += 1;
+                self.signed_primary()
+            }
+            _ => self.primary(),
+        }
+    }
+
+    fn primary(&mut self) -> Result<f64, String> {
+        match self.peek() {
+            Some(b'(') => {
+                self.pos += 1;
+                let v = self.add()?;
+                if self.peek() != Some(b')') {
+                    return Err(self.err("missing ')'"));
+                }
+                self.pos += 1;
+                Ok(v)
+            }
+            Some(c) if c.is_ascii_digit() || c == b'.' => {
+                let start = self.pos;
+                while self.pos < self.s.len()
+                    && (self.s[self.pos].is_ascii_alphanumeric() || self.s[self.pos] == b'.')
+                {
+                    self.pos += 1;
+                }
+                let lit = &self.text[start..self.pos];
+                parse_number_or_duration(lit).ok_or_else(|| self.err("bad number or duration"))
+            }
+            Some(c) if c.is_ascii_alphabetic() => {
+                let start = self.pos;
+                while self.pos < self.s.len()
+                    && (self.s[self.pos].is_ascii_alphanumeric() || self.s[self.pos] == b'_')
+                {
+                    self.pos += 1;
+                }
+                let name = self.text[start..self.pos].to_ascii_lowercase();
+                if self.peek() != Some(b'(') {
+                    return Err(self.err("unexpected identifier"));
+                }
+                self.pos += 1;
+                let v = match name.as_str() {
+                    "step" => {
+                        self.used_params = true;
+                        self.params.step_ms as f64 / 1000.0
+                    }
+                    "range" => {
+                        self.used_params = true;
+                        self.params.range_ms as f64 / 1000.0
+                    }
+                    "min_of" | "max_of" => {
+                        let a = self.add()?;
+                        if self.peek() != Some(b',') {
+                            return Err(self.err("missing ','"));
+                        }
+                        self.pos += 1;
+                        let b = self.add()?;
+                        if name == "min_of" {
+                            a.min(b)
+                        } else {
+                            a.max(b)
+                        }
+                    }
+                    _ => return Err(self.err("unknown function")),
+                };
+                if self.peek() != Some(b')') {
+                    return Err(self.err("missing ')'"));
+                }
+                self.pos += 1;
+                Ok(v)
+            }
+            _ => Err(self.err("unexpected end")),
+        }
+    }
+}
+
+/// A number (seconds) or a Prometheus duration like `1h30m` or `500ms`, in seconds.
+fn parse_number_or_duration(s: &str) -> Option<f64> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return i64::from_str_radix(hex, 16).ok().map(|v| v as f64);
+    }
+    if let Ok(v) = s.parse::<f64>() {
+        return Some(v);
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut total = 0.0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let n: f64 = s[start..i].parse().ok()?;
+        let ustart = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let unit = match &s[ustart..i] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            "w" => 604_800.0,
+            "y" => 31_536_000.0,
+            _ => return None,
+        };
+        total += n * unit;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(q: &str) -> String {
+        rewrite(
+            q,
+            DurationParams {
+                step_ms: 5000,
+                range_ms: 10_000,
+            },
+        )
+        .map(|r| r.text)
+        .unwrap_or_else(|e| format!("error: {e}"))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(rw("changes(x[26m+4m])"), "changes(x[1800000ms])");
+        assert_eq!(rw("x[5m]"), "x[5m]");
+        assert_eq!(rw("x[30m1s-30m1s % 1m]"), "x[1800000ms]");
+        assert_eq!(rw("x[29s+1s:5s+5s]"), "x[30000ms:10000ms]");
+        assert_eq!(rw("x[10m:]"), "x[10m:]");
+        assert_eq!(rw("x offset (2 ^ 2)"), "x offset 4000ms");
+        assert_eq!(rw("x offset (-2 ^ 2)"), "x offset -4000ms");
+        assert_eq!(rw("x offset -2 ^ 2"), "x offset -2 ^ 2");
+        assert_eq!(rw("x offset -step()*2"), "x offset -5000ms*2");
+        assert_eq!(
+            rw("x offset min_of(step(), 1s)+8000"),
+            "x offset 1000ms+8000"
+        );
+        assert_eq!(rw("x[range()]"), "x[10000ms]");
+        assert_eq!(rw(r#"x{a="[5m+1m]"}"#), r#"x{a="[5m+1m]"}"#);
+    }
+
+    #[test]
+    fn modifiers() {
+        assert_eq!(
+            rw("rate(x[1m] anchored)"),
+            format!("rate(x{{{MODIFIER_LABEL}=\"anchored\"}}[1m] )")
+        );
+        assert_eq!(
+            rw(r#"x{a="b"} offset 1m smoothed"#),
+            format!("x{{{MODIFIER_LABEL}=\"smoothed\",a=\"b\"}} offset 1m ")
+        );
+    }
+}
