@@ -130,6 +130,9 @@ enum Command {
     /// Check configuration files, like `promtool check`.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Unit tests, like `promtool test`.
+    #[command(subcommand)]
+    Test(TestCommand),
     /// Run the Alertmanager alone, with Alertmanager's own flags.
     Alertmanager(AlertmanagerFlags),
 }
@@ -152,6 +155,16 @@ struct AlertmanagerFlags {
     /// The URL under which the Alertmanager is reached from outside, used in notifications.
     #[arg(long = "web.external-url", default_value = "")]
     web_external_url: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum TestCommand {
+    /// Unit-test rule files with promtool's test file format, like `promtool test rules`.
+    Rules {
+        /// The unit test files.
+        #[arg(required = true)]
+        test_rule_files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,6 +280,16 @@ fn main() -> std::process::ExitCode {
             let stderr = std::io::stderr();
             let ok = hearth::cmd::check::check_rules(
                 &rule_files,
+                &mut stdout.lock(),
+                &mut stderr.lock(),
+            );
+            return exit_code(ok);
+        }
+        Some(Command::Test(TestCommand::Rules { test_rule_files })) => {
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let ok = hearth::cmd::test_rules::test_rules(
+                &test_rule_files,
                 &mut stdout.lock(),
                 &mut stderr.lock(),
             );

@@ -1,6 +1,8 @@
-//! Command-line tools in the `hearth` binary, like promtool's: `hearth tsdb …`, `hearth check config`.
+//! Command-line tools in the `hearth` binary, like promtool's: `hearth tsdb …`,
+//! `hearth check config`, `hearth test rules`.
 
 pub mod check;
+pub mod test_rules;
 pub mod tsdb;
 
 /// Formats a float like Go's `%g` (`strconv.FormatFloat(v, 'g', -1, 64)`), which
