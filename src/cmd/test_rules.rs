@@ -153,6 +153,15 @@ struct ExpSample {
 /// `  SUCCESS` on `out`, or `  FAILED:` and the failures on `err`. True when every
 /// file passed.
 pub fn test_rules(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> bool {
+    // promtool's flag parser refuses a missing file before testing any.
+    if let Some(missing) = files.iter().find(|f| !f.exists()) {
+        let _ = writeln!(
+            err,
+            "hearth: error: path '{}' does not exist, try --help",
+            missing.display()
+        );
+        return false;
+    }
     let mut all_ok = true;
     for f in files {
         let _ = writeln!(out, "Unit Testing:  {}", f.display());
