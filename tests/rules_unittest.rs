@@ -22,7 +22,12 @@ fn data_dir() -> PathBuf {
 fn test_files() -> Vec<String> {
     let mut files: Vec<String> = std::fs::read_dir(data_dir())
         .expect("read tests/data/rules_unittest")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|n| (n.starts_with("pass_") || n.starts_with("fail_")) && n.ends_with(".yml"))
         .collect();
     files.sort();

@@ -488,7 +488,9 @@ pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
         };
         let n: usize = times.parse().map_err(|_| bad())?;
         if n > INPUT_SAMPLES_MAX {
-            return Err(format!("{tok:?} repeats more than {INPUT_SAMPLES_MAX} times"));
+            return Err(format!(
+                "{tok:?} repeats more than {INPUT_SAMPLES_MAX} times"
+            ));
         }
         // A running sum, as Prometheus's parser adds the step.
         let mut v = start;
@@ -637,11 +639,8 @@ fn check_expr(
     exp.sort_by(|a, b| a.0.cmp(&b.0));
     got.sort_by(|a, b| a.0.cmp(&b.0));
     // Values compare exactly, so NaN never matches, as with Go's reflect.DeepEqual.
-    let same = exp.len() == got.len()
-        && exp
-            .iter()
-            .zip(&got)
-            .all(|(e, g)| e.0 == g.0 && e.1 == g.1);
+    let same =
+        exp.len() == got.len() && exp.iter().zip(&got).all(|(e, g)| e.0 == g.0 && e.1 == g.1);
     if same {
         return None;
     }
@@ -764,7 +763,10 @@ mod tests {
         );
         assert!(expand_values("1+x3").is_err());
         assert!(expand_values("abc").is_err());
-        assert_eq!(expand_values("Inf -Inf").unwrap()[1], Some(f64::NEG_INFINITY));
+        assert_eq!(
+            expand_values("Inf -Inf").unwrap()[1],
+            Some(f64::NEG_INFINITY)
+        );
     }
 
     #[test]
@@ -786,7 +788,9 @@ mod tests {
     #[test]
     fn metrics_parse_to_labels() {
         assert_eq!(
-            parse_metric("up{job=\"a\", instance=\"x:1\"}").unwrap().to_string(),
+            parse_metric("up{job=\"a\", instance=\"x:1\"}")
+                .unwrap()
+                .to_string(),
             "{__name__=\"up\", instance=\"x:1\", job=\"a\"}"
         );
         assert!(parse_metric("").unwrap().is_empty());

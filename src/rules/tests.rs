@@ -417,7 +417,10 @@ fn restored_active_time_follows_prometheus_cases() {
         20 * min
     );
     // Active at 0: 10m remained — not less than the grace period, shifted.
-    assert_eq!(restored_active_at_ms(hold, grace, ts, 20 * min, 0.0), 5 * min);
+    assert_eq!(
+        restored_active_at_ms(hold, grace, ts, 20 * min, 0.0),
+        5 * min
+    );
     // Active at -1m: 9m remained, less than the grace period: it fires a grace
     // period after the restore.
     let a = restored_active_at_ms(hold, grace, ts, 20 * min, -60.0);
@@ -517,13 +520,21 @@ fn for_state_is_not_restored_past_the_outage_tolerance_or_after_resolving() {
     }
     append(
         &s,
-        &[("__name__", "ALERTS_FOR_STATE"), ("alertname", "Long"), ("job", "a")],
+        &[
+            ("__name__", "ALERTS_FOR_STATE"),
+            ("alertname", "Long"),
+            ("job", "a"),
+        ],
         0,
         0.0,
     );
     append(
         &s,
-        &[("__name__", "ALERTS_FOR_STATE"), ("alertname", "Long"), ("job", "a")],
+        &[
+            ("__name__", "ALERTS_FOR_STATE"),
+            ("alertname", "Long"),
+            ("job", "a"),
+        ],
         60_000,
         crate::storage::stale_nan(),
     );
@@ -536,7 +547,11 @@ fn for_state_is_not_restored_past_the_outage_tolerance_or_after_resolving() {
     }
     append(
         &s,
-        &[("__name__", "ALERTS_FOR_STATE"), ("alertname", "Long"), ("job", "a")],
+        &[
+            ("__name__", "ALERTS_FOR_STATE"),
+            ("alertname", "Long"),
+            ("job", "a"),
+        ],
         2 * min,
         60.0,
     );
