@@ -126,7 +126,16 @@ fn server_evaluates_rules_and_serves_them() {
     // The recorded series and ALERTS are in storage, queryable like any other.
     let q = get_json(&addr, "/api/v1/query?query=job:up:sum");
     assert_eq!(q["data"]["result"][0]["value"][1], "1", "{q}");
-    let q = get_json(&addr, "/api/v1/query?query=ALERTS");
+    // ALERTS is written from the third evaluation on: as in Prometheus, a group
+    // loaded at startup first restores its alerts' `for` state.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let q = loop {
+        let q = get_json(&addr, "/api/v1/query?query=ALERTS");
+        if q["data"]["result"][0].is_object() || Instant::now() > deadline {
+            break q;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(
         q["data"]["result"][0]["metric"]["alertstate"], "firing",
         "{q}"
