@@ -781,7 +781,8 @@ mod tests {
         assert_eq!(go_duration(3_723_500), "1h2m3.5s");
         assert_eq!(go_duration(500), "500ms");
         assert_eq!(go_float_e(1.0), "1E+00");
-        assert_eq!(go_float_e(1.0 / 3.0), "3.3333333333333335E-01");
+        assert_eq!(go_float_e(1.0 / 3.0), "3.333333333333333E-01");
+        assert_eq!(go_float_e(0.1 + 0.2), "3.0000000000000004E-01");
         assert_eq!(go_float_e(-2.5e10), "-2.5E+10");
     }
 
