@@ -104,6 +104,19 @@ struct ServerFlags {
     #[arg(long = "cluster.initial-peers", value_delimiter = ',')]
     cluster_initial_peers: Vec<String>,
 
+    /// Longest downtime after which alerts' `for` state is still restored from storage.
+    #[arg(long = "rules.alert.for-outage-tolerance", default_value = "1h", value_parser = parse_duration_ms)]
+    rules_alert_for_outage_tolerance_ms: i64,
+
+    /// Least time a restored pending alert waits before firing; rules whose `for`
+    /// is shorter than this are not restored.
+    #[arg(long = "rules.alert.for-grace-period", default_value = "10m", value_parser = parse_duration_ms)]
+    rules_alert_for_grace_period_ms: i64,
+
+    /// Least time between two sends of a still-firing alert to Alertmanagers.
+    #[arg(long = "rules.alert.resend-delay", default_value = "1m", value_parser = parse_duration_ms)]
+    rules_alert_resend_delay_ms: i64,
+
     /// gRPC address of any member of a running cluster to join.
     #[arg(long = "cluster.join")]
     cluster_join: Option<String>,
@@ -117,6 +130,9 @@ enum Command {
     /// Check configuration files, like `promtool check`.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Unit tests, like `promtool test`.
+    #[command(subcommand)]
+    Test(TestCommand),
     /// Run the Alertmanager alone, with Alertmanager's own flags.
     Alertmanager(AlertmanagerFlags),
     /// Ask a running cluster about its members or change them.
@@ -179,6 +195,16 @@ struct AlertmanagerFlags {
     /// The URL under which the Alertmanager is reached from outside, used in notifications.
     #[arg(long = "web.external-url", default_value = "")]
     web_external_url: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum TestCommand {
+    /// Unit-test rule files with promtool's test file format, like `promtool test rules`.
+    Rules {
+        /// The unit test files.
+        #[arg(required = true)]
+        test_rule_files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -294,6 +320,16 @@ fn main() -> std::process::ExitCode {
             let stderr = std::io::stderr();
             let ok = hearth::cmd::check::check_rules(
                 &rule_files,
+                &mut stdout.lock(),
+                &mut stderr.lock(),
+            );
+            return exit_code(ok);
+        }
+        Some(Command::Test(TestCommand::Rules { test_rule_files })) => {
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let ok = hearth::cmd::test_rules::test_rules(
+                &test_rule_files,
                 &mut stdout.lock(),
                 &mut stderr.lock(),
             );
@@ -524,6 +560,13 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
             },
             cluster,
             query_max_concurrency: flags.query_max_concurrency,
+            rules: hearth::rules::manager::RuleOptions {
+                restore: hearth::rules::group::RestoreOptions {
+                    outage_tolerance_ms: flags.rules_alert_for_outage_tolerance_ms,
+                    for_grace_period_ms: flags.rules_alert_for_grace_period_ms,
+                },
+                resend_delay_ms: flags.rules_alert_resend_delay_ms,
+            },
             flags: flag_values,
         };
         hearth::server::run(cfg, shutdown).await

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub alertmanager_config: Option<PathBuf>,
     /// `--query.max-concurrency`: most queries evaluated at once.
     pub query_max_concurrency: usize,
+    /// `--rules.alert.*`: restoring `for` state and resending alerts.
+    pub rules: crate::rules::manager::RuleOptions,
     /// Every server flag and its value as given, for `/api/v1/status/flags`.
     pub flags: Vec<(String, String)>,
 }
@@ -159,10 +161,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         seed,
     ));
     scrape_manager.apply_config(&initial);
-    let rule_manager = Arc::new(crate::rules::RuleManager::new(
+    let rule_manager = Arc::new(crate::rules::RuleManager::with_options(
         db.clone() as Arc<dyn crate::storage::Queryable>,
         db.clone() as Arc<dyn crate::storage::Appendable>,
         crate::promql::Engine::new(cfg.query.clone()),
+        cfg.rules,
     ));
     rule_manager
         .apply_config(&initial)

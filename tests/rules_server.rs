@@ -126,12 +126,121 @@ fn server_evaluates_rules_and_serves_them() {
     // The recorded series and ALERTS are in storage, queryable like any other.
     let q = get_json(&addr, "/api/v1/query?query=job:up:sum");
     assert_eq!(q["data"]["result"][0]["value"][1], "1", "{q}");
-    let q = get_json(&addr, "/api/v1/query?query=ALERTS");
+    // ALERTS is written from the third evaluation on: as in Prometheus, a group
+    // loaded at startup first restores its alerts' `for` state.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let q = loop {
+        let q = get_json(&addr, "/api/v1/query?query=ALERTS");
+        if q["data"]["result"][0].is_object() || Instant::now() > deadline {
+            break q;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(
         q["data"]["result"][0]["metric"]["alertstate"], "firing",
         "{q}"
     );
 
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "hearth exited with {status}");
+}
+
+const RESTORE_RULES: &str = "groups:\n  - name: restore\n    interval: 1s\n    rules:\n      - alert: Slow\n        expr: vector(1)\n        for: 20s\n";
+
+/// Starts hearth over `data` with the rule file in `dir` and a 1s grace period, so
+/// the 20s `for` is restored.
+fn start_restoring(dir: &std::path::Path, addr: &str) -> std::process::Child {
+    let child = Command::new(hearth_bin())
+        .arg("--web.listen-address")
+        .arg(addr)
+        .arg("--storage.tsdb.path")
+        .arg(dir.join("data"))
+        .arg("--config.file")
+        .arg(dir.join("prometheus.yml"))
+        .arg("--rules.alert.for-grace-period=1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hearth");
+    wait_ready(addr, Duration::from_secs(30));
+    child
+}
+
+/// The value of the one series `query` returns, if any.
+fn query_one(addr: &str, query: &str) -> Option<f64> {
+    let v = get_json(addr, &format!("/api/v1/query?query={query}"));
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+}
+
+fn unix_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+#[test]
+fn restart_in_the_middle_of_for_fires_on_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("rules.yml"), RESTORE_RULES).expect("write rules");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        "global:\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n",
+    )
+    .expect("write config");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = start_restoring(dir.path(), &addr);
+
+    // Pending for 12 of its 20s, then killed without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let active_s = loop {
+        if let Some(v) = query_one(&addr, "ALERTS_FOR_STATE") {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no ALERTS_FOR_STATE within 30s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while unix_s() < active_s + 12.0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        query_one(&addr, "ALERTS%7Balertstate%3D%22pending%22%7D"),
+        Some(1.0)
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let killed_s = unix_s();
+
+    let restarted_s = unix_s();
+    let mut child = start_restoring(dir.path(), &addr);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if query_one(&addr, "ALERTS%7Balertstate%3D%22firing%22%7D").is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no firing alert within 40s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fired_after_s = unix_s() - restarted_s;
+    println!("FIGURE restart_to_firing_s={fired_after_s:.1}");
+    let restored_s = query_one(&addr, "ALERTS_FOR_STATE").expect("ALERTS_FOR_STATE");
+    // The 12s pending before the kill count: the active time moved forward only by
+    // the time hearth was down, so it is before the restart, and the alert fired
+    // sooner than a fresh 20s `for` could have.
+    assert!(
+        restored_s >= active_s && restored_s < restarted_s.floor(),
+        "restored active time {restored_s}, first {active_s}, killed {killed_s}, restarted {restarted_s}"
+    );
+    assert!(
+        fired_after_s < 20.0,
+        "fired {fired_after_s:.1}s after the restart: a fresh `for`"
+    );
+    let alerts = get_json(&addr, "/api/v1/alerts");
+    assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().expect("wait");
     assert!(status.success(), "hearth exited with {status}");

@@ -1,7 +1,9 @@
-//! Command-line tools in the `hearth` binary, like promtool's: `hearth tsdb …`, `hearth check config`.
+//! Command-line tools in the `hearth` binary, like promtool's: `hearth tsdb …`,
+//! `hearth check config`, `hearth test rules`, `hearth cluster …`.
 
 pub mod check;
 pub mod cluster;
+pub mod test_rules;
 pub mod tsdb;
 
 /// Formats a float like Go's `%g` (`strconv.FormatFloat(v, 'g', -1, 64)`), which

@@ -11,9 +11,59 @@ use crate::promql::{Engine, Query, Value};
 use crate::storage::{Appendable, Queryable};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How long a resolved alert is still kept (and shown), as in Prometheus.
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+/// How the `for` state of alerts is restored after a restart
+/// (`--rules.alert.for-outage-tolerance`, `--rules.alert.for-grace-period`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Only an `ALERTS_FOR_STATE` sample this recent counts; an older one means
+    /// hearth was down too long for the pending time to be trusted.
+    pub outage_tolerance_ms: i64,
+    /// The least time left before a restored alert fires, so that one which was
+    /// about to fire gets a chance to resolve first. Rules with a shorter `for` are
+    /// not restored at all.
+    pub for_grace_period_ms: i64,
+}
+
+impl Default for RestoreOptions {
+    /// Prometheus's defaults: 1h and 10m.
+    fn default() -> RestoreOptions {
+        RestoreOptions {
+            outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+        }
+    }
+}
+
+/// The active time of an alert restored at `ts_ms`, given its last
+/// `ALERTS_FOR_STATE` sample (`sample_t_ms`, holding the active time in seconds)
+/// and the rule's `for` (`hold_ms`). As in Prometheus, times from the sample are
+/// whole seconds. The time it had spent pending before going down counts:
+/// - it had already fired: the old active time stays, and it fires again at once;
+/// - less than the grace period remained: it fires a grace period after `ts_ms`;
+/// - otherwise the active time moves forward by the time hearth was down.
+pub fn restored_active_at_ms(
+    hold_ms: i64,
+    grace_ms: i64,
+    ts_ms: i64,
+    sample_t_ms: i64,
+    active_at_s: f64,
+) -> i64 {
+    let down_at_ms = (sample_t_ms / 1000) * 1000;
+    let active_at_ms = (active_at_s as i64).saturating_mul(1000);
+    let remaining_ms = hold_ms - (down_at_ms - active_at_ms);
+    if remaining_ms <= 0 {
+        active_at_ms
+    } else if remaining_ms < grace_ms {
+        ts_ms + grace_ms - hold_ms
+    } else {
+        active_at_ms + (ts_ms - down_at_ms)
+    }
+}
 
 /// An alert's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +149,10 @@ pub struct Rule {
     pub health: Mutex<RuleHealth>,
     /// Active and recently resolved alerts by label hash (alerting rules only).
     pub alerts: Mutex<HashMap<u64, Alert>>,
+    /// Whether the `for` state was restored (or needs no restoring). Until then an
+    /// alerting rule writes no `ALERTS`/`ALERTS_FOR_STATE`, so the restore reads the
+    /// samples written before the restart, not ones written since.
+    restored: AtomicBool,
 }
 
 /// A group of rules evaluated together, in order, at one interval.
@@ -113,6 +167,9 @@ pub struct Group {
     pub def: RuleGroupDef,
     pub external_labels: BTreeMap<String, String>,
     state: Mutex<GroupState>,
+    /// Set for groups loaded at startup: their alerts' `for` state is restored from
+    /// `ALERTS_FOR_STATE` after the second evaluation (`restore_for_state`).
+    should_restore: AtomicBool,
 }
 
 #[derive(Default)]
@@ -160,7 +217,48 @@ impl Group {
             rules,
             def: def.clone(),
             external_labels: external_labels.clone(),
+            should_restore: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the group as loaded at startup: its alerting rules write no
+    /// `ALERTS`/`ALERTS_FOR_STATE` until `restore_for_state` has run. Groups added
+    /// by a later reload are not restored, as in Prometheus.
+    pub fn mark_for_restore(&self) {
+        self.should_restore.store(true, Ordering::Relaxed);
+        for r in &self.rules {
+            if matches!(r.kind, RuleKind::Alerting { .. }) {
+                r.restored.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether `restore_for_state` is still due.
+    pub fn should_restore(&self) -> bool {
+        self.should_restore.load(Ordering::Relaxed)
+    }
+
+    /// Prometheus's `Group.RestoreForState`: for each active alert of a rule whose
+    /// `for` is at least the grace period, reads the last `ALERTS_FOR_STATE` sample
+    /// within the outage tolerance before `ts_ms` and moves the alert's active time
+    /// so that the time spent pending before the restart counts (see
+    /// `restored_active_at_ms`). Every rule counts as restored afterwards, even when
+    /// reading storage failed, since there is no retry (as in Prometheus).
+    pub fn restore_for_state(&self, q: &dyn Queryable, ts_ms: i64, opts: &RestoreOptions) {
+        self.should_restore.store(false, Ordering::Relaxed);
+        let mint = ts_ms - opts.outage_tolerance_ms;
+        for rule in &self.rules {
+            let RuleKind::Alerting { for_ms, .. } = rule.kind else {
+                continue;
+            };
+            if for_ms >= opts.for_grace_period_ms {
+                if let Err(e) = rule.restore_for_state(q, mint, ts_ms, for_ms, opts) {
+                    tracing::error!(group = %self.name, alertname = %rule.name, error = %e,
+                        "failed to restore 'for' state");
+                }
+            }
+            rule.restored.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Time of the last evaluation (ms) and how long it took (s).
@@ -296,7 +394,58 @@ impl Rule {
             kind,
             health: Mutex::new(RuleHealth::default()),
             alerts: Mutex::new(HashMap::new()),
+            restored: AtomicBool::new(true),
         })
+    }
+
+    /// Restores the active time of this rule's alerts from the last
+    /// `ALERTS_FOR_STATE` sample in `[mint_ms, ts_ms]` of each.
+    fn restore_for_state(
+        &self,
+        q: &dyn Queryable,
+        mint_ms: i64,
+        ts_ms: i64,
+        hold_ms: i64,
+        opts: &RestoreOptions,
+    ) -> Result<(), crate::storage::StorageError> {
+        let querier = q.querier(mint_ms, ts_ms)?;
+        let hints = crate::storage::SelectHints {
+            start_ms: mint_ms,
+            end_ms: ts_ms,
+            series_only: false,
+        };
+        let matchers = [
+            crate::labels::Matcher::equal("__name__", "ALERTS_FOR_STATE"),
+            crate::labels::Matcher::equal("alertname", &self.name),
+        ];
+        // The last sample of each series, by its labels without the metric name,
+        // which are the alert's labels.
+        let mut last: HashMap<Labels, crate::storage::Sample> = HashMap::new();
+        for series in querier.select(&hints, &matchers)? {
+            let series = series?;
+            if let Some(s) = series.samples.last() {
+                let mut b = series.labels.builder();
+                b.del("__name__");
+                last.insert(b.build(), *s);
+            }
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        for a in self.alerts.lock().values_mut() {
+            let Some(s) = last.get(&a.labels) else {
+                continue;
+            };
+            // A stale marker means the alert had stopped being active.
+            if crate::storage::is_stale_nan(s.v) {
+                continue;
+            }
+            a.active_at_ms =
+                restored_active_at_ms(hold_ms, opts.for_grace_period_ms, ts_ms, s.t, s.v);
+            tracing::debug!(alertname = %self.name, labels = %a.labels,
+                active_at_ms = a.active_at_ms, "'for' state restored");
+        }
+        Ok(())
     }
 
     /// `ok`, `err` or `unknown` (not evaluated yet), and the last error.
@@ -518,6 +667,7 @@ impl Rule {
                 }
             }
         }
+        let restored = self.restored.load(Ordering::Relaxed);
         let mut out = Vec::new();
         let mut num_active = 0usize;
         let mut remove = Vec::new();
@@ -551,6 +701,9 @@ impl Rule {
             if a.state == AlertState::Pending && ts_ms - a.active_at_ms >= for_ms {
                 a.state = AlertState::Firing;
                 a.fired_at_ms = ts_ms;
+            }
+            if !restored {
+                continue;
             }
             let mut b = a.labels.builder();
             b.set("__name__", "ALERTS");

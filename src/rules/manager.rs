@@ -3,7 +3,7 @@
 //! unchanged groups running across reloads, and renders `/api/v1/rules` and
 //! `/api/v1/alerts`.
 
-use super::group::{Alert, Group, RuleKind};
+use super::group::{Alert, Group, RestoreOptions, RuleKind};
 use super::{RuleGroups, RulesError};
 use crate::promql::Engine;
 use crate::storage::{Appendable, Queryable};
@@ -19,6 +19,25 @@ struct Running {
     stop: CancellationToken,
 }
 
+/// The manager's settings from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// `--rules.alert.for-outage-tolerance` and `--rules.alert.for-grace-period`.
+    pub restore: RestoreOptions,
+    /// `--rules.alert.resend-delay`: least time between two sends of a firing alert.
+    pub resend_delay_ms: i64,
+}
+
+impl Default for RuleOptions {
+    /// Prometheus's defaults: 1h, 10m and 1m.
+    fn default() -> RuleOptions {
+        RuleOptions {
+            restore: RestoreOptions::default(),
+            resend_delay_ms: super::notifier::RESEND_DELAY_MS,
+        }
+    }
+}
+
 /// Runs rule groups against storage.
 pub struct RuleManager {
     queryable: Arc<dyn Queryable>,
@@ -29,6 +48,9 @@ pub struct RuleManager {
     notifier: Arc<Mutex<Option<Arc<super::notifier::Notifier>>>>,
     /// Stops the notifier.
     stop_all: CancellationToken,
+    options: RuleOptions,
+    /// Set once the first config is applied: groups loaded later are not restored.
+    started: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -61,11 +83,22 @@ pub fn load_groups(
 }
 
 impl RuleManager {
-    /// A manager with no groups; `apply_config` starts them.
+    /// A manager with no groups and Prometheus's default options; `apply_config`
+    /// starts them.
     pub fn new(
         queryable: Arc<dyn Queryable>,
         appendable: Arc<dyn Appendable>,
         engine: Engine,
+    ) -> RuleManager {
+        RuleManager::with_options(queryable, appendable, engine, RuleOptions::default())
+    }
+
+    /// A manager with no groups and the given options.
+    pub fn with_options(
+        queryable: Arc<dyn Queryable>,
+        appendable: Arc<dyn Appendable>,
+        engine: Engine,
+        options: RuleOptions,
     ) -> RuleManager {
         RuleManager {
             queryable,
@@ -74,6 +107,8 @@ impl RuleManager {
             groups: Mutex::new(Vec::new()),
             notifier: Arc::default(),
             stop_all: CancellationToken::new(),
+            options,
+            started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -99,7 +134,14 @@ impl RuleManager {
         }
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
+        // Only the groups of the first config restore their alerts' `for` state.
+        let first = !self
+            .started
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
         for g in new {
+            if first {
+                g.mark_for_restore();
+            }
             let same = old.iter().position(|r| {
                 r.group.file == g.file
                     && r.group.name == g.name
@@ -128,10 +170,12 @@ impl RuleManager {
         );
         // Read at each evaluation: a reload may add Alertmanagers to a kept group.
         let notifier = self.notifier.clone();
+        let options = self.options;
         tokio::spawn(async move {
             let interval = g.interval_ms;
             // The first evaluation is at the group's next aligned time.
             let mut next = g.eval_timestamp(now_ms()) + interval;
+            let mut evaluations = 0u64;
             loop {
                 let wait = (next - now_ms()).max(0) as u64;
                 tokio::select! {
@@ -140,15 +184,24 @@ impl RuleManager {
                 }
                 let (g2, q2, a2, e2) = (g.clone(), q.clone(), a.clone(), engine.clone());
                 let ts = next;
-                if let Err(e) =
-                    tokio::task::spawn_blocking(move || g2.eval(&e2, q2.as_ref(), a2.as_ref(), ts))
-                        .await
+                evaluations += 1;
+                // As Prometheus, restore after the second evaluation: by then
+                // scrapes and recording rules have written fresh data, so the
+                // alerts are those active now.
+                let restore = evaluations >= 2 && g.should_restore();
+                if let Err(e) = tokio::task::spawn_blocking(move || {
+                    g2.eval(&e2, q2.as_ref(), a2.as_ref(), ts);
+                    if restore {
+                        g2.restore_for_state(q2.as_ref(), now_ms(), &options.restore);
+                    }
+                })
+                .await
                 {
                     tracing::error!(group = %g.name, error = %e, "rule evaluation panicked");
                 }
                 let n = notifier.lock().clone();
                 if let Some(n) = n {
-                    n.send(g.alerts_to_send(ts, super::notifier::RESEND_DELAY_MS));
+                    n.send(g.alerts_to_send(ts, options.resend_delay_ms));
                 }
                 next += interval;
                 let now = now_ms();

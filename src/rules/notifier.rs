@@ -22,7 +22,7 @@ const QUEUE_BATCHES_MAX: usize = 1000;
 const BATCH_ALERTS_MAX: usize = 256;
 /// Default per-request timeout of an Alertmanager config.
 const DEFAULT_TIMEOUT_MS: i64 = 10_000;
-/// How often alerts still firing are sent again (`--rules.alert.resend-delay`).
+/// Default of how often alerts still firing are sent again (`--rules.alert.resend-delay`).
 pub const RESEND_DELAY_MS: i64 = 60_000;
 
 /// One Alertmanager endpoint: the full URL of its alerts API and the timeout.

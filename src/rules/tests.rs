@@ -397,3 +397,171 @@ async fn reload_keeps_unchanged_groups_and_replaces_changed_ones() {
     assert_eq!(rules_json["groups"][1]["rules"][0]["query"], "x * 4");
     m.stop();
 }
+
+#[test]
+fn restored_active_time_follows_prometheus_cases() {
+    use super::group::restored_active_at_ms;
+    let (min, grace) = (60_000, 10 * 60_000);
+    let hold = 30 * min;
+    // Active at t=100s, down at 20m (last sample 20m+400ms), restarted at 25m.
+    let ts = 25 * min;
+    // 20m − 100s pending: 11m40s remained, more than the grace period, so the active
+    // time moves forward by the 5m the process was down.
+    assert_eq!(
+        restored_active_at_ms(hold, grace, ts, 20 * min + 400, 100.0),
+        100_000 + 5 * min
+    );
+    // Active at 15m: 25m remained → shifted by the 5m down.
+    assert_eq!(
+        restored_active_at_ms(hold, grace, ts, 20 * min, 900.0),
+        20 * min
+    );
+    // Active at 0: 10m remained — not less than the grace period, shifted.
+    assert_eq!(
+        restored_active_at_ms(hold, grace, ts, 20 * min, 0.0),
+        5 * min
+    );
+    // Active at -1m: 9m remained, less than the grace period: it fires a grace
+    // period after the restore.
+    let a = restored_active_at_ms(hold, grace, ts, 20 * min, -60.0);
+    assert_eq!(a, ts + grace - hold);
+    assert_eq!(a + hold - ts, grace);
+    // Pending for more than `for` already: it had fired; the old time stays.
+    assert_eq!(
+        restored_active_at_ms(hold, grace, ts, 20 * min, -1200.0),
+        -1_200_000
+    );
+    // The sample's time counts in whole seconds, as in Prometheus.
+    assert_eq!(
+        restored_active_at_ms(hold, grace, ts + 7, 20 * min + 999, 900.0),
+        20 * min + 7
+    );
+}
+
+const RESTORE: &str = "groups:\n  - name: g\n    interval: 1m\n    rules:\n      - alert: Long\n        expr: x > 0\n        for: 30m\n      - alert: Short\n        expr: x > 0\n        for: 5m\n";
+
+/// Evaluates a freshly loaded (restarted) group twice from `start`, then restores.
+fn restart(s: &MemStorage, start: i64, opts: &super::group::RestoreOptions) -> Group {
+    let g = group(RESTORE);
+    g.mark_for_restore();
+    assert!(g.should_restore());
+    let e = Engine::default();
+    g.eval(&e, s, s, start);
+    g.eval(&e, s, s, start + 60_000);
+    g.restore_for_state(s, start + 60_000, opts);
+    assert!(!g.should_restore());
+    g
+}
+
+#[test]
+fn for_state_is_restored_after_a_restart() {
+    let min = 60_000;
+    let s = MemStorage::new();
+    for t in 0..=60 {
+        append(&s, &[("__name__", "x"), ("job", "a")], t * min, 1.0);
+    }
+    let e = Engine::default();
+    // Before the restart: pending from t=0 to t=20m.
+    let g = group(RESTORE);
+    for t in 0..=20 {
+        g.eval(&e, &s, &s, t * min);
+    }
+    assert_eq!(g.rules[0].active_alerts()[0].state, AlertState::Pending);
+    assert_eq!(g.rules[1].active_alerts()[0].state, AlertState::Firing);
+    let forstate = read(&s, "ALERTS_FOR_STATE");
+    assert_eq!(forstate[0].1.last(), Some(&(20 * min, 0.0)));
+
+    // Down from 20m to 25m; the restarted group evaluates at 25m and 26m.
+    let opts = super::group::RestoreOptions::default();
+    let g = restart(&s, 25 * min, &opts);
+    // Nothing was written before the restore, so the restore read the old sample.
+    let forstate = read(&s, "ALERTS_FOR_STATE");
+    assert_eq!(forstate[0].1.last(), Some(&(20 * min, 0.0)));
+    // 10m remained of Long's 30m: it is active since 0 + 6m down (25m→26m restore).
+    let long = &g.rules[0].active_alerts()[0];
+    assert_eq!(long.active_at_ms, 6 * min);
+    assert_eq!(long.state, AlertState::Pending);
+    // Short's `for` is under the grace period: not restored, a fresh `for` runs.
+    assert_eq!(g.rules[1].active_alerts()[0].active_at_ms, 25 * min);
+    // It fires 30m after its restored active time, not 30m after the restart.
+    for t in 27..36 {
+        g.eval(&e, &s, &s, t * min);
+        assert_eq!(g.rules[0].state(), AlertState::Pending, "t={t}m");
+    }
+    g.eval(&e, &s, &s, 36 * min);
+    assert_eq!(g.rules[0].state(), AlertState::Firing);
+    // ALERTS_FOR_STATE carries the restored active time from the first evaluation
+    // after the restore on.
+    let forstate = read(&s, "ALERTS_FOR_STATE");
+    assert_eq!(forstate[0].1[21], (27 * min, 360.0));
+}
+
+#[test]
+fn for_state_is_not_restored_past_the_outage_tolerance_or_after_resolving() {
+    let min = 60_000;
+    let s = MemStorage::new();
+    for t in 0..=120 {
+        append(&s, &[("__name__", "x"), ("job", "a")], t * min, 1.0);
+    }
+    let e = Engine::default();
+    let g = group(RESTORE);
+    for t in 0..=20 {
+        g.eval(&e, &s, &s, t * min);
+    }
+    // Down for 80m, longer than the 1h tolerance: a fresh `for`.
+    let opts = super::group::RestoreOptions::default();
+    let g = restart(&s, 100 * min, &opts);
+    assert_eq!(g.rules[0].active_alerts()[0].active_at_ms, 100 * min);
+
+    // A stale marker as the last sample means the alert had resolved.
+    let s = MemStorage::new();
+    for t in 0..=40 {
+        append(&s, &[("__name__", "x"), ("job", "a")], t * min, 1.0);
+    }
+    append(
+        &s,
+        &[
+            ("__name__", "ALERTS_FOR_STATE"),
+            ("alertname", "Long"),
+            ("job", "a"),
+        ],
+        0,
+        0.0,
+    );
+    append(
+        &s,
+        &[
+            ("__name__", "ALERTS_FOR_STATE"),
+            ("alertname", "Long"),
+            ("job", "a"),
+        ],
+        60_000,
+        crate::storage::stale_nan(),
+    );
+    let g = restart(&s, 10 * min, &opts);
+    assert_eq!(g.rules[0].active_alerts()[0].active_at_ms, 10 * min);
+    // With a tolerance of 8m the 9m-old sample is not read either.
+    let s = MemStorage::new();
+    for t in 0..=40 {
+        append(&s, &[("__name__", "x"), ("job", "a")], t * min, 1.0);
+    }
+    append(
+        &s,
+        &[
+            ("__name__", "ALERTS_FOR_STATE"),
+            ("alertname", "Long"),
+            ("job", "a"),
+        ],
+        2 * min,
+        60.0,
+    );
+    let short = super::group::RestoreOptions {
+        outage_tolerance_ms: 8 * min,
+        ..opts
+    };
+    let g = restart(&s, 10 * min, &short);
+    assert_eq!(g.rules[0].active_alerts()[0].active_at_ms, 10 * min);
+    let g = restart(&s, 10 * min, &opts);
+    // 29m of 30m remained after 1m pending: shifted by the 9m down (2m→11m).
+    assert_eq!(g.rules[0].active_alerts()[0].active_at_ms, 60_000 + 9 * min);
+}
