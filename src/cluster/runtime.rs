@@ -603,6 +603,7 @@ impl Cluster {
     /// While running: a leader commits a cluster id when there is none yet; every
     /// node records the committed id in its data directory.
     async fn maintain(&self, shutdown: &CancellationToken) {
+        let mut watch = self.inner.raft.watch();
         loop {
             let state = self.state();
             if self.inner.assignment.refresh(&state) {
@@ -645,7 +646,7 @@ impl Cluster {
             }
             tokio::select! {
                 _ = tokio::time::sleep(MAINTAIN_INTERVAL) => {}
-                _ = self.inner.raft.changed(MAINTAIN_INTERVAL) => {}
+                _ = watch.changed(MAINTAIN_INTERVAL) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
