@@ -38,7 +38,9 @@ fn now_ms() -> i64 {
 /// when there was no ring, else after `HANDOFF_DELAY_MS`.
 pub fn takeover_time_ms(state: &ClusterState, members: &BTreeSet<NodeId>, now_ms: i64) -> i64 {
     match state.ring_plans.last() {
-        Some(last) if !members.iter().all(|m| last.members.contains(m)) => now_ms + HANDOFF_DELAY_MS,
+        Some(last) if !members.iter().all(|m| last.members.contains(m)) => {
+            now_ms + HANDOFF_DELAY_MS
+        }
         _ => now_ms,
     }
 }
@@ -104,7 +106,10 @@ impl Detector {
                 self.last_ok.insert(id, at);
             }
         }
-        if self.last_probe.is_none_or(|t| now.duration_since(t) >= PROBE_INTERVAL) {
+        if self
+            .last_probe
+            .is_none_or(|t| now.duration_since(t) >= PROBE_INTERVAL)
+        {
             self.last_probe = Some(now);
             for m in state.members.values() {
                 if m.node_id == me || m.addr.grpc_address.is_empty() {
@@ -189,13 +194,21 @@ mod tests {
         let mut s = ClusterState::default();
         let nodes: BTreeMap<_, _> = (1..=3).map(|i| (i, NodeAddr::default())).collect();
         s.apply_membership(&(1..=3).collect(), &nodes);
-        assert_eq!(takeover_time_ms(&s, &s.active_ids(), 100), 100, "first ring");
+        assert_eq!(
+            takeover_time_ms(&s, &s.active_ids(), 100),
+            100,
+            "first ring"
+        );
         s.ring_plans.push(RingPlan {
             epoch: 1,
             members: vec![1, 2, 3],
             at_ms: 100,
         });
-        assert_eq!(takeover_time_ms(&s, &[1, 3].into(), 200), 200, "a member left");
+        assert_eq!(
+            takeover_time_ms(&s, &[1, 3].into(), 200),
+            200,
+            "a member left"
+        );
         assert_eq!(
             takeover_time_ms(&s, &[1, 2, 3, 4].into(), 200),
             200 + HANDOFF_DELAY_MS,

@@ -18,9 +18,9 @@ pub mod runtime;
 pub mod service;
 pub mod state;
 
+pub use assign::{Assignment, AssignmentHandle, OwnAll, Ownership};
 pub use raft::{RaftOptions, RaftRole};
 pub use ring::{Ring, RingError};
-pub use assign::{Assignment, AssignmentHandle, OwnAll, Ownership};
 pub use runtime::{
     Cluster, ClusterConfig, ClusterError, ClusterStatus, MemberStatus, FAILURE_TIMEOUT_DEFAULT,
 };

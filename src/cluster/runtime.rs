@@ -302,6 +302,9 @@ impl Cluster {
                 assignment,
             }),
         };
+        // From the start, not only once formed or joined: a joining node must follow
+        // the plans from the moment it applies them.
+        tokio::spawn(cluster.clone().follow_assignment(shutdown.clone()));
         if let Some(address) = cluster.inner.cfg.listen_address {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
@@ -600,9 +603,8 @@ impl Cluster {
         }
     }
 
-    /// While running: a leader commits a cluster id when there is none yet; every
-    /// node records the committed id in its data directory.
-    async fn maintain(&self, shutdown: &CancellationToken) {
+    /// Keeps the assignment in step with the applied ring plans until `shutdown`.
+    async fn follow_assignment(self, shutdown: CancellationToken) {
         let mut watch = self.inner.raft.watch();
         loop {
             let state = self.state();
@@ -615,6 +617,19 @@ impl Cluster {
                     "ring plans changed"
                 );
             }
+            tokio::select! {
+                _ = watch.changed(MAINTAIN_INTERVAL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// While running: a leader commits a cluster id when there is none yet; every
+    /// node records the committed id in its data directory.
+    async fn maintain(&self, shutdown: &CancellationToken) {
+        let mut watch = self.inner.raft.watch();
+        loop {
+            let state = self.state();
             match &state.cluster_id {
                 Some(id) => {
                     if self.cluster_id().as_deref() != Some(id.as_str()) {

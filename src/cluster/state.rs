@@ -298,9 +298,15 @@ mod tests {
         // Wrong epoch or members: ignored.
         assert_eq!(s.apply(&plan(2, vec![1, 2, 3], 10)), CommandResult::Ignored);
         assert_eq!(s.apply(&plan(1, vec![1, 2], 10)), CommandResult::Ignored);
-        assert_eq!(s.apply(&plan(1, vec![1, 2, 3], 1000)), CommandResult::Applied);
+        assert_eq!(
+            s.apply(&plan(1, vec![1, 2, 3], 1000)),
+            CommandResult::Applied
+        );
         assert!(!s.ring_unscheduled());
-        assert_eq!(s.apply(&plan(1, vec![1, 2, 3], 2000)), CommandResult::Ignored);
+        assert_eq!(
+            s.apply(&plan(1, vec![1, 2, 3], 2000)),
+            CommandResult::Ignored
+        );
         s.apply(&Command::SetMemberState {
             node_id: 2,
             state: MemberState::Down,
@@ -317,10 +323,16 @@ mod tests {
             };
             s.apply(&Command::SetMemberState { node_id: 2, state });
             let members: Vec<u64> = s.active_ids().into_iter().collect();
-            assert_eq!(s.apply(&plan(e, members, e as i64 * 1000)), CommandResult::Applied);
+            assert_eq!(
+                s.apply(&plan(e, members, e as i64 * 1000)),
+                CommandResult::Applied
+            );
         }
         assert_eq!(s.ring_plans.len(), RING_PLANS_MAX);
-        assert!(s.ring_plans.windows(2).all(|w| w[0].epoch < w[1].epoch && w[0].at_ms <= w[1].at_ms));
+        assert!(s
+            .ring_plans
+            .windows(2)
+            .all(|w| w[0].epoch < w[1].epoch && w[0].at_ms <= w[1].at_ms));
     }
 
     #[test]

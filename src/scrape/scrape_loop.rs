@@ -14,8 +14,8 @@ use crate::storage::{stale_nan, AppendError, Appendable, Appender, SeriesRef};
 use crate::textparse::{Entry, TextFormat, TextParser};
 
 use super::http::HttpClient;
-use crate::cluster::Ownership;
 use super::target::Target;
+use crate::cluster::Ownership;
 
 /// Cached series not seen for this many scrapes are forgotten.
 const CACHE_KEEP_SCRAPES: u64 = 10;

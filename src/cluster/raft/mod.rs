@@ -328,7 +328,6 @@ impl RaftWatch {
 }
 
 impl MetaRaft {
-
     /// The committed cluster state as applied on this node.
     pub fn state(&self) -> ClusterState {
         self.sm.read().state.clone()
