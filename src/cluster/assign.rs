@@ -114,16 +114,34 @@ impl Ownership for Assignment {
 
 /// The current `Assignment` of this node, replaced when the committed plans
 /// change (`Cluster` refreshes it). Cheap to read from every scrape loop.
+///
+/// It owns nothing until it is marked caught up (`set_caught_up`): a restarted
+/// node's replayed plans may still give it work that moved away while it was down,
+/// and it must not scrape that work until it has heard the leader's log.
 #[derive(Debug)]
 pub struct AssignmentHandle {
     current: RwLock<Arc<Assignment>>,
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl AssignmentHandle {
     pub fn new(state: &ClusterState, me: NodeId) -> AssignmentHandle {
         AssignmentHandle {
             current: RwLock::new(Arc::new(Assignment::from_state(state, me))),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Lets the assignment own work from now on (once this node has applied the
+    /// log of a leader it heard from since it started).
+    pub fn set_caught_up(&self) {
+        self.caught_up
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether `set_caught_up` was called.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The assignment right now.
@@ -145,7 +163,7 @@ impl AssignmentHandle {
 
 impl Ownership for AssignmentHandle {
     fn owns(&self, key: &[u8], at_ms: i64) -> bool {
-        self.current.read().owns(key, at_ms)
+        self.caught_up() && self.current.read().owns(key, at_ms)
     }
     fn scrape_seed(&self) -> Option<u64> {
         self.current.read().seed
@@ -215,6 +233,7 @@ mod tests {
         s.apply_membership(&BTreeSet::from([1]), &nodes);
         schedule(&mut s, 0);
         let h = AssignmentHandle::new(&s, 1);
+        h.set_caught_up();
         assert!(!h.owns(b"k", 10));
         assert_eq!(h.scrape_seed(), None);
         s.apply(&Command::SetClusterId {
@@ -224,5 +243,7 @@ mod tests {
         assert!(!h.refresh(&s));
         assert!(h.owns(b"k", 10));
         assert_eq!(h.scrape_seed(), Some(seed_for_cluster("c")));
+        let fresh = AssignmentHandle::new(&s, 1);
+        assert!(!fresh.owns(b"k", 10), "nothing before catching up");
     }
 }

@@ -607,7 +607,18 @@ impl Cluster {
     async fn follow_assignment(self, shutdown: CancellationToken) {
         let mut watch = self.inner.raft.watch();
         loop {
+            // Read before the state, so the state holds at least what was applied.
+            let view = self.inner.raft.view();
+            let caught_up = view.leader.is_some() && view.last_applied_index >= view.last_log_index;
             let state = self.state();
+            if caught_up && !self.inner.assignment.caught_up() {
+                self.inner.assignment.refresh(&state);
+                self.inner.assignment.set_caught_up();
+                tracing::info!(
+                    applied = ?view.last_applied_index,
+                    "caught up with the leader's log; taking work from the ring"
+                );
+            }
             if self.inner.assignment.refresh(&state) {
                 let a = self.inner.assignment.get();
                 tracing::info!(
