@@ -120,6 +120,11 @@ struct ServerFlags {
     /// gRPC address of any member of a running cluster to join.
     #[arg(long = "cluster.join")]
     cluster_join: Option<String>,
+
+    /// A member that has not answered the leader for this long is marked down and
+    /// its scrape targets and rule groups move to the others.
+    #[arg(long = "cluster.failure-timeout", default_value = "15s", value_parser = parse_flag_duration)]
+    cluster_failure_timeout: std::time::Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -281,6 +286,14 @@ enum CreateBlocksFrom {
 /// Parses a Prometheus duration (`15d`, `2h30m`, `500ms`, `1y`) into milliseconds.
 fn parse_duration_ms(s: &str) -> Result<i64, String> {
     hearth::config_units::parse_duration_ms(s)
+}
+
+/// Parses a positive Prometheus duration into a `Duration`.
+fn parse_flag_duration(s: &str) -> Result<std::time::Duration, String> {
+    match hearth::config_units::parse_duration_ms(s)? {
+        ms if ms > 0 => Ok(std::time::Duration::from_millis(ms as u64)),
+        _ => Err(format!("{s:?}: the duration must be greater than 0")),
+    }
 }
 
 /// Parses a size such as `512MB` or `10GiB` into bytes (Prometheus's units: B, KB,
@@ -452,6 +465,7 @@ fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::Cluste
         let node_id = flags.cluster_node_id.unwrap_or(1);
         let mut cfg = hearth::cluster::ClusterConfig::single_node(dir, web.to_string());
         cfg.node_id = node_id;
+        cfg.failure_timeout = flags.cluster_failure_timeout;
         return Ok(cfg);
     }
     let Some(node_id) = flags.cluster_node_id else {
@@ -495,6 +509,7 @@ fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::Cluste
         join_timeout: std::time::Duration::from_secs(60),
         dir,
         raft: hearth::cluster::RaftOptions::default(),
+        failure_timeout: flags.cluster_failure_timeout,
     })
 }
 

@@ -144,29 +144,25 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     };
 
     // Scraping: a bad config at startup is fatal, as in Prometheus; on reload the
-    // old config stays.
+    // old config stays. Every node runs every target and rule group; the cluster's
+    // assignment (the same on every node) says which ones this node does, and
+    // gives every node the same scrape seed (derived from the cluster id).
     let initial = load_config(&cfg)?;
-    let seed = {
-        use std::hash::Hasher;
-        let mut h = crate::scrape::target::Fnv64::default();
-        h.write(cfg.listen_address.to_string().as_bytes());
-        for (k, v) in &initial.global.external_labels {
-            h.write(k.as_bytes());
-            h.write(v.as_bytes());
-        }
-        h.finish()
-    };
-    let scrape_manager = Arc::new(crate::scrape::ScrapeManager::new(
+    let ownership = cluster.assignment() as Arc<dyn crate::cluster::Ownership>;
+    let scrape_manager = Arc::new(crate::scrape::ScrapeManager::with_ownership(
         db.clone() as Arc<dyn crate::storage::Appendable>,
-        seed,
+        ownership.clone(),
     ));
     scrape_manager.apply_config(&initial);
-    let rule_manager = Arc::new(crate::rules::RuleManager::with_options(
-        db.clone() as Arc<dyn crate::storage::Queryable>,
-        db.clone() as Arc<dyn crate::storage::Appendable>,
-        crate::promql::Engine::new(cfg.query.clone()),
-        cfg.rules,
-    ));
+    let rule_manager = Arc::new(
+        crate::rules::RuleManager::with_options(
+            db.clone() as Arc<dyn crate::storage::Queryable>,
+            db.clone() as Arc<dyn crate::storage::Appendable>,
+            crate::promql::Engine::new(cfg.query.clone()),
+            cfg.rules,
+        )
+        .with_ownership(ownership),
+    );
     rule_manager
         .apply_config(&initial)
         .map_err(|e| ServerError::Rules(e.to_string()))?;
@@ -288,10 +284,21 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         }),
         cluster_status: Some({
             let cluster = cluster.clone();
+            let scrape = scrape_manager.clone();
             Arc::new(move || {
-                let cluster = cluster.clone();
+                let (cluster, scrape) = (cluster.clone(), scrape.clone());
                 Box::pin(async move {
-                    serde_json::to_value(cluster.status(true).await).unwrap_or_default()
+                    let mut status = cluster.status(true).await;
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0);
+                    status.count_owned_targets(
+                        &cluster.assignment().get(),
+                        &scrape.target_keys(),
+                        now_ms,
+                    );
+                    serde_json::to_value(status).unwrap_or_default()
                 })
             })
         }),

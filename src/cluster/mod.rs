@@ -5,8 +5,12 @@
 //!
 //! Layout: `state` (the replicated data, pure), `ring` (placement), `raft` (the only
 //! module naming openraft types), `pb` (generated protobuf code), `service` (the
-//! `Cluster` gRPC service: join, status), `runtime` (startup, bootstrap, status).
+//! `Cluster` gRPC service: join, status), `runtime` (startup, bootstrap, status),
+//! `failure` (the leader's failure detector and ring scheduling), `assign` (who owns
+//! which target or rule group when).
 
+pub mod assign;
+pub mod failure;
 pub mod pb;
 pub mod raft;
 pub mod ring;
@@ -14,9 +18,12 @@ pub mod runtime;
 pub mod service;
 pub mod state;
 
+pub use assign::{Assignment, AssignmentHandle, OwnAll, Ownership};
 pub use raft::{RaftOptions, RaftRole};
 pub use ring::{Ring, RingError};
-pub use runtime::{Cluster, ClusterConfig, ClusterError, ClusterStatus, MemberStatus};
+pub use runtime::{
+    Cluster, ClusterConfig, ClusterError, ClusterStatus, MemberStatus, FAILURE_TIMEOUT_DEFAULT,
+};
 pub use state::{ClusterState, Command, Member, MemberState, NodeAddr, NodeId, Role};
 
 use std::io::Write as _;

@@ -3,6 +3,7 @@
 //! joins a running one (`--cluster.join`) or initializes a one-node cluster, then
 //! keeps the cluster id committed and recorded locally.
 
+use super::assign::{Assignment, AssignmentHandle};
 use super::pb;
 use super::raft::{MetaRaft, RaftOpError, RaftOptions, RaftRole};
 use super::ring::{Ring, RingError};
@@ -52,7 +53,13 @@ pub struct ClusterConfig {
     /// Directory of the cluster's files (`<storage.tsdb.path>/cluster`).
     pub dir: PathBuf,
     pub raft: RaftOptions,
+    /// `--cluster.failure-timeout`: a member that has not answered the leader's
+    /// probes for this long is marked down and its work moves to the others.
+    pub failure_timeout: Duration,
 }
+
+/// `--cluster.failure-timeout`'s default.
+pub const FAILURE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(15);
 
 impl ClusterConfig {
     /// A one-node cluster without a gRPC server (the server without cluster flags).
@@ -67,6 +74,7 @@ impl ClusterConfig {
             join_timeout: Duration::from_secs(60),
             dir,
             raft: RaftOptions::default(),
+            failure_timeout: FAILURE_TIMEOUT_DEFAULT,
         }
     }
 
@@ -183,6 +191,9 @@ pub struct MemberStatus {
     /// The member's own Raft state, when it answered (`None`: unreachable).
     pub raft_state: Option<String>,
     pub reachable: bool,
+    /// Scrape targets the ring in force gives this member, counted over the
+    /// targets this node discovers (every node discovers the same).
+    pub owned_targets: u64,
 }
 
 /// The cluster as this node sees it (`GET /api/v1/status/cluster`).
@@ -197,7 +208,32 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     pub last_applied_index: Option<u64>,
     pub ring_epoch: u64,
+    /// The epoch of the ring in force now (a new epoch's ring takes over at its
+    /// scheduled time); None before the first ring is scheduled.
+    pub ring_epoch_in_force: Option<u64>,
     pub members: Vec<MemberStatus>,
+}
+
+impl ClusterStatus {
+    /// Counts the targets keyed by `target_keys` per member, by their owner at
+    /// `at_ms` in `assignment`.
+    pub fn count_owned_targets(
+        &mut self,
+        assignment: &Assignment,
+        target_keys: &[Vec<u8>],
+        at_ms: i64,
+    ) {
+        let mut counts: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for k in target_keys {
+            if let Some(owner) = assignment.owner(k, at_ms) {
+                *counts.entry(owner).or_default() += 1;
+            }
+        }
+        for m in &mut self.members {
+            m.owned_targets = counts.get(&m.node_id).copied().unwrap_or(0);
+        }
+        self.ring_epoch_in_force = assignment.epoch_at(at_ms);
+    }
 }
 
 struct Inner {
@@ -205,6 +241,8 @@ struct Inner {
     raft: MetaRaft,
     identity_path: PathBuf,
     identity: parking_lot::Mutex<Identity>,
+    /// Who owns which work when, refreshed from the committed plans.
+    assignment: Arc<AssignmentHandle>,
 }
 
 /// Handle to the running cluster on this node. Cheap to clone.
@@ -254,14 +292,19 @@ impl Cluster {
             }
         };
         let raft = MetaRaft::open(&cfg.dir, cfg.node_id, &cfg.raft).await?;
+        let assignment = Arc::new(AssignmentHandle::new(&raft.state(), cfg.node_id));
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 cfg,
                 raft,
                 identity_path,
                 identity: parking_lot::Mutex::new(identity),
+                assignment,
             }),
         };
+        // From the start, not only once formed or joined: a joining node must follow
+        // the plans from the moment it applies them.
+        tokio::spawn(cluster.clone().follow_assignment(shutdown.clone()));
         if let Some(address) = cluster.inner.cfg.listen_address {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
@@ -323,6 +366,12 @@ impl Cluster {
         self.inner.raft.state()
     }
 
+    /// Who owns which scrape target and rule group when; kept up to date with the
+    /// committed ring plans.
+    pub fn assignment(&self) -> Arc<AssignmentHandle> {
+        self.inner.assignment.clone()
+    }
+
     /// The ring of the committed active members.
     pub fn ring(&self) -> Result<Ring, RingError> {
         let s = self.state();
@@ -338,7 +387,12 @@ impl Cluster {
             _ = shutdown.cancelled() => Ok(()),
         };
         if result.is_ok() {
-            self.maintain(&shutdown).await;
+            let detector = super::failure::run(
+                self.clone(),
+                self.inner.cfg.failure_timeout,
+                shutdown.clone(),
+            );
+            tokio::join!(self.maintain(&shutdown), detector);
         }
         self.inner.raft.shutdown().await;
         result
@@ -549,9 +603,42 @@ impl Cluster {
         }
     }
 
+    /// Keeps the assignment in step with the applied ring plans until `shutdown`.
+    async fn follow_assignment(self, shutdown: CancellationToken) {
+        let mut watch = self.inner.raft.watch();
+        loop {
+            // Read before the state, so the state holds at least what was applied.
+            let view = self.inner.raft.view();
+            let caught_up = view.leader.is_some() && view.last_applied_index >= view.last_log_index;
+            let state = self.state();
+            if caught_up && !self.inner.assignment.caught_up() {
+                self.inner.assignment.refresh(&state);
+                self.inner.assignment.set_caught_up();
+                tracing::info!(
+                    applied = ?view.last_applied_index,
+                    "caught up with the leader's log; taking work from the ring"
+                );
+            }
+            if self.inner.assignment.refresh(&state) {
+                let a = self.inner.assignment.get();
+                tracing::info!(
+                    ring_epoch = state.ring_epoch,
+                    plans = ?state.ring_plans.iter().map(|p| (p.epoch, p.at_ms)).collect::<Vec<_>>(),
+                    in_force = ?a.epoch_at(now_ms()),
+                    "ring plans changed"
+                );
+            }
+            tokio::select! {
+                _ = watch.changed(MAINTAIN_INTERVAL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
     /// While running: a leader commits a cluster id when there is none yet; every
     /// node records the committed id in its data directory.
     async fn maintain(&self, shutdown: &CancellationToken) {
+        let mut watch = self.inner.raft.watch();
         loop {
             let state = self.state();
             match &state.cluster_id {
@@ -585,7 +672,7 @@ impl Cluster {
             }
             tokio::select! {
                 _ = tokio::time::sleep(MAINTAIN_INTERVAL) => {}
-                _ = self.inner.raft.changed(MAINTAIN_INTERVAL) => {}
+                _ = watch.changed(MAINTAIN_INTERVAL) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -631,6 +718,7 @@ impl Cluster {
                 state: m.state,
                 raft_state: None,
                 reachable: false,
+                owned_targets: 0,
             })
             .collect();
         // Before the first membership is applied, show the effective one.
@@ -650,6 +738,7 @@ impl Cluster {
                     state: MemberState::Active,
                     raft_state: None,
                     reachable: false,
+                    owned_targets: 0,
                 })
                 .collect();
         }
@@ -680,6 +769,7 @@ impl Cluster {
             last_log_index: view.last_log_index,
             last_applied_index: view.last_applied_index,
             ring_epoch: state.ring_epoch,
+            ring_epoch_in_force: self.inner.assignment.get().epoch_at(now_ms()),
             members,
         }
     }
@@ -713,4 +803,11 @@ pub async fn peer_status(
             "{address}: no answer within {timeout:?}"
         ))),
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

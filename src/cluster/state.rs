@@ -60,6 +60,32 @@ pub enum Command {
     SetClusterId { cluster_id: String },
     /// Marks a member active or down (failure detection).
     SetMemberState { node_id: NodeId, state: MemberState },
+    /// Puts the ring of the current epoch into force at wall-clock time `at_ms`
+    /// (proposed by the leader after every epoch change). Applied only while
+    /// `epoch` is still the current epoch and `members` its active set, and only
+    /// once per epoch.
+    ScheduleRing {
+        epoch: u64,
+        members: Vec<NodeId>,
+        at_ms: i64,
+    },
+}
+
+/// Most ring plans the state keeps: enough that every node still finds the plan in
+/// force for any time it asks about (a plan is at most a few seconds in the future).
+pub const RING_PLANS_MAX: usize = 8;
+
+/// The ring of one epoch and when it takes over the work: before `at_ms` the
+/// previous plan's owners keep their targets, from `at_ms` on this plan's own them.
+/// Every node holds the same plans, so a moving target's old owner scrapes every
+/// slot before `at_ms` and the new owner every slot from it: no gap, no double.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingPlan {
+    pub epoch: u64,
+    /// The active members at `epoch`, sorted.
+    pub members: Vec<NodeId>,
+    /// Wall-clock time (ms since the epoch) from which the plan is in force.
+    pub at_ms: i64,
 }
 
 /// What applying a command did.
@@ -81,6 +107,10 @@ pub struct ClusterState {
     /// Incremented whenever the set of active members changes; the ring is built
     /// from the active members at an epoch, so equal epochs mean equal rings.
     pub ring_epoch: u64,
+    /// The scheduled rings, oldest first, at most `RING_PLANS_MAX`; their `at_ms`
+    /// and epochs increase.
+    #[serde(default)]
+    pub ring_plans: Vec<RingPlan>,
 }
 
 impl ClusterState {
@@ -106,7 +136,40 @@ impl ClusterState {
                 self.bump_epoch_if_changed(&before);
                 CommandResult::Applied
             }
+            Command::ScheduleRing {
+                epoch,
+                members,
+                at_ms,
+            } => {
+                let current: Vec<NodeId> = self.active_ids().into_iter().collect();
+                let last = self.ring_plans.last();
+                if *epoch != self.ring_epoch
+                    || *members != current
+                    || last.is_some_and(|p| p.epoch >= *epoch)
+                {
+                    return CommandResult::Ignored;
+                }
+                // Plans take over in order, whatever the proposer's clock says.
+                let at_ms = last.map_or(*at_ms, |p| (*at_ms).max(p.at_ms));
+                self.ring_plans.push(RingPlan {
+                    epoch: *epoch,
+                    members: current,
+                    at_ms,
+                });
+                if self.ring_plans.len() > RING_PLANS_MAX {
+                    let extra = self.ring_plans.len() - RING_PLANS_MAX;
+                    self.ring_plans.drain(..extra);
+                }
+                CommandResult::Applied
+            }
         }
+    }
+
+    /// Whether the current epoch still waits for its `ScheduleRing`.
+    pub fn ring_unscheduled(&self) -> bool {
+        self.ring_plans
+            .last()
+            .is_none_or(|p| p.epoch < self.ring_epoch)
     }
 
     /// Applies a committed Raft membership: `voters` and every node with its address.
@@ -222,6 +285,57 @@ mod tests {
     }
 
     #[test]
+    fn ring_plans_follow_the_current_epoch_once_and_in_order() {
+        let mut s = ClusterState::default();
+        let nodes: BTreeMap<_, _> = (1..=3).map(|i| (i, addr(i))).collect();
+        s.apply_membership(&(1..=3).collect(), &nodes);
+        assert!(s.ring_unscheduled());
+        let plan = |epoch, members: Vec<u64>, at_ms| Command::ScheduleRing {
+            epoch,
+            members,
+            at_ms,
+        };
+        // Wrong epoch or members: ignored.
+        assert_eq!(s.apply(&plan(2, vec![1, 2, 3], 10)), CommandResult::Ignored);
+        assert_eq!(s.apply(&plan(1, vec![1, 2], 10)), CommandResult::Ignored);
+        assert_eq!(
+            s.apply(&plan(1, vec![1, 2, 3], 1000)),
+            CommandResult::Applied
+        );
+        assert!(!s.ring_unscheduled());
+        assert_eq!(
+            s.apply(&plan(1, vec![1, 2, 3], 2000)),
+            CommandResult::Ignored
+        );
+        s.apply(&Command::SetMemberState {
+            node_id: 2,
+            state: MemberState::Down,
+        });
+        assert!(s.ring_unscheduled());
+        // An earlier time from a skewed clock is moved up to the previous plan's.
+        assert_eq!(s.apply(&plan(2, vec![1, 3], 500)), CommandResult::Applied);
+        assert_eq!(s.ring_plans[1].at_ms, 1000);
+        for e in 3..20 {
+            let state = if e % 2 == 1 {
+                MemberState::Active
+            } else {
+                MemberState::Down
+            };
+            s.apply(&Command::SetMemberState { node_id: 2, state });
+            let members: Vec<u64> = s.active_ids().into_iter().collect();
+            assert_eq!(
+                s.apply(&plan(e, members, e as i64 * 1000)),
+                CommandResult::Applied
+            );
+        }
+        assert_eq!(s.ring_plans.len(), RING_PLANS_MAX);
+        assert!(s
+            .ring_plans
+            .windows(2)
+            .all(|w| w[0].epoch < w[1].epoch && w[0].at_ms <= w[1].at_ms));
+    }
+
+    #[test]
     fn unknown_member_state_change_is_ignored() {
         let mut s = ClusterState::default();
         let r = s.apply(&Command::SetMemberState {
@@ -241,6 +355,11 @@ mod tests {
             Command::SetMemberState {
                 node_id: 3,
                 state: MemberState::Down,
+            },
+            Command::ScheduleRing {
+                epoch: 2,
+                members: vec![1, 3],
+                at_ms: 1_700_000_000_000,
             },
         ];
         for c in cmds {

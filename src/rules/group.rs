@@ -291,6 +291,17 @@ impl Group {
         self.state.lock().iterations_missed += n;
     }
 
+    /// Forgets what earlier evaluations left (series for stale markers, alert
+    /// states), for a group that another node evaluated meanwhile.
+    pub fn forget_state(&self) {
+        for p in self.state.lock().previous.iter_mut() {
+            p.clear();
+        }
+        for r in &self.rules {
+            r.alerts.lock().clear();
+        }
+    }
+
     /// A stable offset within the interval, so groups do not all evaluate at once
     /// and a group keeps its phase across restarts.
     pub fn offset_ms(&self) -> i64 {

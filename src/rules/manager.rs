@@ -2,9 +2,14 @@
 //! tokio task at its interval (aligned to the group's stable offset), keeps
 //! unchanged groups running across reloads, and renders `/api/v1/rules` and
 //! `/api/v1/alerts`.
+//!
+//! In a cluster every node loads every group, but a group is evaluated only by the
+//! node that owns it at each evaluation time (`cluster::Ownership`, keyed by
+//! `group_key`), and the APIs show the groups this node owns now.
 
 use super::group::{Alert, Group, RestoreOptions, RuleKind};
 use super::{RuleGroups, RulesError};
+use crate::cluster::{OwnAll, Ownership};
 use crate::promql::Engine;
 use crate::storage::{Appendable, Queryable};
 use parking_lot::Mutex;
@@ -43,6 +48,8 @@ pub struct RuleManager {
     queryable: Arc<dyn Queryable>,
     appendable: Arc<dyn Appendable>,
     engine: Engine,
+    /// Which groups this node evaluates when.
+    ownership: Arc<dyn Ownership>,
     groups: Mutex<Vec<Running>>,
     /// Started with the first config that names Alertmanagers.
     notifier: Arc<Mutex<Option<Arc<super::notifier::Notifier>>>>,
@@ -51,6 +58,15 @@ pub struct RuleManager {
     options: RuleOptions,
     /// Set once the first config is applied: groups loaded later are not restored.
     started: std::sync::atomic::AtomicBool,
+}
+
+/// A group's key on the cluster's ring: its file and name.
+pub fn group_key(g: &Group) -> Vec<u8> {
+    let mut key = Vec::with_capacity(g.file.len() + g.name.len() + 1);
+    key.extend_from_slice(g.file.as_bytes());
+    key.push(0xff);
+    key.extend_from_slice(g.name.as_bytes());
+    key
 }
 
 fn now_ms() -> i64 {
@@ -104,12 +120,20 @@ impl RuleManager {
             queryable,
             appendable,
             engine,
+            ownership: Arc::new(OwnAll { seed: 0 }),
             groups: Mutex::new(Vec::new()),
             notifier: Arc::default(),
             stop_all: CancellationToken::new(),
             options,
             started: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The same manager evaluating only the groups `ownership` gives this node.
+    /// Call before `apply_config`.
+    pub fn with_ownership(mut self, ownership: Arc<dyn Ownership>) -> RuleManager {
+        self.ownership = ownership;
+        self
     }
 
     /// Loads the config's rule files and (re)starts groups. Unchanged groups (same
@@ -171,8 +195,12 @@ impl RuleManager {
         // Read at each evaluation: a reload may add Alertmanagers to a kept group.
         let notifier = self.notifier.clone();
         let options = self.options;
+        let ownership = self.ownership.clone();
         tokio::spawn(async move {
             let interval = g.interval_ms;
+            let key = group_key(&g);
+            // A fresh group's state is as good as a reset one.
+            let mut owned = true;
             // The first evaluation is at the group's next aligned time.
             let mut next = g.eval_timestamp(now_ms()) + interval;
             let mut evaluations = 0u64;
@@ -182,13 +210,28 @@ impl RuleManager {
                     _ = token.cancelled() => return,
                     _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
                 }
-                let (g2, q2, a2, e2) = (g.clone(), q.clone(), a.clone(), engine.clone());
                 let ts = next;
+                if !ownership.owns(&key, ts) {
+                    // Another node evaluates it now; when it comes back here it
+                    // starts afresh, without this node's stale alert states.
+                    owned = false;
+                    next += interval;
+                    continue;
+                }
+                if !owned {
+                    // Taken over from another node: restore the `for` state that
+                    // node recorded in ALERTS_FOR_STATE, as after a restart.
+                    g.forget_state();
+                    g.mark_for_restore();
+                    evaluations = 0;
+                    owned = true;
+                }
                 evaluations += 1;
                 // As Prometheus, restore after the second evaluation: by then
                 // scrapes and recording rules have written fresh data, so the
                 // alerts are those active now.
                 let restore = evaluations >= 2 && g.should_restore();
+                let (g2, q2, a2, e2) = (g.clone(), q.clone(), a.clone(), engine.clone());
                 if let Err(e) = tokio::task::spawn_blocking(move || {
                     g2.eval(&e2, q2.as_ref(), a2.as_ref(), ts);
                     if restore {
@@ -227,6 +270,15 @@ impl RuleManager {
     /// The running groups, in file and config order.
     pub fn groups(&self) -> Vec<Arc<Group>> {
         self.groups.lock().iter().map(|r| r.group.clone()).collect()
+    }
+
+    /// The groups this node evaluates now.
+    pub fn owned_groups(&self) -> Vec<Arc<Group>> {
+        let now = now_ms();
+        self.groups()
+            .into_iter()
+            .filter(|g| self.ownership.owns(&group_key(g), now))
+            .collect()
     }
 
     /// Every rule's `prometheus_rule_group_*` metrics in the text format.
@@ -305,7 +357,7 @@ impl RuleManager {
     /// The `data` of `GET /api/v1/rules`.
     pub fn rules_json(&self, f: &RulesFilter) -> Json {
         let mut groups = Vec::new();
-        for g in self.groups() {
+        for g in self.owned_groups() {
             if (!f.group_names.is_empty() && !f.group_names.contains(&g.name))
                 || (!f.files.is_empty() && !f.files.contains(&g.file))
             {
@@ -375,7 +427,7 @@ impl RuleManager {
     /// The `data` of `GET /api/v1/alerts`: every pending or firing alert.
     pub fn alerts_json(&self) -> Json {
         let mut alerts = Vec::new();
-        for g in self.groups() {
+        for g in self.owned_groups() {
             for r in &g.rules {
                 alerts.extend(r.active_alerts().iter().map(alert_json));
             }

@@ -6,6 +6,11 @@
 //! target groups from its discovery providers (`crate::discovery`) and starts and
 //! stops loops as targets come and go; a target that goes away has its series
 //! marked stale, as in Prometheus.
+//!
+//! In a cluster every node runs every pool and a loop for every target, but a loop
+//! scrapes only the slots its node owns (`cluster::Ownership`, keyed by
+//! `Target::ring_key`), so each target is scraped by one node at a time and moves
+//! between nodes at a slot boundary.
 
 pub mod http;
 pub mod scrape_loop;
@@ -18,6 +23,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{OwnAll, Ownership};
 use crate::config::{Config, ScrapeConfig};
 use crate::discovery::{self, TargetGroup, Update};
 use crate::labels::Labels;
@@ -62,19 +68,28 @@ struct PoolHandle {
 pub struct ScrapeManager {
     appendable: Arc<dyn Appendable>,
     client: HttpClient,
-    /// Spreads this server's targets differently from another server's with the
-    /// same targets (Prometheus seeds with external labels and hostname).
-    seed: u64,
+    /// Which targets this node scrapes when, and the seed of scrape slots.
+    ownership: Arc<dyn Ownership>,
     pools: Mutex<HashMap<String, PoolHandle>>,
 }
 
 impl ScrapeManager {
-    /// A manager appending into `appendable`; `seed` decides scrape offsets.
+    /// A manager that scrapes every target, appending into `appendable`; `seed`
+    /// decides scrape offsets (Prometheus seeds with external labels and hostname,
+    /// so that two servers with the same targets spread them differently).
     pub fn new(appendable: Arc<dyn Appendable>, seed: u64) -> ScrapeManager {
+        ScrapeManager::with_ownership(appendable, Arc::new(OwnAll { seed }))
+    }
+
+    /// A manager that scrapes the targets `ownership` gives this node.
+    pub fn with_ownership(
+        appendable: Arc<dyn Appendable>,
+        ownership: Arc<dyn Ownership>,
+    ) -> ScrapeManager {
         ScrapeManager {
             appendable,
             client: HttpClient::new(),
-            seed,
+            ownership,
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -118,13 +133,32 @@ impl ScrapeManager {
         }
     }
 
-    /// Every active target, by job.
+    /// The ring key (`Target::ring_key`) of every active target, whoever owns it.
+    pub fn target_keys(&self) -> Vec<Vec<u8>> {
+        let pools = self.pools.lock();
+        let mut out = Vec::new();
+        for (job, p) in pools.iter() {
+            for (t, _, _) in &p.view.lock().active {
+                out.push(t.ring_key(job));
+            }
+        }
+        out
+    }
+
+    /// Every active target this node scrapes now, by job.
     pub fn active_targets(&self) -> Vec<TargetInfo> {
         let pools = self.pools.lock();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let mut out = Vec::new();
         for (job, p) in pools.iter() {
             let view = p.view.lock();
             for (t, url, status) in &view.active {
+                if !self.ownership.owns(&t.ring_key(job), now) {
+                    continue;
+                }
                 out.push(TargetInfo {
                     job: job.clone(),
                     discovered_labels: t.discovered_labels.clone(),
@@ -165,7 +199,7 @@ impl ScrapeManager {
             cfg: cfg.clone(),
             appendable: self.appendable.clone(),
             client: self.client.clone(),
-            seed: self.seed,
+            ownership: self.ownership.clone(),
             view: view.clone(),
             loops: HashMap::new(),
             groups: vec![Vec::new(); providers],
@@ -187,7 +221,7 @@ struct Pool {
     cfg: Arc<ScrapeConfig>,
     appendable: Arc<dyn Appendable>,
     client: HttpClient,
-    seed: u64,
+    ownership: Arc<dyn Ownership>,
     view: Arc<Mutex<PoolView>>,
     /// Running loops by target hash.
     loops: HashMap<u64, RunningLoop>,
@@ -293,7 +327,8 @@ impl Pool {
                     url: url.clone(),
                     appendable: self.appendable.clone(),
                     client: self.client.clone(),
-                    seed: self.seed,
+                    ownership: self.ownership.clone(),
+                    key: t.ring_key(&self.cfg.job_name),
                     status: status.clone(),
                 });
                 tokio::spawn(scrape_loop::run(ctx, control.clone()));

@@ -15,6 +15,7 @@ use crate::textparse::{Entry, TextFormat, TextParser};
 
 use super::http::HttpClient;
 use super::target::Target;
+use crate::cluster::Ownership;
 
 /// Cached series not seen for this many scrapes are forgotten.
 const CACHE_KEEP_SCRAPES: u64 = 10;
@@ -69,8 +70,11 @@ pub struct LoopContext {
     pub url: String,
     pub appendable: Arc<dyn Appendable>,
     pub client: HttpClient,
-    /// Offset seed of this server (see `Target::offset_ms`).
-    pub seed: u64,
+    /// Which slots of this target this node scrapes, and the slots' seed (see
+    /// `Target::next_slot_ms`).
+    pub ownership: Arc<dyn Ownership>,
+    /// The target's key for `ownership` (`Target::ring_key`).
+    pub key: Vec<u8>,
     pub status: Arc<Mutex<TargetStatus>>,
 }
 
@@ -383,37 +387,63 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs the loop of one target until told to end.
+/// Runs the loop of one target until told to end. The loop wakes at each of the
+/// target's slots and scrapes it when this node owns the target at that slot; a
+/// slot it does not own drops its state without staleness markers, since the owner
+/// at that slot carries the series on.
 pub async fn run(ctx: Arc<LoopContext>, control: LoopControl) {
-    let interval = Duration::from_millis(ctx.target.interval_ms.max(1) as u64);
-    let offset = Duration::from_millis(ctx.target.offset_ms(ctx.seed, now_ms()).max(0) as u64);
-    tokio::select! {
-        _ = control.kill.cancelled() => return,
-        _ = control.stop.cancelled() => return,
-        _ = tokio::time::sleep(offset) => {}
-    }
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut state = Some(Box::<LoopState>::default());
+    let interval_ms = ctx.target.interval_ms.max(1);
+    let interval = Duration::from_millis(interval_ms as u64);
+    // Some while this node scrapes the target.
+    let mut state: Option<Box<LoopState>> = None;
+    let mut last_slot_ms: Option<i64> = None;
     loop {
+        let Some(seed) = ctx.ownership.scrape_seed() else {
+            // Not yet part of a cluster with an id: nothing is owned.
+            tokio::select! {
+                _ = control.kill.cancelled() => return,
+                _ = control.stop.cancelled() => return,
+                _ = tokio::time::sleep(interval.min(Duration::from_millis(200))) => {}
+            }
+            continue;
+        };
+        let now = now_ms();
+        let mut slot = ctx.target.next_slot_ms(seed, now);
+        if let Some(last) = last_slot_ms {
+            if slot <= last {
+                slot = last + interval_ms;
+            }
+        }
         tokio::select! {
             _ = control.kill.cancelled() => return,
             _ = control.stop.cancelled() => break,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(Duration::from_millis((slot - now).max(0) as u64)) => {}
         }
-        let Some(s) = state.take() else { return };
+        last_slot_ms = Some(slot);
+        if !ctx.ownership.owns(&ctx.key, slot) {
+            if state.take().is_some() {
+                tracing::debug!(target = %ctx.url, slot_ms = slot, "target handed over");
+                *ctx.status.lock() = TargetStatus::default();
+            }
+            continue;
+        }
+        let s = state.take().unwrap_or_default();
         state = scrape_once(&ctx, s).await;
     }
-    // The target went away: after the time of the next scrape, and one more
-    // interval for a recreated target to have taken over, mark everything stale.
+    // The target went away. Only its scraper marks its series stale: after the time
+    // of the next scrape, and one more interval for a recreated target to have
+    // taken over.
+    if state.is_none() {
+        return;
+    }
     tokio::select! {
         _ = control.kill.cancelled() => return,
-        _ = ticker.tick() => {}
+        _ = tokio::time::sleep(interval) => {}
     }
     let stale_t = now_ms();
     tokio::select! {
         _ = control.kill.cancelled() => return,
-        _ = ticker.tick() => {}
+        _ = tokio::time::sleep(interval) => {}
     }
     if let Some(mut s) = state.take() {
         let ctx2 = ctx.clone();

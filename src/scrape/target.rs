@@ -85,19 +85,43 @@ impl Target {
         h.finish()
     }
 
-    /// How far into each interval this target is scraped, in ms: a stable
-    /// function of the target's hash and a per-server seed, like Prometheus's
-    /// `offset`, so targets are spread over the interval and a restart keeps
-    /// each target's phase. `now_ms` is the current wall-clock time.
-    pub fn offset_ms(&self, seed: u64, now_ms: i64) -> i64 {
+    /// Where in each interval this target is scraped, in ms: a stable function of
+    /// the target's hash and a seed, like Prometheus's `offset`, so targets are
+    /// spread over the interval and a restart keeps each target's phase. In a
+    /// cluster every node uses the same seed, so a target's slots are the same on
+    /// every node and a handoff lands on the old owner's next slot.
+    pub fn slot_offset_ms(&self, seed: u64) -> i64 {
         let interval = self.interval_ms.max(1);
-        let base = interval - now_ms.rem_euclid(interval);
-        let off = ((self.hash() ^ seed) % interval as u64) as i64;
-        let mut next = base + off;
-        if next > interval {
-            next -= interval;
+        ((self.hash() ^ seed) % interval as u64) as i64
+    }
+
+    /// The first scrape slot at or after `t_ms` (wall-clock ms): slots are the
+    /// times equal to `slot_offset_ms` modulo the interval.
+    pub fn next_slot_ms(&self, seed: u64, t_ms: i64) -> i64 {
+        let interval = self.interval_ms.max(1);
+        let off = self.slot_offset_ms(seed);
+        let adj = t_ms - off;
+        let slot = adj - adj.rem_euclid(interval) + off;
+        if slot < t_ms {
+            slot + interval
+        } else {
+            slot
         }
-        next
+    }
+
+    /// The target's key on the cluster's ring: its job and final label set
+    /// (including the `__` labels that say how to scrape it), as explicit bytes,
+    /// so every node places it the same.
+    pub fn ring_key(&self, job: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(64);
+        key.extend_from_slice(job.as_bytes());
+        for l in self.labels.iter() {
+            key.push(0xff);
+            key.extend_from_slice(l.name.as_bytes());
+            key.push(0xfe);
+            key.extend_from_slice(l.value.as_bytes());
+        }
+        key
     }
 }
 
@@ -304,9 +328,15 @@ mod tests {
         assert_eq!(t.discovered_labels.get("__meta_x"), "m");
         assert_eq!(t.interval_ms, 30_000);
         assert_eq!(t.url(&cfg.params), "http://h1:80/metrics?module=a&module=b");
-        let off = t.offset_ms(1, 1_000_000);
-        assert!((0..=30_000).contains(&off));
-        assert_eq!(off, t.offset_ms(1, 1_000_000), "stable");
+        let off = t.slot_offset_ms(1);
+        assert!((0..30_000).contains(&off));
+        let next = t.next_slot_ms(1, 1_000_000);
+        assert!((1_000_000..1_030_000).contains(&next));
+        assert_eq!((next - off) % 30_000, 0);
+        assert_eq!(t.next_slot_ms(1, next), next, "a slot is its own next slot");
+        assert_eq!(t.next_slot_ms(1, next + 1), next + 30_000);
+        assert_eq!(t.ring_key("node"), t.clone().ring_key("node"), "stable");
+        assert_ne!(t.ring_key("node"), t.ring_key("other"));
     }
 
     #[test]

@@ -301,13 +301,40 @@ impl MetaRaft {
         }
     }
 
-    /// Waits until this node sees a change in its view (role, leader, log), or
-    /// `timeout` passes.
+    /// Waits until this node's view changes after this call (role, leader, log,
+    /// applied entries), or `timeout` passes. Loops should hold a `watch` instead,
+    /// which misses no change between waits.
     pub async fn changed(&self, timeout: Duration) {
-        let mut rx = self.raft.metrics();
-        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+        self.watch().changed(timeout).await
     }
 
+    /// A watch of this node's view that wakes on each later change (role, leader,
+    /// log, applied entries). Keep it across waits so no change is missed.
+    pub fn watch(&self) -> RaftWatch {
+        let mut rx = self.raft.metrics();
+        // A fresh clone of openraft's receiver has not seen the current value; mark
+        // it seen, or the first wait returns at once (and a loop would spin).
+        rx.borrow_and_update();
+        RaftWatch { rx }
+    }
+}
+
+/// Waits for changes of a node's view (`MetaRaft::watch`).
+pub struct RaftWatch {
+    rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<Nid, NodeAddr>>,
+}
+
+impl RaftWatch {
+    /// Waits until the view changed since the last wait (or since the watch was
+    /// made), or `timeout` passes.
+    pub async fn changed(&mut self, timeout: Duration) {
+        if let Ok(Ok(())) = tokio::time::timeout(timeout, self.rx.changed()).await {
+            self.rx.borrow_and_update();
+        }
+    }
+}
+
+impl MetaRaft {
     /// The committed cluster state as applied on this node.
     pub fn state(&self) -> ClusterState {
         self.sm.read().state.clone()

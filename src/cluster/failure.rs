@@ -1,0 +1,218 @@
+//! Failure detection and ring scheduling, run by the meta leader: it probes every
+//! member (the `Status` RPC) every second, marks a member down once it has not
+//! answered for `--cluster.failure-timeout` and active again when it answers, and
+//! after every ring epoch change commits the plan saying from when the new ring is
+//! in force (`Command::ScheduleRing`).
+
+use super::runtime::{peer_status, Cluster};
+use super::state::{ClusterState, Command, MemberState, NodeId};
+use super::RaftRole;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often the leader probes each member.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one probe may take; shorter than the interval so probes do not pile up.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
+/// How often the leader looks at probe results and the ring.
+const CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long one proposal may take before the leader tries again later.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far in the future a new ring takes over when a live member loses work (a
+/// node joined or came back): long enough for every node to have applied the plan
+/// before it is in force, so the old owner scrapes exactly up to it and the new
+/// owner exactly from it.
+pub const HANDOFF_DELAY_MS: i64 = 2_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// When a ring of `members` should take over after the plans in `state`: at once
+/// when it only drops members (their work has no live owner to hand it over) or
+/// when there was no ring, else after `HANDOFF_DELAY_MS`.
+pub fn takeover_time_ms(state: &ClusterState, members: &BTreeSet<NodeId>, now_ms: i64) -> i64 {
+    match state.ring_plans.last() {
+        Some(last) if !members.iter().all(|m| last.members.contains(m)) => {
+            now_ms + HANDOFF_DELAY_MS
+        }
+        _ => now_ms,
+    }
+}
+
+/// The leader's view of its members' health.
+struct Detector {
+    timeout: Duration,
+    /// When each member last answered a probe. A member marked down has no entry
+    /// until it answers again.
+    last_ok: HashMap<NodeId, Instant>,
+    last_probe: Option<Instant>,
+    probes: tokio::task::JoinSet<(NodeId, bool, Instant)>,
+    leading: bool,
+}
+
+/// Runs the leader's duties until `shutdown`; does nothing on other nodes.
+pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: CancellationToken) {
+    let mut d = Detector {
+        timeout,
+        last_ok: HashMap::new(),
+        last_probe: None,
+        probes: tokio::task::JoinSet::new(),
+        leading: false,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let step = d.step(&cluster);
+        tokio::select! {
+            _ = step => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl Detector {
+    async fn step(&mut self, cluster: &Cluster) {
+        if cluster.raft().view().role != RaftRole::Leader {
+            if self.leading {
+                self.leading = false;
+                self.last_ok.clear();
+                self.probes.abort_all();
+                self.last_probe = None;
+            }
+            return;
+        }
+        let state = cluster.state();
+        let me = cluster.node_id();
+        let now = Instant::now();
+        if !self.leading {
+            // A new leader gives every active member a full timeout.
+            self.leading = true;
+            for m in state.members.values() {
+                if m.state == MemberState::Active {
+                    self.last_ok.insert(m.node_id, now);
+                }
+            }
+        }
+        while let Some(r) = self.probes.try_join_next() {
+            if let Ok((id, true, at)) = r {
+                self.last_ok.insert(id, at);
+            }
+        }
+        if self
+            .last_probe
+            .is_none_or(|t| now.duration_since(t) >= PROBE_INTERVAL)
+        {
+            self.last_probe = Some(now);
+            for m in state.members.values() {
+                if m.node_id == me || m.addr.grpc_address.is_empty() {
+                    continue;
+                }
+                let (id, addr) = (m.node_id, m.addr.grpc_address.clone());
+                self.probes.spawn(async move {
+                    let ok = peer_status(&addr, PROBE_TIMEOUT).await.is_ok();
+                    (id, ok, Instant::now())
+                });
+            }
+        }
+        for m in state.members.values() {
+            if m.node_id == me {
+                continue;
+            }
+            let last = self.last_ok.get(&m.node_id).copied();
+            let change = match (m.state, last) {
+                (MemberState::Active, Some(t)) if now.duration_since(t) >= self.timeout => {
+                    Some(MemberState::Down)
+                }
+                // Never seen answering since this node leads: start its timeout now.
+                (MemberState::Active, None) => {
+                    self.last_ok.insert(m.node_id, now);
+                    None
+                }
+                (MemberState::Down, Some(_)) => Some(MemberState::Active),
+                _ => None,
+            };
+            if let Some(s) = change {
+                tracing::warn!(node_id = m.node_id, state = ?s, silent_for = ?last.map(|t| now.duration_since(t)), "marking member");
+                let cmd = Command::SetMemberState {
+                    node_id: m.node_id,
+                    state: s,
+                };
+                if propose(cluster, cmd).await && s == MemberState::Down {
+                    self.last_ok.remove(&m.node_id);
+                }
+            }
+        }
+        let state = cluster.state();
+        if state.ring_unscheduled() {
+            let members = state.active_ids();
+            let at_ms = takeover_time_ms(&state, &members, now_ms());
+            tracing::info!(epoch = state.ring_epoch, members = ?members, at_ms, "scheduling the ring");
+            propose(
+                cluster,
+                Command::ScheduleRing {
+                    epoch: state.ring_epoch,
+                    members: members.into_iter().collect(),
+                    at_ms,
+                },
+            )
+            .await;
+        }
+    }
+}
+
+/// Proposes `cmd`, logging failures; whether it was committed.
+async fn propose(cluster: &Cluster, cmd: Command) -> bool {
+    match tokio::time::timeout(PROPOSE_TIMEOUT, cluster.raft().propose(cmd.clone())).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, command = ?cmd, "proposal failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(command = ?cmd, "proposal not committed within {PROPOSE_TIMEOUT:?}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{NodeAddr, RingPlan};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn new_rings_take_over_later_only_when_a_live_member_hands_work_over() {
+        let mut s = ClusterState::default();
+        let nodes: BTreeMap<_, _> = (1..=3).map(|i| (i, NodeAddr::default())).collect();
+        s.apply_membership(&(1..=3).collect(), &nodes);
+        assert_eq!(
+            takeover_time_ms(&s, &s.active_ids(), 100),
+            100,
+            "first ring"
+        );
+        s.ring_plans.push(RingPlan {
+            epoch: 1,
+            members: vec![1, 2, 3],
+            at_ms: 100,
+        });
+        assert_eq!(
+            takeover_time_ms(&s, &[1, 3].into(), 200),
+            200,
+            "a member left"
+        );
+        assert_eq!(
+            takeover_time_ms(&s, &[1, 2, 3, 4].into(), 200),
+            200 + HANDOFF_DELAY_MS,
+            "a member joined"
+        );
+    }
+}
