@@ -107,6 +107,15 @@ struct ServerFlags {
     /// gRPC address of any member of a running cluster to join.
     #[arg(long = "cluster.join")]
     cluster_join: Option<String>,
+
+    /// How long a query waits for another node's data before answering without it.
+    #[arg(long = "cluster.query-timeout", default_value = "30s", value_parser = parse_duration_ms)]
+    cluster_query_timeout_ms: i64,
+
+    /// Answer queries without a slow or failed node's data (with a warning) instead
+    /// of failing them.
+    #[arg(long = "cluster.partial-response", default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_partial_response: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -396,6 +405,18 @@ fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::Cluste
         join_timeout: std::time::Duration::from_secs(60),
         dir,
         raft: hearth::cluster::RaftOptions::default(),
+        fanout: fanout_options(flags)?,
+    })
+}
+
+/// `--cluster.query-timeout` and `--cluster.partial-response`.
+fn fanout_options(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::FanoutOptions> {
+    if flags.cluster_query_timeout_ms <= 0 {
+        anyhow::bail!("--cluster.query-timeout must be positive");
+    }
+    Ok(hearth::cluster::FanoutOptions {
+        timeout: std::time::Duration::from_millis(flags.cluster_query_timeout_ms as u64),
+        partial_response: flags.cluster_partial_response,
     })
 }
 

@@ -5,15 +5,20 @@
 //!
 //! Layout: `state` (the replicated data, pure), `ring` (placement), `raft` (the only
 //! module naming openraft types), `pb` (generated protobuf code), `service` (the
-//! `Cluster` gRPC service: join, status), `runtime` (startup, bootstrap, status).
+//! `Cluster` gRPC service: join, status), `runtime` (startup, bootstrap, status),
+//! `query_service` (the `Query` gRPC service over a node's local storage) and
+//! `fanout` (the `Queryable` that reads every member and merges).
 
+pub mod fanout;
 pub mod pb;
+pub mod query_service;
 pub mod raft;
 pub mod ring;
 pub mod runtime;
 pub mod service;
 pub mod state;
 
+pub use fanout::{FanoutOptions, FanoutQueryable, Peer, PeersFn};
 pub use raft::{RaftOptions, RaftRole};
 pub use ring::{Ring, RingError};
 pub use runtime::{Cluster, ClusterConfig, ClusterError, ClusterStatus, MemberStatus};
