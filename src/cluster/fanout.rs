@@ -172,6 +172,9 @@ impl FanoutQuerier {
         &self,
         call: impl Fn(Channel, Duration) -> PeerFuture<T>,
     ) -> Result<Pending<'_, T>, StorageError> {
+        // Channels spawn their connection task, so they are made inside the runtime
+        // even when this thread is not one of its (a plain thread in tests).
+        let _runtime = self.runtime.enter();
         let timeout = self.options.timeout;
         let (tx, rx) = std::sync::mpsc::channel();
         let mut asked = Vec::new();
@@ -227,7 +230,7 @@ impl FanoutQuerier {
         for (peer, answer) in asked.into_iter().zip(answers) {
             match answer {
                 Some(Ok(v)) => out.push(v),
-                Some(Err(e)) => self.fail(peer, &format!("failed {what}: {e}"))?,
+                Some(Err(e)) => self.fail(peer, &format!("{what} failed: {e}"))?,
                 None => self.fail(
                     peer,
                     &format!("did not answer within {:?}", self.options.timeout),
@@ -258,6 +261,25 @@ impl FanoutQuerier {
     }
 }
 
+/// A failed call in words: a deadline says so with the timeout; otherwise the
+/// status message with its causes (`tcp connect error: Connection refused`).
+fn status_text(s: &tonic::Status, timeout: Duration) -> String {
+    if s.code() == tonic::Code::DeadlineExceeded || s.message() == "Timeout expired" {
+        return format!("did not answer within {timeout:?}");
+    }
+    let mut text = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let m = e.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        source = e.source();
+    }
+    text
+}
+
 /// One peer's whole `Select` answer, checked and sorted by labels.
 async fn fetch_select(
     channel: Channel,
@@ -268,10 +290,10 @@ async fn fetch_select(
     let mut stream = client
         .select(request(req, timeout))
         .await
-        .map_err(|s| s.message().to_string())?
+        .map_err(|s| status_text(&s, timeout))?
         .into_inner();
     let mut out: Vec<Series> = Vec::new();
-    while let Some(batch) = stream.message().await.map_err(|s| s.message().to_string())? {
+    while let Some(batch) = stream.message().await.map_err(|s| status_text(&s, timeout))? {
         for s in batch.series {
             out.push(series_from_pb(s).map_err(|e| e.to_string())?);
         }
@@ -333,7 +355,7 @@ impl Querier for FanoutQuerier {
                     .label_values(request(req, timeout))
                     .await
                     .map(|r| r.into_inner().values)
-                    .map_err(|s| s.message().to_string())
+                    .map_err(|s| status_text(&s, timeout))
             })
         })?;
         let local = self.local.label_values(name, matchers)?;
@@ -355,7 +377,7 @@ impl Querier for FanoutQuerier {
                     .label_names(request(req, timeout))
                     .await
                     .map(|r| r.into_inner().names)
-                    .map_err(|s| s.message().to_string())
+                    .map_err(|s| status_text(&s, timeout))
             })
         })?;
         let local = self.local.label_names(matchers)?;
