@@ -202,10 +202,7 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
 
     let queries: Vec<(String, i64)> = vec![
         ("count by (job)(up)".into(), later_s),
-        (
-            "sum by (node)(rate(fanout_test_total[5m]))".into(),
-            t_s,
-        ),
+        ("sum by (node)(rate(fanout_test_total[5m]))".into(), t_s),
         ("count(fanout_test_total)".into(), t_s),
         ("count_over_time(shared_metric[10m])".into(), t_s),
         ("sum(shared_metric)".into(), t_s),
@@ -242,7 +239,10 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
     // shared_metric covers points 0..20 over the three nodes: 21 distinct stamps in
     // the last 10m window minus those older than 10m (none: it spans 5m).
     assert_eq!(first_answers[3][0].1, "\"20\"");
-    assert_eq!(first_answers[4][0].1, "\"19\"", "the newest shared point is 19");
+    assert_eq!(
+        first_answers[4][0].1, "\"19\"",
+        "the newest shared point is 19"
+    );
 
     // A range query, series, labels and label values agree everywhere too.
     let range = format!(

@@ -288,9 +288,6 @@ fn a_dead_or_hung_peer_gives_a_warning_or_an_error_without_partial_responses() {
         .select(&hints, &sel)
         .err()
         .expect("strict select must fail");
-    assert!(
-        err.to_string().contains("partial-response=false"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("partial-response=false"), "{err}");
     assert!(q.label_names(&[]).is_err());
 }

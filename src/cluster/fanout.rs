@@ -293,7 +293,11 @@ async fn fetch_select(
         .map_err(|s| status_text(&s, timeout))?
         .into_inner();
     let mut out: Vec<Series> = Vec::new();
-    while let Some(batch) = stream.message().await.map_err(|s| status_text(&s, timeout))? {
+    while let Some(batch) = stream
+        .message()
+        .await
+        .map_err(|s| status_text(&s, timeout))?
+    {
         for s in batch.series {
             out.push(series_from_pb(s).map_err(|e| e.to_string())?);
         }
@@ -324,9 +328,8 @@ impl Querier for FanoutQuerier {
             series_only: hints.series_only,
         };
         // Peers first, so they work while the local read runs.
-        let pending = self.start(|channel, timeout| {
-            Box::pin(fetch_select(channel, req.clone(), timeout))
-        })?;
+        let pending =
+            self.start(|channel, timeout| Box::pin(fetch_select(channel, req.clone(), timeout)))?;
         let local: Vec<Series> = self
             .local
             .select(hints, matchers)?

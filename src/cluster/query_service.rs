@@ -72,7 +72,8 @@ pub(crate) fn matchers_from_pb(ms: &[pb::LabelMatcher]) -> Result<Vec<Matcher>, 
                     )))
                 }
             };
-            Matcher::new(kind, &m.name, &m.value).map_err(|e| Status::invalid_argument(e.to_string()))
+            Matcher::new(kind, &m.name, &m.value)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
         })
         .collect()
 }
@@ -190,8 +191,7 @@ fn stream_select(
 
 #[tonic::async_trait]
 impl pb::query_server::Query for QueryService {
-    type SelectStream =
-        tokio_stream::wrappers::ReceiverStream<Result<pb::SelectResponse, Status>>;
+    type SelectStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SelectResponse, Status>>;
 
     async fn select(
         &self,

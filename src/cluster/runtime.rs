@@ -359,7 +359,10 @@ impl Cluster {
     }
 
     /// A queryable over `local` and every other member's storage, merged.
-    pub fn fanout(&self, local: Arc<dyn crate::storage::Queryable>) -> super::fanout::FanoutQueryable {
+    pub fn fanout(
+        &self,
+        local: Arc<dyn crate::storage::Queryable>,
+    ) -> super::fanout::FanoutQueryable {
         let cluster = self.clone();
         super::fanout::FanoutQueryable::new(
             local,

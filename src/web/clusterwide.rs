@@ -89,7 +89,11 @@ impl ClusterWide {
 
 /// The middleware: passes other requests through; for the cluster-wide endpoints
 /// without the local-scope header, merges every member's answer.
-pub async fn cluster_wide(State(cw): State<Arc<ClusterWide>>, req: Request, next: Next) -> Response {
+pub async fn cluster_wide(
+    State(cw): State<Arc<ClusterWide>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path().to_string();
     if req.method() != axum::http::Method::GET
         || !PATHS.contains(&path.as_str())
@@ -111,8 +115,10 @@ pub async fn cluster_wide(State(cw): State<Arc<ClusterWide>>, req: Request, next
         asks.spawn(async move { (i, cw.fetch(&p, &pq).await) });
     }
     let local = next.run(req).await;
-    let mut remote: Vec<Result<Value, String>> =
-        up.iter().map(|_| Err("did not answer".to_string())).collect();
+    let mut remote: Vec<Result<Value, String>> = up
+        .iter()
+        .map(|_| Err("did not answer".to_string()))
+        .collect();
     while let Some(r) = asks.join_next().await {
         if let Ok((i, r)) = r {
             remote[i] = r;
