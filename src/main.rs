@@ -125,6 +125,15 @@ struct ServerFlags {
     /// its scrape targets and rule groups move to the others.
     #[arg(long = "cluster.failure-timeout", default_value = "15s", value_parser = parse_flag_duration)]
     cluster_failure_timeout: std::time::Duration,
+
+    /// How long a query waits for another node's data before answering without it.
+    #[arg(long = "cluster.query-timeout", default_value = "30s", value_parser = parse_duration_ms)]
+    cluster_query_timeout_ms: i64,
+
+    /// Answer queries without a slow or failed node's data (with a warning) instead
+    /// of failing them.
+    #[arg(long = "cluster.partial-response", default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_partial_response: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -510,6 +519,18 @@ fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::Cluste
         dir,
         raft: hearth::cluster::RaftOptions::default(),
         failure_timeout: flags.cluster_failure_timeout,
+        fanout: fanout_options(flags)?,
+    })
+}
+
+/// `--cluster.query-timeout` and `--cluster.partial-response`.
+fn fanout_options(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::FanoutOptions> {
+    if flags.cluster_query_timeout_ms <= 0 {
+        anyhow::bail!("--cluster.query-timeout must be positive");
+    }
+    Ok(hearth::cluster::FanoutOptions {
+        timeout: std::time::Duration::from_millis(flags.cluster_query_timeout_ms as u64),
+        partial_response: flags.cluster_partial_response,
     })
 }
 

@@ -133,7 +133,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
 
     // The cluster starts before anything else runs, so a node that must not join
     // (another cluster's data directory, a duplicate id) stops with storage untouched.
-    let cluster = match crate::cluster::Cluster::start(cfg.cluster.clone(), shutdown.clone()).await
+    let cluster = match crate::cluster::Cluster::start(
+        cfg.cluster.clone(),
+        db.clone() as Arc<dyn crate::storage::Queryable>,
+        shutdown.clone(),
+    )
+    .await
     {
         Ok(c) => c,
         Err(e) => {
@@ -141,6 +146,14 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             let _ = tokio::task::spawn_blocking(move || closing.close()).await;
             return Err(e.into());
         }
+    };
+
+    // Every reader (PromQL, the API, /federate, rules) reads the whole cluster; a
+    // node without cluster flags reads its own storage directly.
+    let queryable: Arc<dyn crate::storage::Queryable> = if cluster.is_networked() {
+        Arc::new(cluster.fanout(db.clone()))
+    } else {
+        db.clone()
     };
 
     // Scraping: a bad config at startup is fatal, as in Prometheus; on reload the
@@ -156,7 +169,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     scrape_manager.apply_config(&initial);
     let rule_manager = Arc::new(
         crate::rules::RuleManager::with_options(
-            db.clone() as Arc<dyn crate::storage::Queryable>,
+            queryable.clone(),
             db.clone() as Arc<dyn crate::storage::Appendable>,
             crate::promql::Engine::new(cfg.query.clone()),
             cfg.rules,
@@ -279,7 +292,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         quit: cfg.enable_lifecycle.then(|| shutdown.clone()),
         reload: cfg.enable_lifecycle.then(|| reload.clone()),
         query_api: Arc::new(crate::web::api::QueryApi {
-            queryable: db.clone(),
+            queryable: queryable.clone(),
             engine: crate::promql::Engine::new(cfg.query.clone()),
         }),
         cluster_status: Some({
@@ -310,7 +323,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     let extras = Arc::new(crate::web::extras::Extras {
-        queryable: db.clone(),
+        queryable: queryable.clone(),
         lookback_delta_ms: cfg.query.lookback_delta_ms,
         config: shown_config.clone(),
         flags: cfg.flags.clone(),
@@ -348,6 +361,18 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             query_slots,
             crate::web::extras::limit_query_concurrency,
         ));
+    if cluster.is_networked() {
+        let peers_of = cluster.clone();
+        let cw = crate::web::clusterwide::ClusterWide::new(
+            cluster.node_id(),
+            Arc::new(move || peers_of.peers()),
+            cluster.fanout_options(),
+        );
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(cw),
+            crate::web::clusterwide::cluster_wide,
+        ));
+    }
     let mut alertmanager_task = None;
     if let Some(file) = &cfg.alertmanager_config {
         let (am, task) = start_builtin_alertmanager(file, &cfg.storage_path, &shutdown).await?;

@@ -105,9 +105,12 @@ fn write_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
     path
 }
 
+/// Asks a node for its own view only (the API answers cluster-wide otherwise).
+const LOCAL: &[(&str, &str)] = &[("X-Hearth-Scope", "local")];
+
 /// The synthetic targets a node scrapes now, by its own `/api/v1/targets`.
 fn local_targets(n: &Node) -> Option<BTreeSet<usize>> {
-    let (code, body) = http("GET", &n.web, "/api/v1/targets", &[], b"").ok()?;
+    let (code, body) = http("GET", &n.web, "/api/v1/targets", LOCAL, b"").ok()?;
     if code != 200 {
         return None;
     }
@@ -137,7 +140,7 @@ fn disjoint_cover(nodes: &[&Node]) -> Option<Vec<BTreeSet<usize>>> {
 /// The rule groups a node evaluates now (its own `/api/v1/rules`), with whether
 /// each has been evaluated.
 fn local_groups(n: &Node) -> Option<BTreeMap<String, bool>> {
-    let (code, body) = http("GET", &n.web, "/api/v1/rules", &[], b"").ok()?;
+    let (code, body) = http("GET", &n.web, "/api/v1/rules", LOCAL, b"").ok()?;
     if code != 200 {
         return None;
     }

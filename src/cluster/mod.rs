@@ -7,11 +7,14 @@
 //! module naming openraft types), `pb` (generated protobuf code), `service` (the
 //! `Cluster` gRPC service: join, status), `runtime` (startup, bootstrap, status),
 //! `failure` (the leader's failure detector and ring scheduling), `assign` (who owns
-//! which target or rule group when).
+//! which target or rule group when), `query_service` (the `Query` gRPC service over a
+//! node's local storage) and `fanout` (the `Queryable` that reads every member and merges).
 
 pub mod assign;
 pub mod failure;
+pub mod fanout;
 pub mod pb;
+pub mod query_service;
 pub mod raft;
 pub mod ring;
 pub mod runtime;
@@ -19,6 +22,7 @@ pub mod service;
 pub mod state;
 
 pub use assign::{Assignment, AssignmentHandle, OwnAll, Ownership};
+pub use fanout::{FanoutOptions, FanoutQueryable, Peer, PeersFn};
 pub use raft::{RaftOptions, RaftRole};
 pub use ring::{Ring, RingError};
 pub use runtime::{

@@ -1,5 +1,6 @@
 //! Code generated from `proto/cluster.proto` by `build.rs` (prost messages, tonic
-//! clients and servers). Only `cluster::raft::convert` and `cluster::service` use it.
+//! clients and servers). Only `cluster::raft`, `cluster::service`,
+//! `cluster::query_service` and `cluster::fanout` use it.
 
 #![allow(clippy::all, missing_docs)]
 

@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     /// `--cluster.failure-timeout`: a member that has not answered the leader's
     /// probes for this long is marked down and its work moves to the others.
     pub failure_timeout: Duration,
+    /// `--cluster.query-timeout` and `--cluster.partial-response`: how queries
+    /// treat a slow or failed peer.
+    pub fanout: super::fanout::FanoutOptions,
 }
 
 /// `--cluster.failure-timeout`'s default.
@@ -75,6 +78,7 @@ impl ClusterConfig {
             dir,
             raft: RaftOptions::default(),
             failure_timeout: FAILURE_TIMEOUT_DEFAULT,
+            fanout: super::fanout::FanoutOptions::default(),
         }
     }
 
@@ -253,9 +257,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Checks the data directory, opens the meta group and starts the gRPC server
-    /// (when a listen address is set). Forming or joining happens in `run`.
+    /// (when a listen address is set), which also serves `local` (this node's own
+    /// storage) to the other members' fan-out queries. Forming or joining happens
+    /// in `run`.
     pub async fn start(
         cfg: ClusterConfig,
+        local: Arc<dyn crate::storage::Queryable>,
         shutdown: CancellationToken,
     ) -> Result<Cluster, ClusterError> {
         if !cfg.initial_peers.is_empty() && cfg.join.is_some() {
@@ -314,7 +321,8 @@ impl Cluster {
                 .add_service(cluster.inner.raft.service())
                 .add_service(pb::cluster_server::ClusterServer::new(
                     super::service::ClusterService::new(cluster.clone()),
-                ));
+                ))
+                .add_service(super::query_service::QueryService::server(local));
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let stop = shutdown.clone();
@@ -370,6 +378,46 @@ impl Cluster {
     /// committed ring plans.
     pub fn assignment(&self) -> Arc<AssignmentHandle> {
         self.inner.assignment.clone()
+    }
+
+    /// Whether this node talks to others (started with cluster flags); a one-node
+    /// cluster without them answers queries from local storage only.
+    pub fn is_networked(&self) -> bool {
+        self.inner.cfg.listen_address.is_some()
+    }
+
+    /// The fan-out settings this node was started with.
+    pub fn fanout_options(&self) -> super::fanout::FanoutOptions {
+        self.inner.cfg.fanout
+    }
+
+    /// The committed members other than this node, for the fan-out.
+    pub fn peers(&self) -> Vec<super::fanout::Peer> {
+        let me = self.node_id();
+        self.state()
+            .members
+            .values()
+            .filter(|m| m.node_id != me && !m.addr.grpc_address.is_empty())
+            .map(|m| super::fanout::Peer {
+                node_id: m.node_id,
+                grpc_address: m.addr.grpc_address.clone(),
+                http_address: m.addr.http_address.clone(),
+                down: m.state == MemberState::Down,
+            })
+            .collect()
+    }
+
+    /// A queryable over `local` and every other member's storage, merged.
+    pub fn fanout(
+        &self,
+        local: Arc<dyn crate::storage::Queryable>,
+    ) -> super::fanout::FanoutQueryable {
+        let cluster = self.clone();
+        super::fanout::FanoutQueryable::new(
+            local,
+            Arc::new(move || cluster.peers()),
+            self.inner.cfg.fanout,
+        )
     }
 
     /// The ring of the committed active members.

@@ -508,6 +508,15 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Records the storage's warnings (a cluster peer's data missing) as they are.
+    fn storage_warnings(&mut self, msgs: Vec<String>) {
+        for m in msgs {
+            if !self.warnings.contains(&m) {
+                self.warnings.push(m);
+            }
+        }
+    }
+
     /// Records an info annotation (`PromQL info: …`).
     pub fn info(&mut self, msg: String) {
         let m = format!("PromQL info: {msg}");
@@ -575,6 +584,7 @@ impl<'a> Evaluator<'a> {
             all.sort_by(|a, b| a.labels.cmp(&b.labels));
             all.dedup_by(|a, b| a.labels == b.labels);
         }
+        self.storage_warnings(querier.warnings());
         let d = Rc::new(all);
         self.data.insert(k, d.clone());
         Ok(d)
@@ -813,6 +823,7 @@ impl<'a> Evaluator<'a> {
                 out.push((s.labels, p.t));
             }
         }
+        self.storage_warnings(querier.warnings());
         self.add_samples(out.len())?;
         Ok(out)
     }

@@ -143,4 +143,11 @@ pub trait Querier: Send {
     /// Sorted, unique label names among series matching `matchers` (all series when
     /// `matchers` is empty).
     fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, StorageError>;
+
+    /// Problems that did not stop the reads made so far but leave their results
+    /// incomplete (a cluster peer that did not answer), each message once. Callers
+    /// pass them on as Prometheus's `warnings`. A local store has none.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -85,10 +85,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn success(data: String) -> Response {
-    success_with(data, &[], &[])
-}
-
 /// A success envelope; `warnings` and `infos` appear only when not empty, as in
 /// Prometheus.
 fn success_with(data: String, warnings: &[String], infos: &[String]) -> Response {
@@ -466,7 +462,7 @@ pub async fn series(
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(0);
     let store = api.queryable.clone();
-    let all = run_cancellable(move |_| {
+    let (all, warnings) = run_cancellable(move |_| {
         let querier = store.querier(start, end).map_err(storage_error)?;
         let hints = crate::storage::SelectHints {
             start_ms: start,
@@ -481,7 +477,7 @@ pub async fn series(
         }
         all.sort();
         all.dedup();
-        Ok(all)
+        Ok((all, querier.warnings()))
     })
     .await?;
     let mut out = String::from("[");
@@ -497,7 +493,7 @@ pub async fn series(
         write_labels(&mut out, l);
     }
     out.push(']');
-    Ok(success(out))
+    Ok(success_with(out, &warnings, &[]))
 }
 
 fn string_list(values: &[String], limit: usize) -> String {
@@ -524,7 +520,7 @@ async fn label_query(
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(0);
     let store = api.queryable.clone();
-    let values = run_cancellable(move |_| {
+    let (values, warnings) = run_cancellable(move |_| {
         let querier = store.querier(start, end).map_err(storage_error)?;
         let sets = if sets.is_empty() {
             vec![Vec::new()]
@@ -542,10 +538,10 @@ async fn label_query(
         }
         all.sort();
         all.dedup();
-        Ok(all)
+        Ok((all, querier.warnings()))
     })
     .await?;
-    Ok(success(string_list(&values, limit)))
+    Ok(success_with(string_list(&values, limit), &warnings, &[]))
 }
 
 /// `GET|POST /api/v1/labels`.

@@ -2,6 +2,7 @@
 //! receiver, admin and lifecycle endpoints, and the Prometheus query API (`api`).
 
 pub mod api;
+pub mod clusterwide;
 pub mod extras;
 
 use crate::labels::Matcher;

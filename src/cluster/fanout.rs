@@ -1,0 +1,397 @@
+//! `FanoutQueryable`: the `storage::Queryable` a node answers queries with in a
+//! cluster. It reads its own storage and asks every other member's `Query` gRPC
+//! service (`query_service`) for the same selection, then merges: series with the
+//! same labels from several nodes become one series merged in time, and identical
+//! timestamps are kept once (`storage::merge_series_sets`).
+//!
+//! The `Querier` seam is synchronous while gRPC is async: each read spawns one task
+//! per peer on the runtime captured at construction and waits for their answers on
+//! a std channel. So a querier must be used from a blocking thread (the API, the
+//! rule manager and `/federate` run reads on the blocking pool), never from inside
+//! an async task, where the wait would hold a runtime worker.
+//!
+//! A peer that fails or does not answer within `--cluster.query-timeout` leaves its
+//! data out with a warning (`Querier::warnings`), or fails the read when
+//! `--cluster.partial-response=false`. A member marked down is not asked and counts
+//! as failed the same way.
+
+use super::pb;
+use super::query_service::{matchers_to_pb, series_from_pb, MESSAGE_BYTES_MAX};
+use super::state::NodeId;
+use crate::labels::Matcher;
+use crate::storage::{
+    merge_series_sets, Querier, Queryable, SelectHints, Series, SeriesSet, StorageError,
+};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Default of `--cluster.query-timeout`: how long a read waits for a peer. Shorter
+/// than Prometheus's 2m query timeout so a hung peer costs a dashboard refresh, not
+/// a whole query budget.
+pub const QUERY_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Slack on top of the per-peer timeout before the waiting thread gives up on a
+/// task that did not even report its own timeout.
+const WAIT_SLACK: Duration = Duration::from_secs(1);
+
+/// Another member as the fan-out sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub node_id: NodeId,
+    /// host:port of its gRPC server.
+    pub grpc_address: String,
+    /// host:port of its HTTP API.
+    pub http_address: String,
+    /// Marked down by the cluster: not asked, its data counts as missing.
+    pub down: bool,
+}
+
+/// The members other than this node, asked at the start of every read.
+pub type PeersFn = Arc<dyn Fn() -> Vec<Peer> + Send + Sync>;
+
+/// How the fan-out treats slow and failed peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutOptions {
+    /// `--cluster.query-timeout`: how long one read waits for a peer.
+    pub timeout: Duration,
+    /// `--cluster.partial-response`: answer without a failed peer's data (with a
+    /// warning) instead of failing.
+    pub partial_response: bool,
+}
+
+impl Default for FanoutOptions {
+    fn default() -> FanoutOptions {
+        FanoutOptions {
+            timeout: QUERY_TIMEOUT_DEFAULT,
+            partial_response: true,
+        }
+    }
+}
+
+/// Reads the local storage and every other member's, merged.
+pub struct FanoutQueryable {
+    /// This node's own storage.
+    local: Arc<dyn Queryable>,
+    /// The other members, read per querier.
+    peers: PeersFn,
+    options: FanoutOptions,
+    /// Where peer requests run.
+    runtime: tokio::runtime::Handle,
+    /// One lazily connecting channel per gRPC address, reused across queries.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl FanoutQueryable {
+    /// Must be called inside a tokio runtime, which then runs the peer requests.
+    pub fn new(
+        local: Arc<dyn Queryable>,
+        peers: PeersFn,
+        options: FanoutOptions,
+    ) -> FanoutQueryable {
+        FanoutQueryable {
+            local,
+            peers,
+            options,
+            runtime: tokio::runtime::Handle::current(),
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl Queryable for FanoutQueryable {
+    fn querier(&self, mint: i64, maxt: i64) -> Result<Box<dyn Querier>, StorageError> {
+        Ok(Box::new(FanoutQuerier {
+            local: self.local.querier(mint, maxt)?,
+            mint,
+            maxt,
+            peers: (self.peers)(),
+            options: self.options,
+            runtime: self.runtime.clone(),
+            channels: self.channels.clone(),
+            warnings: Mutex::new(Vec::new()),
+        }))
+    }
+}
+
+/// One fan-out read view over `[mint, maxt]`.
+struct FanoutQuerier {
+    local: Box<dyn Querier>,
+    mint: i64,
+    maxt: i64,
+    /// The members other than this node when the querier was made.
+    peers: Vec<Peer>,
+    options: FanoutOptions,
+    runtime: tokio::runtime::Handle,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Failed peers' messages, each once, in the order they happened.
+    warnings: Mutex<Vec<String>>,
+}
+
+type PeerFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
+
+/// Requests in flight to the peers, in the order of `asked`.
+struct Pending<'a, T> {
+    asked: Vec<&'a Peer>,
+    rx: std::sync::mpsc::Receiver<(usize, Result<T, String>)>,
+    /// When to stop waiting even if a task never reported.
+    deadline: std::time::Instant,
+}
+
+fn channel_for(
+    channels: &Mutex<HashMap<String, Channel>>,
+    address: &str,
+) -> Result<Channel, String> {
+    let mut map = channels.lock();
+    if let Some(c) = map.get(address) {
+        return Ok(c.clone());
+    }
+    let c = super::raft::channel(address)?;
+    map.insert(address.to_string(), c.clone());
+    Ok(c)
+}
+
+fn query_client(channel: Channel) -> pb::query_client::QueryClient<Channel> {
+    pb::query_client::QueryClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+impl FanoutQuerier {
+    /// Starts `call` against every active peer at once; `wait` collects the answers.
+    /// A peer that cannot be asked becomes a warning at once (or the error).
+    fn start<T: Send + 'static>(
+        &self,
+        call: impl Fn(Channel, Duration) -> PeerFuture<T>,
+    ) -> Result<Pending<'_, T>, StorageError> {
+        // Channels spawn their connection task, so they are made inside the runtime
+        // even when this thread is not one of its (a plain thread in tests).
+        let _runtime = self.runtime.enter();
+        let timeout = self.options.timeout;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut asked = Vec::new();
+        for peer in &self.peers {
+            if peer.down {
+                self.fail(peer, "is marked down")?;
+                continue;
+            }
+            let channel = match channel_for(&self.channels, &peer.grpc_address) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.fail(peer, &format!("has a bad address: {e}"))?;
+                    continue;
+                }
+            };
+            let fut = call(channel, timeout);
+            let tx = tx.clone();
+            let i = asked.len();
+            asked.push(peer);
+            self.runtime.spawn(async move {
+                let r = match tokio::time::timeout(timeout, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("did not answer within {timeout:?}")),
+                };
+                let _ = tx.send((i, r));
+            });
+        }
+        Ok(Pending {
+            asked,
+            rx,
+            deadline: std::time::Instant::now() + timeout + WAIT_SLACK,
+        })
+    }
+
+    /// Waits for the peers `pending` asked and returns the answers of those that
+    /// gave one; each failure becomes a warning, or the error when partial
+    /// responses are off.
+    fn wait<T>(&self, what: &str, pending: Pending<'_, T>) -> Result<Vec<T>, StorageError> {
+        let Pending {
+            asked,
+            rx,
+            deadline,
+        } = pending;
+        let mut answers: Vec<Option<Result<T, String>>> = asked.iter().map(|_| None).collect();
+        for _ in 0..asked.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, r)) => answers[i] = Some(r),
+                Err(_) => break,
+            }
+        }
+        let mut out = Vec::with_capacity(asked.len());
+        for (peer, answer) in asked.into_iter().zip(answers) {
+            match answer {
+                Some(Ok(v)) => out.push(v),
+                Some(Err(e)) => self.fail(peer, &format!("{what} failed: {e}"))?,
+                None => self.fail(
+                    peer,
+                    &format!("did not answer within {:?}", self.options.timeout),
+                )?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `peer`'s data is missing: a warning, or an error when partial
+    /// responses are off.
+    fn fail(&self, peer: &Peer, why: &str) -> Result<(), StorageError> {
+        let msg = format!(
+            "cluster: node {} ({}) {why}; its data is missing from this result",
+            peer.node_id, peer.grpc_address
+        );
+        if !self.options.partial_response {
+            return Err(StorageError::Other(format!(
+                "{msg} (partial responses are off: --cluster.partial-response=false)"
+            )));
+        }
+        tracing::warn!(node_id = peer.node_id, address = %peer.grpc_address, reason = why, "fan-out read incomplete");
+        let mut w = self.warnings.lock();
+        if !w.contains(&msg) {
+            w.push(msg);
+        }
+        Ok(())
+    }
+}
+
+/// A failed call in words: a deadline says so with the timeout; otherwise the
+/// status message with its causes (`tcp connect error: Connection refused`).
+fn status_text(s: &tonic::Status, timeout: Duration) -> String {
+    if s.code() == tonic::Code::DeadlineExceeded || s.message() == "Timeout expired" {
+        return format!("did not answer within {timeout:?}");
+    }
+    let mut text = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let m = e.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// One peer's whole `Select` answer, checked and sorted by labels.
+async fn fetch_select(
+    channel: Channel,
+    req: pb::SelectRequest,
+    timeout: Duration,
+) -> Result<Vec<Series>, String> {
+    let mut client = query_client(channel);
+    let mut stream = client
+        .select(request(req, timeout))
+        .await
+        .map_err(|s| status_text(&s, timeout))?
+        .into_inner();
+    let mut out: Vec<Series> = Vec::new();
+    while let Some(batch) = stream
+        .message()
+        .await
+        .map_err(|s| status_text(&s, timeout))?
+    {
+        for s in batch.series {
+            out.push(series_from_pb(s).map_err(|e| e.to_string())?);
+        }
+    }
+    // The merge needs label order; a peer's storage already gives it.
+    if !out.windows(2).all(|w| w[0].labels < w[1].labels) {
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
+    Ok(out)
+}
+
+/// Merges sorted, unique string lists into one.
+fn merge_sorted_unique(lists: Vec<Vec<String>>) -> Vec<String> {
+    let mut all: Vec<String> = lists.into_iter().flatten().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+impl Querier for FanoutQuerier {
+    fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<SeriesSet, StorageError> {
+        let req = pb::SelectRequest {
+            min_time_ms: self.mint,
+            max_time_ms: self.maxt,
+            matchers: matchers_to_pb(matchers),
+            hint_start_ms: hints.start_ms,
+            hint_end_ms: hints.end_ms,
+            series_only: hints.series_only,
+        };
+        // Peers first, so they work while the local read runs.
+        let pending =
+            self.start(|channel, timeout| Box::pin(fetch_select(channel, req.clone(), timeout)))?;
+        let local: Vec<Series> = self
+            .local
+            .select(hints, matchers)?
+            .collect::<Result<_, _>>()?;
+        let remote = self.wait("Select", pending)?;
+        let mut sets: Vec<SeriesSet> = vec![Box::new(local.into_iter().map(Ok))];
+        sets.extend(
+            remote
+                .into_iter()
+                .map(|v| Box::new(v.into_iter().map(Ok)) as SeriesSet),
+        );
+        Ok(merge_series_sets(sets))
+    }
+
+    fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
+        let req = pb::LabelValuesRequest {
+            min_time_ms: self.mint,
+            max_time_ms: self.maxt,
+            name: name.to_string(),
+            matchers: matchers_to_pb(matchers),
+        };
+        let pending = self.start(|channel, timeout| {
+            let req = req.clone();
+            Box::pin(async move {
+                query_client(channel)
+                    .label_values(request(req, timeout))
+                    .await
+                    .map(|r| r.into_inner().values)
+                    .map_err(|s| status_text(&s, timeout))
+            })
+        })?;
+        let local = self.local.label_values(name, matchers)?;
+        let mut lists = self.wait("LabelValues", pending)?;
+        lists.push(local);
+        Ok(merge_sorted_unique(lists))
+    }
+
+    fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
+        let req = pb::LabelNamesRequest {
+            min_time_ms: self.mint,
+            max_time_ms: self.maxt,
+            matchers: matchers_to_pb(matchers),
+        };
+        let pending = self.start(|channel, timeout| {
+            let req = req.clone();
+            Box::pin(async move {
+                query_client(channel)
+                    .label_names(request(req, timeout))
+                    .await
+                    .map(|r| r.into_inner().names)
+                    .map_err(|s| status_text(&s, timeout))
+            })
+        })?;
+        let local = self.local.label_names(matchers)?;
+        let mut lists = self.wait("LabelNames", pending)?;
+        lists.push(local);
+        Ok(merge_sorted_unique(lists))
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut w = self.local.warnings();
+        w.extend(self.warnings.lock().iter().cloned());
+        w
+    }
+}

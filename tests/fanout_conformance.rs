@@ -1,0 +1,293 @@
+//! The cluster's fan-out queryable against the generic storage conformance suite,
+//! with the data split over three in-process nodes: this node's own store and two
+//! peers served by real tonic `Query` servers on loopback. Also: series that several
+//! nodes hold are merged in time with identical timestamps kept once, and a peer
+//! that is gone or hangs gives a warning, or an error without partial responses.
+
+use hearth::cluster::query_service::QueryService;
+use hearth::cluster::{FanoutOptions, FanoutQueryable, Peer};
+use hearth::labels::{Labels, Matcher};
+use hearth::storage::conformance::{run_all, select_all};
+use hearth::storage::memory::MemStorage;
+use hearth::storage::{
+    AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints, SeriesRef,
+    StorageError,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Starts a `Query` server over `store` on a free loopback port; returns its address.
+fn serve(rt: &tokio::runtime::Runtime, store: MemStorage) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let local: Arc<dyn Queryable> = Arc::new(store);
+    rt.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(QueryService::server(local))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .expect("serve");
+    });
+    addr
+}
+
+fn peer(id: u64, grpc: &str) -> Peer {
+    Peer {
+        node_id: id,
+        grpc_address: grpc.to_string(),
+        http_address: String::new(),
+        down: false,
+    }
+}
+
+/// Three nodes: writes go to one of them by the series' labels, reads fan out from
+/// node 1.
+struct Split {
+    nodes: Vec<MemStorage>,
+    fanout: FanoutQueryable,
+}
+
+/// Which node holds a series.
+fn node_of(l: &Labels, n: usize) -> usize {
+    (l.stable_hash() % n as u64) as usize
+}
+
+const NODE_BITS: u32 = 2;
+
+impl Appendable for Split {
+    fn appender(&self) -> Box<dyn Appender> {
+        Box::new(SplitAppender {
+            apps: self.nodes.iter().map(|n| n.appender()).collect(),
+        })
+    }
+}
+
+impl Queryable for Split {
+    fn querier(&self, mint: i64, maxt: i64) -> Result<Box<dyn Querier>, StorageError> {
+        self.fanout.querier(mint, maxt)
+    }
+}
+
+struct SplitAppender {
+    apps: Vec<Box<dyn Appender>>,
+}
+
+impl Appender for SplitAppender {
+    fn append(
+        &mut self,
+        series_ref: SeriesRef,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> Result<SeriesRef, AppendError> {
+        let i = node_of(labels, self.apps.len());
+        // A ref names its node in the low bits and the node's own ref above them.
+        let hint = if series_ref != 0 && (series_ref & 3) as usize == i {
+            series_ref >> NODE_BITS
+        } else {
+            0
+        };
+        let r = self.apps[i].append(hint, labels, t, v)?;
+        Ok((r << NODE_BITS) | i as u64)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), AppendError> {
+        for a in self.apps {
+            a.commit()?;
+        }
+        Ok(())
+    }
+
+    fn rollback(self: Box<Self>) {
+        for a in self.apps {
+            a.rollback();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn fanout_passes_the_storage_conformance_suite() {
+    let rt = runtime();
+    let make = || {
+        let nodes: Vec<MemStorage> = (0..3).map(|_| MemStorage::new()).collect();
+        let peers = vec![
+            peer(2, &serve(&rt, nodes[1].clone())),
+            peer(3, &serve(&rt, nodes[2].clone())),
+        ];
+        let _guard = rt.enter();
+        let fanout = FanoutQueryable::new(
+            Arc::new(nodes[0].clone()),
+            Arc::new(move || peers.clone()),
+            FanoutOptions::default(),
+        );
+        Split { nodes, fanout }
+    };
+    run_all(&make);
+    // The suite must really have spread series over the nodes.
+    let s = make();
+    let mut app = s.appender();
+    for i in 0..30 {
+        let l = Labels::from_pairs(&[("__name__", "spread"), ("i", &i.to_string())]);
+        app.append(0, &l, 1000, i as f64).expect("append");
+    }
+    app.commit().expect("commit");
+    for (i, n) in s.nodes.iter().enumerate() {
+        assert!(n.num_series() > 0, "node {i} got no series");
+    }
+    let all = select_all(&s, &[Matcher::equal("__name__", "spread")]);
+    assert_eq!(all.len(), 30);
+}
+
+fn write(store: &MemStorage, l: &Labels, ts: &[i64]) {
+    let mut app = store.appender();
+    for &t in ts {
+        app.append(0, l, t, t as f64).expect("append");
+    }
+    app.commit().expect("commit");
+}
+
+#[test]
+fn the_same_series_on_several_nodes_is_merged_in_time_without_duplicates() {
+    let rt = runtime();
+    let nodes: Vec<MemStorage> = (0..3).map(|_| MemStorage::new()).collect();
+    let l = Labels::from_pairs(&[("__name__", "moved"), ("job", "j")]);
+    // A target that moved from node 1 to node 2 and then to node 3, with overlaps.
+    write(&nodes[0], &l, &[1000, 2000, 3000]);
+    write(&nodes[1], &l, &[3000, 4000, 5000]);
+    write(&nodes[2], &l, &[5000, 6000]);
+    let other = Labels::from_pairs(&[("__name__", "moved"), ("job", "k")]);
+    write(&nodes[2], &other, &[1000]);
+    let peers = vec![
+        peer(2, &serve(&rt, nodes[1].clone())),
+        peer(3, &serve(&rt, nodes[2].clone())),
+    ];
+    let _guard = rt.enter();
+    let fanout = FanoutQueryable::new(
+        Arc::new(nodes[0].clone()),
+        Arc::new(move || peers.clone()),
+        FanoutOptions::default(),
+    );
+    let got = select_all(&fanout, &[Matcher::equal("__name__", "moved")]);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].labels, l);
+    let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(ts, [1000, 2000, 3000, 4000, 5000, 6000]);
+    assert_eq!(got[1].labels, other);
+    assert_eq!(got[1].samples, vec![Sample { t: 1000, v: 1000.0 }]);
+    let q = fanout.querier(0, 10_000).expect("querier");
+    assert_eq!(q.label_values("job", &[]).expect("values"), ["j", "k"]);
+    assert_eq!(q.label_names(&[]).expect("names"), ["__name__", "job"]);
+    assert!(q.warnings().is_empty(), "{:?}", q.warnings());
+}
+
+/// A listener that accepts connections and never answers.
+fn black_hole(rt: &tokio::runtime::Runtime) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    rt.spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on.
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    drop(l);
+    addr
+}
+
+#[test]
+fn a_dead_or_hung_peer_gives_a_warning_or_an_error_without_partial_responses() {
+    let rt = runtime();
+    let nodes: Vec<MemStorage> = (0..2).map(|_| MemStorage::new()).collect();
+    let a = Labels::from_pairs(&[("__name__", "m"), ("node", "1")]);
+    let b = Labels::from_pairs(&[("__name__", "m"), ("node", "2")]);
+    write(&nodes[0], &a, &[1000]);
+    write(&nodes[1], &b, &[1000]);
+    let live = serve(&rt, nodes[1].clone());
+    let dead = closed_port();
+    let hung = black_hole(&rt);
+    let timeout = Duration::from_millis(700);
+    let make = |partial_response: bool| {
+        let peers = vec![
+            peer(2, &live),
+            peer(3, &dead),
+            peer(4, &hung),
+            Peer {
+                down: true,
+                ..peer(5, "127.0.0.1:1")
+            },
+        ];
+        let _guard = rt.enter();
+        FanoutQueryable::new(
+            Arc::new(nodes[0].clone()),
+            Arc::new(move || peers.clone()),
+            FanoutOptions {
+                timeout,
+                partial_response,
+            },
+        )
+    };
+    let hints = SelectHints {
+        start_ms: 0,
+        end_ms: 2000,
+        series_only: false,
+    };
+    let sel = [Matcher::equal("__name__", "m")];
+
+    let partial = make(true);
+    let q = partial.querier(0, 2000).expect("querier");
+    let started = Instant::now();
+    let got: Vec<Labels> = q
+        .select(&hints, &sel)
+        .expect("partial select")
+        .map(|s| s.expect("series").labels)
+        .collect();
+    let took = started.elapsed();
+    assert_eq!(got, vec![a.clone(), b.clone()], "live nodes' data is there");
+    assert!(
+        took >= timeout && took < timeout * 4,
+        "waited {took:?} for the hung peer with timeout {timeout:?}"
+    );
+    println!("FIGURE hung_peer_select_ms={}", took.as_millis());
+    let w = q.warnings();
+    println!("warnings: {w:#?}");
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w.iter().any(|m| m.contains("node 3")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|m| m.contains("node 4") && m.contains("did not answer within")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|m| m.contains("node 5") && m.contains("down")),
+        "{w:?}"
+    );
+    assert_eq!(q.label_values("node", &[]).expect("values"), ["1", "2"]);
+
+    let strict = make(false);
+    let q = strict.querier(0, 2000).expect("querier");
+    let err = q
+        .select(&hints, &sel)
+        .err()
+        .expect("strict select must fail");
+    assert!(err.to_string().contains("partial-response=false"), "{err}");
+    assert!(q.label_names(&[]).is_err());
+}
