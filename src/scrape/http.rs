@@ -305,20 +305,29 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// The rustls error behind `e`, looking inside `io::Error`s too (whose
+/// `source` skips the error they wrap).
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if let Some(t) = find_rustls_error(inner) {
+            return Some(t);
+        }
+    }
+    e.source().and_then(find_rustls_error)
+}
+
 /// An error with its causes, since hyper's top-level messages are vague; a TLS
 /// failure is told in Go's words alone, as Prometheus shows it.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        let inner = c
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static))
-            .unwrap_or(c);
-        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
-            return tls::describe_error(t);
-        }
-        cur = c.source();
+    if let Some(t) = find_rustls_error(e) {
+        return tls::describe_error(t);
     }
     let mut s = e.to_string();
     let mut cur = e.source();

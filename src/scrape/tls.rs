@@ -306,8 +306,19 @@ pub fn describe_error(e: &rustls::Error) -> String {
                 | C::NotValidYetContext { .. } => {
                     format!("x509: certificate has expired or is not yet valid ({c:?})")
                 }
-                C::NotValidForName | C::NotValidForNameContext { .. } => {
-                    format!("x509: certificate is not valid for the requested name: {e}")
+                C::NotValidForNameContext {
+                    expected,
+                    presented,
+                } => {
+                    let names: Vec<&str> = presented.iter().map(|p| bare_name(p)).collect();
+                    format!(
+                        "x509: certificate is valid for {}, not {}",
+                        names.join(", "),
+                        expected.to_str()
+                    )
+                }
+                C::NotValidForName => {
+                    "x509: certificate is not valid for the requested name".to_string()
                 }
                 _ => format!("x509: {e}"),
             };
@@ -316,6 +327,19 @@ pub fn describe_error(e: &rustls::Error) -> String {
         rustls::Error::AlertReceived(alert) => format!("remote error: tls: {alert:?}"),
         _ => format!("tls: {e}"),
     }
+}
+
+/// `example.com` from rustls's `DnsName("example.com")` or `IpAddress(10.0.0.1)`.
+fn bare_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|n| n.strip_suffix(')'))
+        })
+        .unwrap_or(presented)
 }
 
 /// `insecure_skip_verify`: any server certificate is accepted, but handshake
@@ -402,6 +426,23 @@ mod tests {
         );
         assert!(versions("j", &tls(Some("TLS13"), Some("TLS12"))).is_err());
         assert!(versions("j", &tls(None, Some("TLS11"))).is_err());
+    }
+
+    #[test]
+    fn name_mismatch_reads_like_go() {
+        let e =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("localhost")
+                    .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())),
+                presented: vec![
+                    "IpAddress(127.0.0.1)".into(),
+                    "DnsName(\"exporter.test\")".into(),
+                ],
+            });
+        assert_eq!(
+            describe_error(&e),
+            "tls: failed to verify certificate: x509: certificate is valid for 127.0.0.1, exporter.test, not localhost"
+        );
     }
 
     #[test]
