@@ -384,9 +384,12 @@ fn https_scraping_with_tls_config() {
             "no_server_name",
             "x509: certificate is valid for 127.0.0.1, exporter.test, not localhost",
         ),
-        ("no_client_cert", "CertificateRequired"),
+        ("no_client_cert", "remote error: tls: certificate required"),
         ("missing_ca_file", "missing-ca.pem"),
-        ("min_tls13", "remote error: tls: ProtocolVersion"),
+        (
+            "min_tls13",
+            "remote error: tls: protocol version not supported",
+        ),
     ];
     for (job, wanted) in failed {
         assert_eq!(
@@ -417,4 +420,22 @@ fn https_scraping_with_tls_config() {
     );
     assert!(!sni.iter().any(|n| n == "127.0.0.1"), "SNI seen: {sni:?}");
     drop(mtls);
+
+    // Files are read again at each scrape, as Prometheus does: once the CA
+    // file appears, its job recovers without a reload.
+    std::fs::copy(dir.join("ca.pem"), dir.join("missing-ca.pem")).expect("copy CA");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query_by_job(&addr, "tls_test_metric")
+        .get("missing_ca_file")
+        .map(String::as_str)
+        != Some("42")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "missing_ca_file did not recover: {:?}",
+            targets(&addr).get("missing_ca_file")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(targets(&addr)["missing_ca_file"].0, "up");
 }

@@ -324,7 +324,18 @@ pub fn describe_error(e: &rustls::Error) -> String {
             };
             format!("tls: failed to verify certificate: {what}")
         }
-        rustls::Error::AlertReceived(alert) => format!("remote error: tls: {alert:?}"),
+        rustls::Error::AlertReceived(alert) => {
+            use rustls::AlertDescription as A;
+            let text = match alert {
+                A::ProtocolVersion => "protocol version not supported".to_string(),
+                A::CertificateRequired => "certificate required".to_string(),
+                A::BadCertificate => "bad certificate".to_string(),
+                A::UnknownCA => "unknown certificate authority".to_string(),
+                A::HandshakeFailure => "handshake failure".to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("remote error: tls: {text}")
+        }
         _ => format!("tls: {e}"),
     }
 }
