@@ -3,17 +3,22 @@
 //! Prometheus applies it), and credentials from the scrape config.
 //!
 //! Built on hyper-util's client (already in the tree through axum), which keeps
-//! the dependency list short; https is not supported yet.
+//! the dependency list short. https goes through hyper-rustls with one client
+//! per distinct `tls_config` (see `tls.rs`), rebuilt when its files change.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
 
-use crate::config::ScrapeConfig;
+use super::tls::{self, TlsMaterial};
+use crate::config::{ScrapeConfig, TlsConfig};
 
 /// What Prometheus 2.42 sends: OpenMetrics preferred, the text format as fallback.
 pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -46,10 +51,21 @@ pub struct Fetched {
     pub content_type: String,
 }
 
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// An https client and the TLS config and file contents it was built from.
+struct TlsEntry {
+    tls: TlsConfig,
+    material: TlsMaterial,
+    client: HttpsClient,
+}
+
 /// The shared client of all scrape loops.
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// One https client per distinct `tls_config`, shared by the jobs that have it.
+    tls_clients: Arc<Mutex<Vec<TlsEntry>>>,
 }
 
 impl Default for HttpClient {
@@ -60,13 +76,54 @@ impl Default for HttpClient {
 
 impl HttpClient {
     pub fn new() -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(2)
-            .build(connector);
-        HttpClient { client }
+            .build(http_connector());
+        HttpClient {
+            client,
+            tls_clients: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The https client for the job's `tls_config`, reading its files now and
+    /// building a new client when they differ from the cached client's (as
+    /// Prometheus re-reads rotated CA and client certificate files).
+    fn https_client(&self, cfg: &ScrapeConfig) -> Result<HttpsClient, ScrapeHttpError> {
+        let tls = cfg.tls_config.clone().unwrap_or_default();
+        let job = cfg.job_name.as_str();
+        let material =
+            tls::read_material(job, &tls).map_err(|e| ScrapeHttpError::Config(e.to_string()))?;
+        let mut clients = self.tls_clients.lock();
+        if let Some(e) = clients
+            .iter()
+            .find(|e| e.tls == tls && e.material == material)
+        {
+            return Ok(e.client.clone());
+        }
+        let config = tls::client_config(job, &tls, &material)
+            .map_err(|e| ScrapeHttpError::Config(e.to_string()))?;
+        let server_name =
+            tls::server_name(job, &tls).map_err(|e| ScrapeHttpError::Config(e.to_string()))?;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http();
+        let builder = match server_name {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => builder,
+        }
+        .enable_http1();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(2)
+            .build(builder.wrap_connector(http_connector()));
+        clients.retain(|e| e.tls != tls);
+        clients.push(TlsEntry {
+            tls,
+            material,
+            client: client.clone(),
+        });
+        Ok(client)
     }
 
     /// GETs `url` within `timeout_ms`, with the job's credentials and Prometheus's
@@ -96,9 +153,6 @@ impl HttpClient {
             url: url.to_string(),
             message,
         };
-        if url.starts_with("https://") {
-            return Err(req_err("https scraping is not supported yet".into()));
-        }
         let mut req = hyper::Request::get(url)
             .header("Accept", ACCEPT_HEADER)
             .header("Accept-Encoding", "gzip")
@@ -111,11 +165,12 @@ impl HttpClient {
             req = req.header("Authorization", auth);
         }
         let req = req.body(Empty::new()).map_err(|e| req_err(e.to_string()))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| req_err(error_chain(&e)))?;
+        let resp = if url.starts_with("https://") {
+            self.https_client(cfg)?.request(req).await
+        } else {
+            self.client.request(req).await
+        };
+        let resp = resp.map_err(|e| req_err(error_chain(&e)))?;
         let status = resp.status();
         if status != hyper::StatusCode::OK {
             return Err(ScrapeHttpError::Status(format!(
@@ -156,6 +211,14 @@ impl HttpClient {
         let body = if gzip { gunzip(&raw, limit)? } else { raw };
         Ok(Fetched { body, content_type })
     }
+}
+
+fn http_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    // hyper-rustls wraps this connector and needs https URLs passed through.
+    connector.enforce_http(false);
+    connector
 }
 
 /// Decodes a gzip body, failing once more than `limit` bytes come out.
@@ -242,8 +305,30 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// An error with its causes, since hyper's top-level messages are vague.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// The rustls error behind `e`, looking inside `io::Error`s too (whose
+/// `source` skips the error they wrap).
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if let Some(t) = find_rustls_error(inner) {
+            return Some(t);
+        }
+    }
+    e.source().and_then(find_rustls_error)
+}
+
+/// An error with its causes, since hyper's top-level messages are vague; a TLS
+/// failure is told in Go's words alone, as Prometheus shows it.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(t) = find_rustls_error(e) {
+        return tls::describe_error(t);
+    }
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -15,6 +15,7 @@
 pub mod http;
 pub mod scrape_loop;
 pub mod target;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
