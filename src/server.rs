@@ -161,7 +161,20 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     // assignment (the same on every node) says which ones this node does, and
     // gives every node the same scrape seed (derived from the cluster id).
     let initial = load_config(&cfg)?;
-    let ownership = cluster.assignment() as Arc<dyn crate::cluster::Ownership>;
+    let mut ownership = cluster.assignment() as Arc<dyn crate::cluster::Ownership>;
+    if cfg.config_file.is_none() {
+        // The embedded default config scrapes this node itself: every node has its
+        // own such target, so it is not shared out by the ring.
+        let prefix = initial
+            .scrape_configs
+            .iter()
+            .map(|sc| sc.job_name.as_bytes().to_vec())
+            .collect();
+        ownership = Arc::new(OwnJobs {
+            inner: ownership,
+            jobs: prefix,
+        });
+    }
     let scrape_manager = Arc::new(crate::scrape::ScrapeManager::with_ownership(
         db.clone() as Arc<dyn crate::storage::Appendable>,
         ownership.clone(),
@@ -605,4 +618,22 @@ pub async fn run_alertmanager(
     shutdown.cancel();
     let _ = runner.await;
     Ok(())
+}
+
+/// Owns every target of `jobs` on this node, and otherwise what `inner` says.
+struct OwnJobs {
+    inner: Arc<dyn crate::cluster::Ownership>,
+    jobs: Vec<Vec<u8>>,
+}
+
+impl crate::cluster::Ownership for OwnJobs {
+    fn owns(&self, key: &[u8], at_ms: i64) -> bool {
+        // A target's key is its job, then 0xff before each label (Target::ring_key).
+        let job = key.split(|b| *b == 0xff).next().unwrap_or_default();
+        self.jobs.iter().any(|j| j == job) || self.inner.owns(key, at_ms)
+    }
+
+    fn scrape_seed(&self) -> Option<u64> {
+        self.inner.scrape_seed()
+    }
 }
