@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use hearth::remote::{encode_write_request, prompb};
 use hearth::textparse::{Entry, PromParser};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -67,52 +66,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as i64
-}
-
-fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> prompb::TimeSeries {
-    let mut l = vec![prompb::Label {
-        name: "__name__".into(),
-        value: name.into(),
-    }];
-    for (k, v) in labels {
-        l.push(prompb::Label {
-            name: (*k).into(),
-            value: (*v).into(),
-        });
-    }
-    prompb::TimeSeries {
-        labels: l,
-        samples: samples
-            .iter()
-            .map(|&(timestamp, value)| prompb::Sample { value, timestamp })
-            .collect(),
-    }
-}
-
-fn remote_write(addr: &str, ts: Vec<prompb::TimeSeries>) {
-    let req = prompb::WriteRequest {
-        timeseries: ts,
-        metadata: vec![],
-    };
-    let (code, body) = http(
-        "POST",
-        addr,
-        "/api/v1/write",
-        &[
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-        ],
-        &encode_write_request(&req),
-    )
-    .expect("remote write");
-    assert_eq!(code, 204, "{}", String::from_utf8_lossy(&body));
-}
-
-fn get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
-    let (code, body) = http("GET", addr, path, &[], b"").expect("http");
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
-    (code, v)
 }
 
 fn get_ok(addr: &str, path: &str) -> serde_json::Value {

@@ -12,14 +12,7 @@ use std::time::{Duration, Instant};
 fn three_nodes_form_a_cluster_a_fourth_joins_leader_fails_over_restart_keeps_members() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Node> = (1..=4).map(|i| Node::new(tmp.path(), i)).collect();
-    let peers = format!(
-        "--cluster.initial-peers={}",
-        nodes[..3]
-            .iter()
-            .map(|n| n.grpc.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let peers = initial_peers_flag(&nodes[..3]);
     for n in nodes[..3].iter_mut() {
         n.start(std::slice::from_ref(&peers));
     }
@@ -225,14 +218,7 @@ fn cluster_tool(args: &[&str]) -> (bool, String, String) {
 fn cluster_tool_shows_status_removes_and_re_adds_members() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(tmp.path(), i)).collect();
-    let peers = format!(
-        "--cluster.initial-peers={}",
-        nodes
-            .iter()
-            .map(|n| n.grpc.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let peers = initial_peers_flag(&nodes);
     for n in nodes.iter_mut() {
         n.start(std::slice::from_ref(&peers));
     }
@@ -331,14 +317,7 @@ fn pause(n: &Node, stop: bool) {
 fn a_minority_cannot_change_membership_and_the_majority_can() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(tmp.path(), i)).collect();
-    let peers = format!(
-        "--cluster.initial-peers={}",
-        nodes
-            .iter()
-            .map(|n| n.grpc.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let peers = initial_peers_flag(&nodes);
     for n in nodes.iter_mut() {
         n.start(std::slice::from_ref(&peers));
     }

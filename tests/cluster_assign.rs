@@ -287,14 +287,7 @@ fn targets_split_over_the_ring_move_on_join_without_gaps_and_fail_over_on_kill()
         format!("--config.file={}", config.display()),
         format!("--cluster.failure-timeout={FAILURE_TIMEOUT_S}s"),
     ];
-    let peers = format!(
-        "--cluster.initial-peers={}",
-        nodes[..3]
-            .iter()
-            .map(|n| n.grpc.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let peers = initial_peers_flag(&nodes[..3]);
     for n in nodes[..3].iter_mut() {
         let mut flags = common_flags.clone();
         flags.push(peers.clone());

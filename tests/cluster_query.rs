@@ -10,54 +10,7 @@ mod common;
 
 use common::node::*;
 use common::*;
-use hearth::remote::{encode_write_request, prompb};
 use serde_json::Value;
-
-fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> prompb::TimeSeries {
-    let mut l = vec![prompb::Label {
-        name: "__name__".into(),
-        value: name.into(),
-    }];
-    for (k, v) in labels {
-        l.push(prompb::Label {
-            name: (*k).into(),
-            value: (*v).into(),
-        });
-    }
-    prompb::TimeSeries {
-        labels: l,
-        samples: samples
-            .iter()
-            .map(|&(timestamp, value)| prompb::Sample { value, timestamp })
-            .collect(),
-    }
-}
-
-fn remote_write(addr: &str, ts: Vec<prompb::TimeSeries>) {
-    let req = prompb::WriteRequest {
-        timeseries: ts,
-        metadata: vec![],
-    };
-    let (code, body) = http(
-        "POST",
-        addr,
-        "/api/v1/write",
-        &[
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-        ],
-        &encode_write_request(&req),
-    )
-    .expect("remote write");
-    assert_eq!(code, 204, "{}", String::from_utf8_lossy(&body));
-}
-
-fn get(addr: &str, path: &str) -> (u16, Value) {
-    let (code, body) = http("GET", addr, path, &[], b"").expect("http");
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
-    (code, v)
-}
 
 fn enc(q: &str) -> String {
     let mut out = String::new();
@@ -73,7 +26,7 @@ fn enc(q: &str) -> String {
 
 /// The `result` of an instant query at `t_s`, sorted by metric for comparison.
 fn instant(addr: &str, q: &str, t_s: i64) -> (Value, Vec<String>) {
-    let (code, v) = get(addr, &format!("/api/v1/query?query={}&time={t_s}", enc(q)));
+    let (code, v) = get_json(addr, &format!("/api/v1/query?query={}&time={t_s}", enc(q)));
     assert_eq!(code, 200, "{q} on {addr}: {v}");
     let warnings = warnings_of(&v);
     (v["data"].clone(), warnings)
@@ -103,7 +56,7 @@ fn result_map(data: &Value) -> Vec<(String, String)> {
 
 /// (scrapeUrl, scrapeNode) of every active target a node reports, sorted.
 fn target_owners(addr: &str) -> (Vec<(String, String)>, Vec<String>) {
-    let (code, v) = get(addr, "/api/v1/targets");
+    let (code, v) = get_json(addr, "/api/v1/targets");
     assert_eq!(code, 200, "{v}");
     let mut out: Vec<(String, String)> = v["data"]["activeTargets"]
         .as_array()
@@ -124,14 +77,7 @@ fn target_owners(addr: &str) -> (Vec<(String, String)>, Vec<String>) {
 fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(tmp.path(), i)).collect();
-    let peers = format!(
-        "--cluster.initial-peers={}",
-        nodes
-            .iter()
-            .map(|n| n.grpc.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let peers = initial_peers_flag(&nodes);
     for n in nodes.iter_mut() {
         let mut args = vec![
             peers.clone(),
@@ -263,7 +209,7 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
         let answers: Vec<Value> = nodes
             .iter()
             .map(|n| {
-                let (code, v) = get(&n.web, p);
+                let (code, v) = get_json(&n.web, p);
                 assert_eq!(code, 200, "{p}: {v}");
                 v
             })
@@ -272,7 +218,7 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
             assert_eq!(a, &answers[0], "{p}: node {} differs", i + 1);
         }
     }
-    let (_, series) = get(
+    let (_, series) = get_json(
         &nodes[1].web,
         &format!(
             "/api/v1/series?match[]=fanout_test_total&start={}&end={t_s}",
@@ -280,7 +226,7 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
         ),
     );
     assert_eq!(series["data"].as_array().unwrap().len(), 12);
-    let (_, values) = get(
+    let (_, values) = get_json(
         &nodes[2].web,
         &format!("/api/v1/label/node/values?start={}&end={t_s}", t_s - 600),
     );
@@ -295,7 +241,7 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
     }
     for path in ["/api/v1/rules", "/api/v1/alerts"] {
         for n in &nodes {
-            let (code, v) = get(&n.web, path);
+            let (code, v) = get_json(&n.web, path);
             assert_eq!(code, 200, "{path}: {v}");
             assert_eq!(v["status"], "success");
         }
@@ -317,7 +263,7 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
         "a warning names the missing node: {w:?}"
     );
     println!("partial warnings: {w:?}");
-    let (code, v) = get(
+    let (code, v) = get_json(
         &nodes[0].web,
         &format!(
             "/api/v1/query?query={}&time={t_s}",
@@ -330,7 +276,7 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
         v["error"].as_str().unwrap_or_default().contains("node 3"),
         "{v}"
     );
-    let (_, values) = get(
+    let (_, values) = get_json(
         &nodes[1].web,
         &format!("/api/v1/label/node/values?start={}&end={t_s}", t_s - 600),
     );
@@ -339,6 +285,6 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
     let (owners, w) = target_owners(&nodes[1].web);
     assert_eq!(owners.len(), 2, "{owners:?}");
     assert!(w.iter().any(|m| m.contains("node 3")), "{w:?}");
-    let (code, _) = get(&nodes[0].web, "/api/v1/targets");
+    let (code, _) = get_json(&nodes[0].web, "/api/v1/targets");
     assert_eq!(code, 503);
 }

@@ -243,3 +243,55 @@ pub fn wait_ready(addr: &str, timeout: Duration) {
     }
     panic!("hearth at {addr} did not become ready within {timeout:?}");
 }
+
+/// A remote-write series named `name` with `labels` and `(timestamp ms, value)` samples.
+pub fn series(
+    name: &str,
+    labels: &[(&str, &str)],
+    samples: &[(i64, f64)],
+) -> hearth::remote::prompb::TimeSeries {
+    let mut l = vec![hearth::remote::prompb::Label {
+        name: "__name__".into(),
+        value: name.into(),
+    }];
+    for (k, v) in labels {
+        l.push(hearth::remote::prompb::Label {
+            name: (*k).into(),
+            value: (*v).into(),
+        });
+    }
+    hearth::remote::prompb::TimeSeries {
+        labels: l,
+        samples: samples
+            .iter()
+            .map(|&(timestamp, value)| hearth::remote::prompb::Sample { value, timestamp })
+            .collect(),
+    }
+}
+
+pub fn remote_write(addr: &str, ts: Vec<hearth::remote::prompb::TimeSeries>) {
+    let req = hearth::remote::prompb::WriteRequest {
+        timeseries: ts,
+        metadata: vec![],
+    };
+    let (code, body) = http(
+        "POST",
+        addr,
+        "/api/v1/write",
+        &[
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+        ],
+        &hearth::remote::encode_write_request(&req),
+    )
+    .expect("remote write");
+    assert_eq!(code, 204, "{}", String::from_utf8_lossy(&body));
+}
+
+/// GETs `path` and parses the JSON answer, with its status code.
+pub fn get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    let (code, body) = http("GET", addr, path, &[], b"").expect("http");
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    (code, v)
+}

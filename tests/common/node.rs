@@ -171,3 +171,9 @@ pub fn member_ids(s: &Value) -> Vec<u64> {
     ids.sort_unstable();
     ids
 }
+
+/// `--cluster.initial-peers=` with the gRPC addresses of `nodes`.
+pub fn initial_peers_flag(nodes: &[Node]) -> String {
+    let addrs: Vec<&str> = nodes.iter().map(|n| n.grpc.as_str()).collect();
+    format!("--cluster.initial-peers={}", addrs.join(","))
+}
