@@ -43,25 +43,26 @@ pub struct ServerConfig {
 /// The server failed to start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("opening storage at {path}: {source}")]
+    // The source is printed after the message by the error chain (`{:#}`).
+    #[error("opening storage at {path}")]
     Storage {
         path: String,
         source: crate::tsdb::TsdbError,
     },
-    #[error("listening on {address}: {source}")]
+    #[error("listening on {address}")]
     Listen {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Alertmanager(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("loading rule files: {0}")]
     Rules(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -362,3 +362,20 @@ fn a_minority_cannot_change_membership_and_the_majority_can() {
     let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != nodes[gone].id).collect();
     wait_for("two voters after remove", &rest, || agreed_leader(&rest, 2));
 }
+
+#[test]
+fn a_join_address_that_is_not_a_hearth_node_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Node::new(tmp.path(), 1);
+    let mut b = Node::new(tmp.path(), 2);
+    single(&mut a);
+    // a's HTTP API answers, but it is not a cluster (gRPC) address.
+    b.start(&[format!("--cluster.join={}", a.web)]);
+    let (ok, log) = b.wait_exit();
+    assert!(!ok, "{log}");
+    let msg = format!("{} does not look like a hearth cluster address", a.web);
+    let last = log.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && last.contains(&msg), "{log}");
+    assert_eq!(last.matches(&msg).count(), 1, "said once: {last}");
+    assert_eq!(member_ids(&a.status().unwrap()), vec![1]);
+}

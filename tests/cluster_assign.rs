@@ -379,14 +379,32 @@ fn targets_split_over_the_ring_move_on_join_without_gaps_and_fail_over_on_kill()
     let window_s = ((before_kill - settled_at) / 1000 + 5) as u64;
     let mut samples: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
     let mut per_node_series = Vec::new();
+    // Queries answer for the whole cluster: every node, the new one too, gives the
+    // same samples for the settled window.
+    let mut views = Vec::new();
     for n in &nodes {
         let s = up_samples(n, window_s);
         per_node_series.push(s.len());
+        let settled: BTreeMap<usize, BTreeSet<i64>> = s
+            .iter()
+            .map(|(tid, ts)| {
+                let inside = ts.range(settled_at..before_kill - 1500).copied().collect();
+                (*tid, inside)
+            })
+            .collect();
+        views.push(settled);
         for (tid, ts) in s {
             samples.entry(tid).or_default().extend(ts);
         }
     }
-    println!("up series in each node's data: {per_node_series:?}");
+    println!("up series in each node's answer: {per_node_series:?}");
+    for (i, v) in views.iter().enumerate().skip(1) {
+        assert!(
+            *v == views[0],
+            "node {} answers differently from node 1 for the settled window",
+            i + 1
+        );
+    }
     let samples: BTreeMap<usize, Vec<i64>> = samples
         .into_iter()
         .map(|(k, v)| (k, v.into_iter().collect()))
