@@ -106,27 +106,13 @@ fn collect(e: &Expr, out: &mut Vec<usize>) {
     }
 }
 
+use super::rewrite::skip_string;
+
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && b[i].is_ascii_whitespace() {
         i += 1;
     }
     i
-}
-
-fn skip_string(b: &[u8], i: usize) -> usize {
-    let quote = b[i];
-    let mut j = i + 1;
-    while j < b.len() {
-        if b[j] == b'\\' && quote != b'`' {
-            j += 2;
-            continue;
-        }
-        if b[j] == quote {
-            return j + 1;
-        }
-        j += 1;
-    }
-    b.len()
 }
 
 /// The index just past the bracket group opening at `i`.

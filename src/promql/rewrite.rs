@@ -237,7 +237,7 @@ fn next_non_space(b: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// The index just past the string literal starting at `i`.
-fn skip_string(b: &[u8], i: usize) -> usize {
+pub(super) fn skip_string(b: &[u8], i: usize) -> usize {
     let quote = b[i];
     let mut j = i + 1;
     while j < b.len() {

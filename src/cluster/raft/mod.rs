@@ -301,13 +301,6 @@ impl MetaRaft {
         }
     }
 
-    /// Waits until this node's view changes after this call (role, leader, log,
-    /// applied entries), or `timeout` passes. Loops should hold a `watch` instead,
-    /// which misses no change between waits.
-    pub async fn changed(&self, timeout: Duration) {
-        self.watch().changed(timeout).await
-    }
-
     /// A watch of this node's view that wakes on each later change (role, leader,
     /// log, applied entries). Keep it across waits so no change is missed.
     pub fn watch(&self) -> RaftWatch {
