@@ -141,6 +141,32 @@ fn server_evaluates_rules_and_serves_them() {
         "{q}"
     );
 
+    // The rule manager's own metrics, under Prometheus's names, one row per group.
+    let (status, body) = http("GET", &addr, "/metrics", &[], b"").expect("GET /metrics");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&body);
+    let value = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("self.yml;self\""))
+            .unwrap_or_else(|| panic!("no {name} for group self in:\n{metrics}"));
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("value")
+    };
+    assert_eq!(value("prometheus_rule_group_rules{"), 2.0);
+    assert_eq!(value("prometheus_rule_group_interval_seconds{"), 1.0);
+    let iterations = value("prometheus_rule_group_iterations_total{");
+    assert!(iterations >= 3.0, "iterations {iterations}");
+    assert!(value("prometheus_rule_evaluations_total{") >= 2.0 * 3.0);
+    assert_eq!(value("prometheus_rule_evaluation_failures_total{"), 0.0);
+    assert!(value("prometheus_rule_group_last_evaluation_timestamp_seconds{") > 1.6e9);
+    assert!(value("prometheus_rule_group_last_duration_seconds{") > 0.0);
+    // One sample from the recording rule; ALERTS and ALERTS_FOR_STATE from the
+    // firing alert (its `for` state was restored: ALERTS is in storage).
+    assert_eq!(value("prometheus_rule_group_last_evaluation_samples{"), 3.0);
+
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().expect("wait");
     assert!(status.success(), "hearth exited with {status}");

@@ -179,6 +179,22 @@ struct GroupState {
     last_eval_ms: i64,
     eval_duration_s: f64,
     iterations_missed: u64,
+    /// Counters behind the `prometheus_rule_*` metrics.
+    counters: GroupCounters,
+}
+
+/// What a group has done since it started, for the server's own metrics
+/// (Prometheus's `prometheus_rule_group_*` and `prometheus_rule_evaluation*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GroupCounters {
+    /// Evaluations of the whole group.
+    pub iterations: u64,
+    /// Rule evaluations.
+    pub evaluations: u64,
+    /// Rule evaluations that ended in an error.
+    pub failures: u64,
+    /// Samples the rules returned in the last evaluation.
+    pub last_samples: u64,
 }
 
 fn dur(s: &Option<String>) -> i64 {
@@ -282,6 +298,11 @@ impl Group {
             .collect()
     }
 
+    /// The group's evaluation counters.
+    pub fn counters(&self) -> GroupCounters {
+        self.state.lock().counters
+    }
+
     /// Iterations skipped because evaluation fell behind.
     pub fn iterations_missed(&self) -> u64 {
         self.state.lock().iterations_missed
@@ -322,6 +343,8 @@ impl Group {
     pub fn eval(&self, engine: &Engine, q: &dyn Queryable, app: &dyn Appendable, ts_ms: i64) {
         let started = std::time::Instant::now();
         let sample_ts = ts_ms - self.query_offset_ms;
+        let mut failures = 0;
+        let mut samples_out = 0;
         for (i, rule) in self.rules.iter().enumerate() {
             let rule_started = std::time::Instant::now();
             let result = rule.eval(
@@ -336,6 +359,7 @@ impl Group {
             let mut written = HashSet::new();
             match result {
                 Ok(samples) => {
+                    samples_out += samples.len() as u64;
                     let mut a = app.appender();
                     for (labels, v) in &samples {
                         match a.append(0, labels, sample_ts, *v) {
@@ -367,6 +391,7 @@ impl Group {
                 }
                 Err(e) => err = Some(e),
             }
+            failures += u64::from(err.is_some());
             let mut h = rule.health.lock();
             h.last_error = Some(err);
             h.last_eval_ms = ts_ms;
@@ -375,6 +400,11 @@ impl Group {
         let mut st = self.state.lock();
         st.last_eval_ms = ts_ms;
         st.eval_duration_s = started.elapsed().as_secs_f64();
+        let c = &mut st.counters;
+        c.iterations += 1;
+        c.evaluations += self.rules.len() as u64;
+        c.failures += failures;
+        c.last_samples = samples_out;
     }
 }
 

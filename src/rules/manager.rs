@@ -7,7 +7,7 @@
 //! node that owns it at each evaluation time (`cluster::Ownership`, keyed by
 //! `group_key`), and the APIs show the groups this node owns now.
 
-use super::group::{Alert, Group, RestoreOptions, RuleKind};
+use super::group::{Alert, Group, GroupCounters, RestoreOptions, RuleKind};
 use super::{RuleGroups, RulesError};
 use crate::cluster::{OwnAll, Ownership};
 use crate::promql::Engine;
@@ -281,17 +281,90 @@ impl RuleManager {
             .collect()
     }
 
-    /// Every rule's `prometheus_rule_group_*` metrics in the text format.
+    /// Every group's `prometheus_rule_group_*` and `prometheus_rule_evaluation*`
+    /// metrics in the text format, with Prometheus's names and `rule_group` label
+    /// (`file;name`).
     pub fn render_metrics(&self) -> String {
-        let mut out = String::from(
-            "# HELP prometheus_rule_group_iterations_missed_total The total number of rule group evaluations missed due to slow rule group evaluation.\n# TYPE prometheus_rule_group_iterations_missed_total counter\n",
-        );
-        for g in self.groups() {
-            out.push_str(&format!(
-                "prometheus_rule_group_iterations_missed_total{{rule_group={}}} {}\n",
-                crate::labels::quote(&format!("{};{}", g.file, g.name)),
-                g.iterations_missed()
-            ));
+        let groups = self.groups();
+        let rows: Vec<(String, &Group, GroupCounters, (i64, f64))> = groups
+            .iter()
+            .map(|g| {
+                let key = crate::labels::quote(&format!("{};{}", g.file, g.name));
+                (key, g.as_ref(), g.counters(), g.last_eval())
+            })
+            .collect();
+        type Column = fn(&Group, &GroupCounters, (i64, f64)) -> String;
+        let families: [(&str, &str, &str, Column); 9] = [
+            (
+                "prometheus_rule_evaluations_total",
+                "counter",
+                "Rule evaluations run.",
+                |_, c, _| c.evaluations.to_string(),
+            ),
+            (
+                "prometheus_rule_evaluation_failures_total",
+                "counter",
+                "Rule evaluations that failed.",
+                |_, c, _| c.failures.to_string(),
+            ),
+            (
+                "prometheus_rule_group_iterations_total",
+                "counter",
+                "Scheduled evaluations of the group, run or missed.",
+                |g, c, _| (c.iterations + g.iterations_missed()).to_string(),
+            ),
+            (
+                "prometheus_rule_group_iterations_missed_total",
+                "counter",
+                "Scheduled evaluations skipped because the group was still evaluating.",
+                |g, _, _| g.iterations_missed().to_string(),
+            ),
+            (
+                "prometheus_rule_group_interval_seconds",
+                "gauge",
+                "The group's evaluation interval.",
+                |g, _, _| crate::promql::format_value(g.interval_ms as f64 / 1000.0),
+            ),
+            (
+                "prometheus_rule_group_last_duration_seconds",
+                "gauge",
+                "How long the group's last evaluation took.",
+                |_, _, (_, d)| crate::promql::format_value(d),
+            ),
+            (
+                "prometheus_rule_group_last_evaluation_timestamp_seconds",
+                "gauge",
+                "When the group was last evaluated (-1 before the first time).",
+                |_, _, (t, _)| {
+                    if t == 0 {
+                        "-1".into()
+                    } else {
+                        crate::promql::format_value(t as f64 / 1000.0)
+                    }
+                },
+            ),
+            (
+                "prometheus_rule_group_last_evaluation_samples",
+                "gauge",
+                "Samples the group's rules returned in its last evaluation.",
+                |_, c, _| c.last_samples.to_string(),
+            ),
+            (
+                "prometheus_rule_group_rules",
+                "gauge",
+                "Rules in the group.",
+                |g, _, _| g.rules.len().to_string(),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, column) in families {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (key, g, c, last) in &rows {
+                out.push_str(&format!(
+                    "{name}{{rule_group={key}}} {}\n",
+                    column(g, c, *last)
+                ));
+            }
         }
         out
     }
