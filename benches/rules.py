@@ -257,6 +257,10 @@ def report(args, results):
                        ("missed", "iterations missed")):
         a, b = h[key], p[key]
         print("| %s | %.1f | %.1f | %s |" % (label, a, b, "%.2f" % (a / b) if b else "-"))
+    per = [r["cpu_s"] * 1000 / r["evaluations"] if r["evaluations"] else float("nan")
+           for r in (h, p)]
+    print("| CPU ms per rule evaluation (incl. scraping) | %.2f | %.2f | %.2f |"
+          % (per[0], per[1], per[0] / per[1]))
 
 
 if __name__ == "__main__":
