@@ -162,9 +162,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     .await;
     let started = match (started, &groups) {
         // A restart: every group replays its log into its TSDB.
-        (Ok(c), Some(g)) => g.open_existing().await.map(|()| c).map_err(|e| {
-            crate::cluster::ClusterError::Raft(e)
-        }),
+        (Ok(c), Some(g)) => g
+            .open_existing()
+            .await
+            .map(|()| c)
+            .map_err(|e| crate::cluster::ClusterError::Raft(e)),
         (r, _) => r,
     };
     let cluster = match started {

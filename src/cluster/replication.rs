@@ -16,8 +16,8 @@ use super::state::{NodeAddr, NodeId};
 use super::wal_batch::{self, BatchSeries};
 use crate::labels::{Labels, Matcher};
 use crate::storage::{
-    merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample,
-    SelectHints, SeriesRef, SeriesSet, StorageError,
+    merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints,
+    SeriesRef, SeriesSet, StorageError,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -89,8 +89,8 @@ async fn setup_once(
     if !state.members.contains_key(&me) {
         return Ok(false);
     }
-    let ring = Ring::new(state.members.keys().copied(), state.ring_epoch)
-        .map_err(|e| e.to_string())?;
+    let ring =
+        Ring::new(state.members.keys().copied(), state.ring_epoch).map_err(|e| e.to_string())?;
     let voters = group_voters(&ring, me, rf);
     let mut nodes: BTreeMap<NodeId, NodeAddr> = BTreeMap::new();
     for id in &voters {
@@ -269,23 +269,22 @@ async fn commit_to_group(
 ) -> Result<(), AppendError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let unavailable = |why: String| AppendError::Unavailable(format!("WAL group {me}: {why}"));
-    let Some(g) = groups.get(me) else {
-        return Err(unavailable("not set up yet on this node".into()));
-    };
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Err(unavailable(format!("not committed within {timeout:?}")));
         }
-        let leader = g.leader();
-        let result = match &leader {
-            Some((id, addr)) if *id != me => {
+        // Right after the cluster formed, the group may not exist yet: the setup
+        // loop forms it within moments, so wait for it like for an election.
+        let leader = groups.get(me).and_then(|g| g.leader().map(|l| (g, l)));
+        let result = match leader {
+            Some((_, (id, addr))) if id != me => {
                 stats
                     .forwarded
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 forward_write(&addr.grpc_address, me, batch.clone(), left).await
             }
-            Some(_) => g.write(batch.clone(), left).await,
+            Some((g, _)) => g.write(batch.clone(), left).await,
             None => Err(GroupWriteError::NotLeader {
                 group: me,
                 leader: None,

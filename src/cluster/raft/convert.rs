@@ -402,7 +402,8 @@ mod tests {
 
     #[test]
     fn missing_fields_are_errors_naming_them() {
-        let e = append_request_from_pb::<TypeConfig>(pb::AppendEntriesRequest::default()).unwrap_err();
+        let e =
+            append_request_from_pb::<TypeConfig>(pb::AppendEntriesRequest::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "cluster rpc: message AppendEntriesRequest lacks field vote"

@@ -20,8 +20,8 @@ use crate::wal::LogOptions;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Config, Entry, EntryPayload, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder,
-    SnapshotMeta, SnapshotPolicy, StorageError, StorageIOError, StoredMembership,
+    Config, Entry, EntryPayload, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder, SnapshotMeta,
+    SnapshotPolicy, StorageError, StorageIOError, StoredMembership,
 };
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
@@ -347,7 +347,10 @@ impl WalGroup {
 
     /// Forms the group with `voters`. A group that exists already is left alone
     /// (`Ok(false)`).
-    pub async fn initialize(&self, voters: BTreeMap<NodeId, NodeAddr>) -> Result<bool, RaftOpError> {
+    pub async fn initialize(
+        &self,
+        voters: BTreeMap<NodeId, NodeAddr>,
+    ) -> Result<bool, RaftOpError> {
         match self.raft.initialize(voters).await {
             Ok(()) => Ok(true),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),

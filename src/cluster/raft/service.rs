@@ -64,7 +64,7 @@ pub(super) async fn handle_install_snapshot<C: HearthConfig>(
         }
         Err(e) => Err(fatal(e)),
     }
-    }
+}
 
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
