@@ -166,7 +166,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             .open_existing()
             .await
             .map(|()| c)
-            .map_err(|e| crate::cluster::ClusterError::Raft(e)),
+            .map_err(crate::cluster::ClusterError::Raft),
         (r, _) => r,
     };
     let cluster = match started {
