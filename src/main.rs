@@ -134,6 +134,12 @@ struct ServerFlags {
     /// of failing them.
     #[arg(long = "cluster.partial-response", default_value_t = true, action = clap::ArgAction::Set)]
     cluster_partial_response: bool,
+
+    /// Copies of every appended sample: each node's WAL group has this many voters
+    /// (capped by the cluster size); an append is acknowledged once a majority of
+    /// them has it on disk.
+    #[arg(long = "cluster.replication-factor", default_value_t = hearth::cluster::replication::REPLICATION_FACTOR_DEFAULT)]
+    cluster_replication_factor: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -520,7 +526,16 @@ fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::Cluste
         raft: hearth::cluster::RaftOptions::default(),
         failure_timeout: flags.cluster_failure_timeout,
         fanout: fanout_options(flags)?,
+        replication_factor: replication_factor(flags)?,
     })
+}
+
+/// `--cluster.replication-factor`.
+fn replication_factor(flags: &ServerFlags) -> anyhow::Result<usize> {
+    if flags.cluster_replication_factor == 0 {
+        anyhow::bail!("--cluster.replication-factor must be at least 1");
+    }
+    Ok(flags.cluster_replication_factor)
 }
 
 /// `--cluster.query-timeout` and `--cluster.partial-response`.

@@ -132,29 +132,92 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let db = Arc::new(db);
     tracing::info!(path = %cfg.storage_path.display(), "TSDB started");
 
+    // In cluster mode every append goes through this node's WAL group, and the
+    // local storage other members read is every group replica this node holds.
+    let networked = cfg.cluster.listen_address.is_some();
+    let groups = networked.then(|| {
+        crate::cluster::raft::group::WalGroups::new(
+            &cfg.cluster.dir.join("groups"),
+            cfg.cluster.node_id,
+            cfg.cluster.raft.clone(),
+            cfg.db.clone(),
+        )
+    });
+    let local: Arc<dyn crate::storage::Queryable> = match &groups {
+        Some(g) => Arc::new(crate::cluster::replication::LocalGroups::new(
+            g.clone(),
+            db.clone(),
+        )),
+        None => db.clone(),
+    };
+
     // The cluster starts before anything else runs, so a node that must not join
     // (another cluster's data directory, a duplicate id) stops with storage untouched.
-    let cluster = match crate::cluster::Cluster::start(
+    let started = crate::cluster::Cluster::start(
         cfg.cluster.clone(),
-        db.clone() as Arc<dyn crate::storage::Queryable>,
+        local.clone(),
+        groups.clone(),
         shutdown.clone(),
     )
-    .await
-    {
+    .await;
+    let started = match (started, &groups) {
+        // A restart: every group replays its log into its TSDB.
+        (Ok(c), Some(g)) => g
+            .open_existing()
+            .await
+            .map(|()| c)
+            .map_err(crate::cluster::ClusterError::Raft),
+        (r, _) => r,
+    };
+    let cluster = match started {
         Ok(c) => c,
         Err(e) => {
+            if let Some(g) = &groups {
+                g.shutdown().await;
+            }
             let closing = db.clone();
             let _ = tokio::task::spawn_blocking(move || closing.close()).await;
             return Err(e.into());
         }
     };
+    let appendable: Arc<dyn crate::storage::Appendable> = match &groups {
+        Some(g) => {
+            tokio::spawn(crate::cluster::replication::run_group_setup(
+                cluster.clone(),
+                g.clone(),
+                cfg.cluster.replication_factor,
+                shutdown.clone(),
+            ));
+            Arc::new(crate::cluster::replication::ReplicatedAppendable::new(
+                g.clone(),
+                cfg.cluster.node_id,
+                crate::cluster::replication::COMMIT_TIMEOUT,
+            ))
+        }
+        None => db.clone(),
+    };
 
     // Every reader (PromQL, the API, /federate, rules) reads the whole cluster; a
-    // node without cluster flags reads its own storage directly.
-    let queryable: Arc<dyn crate::storage::Queryable> = if cluster.is_networked() {
-        Arc::new(cluster.fanout(db.clone()))
-    } else {
-        db.clone()
+    // node without cluster flags reads its own storage directly. A node holding a
+    // replica of every group answers from them alone.
+    let queryable: Arc<dyn crate::storage::Queryable> = match &groups {
+        Some(g) => {
+            let held = crate::cluster::replication::LocalGroups::new(g.clone(), db.clone());
+            let c = cluster.clone();
+            let peers: crate::cluster::PeersFn = Arc::new(move || {
+                if held.holds_all(c.state().members.keys().copied()) {
+                    Vec::new()
+                } else {
+                    c.peers()
+                }
+            });
+            Arc::new(crate::cluster::FanoutQueryable::new(
+                local.clone(),
+                peers,
+                cfg.cluster.fanout,
+            ))
+        }
+        None => db.clone(),
     };
 
     // Scraping: a bad config at startup is fatal, as in Prometheus; on reload the
@@ -177,14 +240,14 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         });
     }
     let scrape_manager = Arc::new(crate::scrape::ScrapeManager::with_ownership(
-        db.clone() as Arc<dyn crate::storage::Appendable>,
+        appendable.clone(),
         ownership.clone(),
     ));
     scrape_manager.apply_config(&initial);
     let rule_manager = Arc::new(
         crate::rules::RuleManager::with_options(
             queryable.clone(),
-            db.clone() as Arc<dyn crate::storage::Appendable>,
+            appendable.clone(),
             crate::promql::Engine::new(cfg.query.clone()),
             cfg.rules,
         )
@@ -254,6 +317,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
 
     let compactor = {
         let db = db.clone();
+        let groups = groups.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(COMPACTION_INTERVAL);
@@ -262,11 +326,18 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let db = db.clone();
-                match tokio::task::spawn_blocking(move || db.compact()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "compaction failed"),
-                    Err(e) => tracing::error!(error = %e, "compaction task panicked"),
+                // The node's own TSDB, then each WAL group's: blocks are cut from
+                // each group's head like from any head.
+                let mut dbs = vec![db.clone()];
+                if let Some(g) = &groups {
+                    dbs.extend(g.all().iter().map(|g| g.db().clone()));
+                }
+                for db in dbs {
+                    match tokio::task::spawn_blocking(move || db.compact()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "compaction failed"),
+                        Err(e) => tracing::error!(error = %e, "compaction task panicked"),
+                    }
                 }
             }
         })
@@ -300,7 +371,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         metrics: Arc::new(move || {
             render_metrics(&metrics_db, &metrics_reload) + &metrics_rules.render_metrics()
         }),
-        appendable: db.clone(),
+        appendable: appendable.clone(),
         remote_write_enabled: cfg.enable_remote_write_receiver,
         delete_series: cfg.enable_admin_api.then_some(delete_series),
         quit: cfg.enable_lifecycle.then(|| shutdown.clone()),
@@ -406,6 +477,9 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let _ = sighup.await;
     let _ = compactor.await;
     let cluster_result = cluster_task.await.map_err(std::io::Error::other)?;
+    if let Some(g) = &groups {
+        g.shutdown().await;
+    }
     let closing = db.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await

@@ -83,6 +83,9 @@ fn every_node_answers_for_the_whole_cluster_and_a_dead_node_gives_warnings() {
             peers.clone(),
             "--web.enable-remote-write-receiver".to_string(),
             "--cluster.query-timeout=5s".to_string(),
+            // One replica per WAL group: each node holds only its own group, so
+            // queries fan out and a dead node's data is missing (with a warning).
+            "--cluster.replication-factor=1".to_string(),
         ];
         // Node 1 refuses partial answers; the others give them with a warning.
         if n.id == 1 {

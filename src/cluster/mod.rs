@@ -8,7 +8,9 @@
 //! `Cluster` gRPC service: join, status), `runtime` (startup, bootstrap, status),
 //! `failure` (the leader's failure detector and ring scheduling), `assign` (who owns
 //! which target or rule group when), `query_service` (the `Query` gRPC service over a
-//! node's local storage) and `fanout` (the `Queryable` that reads every member and merges).
+//! node's local storage), `fanout` (the `Queryable` that reads every member and
+//! merges), `wal_batch` (the sample batch a WAL group entry carries) and
+//! `replication` (WAL groups' voters, the replicated appender, the local read side).
 
 pub mod assign;
 pub mod failure;
@@ -16,10 +18,12 @@ pub mod fanout;
 pub mod pb;
 pub mod query_service;
 pub mod raft;
+pub mod replication;
 pub mod ring;
 pub mod runtime;
 pub mod service;
 pub mod state;
+pub mod wal_batch;
 
 pub use assign::{Assignment, AssignmentHandle, OwnAll, Ownership};
 pub use fanout::{FanoutOptions, FanoutQueryable, Peer, PeersFn};

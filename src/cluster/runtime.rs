@@ -59,6 +59,9 @@ pub struct ClusterConfig {
     /// `--cluster.query-timeout` and `--cluster.partial-response`: how queries
     /// treat a slow or failed peer.
     pub fanout: super::fanout::FanoutOptions,
+    /// `--cluster.replication-factor`: voters of each node's WAL group (capped by
+    /// the cluster size).
+    pub replication_factor: usize,
 }
 
 /// `--cluster.failure-timeout`'s default.
@@ -79,6 +82,7 @@ impl ClusterConfig {
             raft: RaftOptions::default(),
             failure_timeout: FAILURE_TIMEOUT_DEFAULT,
             fanout: super::fanout::FanoutOptions::default(),
+            replication_factor: super::replication::REPLICATION_FACTOR_DEFAULT,
         }
     }
 
@@ -258,11 +262,12 @@ pub struct Cluster {
 impl Cluster {
     /// Checks the data directory, opens the meta group and starts the gRPC server
     /// (when a listen address is set), which also serves `local` (this node's own
-    /// storage) to the other members' fan-out queries. Forming or joining happens
-    /// in `run`.
+    /// storage) to the other members' fan-out queries and, with `groups`, the WAL
+    /// groups' Raft RPCs. Forming or joining happens in `run`.
     pub async fn start(
         cfg: ClusterConfig,
         local: Arc<dyn crate::storage::Queryable>,
+        groups: Option<super::raft::group::WalGroups>,
         shutdown: CancellationToken,
     ) -> Result<Cluster, ClusterError> {
         if !cfg.initial_peers.is_empty() && cfg.join.is_some() {
@@ -318,6 +323,7 @@ impl Cluster {
                 .map_err(|source| ClusterError::Listen { address, source })?;
             tracing::info!(%address, node_id = cluster.inner.cfg.node_id, "cluster gRPC listening");
             let router = tonic::transport::Server::builder()
+                .add_optional_service(groups.map(|g| g.service()))
                 .add_service(cluster.inner.raft.service())
                 .add_service(pb::cluster_server::ClusterServer::new(
                     super::service::ClusterService::new(cluster.clone()),

@@ -19,6 +19,9 @@ pub enum WriteError {
     /// Storage failed (HTTP 500): clients retry.
     #[error("{0}")]
     Storage(String),
+    /// Storage cannot take the write now (HTTP 503: no quorum): clients retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Decodes a snappy-compressed `WriteRequest`.
@@ -96,6 +99,10 @@ pub fn write(store: &dyn Appendable, req: &prompb::WriteRequest) -> Result<(), W
                     app.rollback();
                     return Err(WriteError::BadRequest(m));
                 }
+                Err(e @ AppendError::Unavailable(_)) => {
+                    app.rollback();
+                    return Err(WriteError::Unavailable(e.to_string()));
+                }
                 Err(e) => {
                     app.rollback();
                     return Err(WriteError::Storage(e.to_string()));
@@ -103,8 +110,10 @@ pub fn write(store: &dyn Appendable, req: &prompb::WriteRequest) -> Result<(), W
             }
         }
     }
-    app.commit()
-        .map_err(|e| WriteError::Storage(e.to_string()))?;
+    app.commit().map_err(|e| match e {
+        AppendError::Unavailable(_) => WriteError::Unavailable(e.to_string()),
+        e => WriteError::Storage(e.to_string()),
+    })?;
     match first_refusal {
         Some(msg) => Err(WriteError::BadRequest(format!(
             "{refused} sample(s) refused; first: {msg}"

@@ -61,6 +61,10 @@ pub enum AppendError {
     InvalidLabels(String),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The store cannot take writes now but may soon (a replicated store without a
+    /// quorum): the caller should retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A read or write failed for a reason other than the sample itself.

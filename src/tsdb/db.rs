@@ -72,6 +72,18 @@ impl Db {
     /// blocks, finishes compactions a crash interrupted, replays the WAL into the
     /// head, and applies retention.
     pub fn open(dir: &Path, opts: DbOptions) -> Result<Db, TsdbError> {
+        Db::open_with_wal(dir, opts, true)
+    }
+
+    /// Opens the database without a WAL of its own (`opts.wal` is unused): for a
+    /// store whose samples are logged elsewhere, a WAL group's Raft log, which
+    /// replays them into it after every open. Its head starts empty; its blocks
+    /// are kept.
+    pub fn open_without_wal(dir: &Path, opts: DbOptions) -> Result<Db, TsdbError> {
+        Db::open_with_wal(dir, opts, false)
+    }
+
+    fn open_with_wal(dir: &Path, opts: DbOptions, wal: bool) -> Result<Db, TsdbError> {
         std::fs::create_dir_all(dir)?;
         let lock = super::lock::DirLock::acquire(dir)?;
         let mut blocks = Vec::new();
@@ -122,7 +134,7 @@ impl Db {
             dir,
             HeadOptions {
                 chunk_range_ms: opts.min_block_duration_ms,
-                wal: opts.wal.clone(),
+                wal: wal.then(|| opts.wal.clone()),
             },
             min_valid,
         )?;

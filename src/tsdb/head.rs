@@ -34,8 +34,10 @@ pub struct HeadOptions {
     /// The block range: head chunks never cross a multiple of it, so each chunk
     /// falls into exactly one block.
     pub chunk_range_ms: i64,
-    /// Options for the WAL in `<dir>/wal`.
-    pub wal: LogOptions,
+    /// Options for the WAL in `<dir>/wal`; `None` runs the head without a WAL, for
+    /// a store whose samples are logged elsewhere (a WAL group's Raft log) and
+    /// replayed into it from there. Such a head starts empty on every open.
+    pub wal: Option<LogOptions>,
 }
 
 /// A full chunk that lives in `chunks_head/`.
@@ -204,7 +206,8 @@ pub struct Head {
     series: RwLock<SeriesIndex>,
     postings: RwLock<MemPostings>,
     next_ref: AtomicU64,
-    wal: Mutex<WalWriter>,
+    /// `None` when the head runs without a WAL.
+    wal: Mutex<Option<WalWriter>>,
     chunk_files: HeadChunkFiles,
     tombstones: RwLock<TombstoneStore>,
     /// Smallest and largest committed timestamps; `i64::MAX`/`i64::MIN` when empty.
@@ -231,19 +234,28 @@ impl Head {
     /// segments) and their full chunks from `chunks_head/`.
     pub fn open(dir: &Path, opts: HeadOptions, min_valid_time: i64) -> Result<Head, TsdbError> {
         std::fs::create_dir_all(dir)?;
-        let chunk_files = HeadChunkFiles::open(&dir.join("chunks_head"))?;
+        let chunks_dir = dir.join("chunks_head");
+        if opts.wal.is_none() && chunks_dir.exists() {
+            // Without a WAL no series record survives a restart, so nothing could
+            // refer to the old head chunks: the head is rebuilt from its source.
+            std::fs::remove_dir_all(&chunks_dir)?;
+        }
+        let chunk_files = HeadChunkFiles::open(&chunks_dir)?;
         let wal_dir = dir.join(WAL_DIR);
-        let log = Log::open(&wal_dir, opts.wal.clone())?;
+        let log = match &opts.wal {
+            Some(o) => Some(Log::open(&wal_dir, o.clone())?),
+            None => None,
+        };
         let head = Head {
             dir: dir.to_path_buf(),
             opts,
             series: RwLock::new(SeriesIndex::default()),
             postings: RwLock::new(MemPostings::default()),
             next_ref: AtomicU64::new(1),
-            wal: Mutex::new(WalWriter {
+            wal: Mutex::new(log.map(|log| WalWriter {
                 log,
                 buf: Vec::new(),
-            }),
+            })),
             chunk_files,
             tombstones: RwLock::new(TombstoneStore::default()),
             min_time: AtomicI64::new(i64::MAX),
@@ -313,6 +325,9 @@ impl Head {
             }
             Ok(())
         };
+        if self.wal.lock().is_none() {
+            return Ok(());
+        }
         let wal_dir = self.dir.join(WAL_DIR);
         let checkpoint = wal::checkpoint::latest(&wal_dir)?;
         if let Some(cp) = &checkpoint {
@@ -323,6 +338,9 @@ impl Head {
         }
         let reader = {
             let mut w = self.wal.lock();
+            let Some(w) = w.as_mut() else {
+                return Ok(());
+            };
             let first = first_index_after_checkpoint(&w.log, checkpoint.as_ref());
             w.log.reader(first)?
         };
@@ -406,9 +424,8 @@ impl Head {
             return Ok(s.clone());
         }
         let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut w = self.wal.lock();
-            let WalWriter { log, buf } = &mut *w;
+        if let Some(w) = self.wal.lock().as_mut() {
+            let WalWriter { log, buf } = w;
             buf.clear();
             record::encode_series(
                 &[RefSeries {
@@ -691,9 +708,8 @@ impl Head {
         if stones.is_empty() {
             return Ok(());
         }
-        {
-            let mut w = self.wal.lock();
-            let WalWriter { log, buf } = &mut *w;
+        if let Some(w) = self.wal.lock().as_mut() {
+            let WalWriter { log, buf } = w;
             buf.clear();
             record::encode_tombstones(&stones, buf);
             log.append(buf)?;
@@ -807,10 +823,16 @@ impl Head {
     /// in the head (live series, samples at or after `mint`, their tombstones), then
     /// removes those segments.
     fn checkpoint(&self, mint: i64) -> Result<(), TsdbError> {
+        if self.wal.lock().is_none() {
+            return Ok(());
+        }
         let wal_dir = self.dir.join(WAL_DIR);
         let previous = wal::checkpoint::latest(&wal_dir)?;
         let (reader, upto_index, last_segment) = {
             let mut w = self.wal.lock();
+            let Some(w) = w.as_mut() else {
+                return Ok(());
+            };
             w.log.sync()?;
             w.log.cut_segment()?;
             let upto = w.log.next_index();
@@ -879,13 +901,17 @@ impl Head {
         }
         wal::checkpoint::write(&wal_dir, last_segment, out.iter().map(|r| r.as_slice()))?;
         wal::checkpoint::delete_before(&wal_dir, last_segment)?;
-        self.wal.lock().log.remove_segments_before(upto_index)?;
+        if let Some(w) = self.wal.lock().as_mut() {
+            w.log.remove_segments_before(upto_index)?;
+        }
         Ok(())
     }
 
     /// Flushes the WAL to disk (on shutdown).
     pub fn sync(&self) -> Result<(), TsdbError> {
-        self.wal.lock().log.sync()?;
+        if let Some(w) = self.wal.lock().as_mut() {
+            w.log.sync()?;
+        }
         self.chunk_files.sync()?;
         Ok(())
     }
@@ -894,11 +920,8 @@ impl Head {
     pub fn wal_size_bytes(&self) -> u64 {
         self.wal
             .lock()
-            .log
-            .segments()
-            .iter()
-            .map(|s| s.size_bytes)
-            .sum()
+            .as_ref()
+            .map_or(0, |w| w.log.segments().iter().map(|s| s.size_bytes).sum())
     }
 }
 
@@ -967,9 +990,8 @@ impl Appender for HeadAppender {
                 t: *t,
                 v: *v,
             }));
-        {
-            let mut w = self.head.wal.lock();
-            let WalWriter { log, buf } = &mut *w;
+        if let Some(w) = self.head.wal.lock().as_mut() {
+            let WalWriter { log, buf } = w;
             buf.clear();
             record::encode_samples(&self.wal_samples, buf);
             log.append(buf)
@@ -1134,10 +1156,10 @@ mod tests {
     fn open_head(dir: &Path) -> Arc<Head> {
         let opts = HeadOptions {
             chunk_range_ms: 2 * 3600 * 1000,
-            wal: LogOptions {
+            wal: Some(LogOptions {
                 fsync: FsyncPolicy::Never,
                 ..Default::default()
-            },
+            }),
         };
         Arc::new(Head::open(dir, opts, i64::MIN).unwrap())
     }

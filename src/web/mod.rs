@@ -143,6 +143,9 @@ async fn remote_write(State(s): State<WebState>, body: Bytes) -> Response {
         Ok(Err(WriteError::Storage(m))) => {
             (StatusCode::INTERNAL_SERVER_ERROR, m + "\n").into_response()
         }
+        Ok(Err(WriteError::Unavailable(m))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, m + "\n").into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

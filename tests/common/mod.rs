@@ -269,12 +269,16 @@ pub fn series(
     }
 }
 
-pub fn remote_write(addr: &str, ts: Vec<hearth::remote::prompb::TimeSeries>) {
+/// Sends one remote-write request; the status code and body, or the transport error.
+pub fn try_remote_write(
+    addr: &str,
+    ts: Vec<hearth::remote::prompb::TimeSeries>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let req = hearth::remote::prompb::WriteRequest {
         timeseries: ts,
         metadata: vec![],
     };
-    let (code, body) = http(
+    http(
         "POST",
         addr,
         "/api/v1/write",
@@ -284,7 +288,10 @@ pub fn remote_write(addr: &str, ts: Vec<hearth::remote::prompb::TimeSeries>) {
         ],
         &hearth::remote::encode_write_request(&req),
     )
-    .expect("remote write");
+}
+
+pub fn remote_write(addr: &str, ts: Vec<hearth::remote::prompb::TimeSeries>) {
+    let (code, body) = try_remote_write(addr, ts).expect("remote write");
     assert_eq!(code, 204, "{}", String::from_utf8_lossy(&body));
 }
 

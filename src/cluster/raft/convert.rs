@@ -1,9 +1,9 @@
 //! Conversions between openraft's messages and their protobuf form
 //! (`proto/cluster.proto`). The only place that knows both.
 
-use super::{Nid, TypeConfig};
+use super::{HearthConfig, Nid, Payload};
 use crate::cluster::pb;
-use crate::cluster::state::{Command, NodeAddr};
+use crate::cluster::state::NodeAddr;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -21,11 +21,8 @@ pub enum ConvertError {
         message: &'static str,
         field: &'static str,
     },
-    #[error("cluster rpc: entry {index}: bad command: {source}")]
-    BadCommand {
-        index: u64,
-        source: serde_json::Error,
-    },
+    #[error("cluster rpc: entry {index}: bad command: {reason}")]
+    BadCommand { index: u64, reason: String },
 }
 
 impl From<ConvertError> for tonic::Status {
@@ -116,13 +113,12 @@ pub fn membership_from_pb(m: pb::Membership) -> Membership<Nid, NodeAddr> {
     Membership::new(configs, nodes)
 }
 
-pub fn entry_to_pb(e: &Entry<TypeConfig>) -> pb::Entry {
-    use pb::entry::Payload;
+pub fn entry_to_pb<C: HearthConfig>(e: &Entry<C>) -> pb::Entry {
+    use pb::entry::Payload as P;
     let payload = match &e.payload {
-        EntryPayload::Blank => Payload::Blank(pb::Blank {}),
-        // Serializing a `Command` cannot fail: it is plain data with string keys.
-        EntryPayload::Normal(cmd) => Payload::Command(serde_json::to_vec(cmd).unwrap_or_default()),
-        EntryPayload::Membership(m) => Payload::Membership(membership_to_pb(m)),
+        EntryPayload::Blank => P::Blank(pb::Blank {}),
+        EntryPayload::Normal(cmd) => P::Command(cmd.to_bytes()),
+        EntryPayload::Membership(m) => P::Membership(membership_to_pb(m)),
     };
     pb::Entry {
         log_id: Some(log_id_to_pb(&e.log_id)),
@@ -130,36 +126,40 @@ pub fn entry_to_pb(e: &Entry<TypeConfig>) -> pb::Entry {
     }
 }
 
-pub fn entry_from_pb(e: pb::Entry) -> Result<Entry<TypeConfig>, ConvertError> {
-    use pb::entry::Payload;
+pub fn entry_from_pb<C: HearthConfig>(e: pb::Entry) -> Result<Entry<C>, ConvertError> {
+    use pb::entry::Payload as P;
     let log_id = log_id_from_pb(&e.log_id.ok_or_else(|| missing("Entry", "log_id"))?);
     let payload = match e.payload.ok_or_else(|| missing("Entry", "payload"))? {
-        Payload::Blank(_) => EntryPayload::Blank,
-        Payload::Command(b) => {
-            let cmd: Command =
-                serde_json::from_slice(&b).map_err(|source| ConvertError::BadCommand {
-                    index: log_id.index,
-                    source,
-                })?;
+        P::Blank(_) => EntryPayload::Blank,
+        P::Command(b) => {
+            let cmd = C::D::from_bytes(&b).map_err(|reason| ConvertError::BadCommand {
+                index: log_id.index,
+                reason,
+            })?;
             EntryPayload::Normal(cmd)
         }
-        Payload::Membership(m) => EntryPayload::Membership(membership_from_pb(m)),
+        P::Membership(m) => EntryPayload::Membership(membership_from_pb(m)),
     };
     Ok(Entry { log_id, payload })
 }
 
-pub fn append_request_to_pb(r: &AppendEntriesRequest<TypeConfig>) -> pb::AppendEntriesRequest {
+/// `group_id` names the WAL group addressed; 0 for the meta group.
+pub fn append_request_to_pb<C: HearthConfig>(
+    r: &AppendEntriesRequest<C>,
+    group_id: u64,
+) -> pb::AppendEntriesRequest {
     pb::AppendEntriesRequest {
         vote: Some(vote_to_pb(&r.vote)),
         prev_log_id: opt_log_id_to_pb(&r.prev_log_id),
         entries: r.entries.iter().map(entry_to_pb).collect(),
         leader_commit: opt_log_id_to_pb(&r.leader_commit),
+        group_id,
     }
 }
 
-pub fn append_request_from_pb(
+pub fn append_request_from_pb<C: HearthConfig>(
     r: pb::AppendEntriesRequest,
-) -> Result<AppendEntriesRequest<TypeConfig>, ConvertError> {
+) -> Result<AppendEntriesRequest<C>, ConvertError> {
     Ok(AppendEntriesRequest {
         vote: vote_from_pb(r.vote, "AppendEntriesRequest")?,
         prev_log_id: opt_log_id_from_pb(&r.prev_log_id),
@@ -208,10 +208,11 @@ pub fn append_response_from_pb(
     )
 }
 
-pub fn vote_request_to_pb(r: &VoteRequest<Nid>) -> pb::VoteRequest {
+pub fn vote_request_to_pb(r: &VoteRequest<Nid>, group_id: u64) -> pb::VoteRequest {
     pb::VoteRequest {
         vote: Some(vote_to_pb(&r.vote)),
         last_log_id: opt_log_id_to_pb(&r.last_log_id),
+        group_id,
     }
 }
 
@@ -261,8 +262,9 @@ fn snapshot_meta_from_pb(m: pb::SnapshotMeta) -> Result<SnapshotMeta<Nid, NodeAd
     })
 }
 
-pub fn snapshot_request_to_pb(
-    r: &InstallSnapshotRequest<TypeConfig>,
+pub fn snapshot_request_to_pb<C: HearthConfig>(
+    r: &InstallSnapshotRequest<C>,
+    group_id: u64,
 ) -> pb::InstallSnapshotRequest {
     pb::InstallSnapshotRequest {
         vote: Some(vote_to_pb(&r.vote)),
@@ -270,12 +272,13 @@ pub fn snapshot_request_to_pb(
         offset: r.offset,
         data: r.data.clone(),
         done: r.done,
+        group_id,
     }
 }
 
-pub fn snapshot_request_from_pb(
+pub fn snapshot_request_from_pb<C: HearthConfig>(
     r: pb::InstallSnapshotRequest,
-) -> Result<InstallSnapshotRequest<TypeConfig>, ConvertError> {
+) -> Result<InstallSnapshotRequest<C>, ConvertError> {
     Ok(InstallSnapshotRequest {
         vote: vote_from_pb(r.vote, "InstallSnapshotRequest")?,
         meta: snapshot_meta_from_pb(
@@ -306,7 +309,8 @@ pub fn snapshot_response_from_pb(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::state::MemberState;
+    use crate::cluster::raft::TypeConfig;
+    use crate::cluster::state::{Command, MemberState};
     use proptest::prelude::*;
 
     fn addr(i: u64) -> NodeAddr {
@@ -350,7 +354,7 @@ mod tests {
         ) {
             let vote = if committed { Vote::new_committed(term, node) } else { Vote::new(term, node) };
             let req = AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: prev, entries, leader_commit: commit };
-            let back = append_request_from_pb(append_request_to_pb(&req)).unwrap();
+            let back = append_request_from_pb::<TypeConfig>(append_request_to_pb(&req, 0)).unwrap();
             prop_assert_eq!(format!("{req:?}"), format!("{back:?}"));
         }
 
@@ -368,7 +372,7 @@ mod tests {
         #[test]
         fn vote_round_trip(term in 0u64..9, node in 0u64..9, l in proptest::option::of(arb_log_id()), granted in any::<bool>()) {
             let req = VoteRequest { vote: Vote::new(term, node), last_log_id: l };
-            prop_assert_eq!(vote_request_from_pb(vote_request_to_pb(&req)).unwrap(), req);
+            prop_assert_eq!(vote_request_from_pb(vote_request_to_pb(&req, 0)).unwrap(), req);
             let resp = VoteResponse { vote: Vote::new_committed(term, node), vote_granted: granted, last_log_id: l };
             prop_assert_eq!(vote_response_from_pb(vote_response_to_pb(&resp)).unwrap(), resp);
         }
@@ -392,13 +396,14 @@ mod tests {
             data: b"{}".to_vec(),
             done: true,
         };
-        let back = snapshot_request_from_pb(snapshot_request_to_pb(&req)).unwrap();
+        let back = snapshot_request_from_pb::<TypeConfig>(snapshot_request_to_pb(&req, 0)).unwrap();
         assert_eq!(back, req);
     }
 
     #[test]
     fn missing_fields_are_errors_naming_them() {
-        let e = append_request_from_pb(pb::AppendEntriesRequest::default()).unwrap_err();
+        let e =
+            append_request_from_pb::<TypeConfig>(pb::AppendEntriesRequest::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "cluster rpc: message AppendEntriesRequest lacks field vote"
@@ -411,7 +416,7 @@ mod tests {
             }),
             payload: Some(pb::entry::Payload::Command(b"{nope".to_vec())),
         };
-        let e = entry_from_pb(bad).unwrap_err();
+        let e = entry_from_pb::<TypeConfig>(bad).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("cluster rpc: entry 5: bad command"),

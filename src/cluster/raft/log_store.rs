@@ -1,12 +1,14 @@
-//! The meta group's Raft log and vote, durable on disk: log entries are records of a
-//! `wal::Log` (record index = Raft log index, payload = the entry as JSON), and the
-//! vote and last purged log id live in a small file replaced atomically.
+//! A Raft group's log and vote, durable on disk, for the meta group and every WAL
+//! group alike: log entries are records of a `wal::Log` (record index = Raft log
+//! index, payload = the entry as its type configuration encodes it: JSON for the
+//! meta group, `docs/format/wal-group-entry.md` for WAL groups), and the vote and
+//! last purged log id live in a small file replaced atomically.
 //!
-//! File operations run inline on the async caller: the meta log is small and
-//! written rarely (membership changes, a few commands), so a blocking fsync here
-//! costs less than the hand-off to a blocking thread would complicate it.
+//! File operations run inline on the async caller: openraft calls the store from
+//! one task per group and waits for the flush anyway, so a blocking fsync here
+//! costs one runtime worker for its duration and keeps the store simple.
 
-use super::{Nid, TypeConfig};
+use super::{HearthConfig, Nid};
 use crate::cluster::write_atomic;
 use crate::wal::{Log, LogOptions};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -15,6 +17,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,9 +52,18 @@ struct Inner {
 
 /// The Raft log store. Cheap to clone: clones share one log (openraft reads through
 /// a clone while appending through the original).
-#[derive(Clone)]
-pub struct LogStore {
+pub struct LogStore<C> {
     inner: Arc<Mutex<Inner>>,
+    config: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> LogStore<C> {
+        LogStore {
+            inner: self.inner.clone(),
+            config: PhantomData,
+        }
+    }
 }
 
 fn io_error(e: impl std::error::Error + 'static) -> StorageError<Nid> {
@@ -62,9 +74,9 @@ fn read_error(e: impl std::error::Error + 'static) -> StorageError<Nid> {
     StorageIOError::<Nid>::read_logs(&e).into()
 }
 
-impl LogStore {
+impl<C: HearthConfig> LogStore<C> {
     /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path, wal_opts: LogOptions) -> Result<LogStore, StorageError<Nid>> {
+    pub fn open(dir: &Path, wal_opts: LogOptions) -> Result<LogStore<C>, StorageError<Nid>> {
         std::fs::create_dir_all(dir).map_err(|e| StorageIOError::<Nid>::read_vote(&e))?;
         let state = match std::fs::read(dir.join(STATE_FILE)) {
             Ok(b) => {
@@ -80,9 +92,10 @@ impl LogStore {
             state,
             last: None,
         };
-        inner.last = inner.read_last()?;
+        inner.last = inner.read_last::<C>()?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            config: PhantomData,
         })
     }
 }
@@ -94,10 +107,10 @@ impl Inner {
         after_purged.max(self.wal.first_index())
     }
 
-    fn read_last(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
+    fn read_last<C: HearthConfig>(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
         let next = self.wal.next_index();
         if next > self.live_start() {
-            let e = self.read_range(next - 1, next)?;
+            let e = self.read_range::<C>(next - 1, next)?;
             if let Some(e) = e.last() {
                 return Ok(Some(*e.get_log_id()));
             }
@@ -105,11 +118,11 @@ impl Inner {
         Ok(self.state.last_purged)
     }
 
-    fn read_range(
+    fn read_range<C: HearthConfig>(
         &mut self,
         start: u64,
         end: u64,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<Nid>> {
+    ) -> Result<Vec<Entry<C>>, StorageError<Nid>> {
         let start = start.max(self.live_start());
         let end = end
             .min(self.wal.next_index())
@@ -123,7 +136,12 @@ impl Inner {
             if index >= end {
                 break;
             }
-            let entry: Entry<TypeConfig> = serde_json::from_slice(&payload).map_err(read_error)?;
+            let entry = C::decode_entry(&payload).map_err(|reason| {
+                read_error(std::io::Error::other(format!(
+                    "raft log {}: record {index}: {reason}",
+                    self.wal.dir().display()
+                )))
+            })?;
             // The record index is the Raft index: a mismatch means the files were
             // mixed up, and serving the entry would corrupt the group.
             if entry.get_log_id().index != index {
@@ -146,11 +164,11 @@ impl Inner {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C: HearthConfig> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<Nid>> {
+    ) -> Result<Vec<Entry<C>>, StorageError<Nid>> {
         let start = match range.start_bound() {
             Bound::Included(s) => *s,
             Bound::Excluded(s) => s.saturating_add(1),
@@ -161,14 +179,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => *e,
             Bound::Unbounded => u64::MAX,
         };
-        self.inner.lock().await.read_range(start, end)
+        self.inner.lock().await.read_range::<C>(start, end)
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = LogStore<C>;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<Nid>> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<Nid>> {
         let inner = self.inner.lock().await;
         Ok(LogState {
             last_purged_log_id: inner.state.last_purged,
@@ -209,10 +227,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        callback: LogFlushed<C>,
     ) -> Result<(), StorageError<Nid>>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut inner = self.inner.lock().await;
@@ -234,7 +252,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     _ => inner.wal.reset(index).map_err(io_error)?,
                 }
             }
-            let payload = serde_json::to_vec(&entry).map_err(io_error)?;
+            let payload = C::encode_entry(&entry).map_err(|reason| {
+                io_error(std::io::Error::other(format!(
+                    "raft log {}: encoding entry {index}: {reason}",
+                    inner.wal.dir().display()
+                )))
+            })?;
             inner.wal.append(&payload).map_err(io_error)?;
             inner.last = Some(*entry.get_log_id());
         }
@@ -265,7 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.wal.reset(index).map_err(io_error)?;
         }
         inner.wal.sync().map_err(io_error)?;
-        inner.last = inner.read_last()?;
+        inner.last = inner.read_last::<C>()?;
         Ok(())
     }
 

@@ -1,13 +1,15 @@
-//! The meta Raft group, and the only module that names openraft types: the type
-//! configuration, the durable log store and state machine, the gRPC transport, and
-//! `MetaRaft`, the handle the rest of the cluster uses. Upgrading openraft touches
-//! only this directory.
+//! The Raft groups, and the only module that names openraft types: the type
+//! configurations, the durable log store (shared by every group), the meta group's
+//! state machine, the gRPC transport, `MetaRaft` (the handle the rest of the cluster
+//! uses for the meta group) and, in `group`, the WAL groups. Upgrading openraft
+//! touches only this directory.
 
 // openraft's `StorageError` and `RPCError` are large; they are openraft's types
 // in openraft's signatures, so boxing them here would gain nothing.
 #![allow(clippy::result_large_err)]
 
 mod convert;
+pub mod group;
 mod log_store;
 mod network;
 mod service;
@@ -35,6 +37,53 @@ use std::time::Duration;
 
 /// Node id as openraft sees it.
 type Nid = NodeId;
+
+/// A state-machine command as bytes, in Raft messages on the wire.
+pub(crate) trait Payload: Sized {
+    fn to_bytes(&self) -> Vec<u8>;
+    fn from_bytes(b: &[u8]) -> Result<Self, String>;
+}
+
+/// What the generic parts (log store, transport, conversions) need of a group's
+/// type configuration: hearth's node ids and addresses, openraft's own entry type,
+/// in-memory snapshots, a payload with a byte form, and how an entry is stored as
+/// one record of its `wal::Log`.
+pub(crate) trait HearthConfig:
+    openraft::RaftTypeConfig<
+    NodeId = Nid,
+    Node = NodeAddr,
+    Entry = openraft::Entry<Self>,
+    SnapshotData = Cursor<Vec<u8>>,
+    D: Payload,
+>
+{
+    /// Encodes an entry as one log record.
+    fn encode_entry(e: &openraft::Entry<Self>) -> Result<Vec<u8>, String>;
+    /// Decodes a log record written by `encode_entry`.
+    fn decode_entry(b: &[u8]) -> Result<openraft::Entry<Self>, String>;
+}
+
+impl Payload for Command {
+    fn to_bytes(&self) -> Vec<u8> {
+        // Serializing a `Command` cannot fail: it is plain data with string keys.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Command, String> {
+        serde_json::from_slice(b).map_err(|e| e.to_string())
+    }
+}
+
+impl HearthConfig for TypeConfig {
+    /// The meta log stores entries as JSON (`docs/format/cluster.md`).
+    fn encode_entry(e: &openraft::Entry<Self>) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(e).map_err(|e| e.to_string())
+    }
+
+    fn decode_entry(b: &[u8]) -> Result<openraft::Entry<Self>, String> {
+        serde_json::from_slice(b).map_err(|e| e.to_string())
+    }
+}
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for the meta group.
@@ -168,8 +217,8 @@ impl MetaRaft {
             segment_size_bytes: 16 << 20,
             repair: false,
         };
-        let log =
-            LogStore::open(&dir.join("raft"), wal_opts).map_err(|e| storage_err(e.to_string()))?;
+        let log = LogStore::<TypeConfig>::open(&dir.join("raft"), wal_opts)
+            .map_err(|e| storage_err(e.to_string()))?;
         let sm = StateMachine::open(&dir.join("state")).map_err(|e| storage_err(e.to_string()))?;
         let shared = sm.shared();
         let config = Config {
@@ -188,7 +237,7 @@ impl MetaRaft {
                 .validate()
                 .map_err(|e| RaftOpError::Rejected(e.to_string()))?,
         );
-        let raft = Raft::new(node_id, config, network::Network, log, sm)
+        let raft = Raft::new(node_id, config, network::Network::meta(), log, sm)
             .await
             .map_err(|e| RaftOpError::Fatal(e.to_string()))?;
         Ok(MetaRaft {

@@ -1,9 +1,11 @@
 //! The Raft transport's client side: sends openraft's RPCs to a peer's `Raft` gRPC
-//! service.
+//! service (the meta group) or its `WalGroups` service (a WAL group, named in each
+//! request by its group id).
 
 use super::convert::{self, ConvertError};
-use super::{Nid, TypeConfig};
+use super::{HearthConfig, Nid};
 use crate::cluster::pb::raft_client::RaftClient;
+use crate::cluster::pb::wal_groups_client::WalGroupsClient;
 use crate::cluster::state::NodeAddr;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
@@ -23,7 +25,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Makes a client per peer. Clients connect lazily, on their first RPC.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// The WAL group whose RPCs this network carries; `None` for the meta group.
+    group: Option<u64>,
+}
+
+impl Network {
+    /// The meta group's transport.
+    pub fn meta() -> Network {
+        Network { group: None }
+    }
+
+    /// The transport of WAL group `group_id`.
+    pub fn group(group_id: u64) -> Network {
+        Network {
+            group: Some(group_id),
+        }
+    }
+}
 
 /// A peer that cannot be addressed (its gRPC address does not parse).
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +56,8 @@ struct BadAddress {
 /// The client of one peer.
 pub struct PeerClient {
     target: Nid,
-    client: Result<RaftClient<Channel>, BadAddress>,
+    group: Option<u64>,
+    channel: Result<Channel, BadAddress>,
 }
 
 /// Builds a lazily-connecting channel to `address` (host:port).
@@ -49,18 +69,20 @@ pub fn channel(address: &str) -> Result<Channel, String> {
         .connect_lazy())
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
+impl<C: HearthConfig> RaftNetworkFactory<C> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: Nid, node: &NodeAddr) -> PeerClient {
-        let client = channel(&node.grpc_address)
-            .map(RaftClient::new)
-            .map_err(|reason| BadAddress {
-                target,
-                address: node.grpc_address.clone(),
-                reason,
-            });
-        PeerClient { target, client }
+        let channel = channel(&node.grpc_address).map_err(|reason| BadAddress {
+            target,
+            address: node.grpc_address.clone(),
+            reason,
+        });
+        PeerClient {
+            target,
+            group: self.group,
+            channel,
+        }
     }
 }
 
@@ -82,8 +104,8 @@ fn convert_to_rpc<E: std::error::Error>(e: ConvertError) -> RpcErr<E> {
 }
 
 impl PeerClient {
-    fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RpcErr<E>> {
-        match &self.client {
+    fn channel<E: std::error::Error>(&self) -> Result<Channel, RpcErr<E>> {
+        match &self.channel {
             Ok(c) => Ok(c.clone()),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(e))),
         }
@@ -96,30 +118,37 @@ fn with_deadline<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
     req
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<Nid>, RpcErr> {
-        let mut c = self.client()?;
-        let req = with_deadline(convert::append_request_to_pb(&rpc), &option);
-        let resp = c.append_entries(req).await.map_err(status_to_rpc)?;
+        let ch = self.channel()?;
+        let msg = convert::append_request_to_pb(&rpc, self.group.unwrap_or(0));
+        let req = with_deadline(msg, &option);
+        let resp = match self.group {
+            None => RaftClient::new(ch).append_entries(req).await,
+            Some(_) => WalGroupsClient::new(ch).append_entries(req).await,
+        }
+        .map_err(status_to_rpc)?;
         convert::append_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<Nid>, RpcErr<InstallSnapshotError>> {
-        let mut c = self.client()?;
-        let req = with_deadline(convert::snapshot_request_to_pb(&rpc), &option);
-        let resp = c
-            .install_snapshot(req)
-            .await
-            .map_err(status_to_rpc)?
-            .into_inner();
+        let ch = self.channel()?;
+        let msg = convert::snapshot_request_to_pb(&rpc, self.group.unwrap_or(0));
+        let req = with_deadline(msg, &option);
+        let resp = match self.group {
+            None => RaftClient::new(ch).install_snapshot(req).await,
+            Some(_) => WalGroupsClient::new(ch).install_snapshot(req).await,
+        }
+        .map_err(status_to_rpc)?
+        .into_inner();
         if let Some(m) = &resp.mismatch {
             let e = SnapshotMismatch {
                 expect: SnapshotSegmentId {
@@ -144,9 +173,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<Nid>,
         option: RPCOption,
     ) -> Result<VoteResponse<Nid>, RpcErr> {
-        let mut c = self.client()?;
-        let req = with_deadline(convert::vote_request_to_pb(&rpc), &option);
-        let resp = c.vote(req).await.map_err(status_to_rpc)?;
+        let ch = self.channel()?;
+        let msg = convert::vote_request_to_pb(&rpc, self.group.unwrap_or(0));
+        let req = with_deadline(msg, &option);
+        let resp = match self.group {
+            None => RaftClient::new(ch).vote(req).await,
+            Some(_) => WalGroupsClient::new(ch).vote(req).await,
+        }
+        .map_err(status_to_rpc)?;
         convert::vote_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
     }
 }

@@ -19,13 +19,13 @@ fn wal_opts() -> LogOptions {
     }
 }
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, tempfile::TempDir> for Builder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<Nid>> {
+    ) -> Result<(tempfile::TempDir, LogStore<TypeConfig>, StateMachine), StorageError<Nid>> {
         let dir =
             tempfile::tempdir().map_err(|e| openraft::StorageIOError::<Nid>::read_logs(&e))?;
-        let log = LogStore::open(&dir.path().join("raft"), wal_opts())?;
+        let log = LogStore::<TypeConfig>::open(&dir.path().join("raft"), wal_opts())?;
         let sm = StateMachine::open(&dir.path().join("state"))?;
         Ok((dir, log, sm))
     }

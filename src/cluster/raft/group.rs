@@ -1,0 +1,613 @@
+//! WAL groups: one Raft group per node, whose log is the WAL of the samples that
+//! node appends. Every replica's state machine applies committed batches into a
+//! local TSDB of that group (`tsdb::Db` without a WAL of its own: the Raft log is
+//! the WAL, and a restart replays it into the head).
+//!
+//! `WalGroups` holds every group this node is a replica of, opened from the data
+//! directory at start and on demand when a leader first contacts this node; the
+//! `WalGroups` gRPC service (`WalGroupsService`) carries every group's Raft RPCs,
+//! told apart by group id, and the forwarded writes. No openraft type leaves this
+//! module.
+
+use super::log_store::LogStore;
+use super::service::{handle_append, handle_install_snapshot, handle_vote};
+use super::{HearthConfig, Nid, Payload, RaftOpError, RaftOptions};
+use crate::cluster::pb;
+use crate::cluster::state::{NodeAddr, NodeId};
+use crate::storage::AppendError;
+use crate::tsdb::db::{Db, DbOptions};
+use crate::wal::LogOptions;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Config, Entry, EntryPayload, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder, SnapshotMeta,
+    SnapshotPolicy, StorageError, StorageIOError, StoredMembership,
+};
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// A sample batch (`cluster::wal_batch`), carried as encoded bytes: the leader
+/// encodes it once, and the same bytes go to the log and to every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<u8>);
+
+impl Payload for Batch {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.0.clone()
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Batch, String> {
+        Ok(Batch(b.to_vec()))
+    }
+}
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for a WAL group.
+    pub GroupConfig:
+        D = Batch,
+        R = (),
+        NodeId = NodeId,
+        Node = NodeAddr,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+impl HearthConfig for GroupConfig {
+    /// A WAL group's log record is the entry as the protobuf `Entry` of
+    /// `proto/cluster.proto` (`docs/format/wal-group-entry.md`).
+    fn encode_entry(e: &Entry<Self>) -> Result<Vec<u8>, String> {
+        Ok(super::convert::entry_to_pb(e).encode_to_vec())
+    }
+
+    fn decode_entry(b: &[u8]) -> Result<Entry<Self>, String> {
+        let pb = pb::Entry::decode(b).map_err(|e| format!("protobuf: {e}"))?;
+        super::convert::entry_from_pb(pb).map_err(|e| e.to_string())
+    }
+}
+
+type GroupRaft = openraft::Raft<GroupConfig>;
+
+/// Directory of a group's Raft log inside its directory.
+const RAFT_DIR: &str = "raft";
+/// Directory of a group's TSDB inside its directory.
+const TSDB_DIR: &str = "tsdb";
+
+/// A write to a WAL group failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GroupWriteError {
+    #[error("WAL group {group}: this node is not its leader")]
+    NotLeader {
+        group: u64,
+        leader: Option<(NodeId, NodeAddr)>,
+    },
+    #[error("WAL group {group}: not committed within {timeout:?} (no quorum?)")]
+    Timeout { group: u64, timeout: Duration },
+    #[error("WAL group {group}: {reason}")]
+    Fatal { group: u64, reason: String },
+}
+
+/// Counters of one group's state machine, for tests and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ApplyStats {
+    /// Samples the TSDB took.
+    pub samples_applied: AtomicU64,
+    /// Samples the TSDB refused (out of order, duplicate, out of bounds): the same
+    /// on every replica, since every replica applies the same log in order.
+    pub samples_refused: AtomicU64,
+}
+
+/// What the state machine has applied. Not persisted: the TSDB head has no WAL of
+/// its own, so after a restart everything is applied again from the log.
+#[derive(Debug, Default)]
+struct Applied {
+    last: Option<LogId<Nid>>,
+    membership: StoredMembership<Nid, NodeAddr>,
+}
+
+/// A WAL group's state machine: applies committed batches into the group's TSDB.
+#[derive(Clone)]
+struct GroupStateMachine {
+    group_id: u64,
+    db: Arc<Db>,
+    applied: Arc<Mutex<Applied>>,
+    stats: Arc<ApplyStats>,
+}
+
+fn apply_error(log_id: LogId<Nid>, reason: String) -> StorageError<Nid> {
+    StorageIOError::<Nid>::apply(log_id, &std::io::Error::other(reason)).into()
+}
+
+impl GroupStateMachine {
+    /// Appends one batch to the TSDB. Refused samples are counted and skipped, the
+    /// way a TSDB append treats them; a batch that does not decode stops the group
+    /// rather than apply something else than what the leader logged.
+    fn apply_batch(&self, log_id: LogId<Nid>, batch: &Batch) -> Result<(), StorageError<Nid>> {
+        let series = crate::cluster::wal_batch::decode(&batch.0).map_err(|e| {
+            apply_error(
+                log_id,
+                format!("WAL group {} entry {}: {e}", self.group_id, log_id.index),
+            )
+        })?;
+        let mut app = crate::storage::Appendable::appender(self.db.as_ref());
+        let (mut applied, mut refused) = (0u64, 0u64);
+        for s in &series {
+            let mut series_ref = 0;
+            for smp in &s.samples {
+                match app.append(series_ref, &s.labels, smp.t, smp.v) {
+                    Ok(r) => {
+                        series_ref = r;
+                        applied += 1;
+                    }
+                    Err(AppendError::Storage(reason)) => {
+                        app.rollback();
+                        return Err(apply_error(log_id, reason));
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        app.commit()
+            .map_err(|e| apply_error(log_id, e.to_string()))?;
+        self.stats
+            .samples_applied
+            .fetch_add(applied, Ordering::Relaxed);
+        self.stats
+            .samples_refused
+            .fetch_add(refused, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<GroupConfig> for GroupStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<GroupConfig>, StorageError<Nid>> {
+        // Snapshots (blocks plus a head checkpoint) are not built yet; the policy
+        // never asks for one, and the log is kept whole.
+        Err(StorageIOError::<Nid>::write_snapshot(
+            None,
+            &std::io::Error::other(format!(
+                "WAL group {}: snapshots are not supported yet",
+                self.group_id
+            )),
+        )
+        .into())
+    }
+}
+
+impl RaftStateMachine<GroupConfig> for GroupStateMachine {
+    type SnapshotBuilder = GroupStateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<Nid>>, StoredMembership<Nid, NodeAddr>), StorageError<Nid>> {
+        let a = self.applied.lock();
+        Ok((a.last, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError<Nid>>
+    where
+        I: IntoIterator<Item = Entry<GroupConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            let log_id = *entry.get_log_id();
+            match &entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(batch) => self.apply_batch(log_id, batch)?,
+                EntryPayload::Membership(m) => {
+                    self.applied.lock().membership = StoredMembership::new(Some(log_id), m.clone());
+                }
+            }
+            self.applied.lock().last = Some(log_id);
+            out.push(());
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<Nid>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<Nid, NodeAddr>,
+        _snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<Nid>> {
+        Err(StorageIOError::<Nid>::read_snapshot(
+            Some(meta.signature()),
+            &std::io::Error::other(format!(
+                "WAL group {}: snapshots are not supported yet",
+                self.group_id
+            )),
+        )
+        .into())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<GroupConfig>>, StorageError<Nid>> {
+        Ok(None)
+    }
+}
+
+/// One WAL group on this node: its Raft instance and the TSDB its state machine
+/// applies into. Cheap to clone.
+#[derive(Clone)]
+pub struct WalGroup {
+    group_id: u64,
+    raft: GroupRaft,
+    db: Arc<Db>,
+    stats: Arc<ApplyStats>,
+}
+
+impl WalGroup {
+    /// Opens the group in `dir` (its log and TSDB) and starts Raft; the committed
+    /// part of the log is applied into the TSDB as Raft starts.
+    async fn open(
+        dir: &Path,
+        group_id: u64,
+        node_id: NodeId,
+        raft_opts: &RaftOptions,
+        db_opts: &DbOptions,
+    ) -> Result<WalGroup, RaftOpError> {
+        let storage_err = |reason: String| RaftOpError::Storage {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let wal_opts = LogOptions {
+            fsync: if raft_opts.fsync {
+                crate::wal::FsyncPolicy::Always
+            } else {
+                crate::wal::FsyncPolicy::Never
+            },
+            segment_size_bytes: crate::wal::SEGMENT_SIZE_DEFAULT,
+            repair: false,
+        };
+        let log = LogStore::<GroupConfig>::open(&dir.join(RAFT_DIR), wal_opts)
+            .map_err(|e| storage_err(e.to_string()))?;
+        let db_dir = dir.join(TSDB_DIR);
+        let opts = db_opts.clone();
+        let db = tokio::task::spawn_blocking(move || Db::open_without_wal(&db_dir, opts))
+            .await
+            .map_err(|e| storage_err(e.to_string()))?
+            .map_err(|e| storage_err(e.to_string()))?;
+        let db = Arc::new(db);
+        let stats = Arc::new(ApplyStats::default());
+        let sm = GroupStateMachine {
+            group_id,
+            db: db.clone(),
+            applied: Arc::new(Mutex::new(Applied::default())),
+            stats: stats.clone(),
+        };
+        let config = Config {
+            cluster_name: format!("hearth-wal-{group_id}"),
+            heartbeat_interval: raft_opts.heartbeat_interval_ms,
+            election_timeout_min: raft_opts.election_timeout_min_ms,
+            election_timeout_max: raft_opts.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| RaftOpError::Rejected(e.to_string()))?,
+        );
+        let raft = GroupRaft::new(
+            node_id,
+            config,
+            super::network::Network::group(group_id),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| RaftOpError::Fatal(e.to_string()))?;
+        Ok(WalGroup {
+            group_id,
+            raft,
+            db,
+            stats,
+        })
+    }
+
+    /// The group's id: the id of the node it belongs to.
+    pub fn id(&self) -> u64 {
+        self.group_id
+    }
+
+    /// The group's TSDB on this node.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// The state machine's counters.
+    pub fn stats(&self) -> &ApplyStats {
+        &self.stats
+    }
+
+    /// Whether this replica's log holds a membership.
+    pub async fn is_initialized(&self) -> Result<bool, RaftOpError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftOpError::Fatal(e.to_string()))
+    }
+
+    /// Forms the group with `voters`. A group that exists already is left alone
+    /// (`Ok(false)`).
+    pub async fn initialize(
+        &self,
+        voters: BTreeMap<NodeId, NodeAddr>,
+    ) -> Result<bool, RaftOpError> {
+        match self.raft.initialize(voters).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(RaftOpError::Rejected(format!("cannot initialize: {e}")))
+            }
+            Err(RaftError::Fatal(f)) => Err(RaftOpError::Fatal(f.to_string())),
+        }
+    }
+
+    /// The leader this replica knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, NodeAddr)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, addr))
+    }
+
+    /// The voters of the group's effective membership.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Appends `batch` to the log and returns its index once a quorum has it on
+    /// disk (and this node applied it), or an error within `timeout`.
+    pub async fn write(&self, batch: Vec<u8>, timeout: Duration) -> Result<u64, GroupWriteError> {
+        let group = self.group_id;
+        match tokio::time::timeout(timeout, self.raft.client_write(Batch(batch))).await {
+            Err(_) => Err(GroupWriteError::Timeout { group, timeout }),
+            Ok(Ok(resp)) => Ok(resp.log_id.index),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(GroupWriteError::NotLeader {
+                    group,
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Ok(Err(e)) => Err(GroupWriteError::Fatal {
+                group,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.group_id, error = %e, "WAL group shutdown");
+        }
+    }
+}
+
+/// Every WAL group this node is a replica of. Cheap to clone.
+#[derive(Clone)]
+pub struct WalGroups {
+    inner: Arc<GroupsInner>,
+}
+
+struct GroupsInner {
+    /// `<cluster dir>/groups`: one subdirectory per group, named by its id.
+    dir: PathBuf,
+    node_id: NodeId,
+    raft: RaftOptions,
+    db: DbOptions,
+    groups: RwLock<BTreeMap<u64, WalGroup>>,
+    /// Held while a group is being opened, so it is opened once.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl WalGroups {
+    /// An empty registry over `dir`; `open_existing` opens the groups found there.
+    pub fn new(dir: &Path, node_id: NodeId, raft: RaftOptions, db: DbOptions) -> WalGroups {
+        WalGroups {
+            inner: Arc::new(GroupsInner {
+                dir: dir.to_path_buf(),
+                node_id,
+                raft,
+                db,
+                groups: RwLock::new(BTreeMap::new()),
+                opening: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Opens every group found in the registry's directory (a restart: each
+    /// replays its committed log into its TSDB).
+    pub async fn open_existing(&self) -> Result<(), RaftOpError> {
+        let dir = &self.inner.dir;
+        let io_err = |e: std::io::Error| RaftOpError::Storage {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let mut ids = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(io_err)? {
+            let e = e.map_err(io_err)?;
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                ids.push(id);
+            }
+        }
+        for id in ids {
+            self.get_or_open(id).await?;
+        }
+        Ok(())
+    }
+
+    /// The group `id` if this node holds it.
+    pub fn get(&self, id: u64) -> Option<WalGroup> {
+        self.inner.groups.read().get(&id).cloned()
+    }
+
+    /// Every group this node holds, by id.
+    pub fn all(&self) -> Vec<WalGroup> {
+        self.inner.groups.read().values().cloned().collect()
+    }
+
+    /// The group `id`, opened (created) if this node does not hold it yet.
+    pub async fn get_or_open(&self, id: u64) -> Result<WalGroup, RaftOpError> {
+        if let Some(g) = self.get(id) {
+            return Ok(g);
+        }
+        let _opening = self.inner.opening.lock().await;
+        if let Some(g) = self.get(id) {
+            return Ok(g);
+        }
+        let dir = self.inner.dir.join(id.to_string());
+        let g = WalGroup::open(
+            &dir,
+            id,
+            self.inner.node_id,
+            &self.inner.raft,
+            &self.inner.db,
+        )
+        .await?;
+        tracing::info!(group = id, dir = %dir.display(), "opened WAL group");
+        self.inner.groups.write().insert(id, g.clone());
+        Ok(g)
+    }
+
+    /// The gRPC service carrying every group's Raft RPCs and forwarded writes.
+    pub fn service(&self) -> pb::wal_groups_server::WalGroupsServer<WalGroupsService> {
+        pb::wal_groups_server::WalGroupsServer::new(WalGroupsService {
+            groups: self.clone(),
+        })
+        .max_decoding_message_size(crate::cluster::query_service::MESSAGE_BYTES_MAX)
+    }
+
+    /// Stops every group's Raft and flushes its TSDB.
+    pub async fn shutdown(&self) {
+        for g in self.all() {
+            g.shutdown().await;
+            let db = g.db.clone();
+            let _ = tokio::task::spawn_blocking(move || db.close()).await;
+        }
+    }
+}
+
+/// Serves the `WalGroups` gRPC service.
+pub struct WalGroupsService {
+    groups: WalGroups,
+}
+
+impl WalGroupsService {
+    async fn group(&self, id: u64) -> Result<WalGroup, Status> {
+        self.groups
+            .get_or_open(id)
+            .await
+            .map_err(|e| Status::unavailable(format!("WAL group {id}: {e}")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::wal_groups_server::WalGroups for WalGroupsService {
+    async fn append_entries(
+        &self,
+        req: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        let req = req.into_inner();
+        let g = self.group(req.group_id).await?;
+        handle_append(&g.raft, req).await
+    }
+
+    async fn vote(
+        &self,
+        req: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        let req = req.into_inner();
+        let g = self.group(req.group_id).await?;
+        handle_vote(&g.raft, req).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        let req = req.into_inner();
+        let g = self.group(req.group_id).await?;
+        handle_install_snapshot(&g.raft, req).await
+    }
+
+    async fn write(
+        &self,
+        req: Request<pb::GroupWriteRequest>,
+    ) -> Result<Response<pb::GroupWriteResponse>, Status> {
+        let timeout = FORWARDED_WRITE_TIMEOUT;
+        let req = req.into_inner();
+        let Some(g) = self.groups.get(req.group_id) else {
+            return Err(Status::failed_precondition(format!(
+                "WAL group {}: not held by this node",
+                req.group_id
+            )));
+        };
+        match g.write(req.batch, timeout).await {
+            Ok(index) => Ok(Response::new(pb::GroupWriteResponse { index })),
+            Err(e @ GroupWriteError::NotLeader { .. }) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}
+
+/// How long a forwarded write may wait for its commit on the leader.
+const FORWARDED_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `batch` to `address`, the leader of group `group_id`, and waits for the
+/// commit.
+pub async fn forward_write(
+    address: &str,
+    group_id: u64,
+    batch: Vec<u8>,
+    timeout: Duration,
+) -> Result<u64, GroupWriteError> {
+    let fatal = |reason: String| GroupWriteError::Fatal {
+        group: group_id,
+        reason,
+    };
+    let channel = super::network::channel(address).map_err(fatal)?;
+    let mut client = pb::wal_groups_client::WalGroupsClient::new(channel)
+        .max_encoding_message_size(crate::cluster::query_service::MESSAGE_BYTES_MAX);
+    let mut req = Request::new(pb::GroupWriteRequest { group_id, batch });
+    req.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.write(req)).await {
+        Err(_) => Err(GroupWriteError::Timeout {
+            group: group_id,
+            timeout,
+        }),
+        Ok(Ok(r)) => Ok(r.into_inner().index),
+        Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition => {
+            Err(GroupWriteError::NotLeader {
+                group: group_id,
+                leader: None,
+            })
+        }
+        Ok(Err(s)) if s.code() == tonic::Code::DeadlineExceeded => Err(GroupWriteError::Timeout {
+            group: group_id,
+            timeout,
+        }),
+        Ok(Err(s)) => Err(fatal(format!("forwarding to {address}: {}", s.message()))),
+    }
+}
