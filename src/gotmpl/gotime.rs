@@ -61,6 +61,10 @@ impl Object for GoTime {
     fn display(&self) -> Option<String> {
         Some(time_string(&self.0))
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// Go's zero `time.Time` (year 1), which Alertmanager uses for "no end".
