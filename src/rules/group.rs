@@ -389,6 +389,10 @@ impl Group {
     }
 }
 
+/// What evaluating a rule gives: samples to append, and the first template
+/// error (alerting rules), which goes into the rule's health.
+type Evaluated = (Vec<(Labels, f64)>, Option<String>);
+
 /// A query result as a vector, as Prometheus's rule query function gives it: a
 /// scalar is one sample with no labels.
 fn vector_of(v: Value) -> Result<Vec<(Labels, f64)>, String> {
@@ -572,7 +576,7 @@ impl Rule {
         offset_ms: i64,
         limit: usize,
         external: &BTreeMap<String, String>,
-    ) -> Result<(Vec<(Labels, f64)>, Option<String>), String> {
+    ) -> Result<Evaluated, String> {
         let vector = self.query_vector(engine, q, ts_ms - offset_ms)?;
         match &self.kind {
             RuleKind::Recording => {
@@ -641,7 +645,7 @@ impl Rule {
         limit: usize,
         external: &BTreeMap<String, String>,
         query: &template::QueryFn,
-    ) -> Result<(Vec<(Labels, f64)>, Option<String>), String> {
+    ) -> Result<Evaluated, String> {
         let ext: BTreeMap<&str, &str> = external
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
