@@ -110,8 +110,8 @@ fn humanize_functions() {
 #[test]
 fn string_functions() {
     assert_eq!(
-        x("{{ title \"aa bb-cc CC\" }}|{{ toUpper \"ab\" }}|{{ toLower \"AB\" }}"),
-        "Aa Bb-Cc CC|AB|ab"
+        x("{{ title \"it's\" }} {{ title \"aa bb-cc CC\" }}|{{ toUpper \"ab\" }}|{{ toLower \"AB\" }}"),
+        "It'S Aa Bb-Cc CC|AB|ab"
     );
     assert_eq!(
         x("{{ match \"a+\" \"baaa\" }} {{ match \"^a$\" \"ba\" }}"),
