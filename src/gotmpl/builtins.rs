@@ -5,9 +5,9 @@
 use super::Value;
 use std::fmt::Write as _;
 
-const BUILTINS: [&str; 20] = [
+const BUILTINS: [&str; 19] = [
     "and", "call", "eq", "ge", "gt", "html", "index", "js", "le", "len", "lt", "ne", "not", "or",
-    "print", "printf", "println", "slice", "urlquery", "call",
+    "print", "printf", "println", "slice", "urlquery",
 ];
 
 /// Whether `name` is one of Go's builtin functions.
