@@ -12,6 +12,7 @@ pub mod config;
 pub mod config_units;
 pub mod discovery;
 pub mod encoding;
+pub mod gotmpl;
 pub mod labels;
 pub mod promql;
 pub mod relabel;

@@ -16,6 +16,9 @@ pub mod nflog;
 pub mod notify;
 pub mod route;
 pub mod silence;
+pub mod template;
+#[cfg(test)]
+mod template_tests;
 pub mod timeinterval;
 pub mod types;
 

@@ -149,6 +149,8 @@ pub struct Rule {
     pub health: Mutex<RuleHealth>,
     /// Active and recently resolved alerts by label hash (alerting rules only).
     pub alerts: Mutex<HashMap<u64, Alert>>,
+    /// `--web.external-url`, for `$externalURL` in templates; empty when unset.
+    pub external_url: String,
     /// Whether the `for` state was restored (or needs no restoring). Until then an
     /// alerting rule writes no `ALERTS`/`ALERTS_FOR_STATE`, so the restore reads the
     /// samples written before the restart, not ones written since.
@@ -235,6 +237,14 @@ impl Group {
             external_labels: external_labels.clone(),
             should_restore: AtomicBool::new(false),
         })
+    }
+
+    /// Sets `--web.external-url` for the templates of its alerting rules.
+    pub fn with_external_url(mut self, url: &str) -> Group {
+        for r in &mut self.rules {
+            r.external_url = url.to_string();
+        }
+        self
     }
 
     /// Marks the group as loaded at startup: its alerting rules write no
@@ -355,11 +365,14 @@ impl Group {
                 self.limit,
                 &self.external_labels,
             );
-            let mut err = None;
+            let mut err: Option<String>;
+            let mut template_err_seen = None;
             let mut written = HashSet::new();
             match result {
-                Ok(samples) => {
+                Ok((samples, template_err)) => {
                     samples_out += samples.len() as u64;
+                    template_err_seen.clone_from(&template_err);
+                    err = template_err;
                     let mut a = app.appender();
                     for (labels, v) in &samples {
                         match a.append(0, labels, sample_ts, *v) {
@@ -391,7 +404,9 @@ impl Group {
                 }
                 Err(e) => err = Some(e),
             }
-            failures += u64::from(err.is_some());
+            // As in Prometheus, a template error is in the rule's health but the
+            // evaluation itself did not fail.
+            failures += u64::from(err.is_some() && err != template_err_seen);
             let mut h = rule.health.lock();
             h.last_error = Some(err);
             h.last_eval_ms = ts_ms;
@@ -405,6 +420,23 @@ impl Group {
         c.evaluations += self.rules.len() as u64;
         c.failures += failures;
         c.last_samples = samples_out;
+    }
+}
+
+/// What evaluating a rule gives: samples to append, and the first template
+/// error (alerting rules), which goes into the rule's health.
+type Evaluated = (Vec<(Labels, f64)>, Option<String>);
+
+/// A query result as a vector, as Prometheus's rule query function gives it: a
+/// scalar is one sample with no labels.
+fn vector_of(v: Value) -> Result<Vec<(Labels, f64)>, String> {
+    match v {
+        Value::Vector(v) => Ok(v.into_iter().map(|s| (s.metric, s.f)).collect()),
+        Value::Scalar { v, .. } => Ok(vec![(Labels::empty(), v)]),
+        other => Err(format!(
+            "rule result is not a vector or scalar: {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -435,6 +467,7 @@ impl Rule {
             kind,
             health: Mutex::new(RuleHealth::default()),
             alerts: Mutex::new(HashMap::new()),
+            external_url: String::new(),
             restored: AtomicBool::new(true),
         })
     }
@@ -565,14 +598,7 @@ impl Rule {
         let res = engine
             .instant_query(q, &self.query, t_ms, None)
             .map_err(|e| e.to_string())?;
-        match res.value {
-            Value::Vector(v) => Ok(v.into_iter().map(|s| (s.metric, s.f)).collect()),
-            Value::Scalar { v, .. } => Ok(vec![(Labels::empty(), v)]),
-            other => Err(format!(
-                "rule result is not a vector or scalar: {}",
-                other.type_name()
-            )),
-        }
+        vector_of(res.value)
     }
 
     /// Evaluates the rule at `ts_ms`, returning the samples to append.
@@ -584,7 +610,7 @@ impl Rule {
         offset_ms: i64,
         limit: usize,
         external: &BTreeMap<String, String>,
-    ) -> Result<Vec<(Labels, f64)>, String> {
+    ) -> Result<Evaluated, String> {
         let vector = self.query_vector(engine, q, ts_ms - offset_ms)?;
         match &self.kind {
             RuleKind::Recording => {
@@ -612,21 +638,33 @@ impl Rule {
                         out.len()
                     ));
                 }
-                Ok(out)
+                Ok((out, None))
             }
             RuleKind::Alerting {
                 for_ms,
                 keep_firing_for_ms,
                 annotations,
-            } => self.eval_alerting(
-                vector,
-                ts_ms,
-                *for_ms,
-                *keep_firing_for_ms,
-                annotations,
-                limit,
-                external,
-            ),
+            } => {
+                // The `query` template function runs at the rule's query time.
+                let query_ts_ms = ts_ms - offset_ms;
+                let run_query = |text: &str| -> Result<Vec<(Labels, f64)>, String> {
+                    let parsed = crate::promql::parse(text).map_err(|e| e.to_string())?;
+                    let res = engine
+                        .instant_query(q, &parsed, query_ts_ms, None)
+                        .map_err(|e| e.to_string())?;
+                    vector_of(res.value)
+                };
+                self.eval_alerting(
+                    vector,
+                    ts_ms,
+                    *for_ms,
+                    *keep_firing_for_ms,
+                    annotations,
+                    limit,
+                    external,
+                    &run_query,
+                )
+            }
         }
     }
 
@@ -640,23 +678,32 @@ impl Rule {
         annotations: &BTreeMap<String, String>,
         limit: usize,
         external: &BTreeMap<String, String>,
-    ) -> Result<Vec<(Labels, f64)>, String> {
+        query: &template::QueryFn,
+    ) -> Result<Evaluated, String> {
         let ext: BTreeMap<&str, &str> = external
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let mut current: HashMap<u64, Alert> = HashMap::new();
+        let template_err: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
         for (metric, v) in vector {
             let data = TemplateData {
                 labels: labels_map(&metric),
                 external_labels: ext.clone(),
+                external_url: &self.external_url,
                 value: v,
             };
-            // As in Prometheus, a template error shows in the expanded text.
-            let expand = |text: &str| match template::expand(text, &data) {
-                Ok(s) => s,
-                Err(e) => format!("<error expanding template: {e}>"),
-            };
+            // As in Prometheus, a template error shows in the expanded text; the
+            // first one is also kept for the rule's health.
+            let expand =
+                |text: &str| match template::expand_alert(&self.name, text, &data, Some(query)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        template_err.borrow_mut().get_or_insert_with(|| msg.clone());
+                        format!("<error expanding template: {msg}>")
+                    }
+                };
             let mut b = metric.builder();
             b.del("__name__");
             for (k, val) in &self.labels {
@@ -764,6 +811,6 @@ impl Rule {
             ));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok((out, template_err.into_inner()))
     }
 }

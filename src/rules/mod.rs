@@ -301,4 +301,6 @@ pub fn rule_files(patterns: &[String]) -> Result<Vec<PathBuf>, RulesError> {
 }
 
 #[cfg(test)]
+mod template_tests;
+#[cfg(test)]
 mod tests;

@@ -97,6 +97,7 @@ fn templates_expand_labels_value_and_humanize() {
         labels,
         external_labels: ext,
         value: 1234567.0,
+        ..Default::default()
     };
     let x = |t: &str| template::expand(t, &d).unwrap();
     assert_eq!(
@@ -117,7 +118,8 @@ fn templates_expand_labels_value_and_humanize() {
     assert_eq!(x("{{ \"x\" | toUpper }}"), "X");
     assert_eq!(template::go_float_v(123456.0), "123456");
     assert_eq!(template::go_float_v(0.5), "0.5");
-    assert!(template::Template::parse("{{ if $value }}x{{ end }}").is_err());
+    assert!(template::Template::parse("{{ if $value }}x{{ end }}").is_ok());
+    assert!(template::Template::parse("{{ if $value }}x").is_err());
     assert!(template::Template::parse("{{ $labels.x").is_err());
 }
 
