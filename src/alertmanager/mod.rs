@@ -340,8 +340,10 @@ fn build(
     let routes = Arc::new(RouteTree::new(root).map_err(Error::Invalid)?);
     let inhibitor = Arc::new(Inhibitor::new(&config.inhibit_rules).map_err(Error::Invalid)?);
     let mut receivers = HashMap::new();
+    let global = config.global();
     for rc in &config.receivers {
-        let (integrations, warnings) = notify::build_integrations(rc).map_err(Error::Invalid)?;
+        let (integrations, warnings) =
+            notify::build_integrations(rc, &global).map_err(Error::Invalid)?;
         for w in warnings {
             tracing::warn!("{w}");
         }
