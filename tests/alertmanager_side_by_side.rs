@@ -6,7 +6,8 @@
 //!
 //! The sequence covers grouping, `group_by: ['...']`, `continue`, inhibition
 //! (and its end), a silence expired mid-sequence, a silence added
-//! mid-sequence, repeat_interval and resolution. Events happen half-way between
+//! mid-sequence, repeat_interval, resolution, and routes muted or made active
+//! by time intervals. Events happen half-way between
 //! flush ticks (group_wait 1s, group_interval 2s), so millisecond differences
 //! between the two processes cannot change the outcome.
 
@@ -36,6 +37,23 @@ route:
     - matchers: ['team="db"']
       receiver: db-team
       group_by: [team]
+    - matchers: ['alertname="Muted"']
+      receiver: default
+      mute_time_intervals: [always]
+    - matchers: ['alertname=~"Active|Inactive"']
+      receiver: default
+      routes:
+        - matchers: ['alertname="Active"']
+          active_time_intervals: [always]
+        - matchers: ['alertname="Inactive"']
+          active_time_intervals: [long-ago]
+time_intervals:
+  - name: always
+    time_intervals:
+      - times: [{start_time: '00:00', end_time: '24:00'}]
+  - name: long-ago
+    time_intervals:
+      - years: ['1999']
 inhibit_rules:
   - source_matchers: ['severity="critical"']
     target_matchers: ['severity="warning"']
@@ -285,7 +303,10 @@ fn same_notifications_as_alertmanager_0_25() {
             alert(db("DbDown", "x"), 3600),
             alert(critical.clone(), 3600),
             alert(warning, 3600),
-            alert(silenced, 3600)
+            alert(silenced, 3600),
+            alert(json!({"alertname": "Muted"}), 3600),
+            alert(json!({"alertname": "Active"}), 3600),
+            alert(json!({"alertname": "Inactive"}), 3600)
         ]),
     );
     // t=2: a second db alert (a new '...' group, and a change in the team
@@ -335,6 +356,11 @@ fn same_notifications_as_alertmanager_0_25() {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    eprintln!(
+        "real Alertmanager:\n{}\nhearth:\n{}",
+        show(&real),
+        show(&ours)
+    );
     assert!(
         real.len() >= 6,
         "the real Alertmanager notified the groups:\n{}",
@@ -379,6 +405,9 @@ fn same_notifications_as_alertmanager_0_25() {
     assert!(has("Latency", "firing"), "inhibition ended");
     assert!(has("Silenced", "firing"), "silence expired");
     assert!(has("NodeDown", "resolved") && has("HighLoad", "resolved"));
+    assert!(has("Active", "firing"), "active time interval");
+    assert!(!has("Muted", "firing"), "mute time interval");
+    assert!(!has("Inactive", "firing"), "inactive time interval");
     let highload = &real[&(
         "default".to_string(),
         "{}:{alertname=\"HighLoad\"}".to_string(),
