@@ -227,16 +227,17 @@ fn at(t0: Instant, secs: f64) {
     }
 }
 
-/// A notification reduced to what must match: receiver, group key, overall
-/// status, and each alert's labels with its status, in order.
-fn summary(
-    m: &Received,
-) -> (
+/// Receiver path, group key, overall status, and (labels, status) per alert.
+type Summary = (
     String,
     String,
     String,
     Vec<(BTreeMap<String, String>, String)>,
-) {
+);
+
+/// A notification reduced to what must match: receiver, group key, overall
+/// status, and each alert's labels with its status, in order.
+fn summary(m: &Received) -> Summary {
     let alerts = m.body["alerts"]
         .as_array()
         .unwrap()
