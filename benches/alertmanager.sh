@@ -6,7 +6,7 @@
 # across GROUPS groups posted to POST /api/v2/alerts in batches of BATCH by
 # CONCURRENCY connections. Prints a markdown table with the ratios.
 #
-# Usage: benches/alertmanager.sh [ALERTS] [GROUPS] [BATCH] [CONCURRENCY] [RUNS]
+# Usage: [PROFILE=release] benches/alertmanager.sh [ALERTS] [GROUPS] [BATCH] [CONCURRENCY] [RUNS]
 set -euo pipefail
 
 ALERTS=${1:-10000}
@@ -16,10 +16,15 @@ CONCURRENCY=${4:-4}
 RUNS=${5:-3}
 GROUP_WAIT_MS=1000
 
+# PROFILE=test measures the test profile's build (opt-level 1) when there is no
+# time for a release build.
+PROFILE=${PROFILE:-release}
+
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin hearth --example am_load
-HEARTH=target/release/hearth
-LOAD=target/release/examples/am_load
+cargo build --profile "$PROFILE" --quiet --bin hearth --example am_load
+case $PROFILE in release) OUT=target/release ;; *) OUT=target/debug ;; esac
+HEARTH=$OUT/hearth
+LOAD=$OUT/examples/am_load
 command -v prometheus-alertmanager >/dev/null || {
   echo "prometheus-alertmanager not found (apt-get install prometheus-alertmanager)" >&2
   exit 1
@@ -107,7 +112,7 @@ stat() { # stat NAME FIELD -> median over runs
 }
 
 echo
-echo "$ALERTS alerts, $GROUPS_N groups, batches of $BATCH, $CONCURRENCY connections, group_wait ${GROUP_WAIT_MS}ms; median of $RUNS runs"
+echo "hearth built with the $PROFILE profile; $ALERTS alerts, $GROUPS_N groups, batches of $BATCH, $CONCURRENCY connections, group_wait ${GROUP_WAIT_MS}ms; median of $RUNS runs"
 echo
 echo "| | hearth | Alertmanager $(prometheus-alertmanager --version 2>&1 | awk 'NR==1 {print $3}') | hearth / Alertmanager |"
 echo "|---|---:|---:|---:|"
