@@ -355,6 +355,13 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         })
     };
 
+    // The built-in Alertmanager starts before the web state so that /metrics
+    // includes its notification metrics.
+    let builtin_am = match &cfg.alertmanager_config {
+        Some(file) => Some(start_builtin_alertmanager(file, &cfg.storage_path, &shutdown).await?),
+        None => None,
+    };
+    let metrics_am = builtin_am.as_ref().map(|(am, _)| am.clone());
     let metrics_db = db.clone();
     let metrics_reload = reload_status.clone();
     let metrics_rules = rule_manager.clone();
@@ -369,7 +376,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     });
     let state = crate::web::WebState {
         metrics: Arc::new(move || {
-            render_metrics(&metrics_db, &metrics_reload) + &metrics_rules.render_metrics()
+            let mut out =
+                render_metrics(&metrics_db, &metrics_reload) + &metrics_rules.render_metrics();
+            if let Some(am) = &metrics_am {
+                out.push_str(&am.render_metrics());
+            }
+            out
         }),
         appendable: appendable.clone(),
         remote_write_enabled: cfg.enable_remote_write_receiver,
@@ -459,8 +471,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         ));
     }
     let mut alertmanager_task = None;
-    if let Some(file) = &cfg.alertmanager_config {
-        let (am, task) = start_builtin_alertmanager(file, &cfg.storage_path, &shutdown).await?;
+    if let Some((am, task)) = builtin_am {
         app = app.merge(crate::alertmanager::api::router(am));
         alertmanager_task = Some(task);
     }

@@ -126,6 +126,14 @@ fn a_hearth_node_serves_the_builtin_alertmanager() {
     // The Prometheus API is served on the same listener.
     let (code, _) = http("GET", &addr, "/api/v1/labels", &[], b"").unwrap();
     assert_eq!(code, 200);
+    // Its notification metrics are on the node's /metrics.
+    let (code, body) = http("GET", &addr, "/metrics", &[], b"").unwrap();
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("alertmanager_notifications_total{integration=\"webhook\"} 0"),
+        "{text}"
+    );
     stop(child);
     assert!(
         tmp.path().join("data/alertmanager").is_dir(),

@@ -71,7 +71,7 @@ pub struct GlobalConfig {
     pub smtp_auth_secret_file: Option<String>,
     pub smtp_auth_identity: Option<String>,
     pub smtp_require_tls: Option<bool>,
-    pub smtp_tls_config: Option<Opaque>,
+    pub smtp_tls_config: Option<crate::config::TlsConfig>,
     pub slack_api_url: Option<String>,
     pub slack_api_url_file: Option<String>,
     pub pagerduty_url: Option<String>,
@@ -170,7 +170,7 @@ fn yes() -> bool {
     true
 }
 
-/// An `email_configs` entry (parsed and validated; sending comes later).
+/// An `email_configs` entry; empty fields take the `global` `smtp_*` values.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
@@ -195,21 +195,89 @@ pub struct EmailConfig {
     pub html: Option<String>,
     pub text: Option<String>,
     pub require_tls: Option<bool>,
-    pub tls_config: Option<Opaque>,
+    pub tls_config: Option<crate::config::TlsConfig>,
     pub threading: Option<Opaque>,
 }
 
-/// A `slack_configs` entry: the URL is interpreted, the message fields are kept.
-#[derive(Debug, Clone, Deserialize)]
+/// A `slack_configs` entry. Templated fields are `None` when not written, and
+/// then take Alertmanager's defaults (`notify::slack`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     #[serde(default)]
     pub send_resolved: bool,
+    pub http_config: Option<Opaque>,
     pub api_url: Option<String>,
     pub api_url_file: Option<String>,
     pub channel: Option<String>,
-    /// Message fields (title, text, color, actions, …) kept as written.
-    #[serde(flatten)]
-    pub fields: BTreeMap<String, Opaque>,
+    pub username: Option<String>,
+    pub color: Option<String>,
+    pub title: Option<String>,
+    pub title_link: Option<String>,
+    pub pretext: Option<String>,
+    pub text: Option<String>,
+    #[serde(default)]
+    pub fields: Vec<SlackField>,
+    #[serde(default)]
+    pub short_fields: bool,
+    pub footer: Option<String>,
+    pub fallback: Option<String>,
+    pub callback_id: Option<String>,
+    pub icon_emoji: Option<String>,
+    pub icon_url: Option<String>,
+    pub image_url: Option<String>,
+    pub thumb_url: Option<String>,
+    #[serde(default)]
+    pub link_names: bool,
+    #[serde(default)]
+    pub mrkdwn_in: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<SlackAction>,
+}
+
+/// A field of a Slack attachment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackField {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub value: String,
+    /// Falls back to the config's `short_fields` when not written.
+    pub short: Option<bool>,
+}
+
+/// A button of a Slack attachment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAction {
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub style: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+    pub confirm: Option<SlackConfirm>,
+}
+
+/// The confirmation dialog of a Slack action.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfirm {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub ok_text: String,
+    #[serde(default)]
+    pub dismiss_text: String,
 }
 
 /// A `receivers` entry as written.
@@ -286,6 +354,10 @@ pub struct Config {
     /// The text the config was parsed from (served by `/api/v2/status`).
     #[serde(skip)]
     pub original: String,
+    /// The directory of the file it was loaded from: relative `templates:`
+    /// globs are relative to it. Empty (the working directory) for parsed text.
+    #[serde(skip)]
+    pub dir: std::path::PathBuf,
 }
 
 /// Loads and validates a config file; errors start with the file's name.
@@ -305,7 +377,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    parse(&text).map_err(|message| ConfigError::Invalid { file, message })
+    let mut cfg = parse(&text).map_err(|message| ConfigError::Invalid { file, message })?;
+    cfg.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(cfg)
 }
 
 /// Parses and validates config text. The error is Alertmanager's message.
@@ -456,6 +530,25 @@ impl Config {
                 if let Some(u) = &sc.api_url {
                     check_url("slack_configs", u)?;
                 }
+                for f in &sc.fields {
+                    if f.title.is_empty() {
+                        return Err("missing title in Slack field configuration".into());
+                    }
+                    if f.value.is_empty() {
+                        return Err("missing value in Slack field configuration".into());
+                    }
+                }
+                for a in &sc.actions {
+                    if a.kind.is_empty() {
+                        return Err("missing type in Slack action configuration".into());
+                    }
+                    if a.text.is_empty() {
+                        return Err("missing text in Slack action configuration".into());
+                    }
+                    if a.url.is_empty() && a.name.is_empty() {
+                        return Err("missing name or url in Slack action configuration".into());
+                    }
+                }
                 if sc.api_url.is_none()
                     && sc.api_url_file.is_none()
                     && g.slack_api_url.is_none()
@@ -528,7 +621,7 @@ impl Config {
 }
 
 /// `X-Foo-Bar` form of a header name, as Go's `textproto.CanonicalMIMEHeaderKey`.
-fn canonical_header(h: &str) -> String {
+pub(crate) fn canonical_header(h: &str) -> String {
     let mut up = true;
     h.chars()
         .map(|c| {

@@ -47,6 +47,8 @@ pub struct Pipeline {
     pub client: HttpClient,
     pub metrics: Arc<NotifyMetrics>,
     pub external_url: String,
+    /// The default templates and the config's `templates:` files.
+    pub templates: crate::alertmanager::template::Templates,
 }
 
 /// What the pipeline knows about the group being flushed.
@@ -154,41 +156,118 @@ impl Pipeline {
                 .cloned()
                 .collect()
         };
-        if !sent.is_empty() {
+        let res = if sent.is_empty() {
+            Ok(())
+        } else {
             let nctx = NotifyContext {
                 receiver: &ctx.opts.receiver,
                 group_key: ctx.group_key,
                 group_labels: ctx.group_labels,
                 external_url: &self.external_url,
                 now: ctx.now,
+                templates: &self.templates,
             };
-            let mut backoff = Duration::from_millis(500);
-            loop {
-                let started = Instant::now();
-                let res = integ.notify(&self.client, &nctx, &sent).await;
-                self.metrics
-                    .observe(integ.name(), res.is_ok(), started.elapsed());
-                match res {
-                    Ok(()) => break,
-                    Err(NotifyError::Permanent(e)) => {
-                        tracing::warn!(receiver = %ctx.opts.receiver, integration = %integ.name(), error = %e, "notify failed, not retrying");
-                        return false;
-                    }
-                    Err(NotifyError::Retryable(e)) => {
-                        if Instant::now() + backoff >= ctx.deadline {
-                            tracing::warn!(receiver = %ctx.opts.receiver, integration = %integ.name(), error = %e, "notify failed, giving up until the next flush");
-                            return false;
-                        }
-                        tracing::debug!(error = %e, "notify failed, retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff.mul_f64(1.5)).min(Duration::from_secs(60));
-                    }
-                }
-            }
+            self.retry(integ, &nctx, &sent, ctx.deadline).await
+        };
+        self.metrics.observe_notification(integ.name(), res.is_ok());
+        if let Err(e) = res {
+            tracing::error!(receiver = %ctx.opts.receiver, integration = %integ.key.integration, idx = integ.key.idx, error = %e, "notify failed");
+            return false;
         }
         // Set-notifies stage.
         self.nflog.log(&integ.key, ctx.group_key, firing, resolved);
         true
+    }
+}
+
+impl Pipeline {
+    /// Alertmanager's retry stage: attempts at once, then again after an
+    /// exponential backoff, until one succeeds, one fails for good, or the
+    /// flush's deadline passes. Every attempt is counted and timed.
+    async fn retry(
+        &self,
+        integ: &Integration,
+        nctx: &NotifyContext<'_>,
+        sent: &[Alert],
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let name = format!(
+            "{}/{}[{}]",
+            integ.key.group_name, integ.key.integration, integ.key.idx
+        );
+        let mut attempts = 0u32;
+        let mut last_err: Option<String> = None;
+        let mut backoff = Backoff::default();
+        let run = async {
+            loop {
+                attempts += 1;
+                let started = Instant::now();
+                let res = integ.notify(&self.client, nctx, sent).await;
+                self.metrics
+                    .observe_request(integ.name(), res.is_ok(), started.elapsed());
+                match res {
+                    Ok(()) => {
+                        if attempts > 1 {
+                            tracing::info!(integration = %name, attempts, "notify success");
+                        }
+                        return Ok(());
+                    }
+                    Err(NotifyError::Permanent(e)) => {
+                        return Err(format!(
+                            "{name}: notify retry canceled due to unrecoverable error after {attempts} attempts: {e}"
+                        ))
+                    }
+                    Err(NotifyError::Retryable(e)) => {
+                        if last_err.as_deref() != Some(e.as_str()) {
+                            tracing::warn!(integration = %name, attempts, error = %e, "notify attempt failed, will retry later");
+                        }
+                        last_err = Some(e);
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(res) => res,
+            Err(_) => Err(format!(
+                "{name}: notify retry canceled after {attempts} attempts: {}",
+                last_err.as_deref().unwrap_or("context deadline exceeded")
+            )),
+        }
+    }
+}
+
+/// The least time a flush may spend notifying (Alertmanager's `MinTimeout`).
+pub const NOTIFY_TIMEOUT_MIN: Duration = Duration::from_secs(10);
+
+/// Exponential backoff with Alertmanager's settings (cenkalti/backoff's
+/// defaults): 500 ms growing by 1.5× up to 60 s, each delay randomised by ±50%.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    pub const INITIAL: Duration = Duration::from_millis(500);
+    pub const MULTIPLIER: f64 = 1.5;
+    pub const RANDOMIZATION: f64 = 0.5;
+    pub const MAX: Duration = Duration::from_secs(60);
+
+    /// The next delay (randomised), growing the interval for the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let jitter = (ulid::Ulid::new().random() % 1_000_001) as f64 / 1_000_000.0;
+        let factor = 1.0 - Self::RANDOMIZATION + 2.0 * Self::RANDOMIZATION * jitter;
+        let delay = self.current.mul_f64(factor);
+        self.current = self.current.mul_f64(Self::MULTIPLIER).min(Self::MAX);
+        delay
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            current: Self::INITIAL,
+        }
     }
 }
 
@@ -262,7 +341,10 @@ impl AggrGroup {
                     let tick = Instant::now();
                     next = tick + self.opts.group_interval;
                     self.state.lock().has_flushed = true;
-                    self.flush(&pipeline, next).await;
+                    // Notifying may take until the next flush, and at least
+                    // NOTIFY_TIMEOUT_MIN (Alertmanager's context timeout).
+                    let deadline = tick + self.opts.group_interval.max(NOTIFY_TIMEOUT_MIN);
+                    self.flush(&pipeline, deadline).await;
                 }
                 _ = self.wake.notified() => {
                     if !self.state.lock().has_flushed {

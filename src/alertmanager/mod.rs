@@ -343,14 +343,19 @@ fn build(
     let routes = Arc::new(RouteTree::new(root).map_err(Error::Invalid)?);
     let inhibitor = Arc::new(Inhibitor::new(&config.inhibit_rules).map_err(Error::Invalid)?);
     let mut receivers = HashMap::new();
+    let global = config.global();
     for rc in &config.receivers {
-        let (integrations, warnings) = notify::build_integrations(rc).map_err(Error::Invalid)?;
+        let (integrations, warnings) =
+            notify::build_integrations(rc, &global).map_err(Error::Invalid)?;
         for w in warnings {
             tracing::warn!("{w}");
         }
         receivers.insert(rc.name.clone(), integrations);
     }
+    let templates = template::Templates::load(&config.dir, &config.templates)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let pipeline = Arc::new(Pipeline {
+        templates,
         receivers,
         time_intervals: config.named_time_intervals(),
         inhibitor: inhibitor.clone(),
@@ -415,6 +420,8 @@ pub fn check_config_file(path: &Path) -> Result<String, Error> {
     )
     .map_err(Error::Invalid)?;
     Inhibitor::new(&cfg.inhibit_rules).map_err(Error::Invalid)?;
+    template::Templates::load(&cfg.dir, &cfg.templates)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(format!(
         "Checking '{}'  SUCCESS\nFound:\n - global config\n - route\n - {} inhibit rules\n - {} receivers\n - {} templates\n",
         path.display(),

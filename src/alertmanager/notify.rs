@@ -1,22 +1,33 @@
-//! Receivers' integrations: building Alertmanager's webhook message (version 4)
-//! and sending it over HTTP, with per-integration metrics.
+//! Receivers' integrations: Alertmanager's webhook message (version 4), email
+//! over SMTP (`email.rs`, `smtp.rs`) and Slack-compatible webhooks (`slack.rs`),
+//! the template data every templated field is rendered from (`render_field`),
+//! and the per-integration metrics.
 //!
-//! Only plain-HTTP webhooks send today; email and Slack configs are parsed and
-//! validated, and a receiver that has them logs that they are not sent yet.
+//! Other receiver kinds are parsed and validated; a receiver that has them logs
+//! that they are not sent yet.
 
-use super::config::{ReceiverConfig, WebhookConfig};
+mod data;
+mod email;
+mod slack;
+pub mod smtp;
+
+pub use data::{render_field, NotificationData};
+
+use super::config::{GlobalConfig, ReceiverConfig, WebhookConfig};
 use super::nflog::ReceiverKey;
 use super::types::{format_rfc3339_nano, labels_string, Alert};
 use crate::labels::Labels;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use parking_lot::Mutex;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest response body read from a receiver, in bytes (only for error text).
@@ -29,6 +40,16 @@ pub enum NotifyError {
     Retryable(String),
     #[error("{0}")]
     Permanent(String),
+}
+
+impl NotifyError {
+    /// The same kind of error with its message rewritten.
+    pub fn map(self, f: impl FnOnce(String) -> String) -> NotifyError {
+        match self {
+            NotifyError::Retryable(m) => NotifyError::Retryable(f(m)),
+            NotifyError::Permanent(m) => NotifyError::Permanent(f(m)),
+        }
+    }
 }
 
 /// One integration of a receiver.
@@ -46,6 +67,8 @@ enum IntegrationKind {
         max_alerts: u64,
         timeout: Option<Duration>,
     },
+    Email(Box<email::Email>),
+    Slack(Box<slack::Slack>),
 }
 
 /// What a notification carries besides the alerts.
@@ -55,27 +78,78 @@ pub struct NotifyContext<'a> {
     pub group_labels: &'a Labels,
     pub external_url: &'a str,
     pub now: Timestamp,
+    /// The default templates and the config's `templates:` files.
+    pub templates: &'a crate::alertmanager::template::Templates,
 }
 
-/// The HTTP client all integrations share.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The HTTP(S) client all integrations share.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// A new HTTP client for notifications.
+/// A new HTTP client for notifications: plain HTTP, or HTTPS verified against
+/// the system's CA certificates.
 pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    use crate::scrape::tls;
+    let tls_cfg = crate::config::TlsConfig::default();
+    let cfg = tls::client_config("alertmanager", &tls_cfg, &tls::TlsMaterial::default())
+        .unwrap_or_else(|e| {
+            // Without system roots https receivers fail one by one with a clear
+            // error; plain http ones keep working.
+            tracing::warn!(error = %e, "no CA certificates for https receivers");
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports rustls's default protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        });
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let conn = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(cfg)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(conn)
 }
 
-/// Builds the integrations of one receiver. Kinds that do not send yet are
-/// reported in the returned warnings.
-pub fn build_integrations(rc: &ReceiverConfig) -> Result<(Vec<Integration>, Vec<String>), String> {
+/// Builds the integrations of one receiver, with the `global` defaults. Kinds
+/// that do not send yet are reported in the returned warnings.
+pub fn build_integrations(
+    rc: &ReceiverConfig,
+    global: &GlobalConfig,
+) -> Result<(Vec<Integration>, Vec<String>), String> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
+    let key = |integration: &str, i: usize| ReceiverKey {
+        group_name: rc.name.clone(),
+        integration: integration.into(),
+        idx: i as u32,
+    };
     for (i, wh) in rc.webhook_configs.iter().enumerate() {
         out.push(webhook(rc, i, wh)?);
     }
+    for (i, ec) in rc.email_configs.iter().enumerate() {
+        let e = email::Email::new(ec, global)
+            .map_err(|e| format!("receiver {:?}: email_configs[{i}]: {e}", rc.name))?;
+        out.push(Integration {
+            key: key("email", i),
+            send_resolved: ec.send_resolved,
+            kind: IntegrationKind::Email(Box::new(e)),
+        });
+    }
+    for (i, sc) in rc.slack_configs.iter().enumerate() {
+        let s = slack::Slack::new(sc, global)
+            .map_err(|e| format!("receiver {:?}: slack_configs[{i}]: {e}", rc.name))?;
+        out.push(Integration {
+            key: key("slack", i),
+            send_resolved: sc.send_resolved,
+            kind: IntegrationKind::Slack(Box::new(s)),
+        });
+    }
     for (kind, n) in [
-        ("email", rc.email_configs.len()),
-        ("slack", rc.slack_configs.len()),
         ("pagerduty", rc.pagerduty_configs.len()),
         ("opsgenie", rc.opsgenie_configs.len()),
         ("msteams", rc.msteams_configs.len()),
@@ -101,9 +175,9 @@ fn webhook(rc: &ReceiverConfig, i: usize, wh: &WebhookConfig) -> Result<Integrat
             .to_string(),
         (None, None) => return Err("one of url or url_file must be configured".into()),
     };
-    if !url.starts_with("http://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(format!(
-            "receiver {:?}: webhook URL {url:?}: only http:// URLs are supported yet",
+            "receiver {:?}: webhook URL {url:?}: only http:// and https:// URLs can be sent to",
             rc.name
         ));
     }
@@ -164,6 +238,7 @@ fn to_map(l: &Labels) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The pairs every map has with the same value.
 fn common(maps: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
     let Some(first) = maps.first() else {
         return BTreeMap::new();
@@ -245,6 +320,10 @@ impl Integration {
                     None => send.await,
                 }
             }
+            IntegrationKind::Email(e) => e.notify(&NotificationData::new(ctx, alerts)).await,
+            IntegrationKind::Slack(s) => {
+                s.notify(client, &NotificationData::new(ctx, alerts)).await
+            }
         }
     }
 }
@@ -284,64 +363,148 @@ async fn post_json(client: &HttpClient, url: &str, body: Vec<u8>) -> Result<(), 
     }
 }
 
-/// Counters per integration kind, named as Alertmanager's.
-#[derive(Default)]
+/// Integration kinds Alertmanager 0.25 exports metrics for before any
+/// notification, so dashboards see zeros rather than nothing.
+const PRESET_INTEGRATIONS: [&str; 10] = [
+    "email",
+    "pagerduty",
+    "wechat",
+    "pushover",
+    "slack",
+    "opsgenie",
+    "webhook",
+    "victorops",
+    "sns",
+    "telegram",
+];
+
+/// Upper bounds of `alertmanager_notification_latency_seconds`'s buckets.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 5] = [1.0, 5.0, 10.0, 15.0, 20.0];
+
+/// Alertmanager's notification metrics per integration kind.
 pub struct NotifyMetrics {
-    inner: Mutex<HashMap<String, IntegrationCounters>>,
+    inner: Mutex<BTreeMap<String, IntegrationCounters>>,
+}
+
+impl Default for NotifyMetrics {
+    fn default() -> NotifyMetrics {
+        let m = PRESET_INTEGRATIONS
+            .iter()
+            .map(|k| (k.to_string(), IntegrationCounters::default()))
+            .collect();
+        NotifyMetrics {
+            inner: Mutex::new(m),
+        }
+    }
 }
 
 #[derive(Default, Clone)]
 struct IntegrationCounters {
-    total: u64,
-    failed: u64,
+    /// Notifications (each possibly several attempts).
+    notifications: u64,
+    /// Notifications that failed after their last attempt.
+    notifications_failed: u64,
+    /// Attempts.
+    requests: u64,
+    requests_failed: u64,
+    /// Cumulative count per latency bucket, then the sum and count.
+    latency_buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
     latency_sum_seconds: f64,
     latency_count: u64,
 }
 
 impl NotifyMetrics {
-    /// Records one attempt.
-    pub fn observe(&self, integration: &str, ok: bool, latency: Duration) {
+    /// Records one attempt (a request to the receiver) and how long it took.
+    pub fn observe_request(&self, integration: &str, ok: bool, latency: Duration) {
         let mut m = self.inner.lock();
         let c = m.entry(integration.to_string()).or_default();
-        c.total += 1;
+        c.requests += 1;
         if !ok {
-            c.failed += 1;
+            c.requests_failed += 1;
         }
-        c.latency_sum_seconds += latency.as_secs_f64();
+        let secs = latency.as_secs_f64();
+        for (i, le) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
+            if secs <= *le {
+                c.latency_buckets[i] += 1;
+            }
+        }
+        c.latency_sum_seconds += secs;
         c.latency_count += 1;
     }
 
-    /// (total, failed) attempts for an integration kind.
+    /// Records one notification, after its last attempt.
+    pub fn observe_notification(&self, integration: &str, ok: bool) {
+        let mut m = self.inner.lock();
+        let c = m.entry(integration.to_string()).or_default();
+        c.notifications += 1;
+        if !ok {
+            c.notifications_failed += 1;
+        }
+    }
+
+    /// (notifications, failed notifications) for an integration kind.
     pub fn counts(&self, integration: &str) -> (u64, u64) {
         let m = self.inner.lock();
         m.get(integration)
-            .map(|c| (c.total, c.failed))
+            .map(|c| (c.notifications, c.notifications_failed))
+            .unwrap_or((0, 0))
+    }
+
+    /// (requests, failed requests) for an integration kind.
+    pub fn request_counts(&self, integration: &str) -> (u64, u64) {
+        let m = self.inner.lock();
+        m.get(integration)
+            .map(|c| (c.requests, c.requests_failed))
             .unwrap_or((0, 0))
     }
 
     /// Appends the metrics in the text exposition format.
     pub fn render(&self, out: &mut String) {
         let m = self.inner.lock();
-        let mut kinds: Vec<_> = m.iter().collect();
-        kinds.sort_by(|a, b| a.0.cmp(b.0));
-        out.push_str("# HELP alertmanager_notifications_total The total number of attempted notifications.\n# TYPE alertmanager_notifications_total counter\n");
-        for (k, c) in &kinds {
+        let counter =
+            |out: &mut String, name: &str, help: &str, f: &dyn Fn(&IntegrationCounters) -> u64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (k, c) in m.iter() {
+                    let _ = writeln!(out, "{name}{{integration=\"{k}\"}} {}", f(c));
+                }
+            };
+        counter(
+            out,
+            "alertmanager_notifications_total",
+            "The total number of attempted notifications.",
+            &|c| c.notifications,
+        );
+        counter(
+            out,
+            "alertmanager_notifications_failed_total",
+            "The total number of failed notifications.",
+            &|c| c.notifications_failed,
+        );
+        counter(
+            out,
+            "alertmanager_notification_requests_total",
+            "The total number of attempted notification requests.",
+            &|c| c.requests,
+        );
+        counter(
+            out,
+            "alertmanager_notification_requests_failed_total",
+            "The total number of failed notification requests.",
+            &|c| c.requests_failed,
+        );
+        out.push_str("# HELP alertmanager_notification_latency_seconds The latency of notifications in seconds.\n# TYPE alertmanager_notification_latency_seconds histogram\n");
+        for (k, c) in m.iter() {
+            for (le, n) in LATENCY_BUCKETS_SECONDS.iter().zip(c.latency_buckets) {
+                let _ = writeln!(
+                    out,
+                    "alertmanager_notification_latency_seconds_bucket{{integration=\"{k}\",le=\"{le}\"}} {n}"
+                );
+            }
             let _ = writeln!(
                 out,
-                "alertmanager_notifications_total{{integration=\"{k}\"}} {}",
-                c.total
+                "alertmanager_notification_latency_seconds_bucket{{integration=\"{k}\",le=\"+Inf\"}} {}",
+                c.latency_count
             );
-        }
-        out.push_str("# HELP alertmanager_notifications_failed_total The total number of failed notifications.\n# TYPE alertmanager_notifications_failed_total counter\n");
-        for (k, c) in &kinds {
-            let _ = writeln!(
-                out,
-                "alertmanager_notifications_failed_total{{integration=\"{k}\"}} {}",
-                c.failed
-            );
-        }
-        out.push_str("# HELP alertmanager_notification_latency_seconds The latency of notifications in seconds.\n# TYPE alertmanager_notification_latency_seconds summary\n");
-        for (k, c) in &kinds {
             let _ = writeln!(
                 out,
                 "alertmanager_notification_latency_seconds_sum{{integration=\"{k}\"}} {}",
