@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod process;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -294,4 +295,16 @@ pub fn get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
     let v = serde_json::from_slice(&body)
         .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
     (code, v)
+}
+
+/// Percent-encodes `s` for a URL query value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
