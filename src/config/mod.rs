@@ -146,6 +146,34 @@ pub struct TlsConfig {
     pub max_version: Option<String>,
 }
 
+/// The TLS version names `min_version` and `max_version` take, as Go's config
+/// package spells them.
+pub const TLS_VERSIONS: [&str; 4] = ["TLS10", "TLS11", "TLS12", "TLS13"];
+
+impl TlsConfig {
+    /// The checks Prometheus makes when it loads a `tls_config` (files are not
+    /// read here: `hearth check config` looks for them, scraping reads them).
+    pub fn validate(&self) -> Result<(), String> {
+        for v in [&self.min_version, &self.max_version].into_iter().flatten() {
+            if !v.is_empty() && !TLS_VERSIONS.contains(&v.as_str()) {
+                return Err(format!("unknown TLS version: {v}"));
+            }
+        }
+        for (what, inline, file) in [
+            ("ca", &self.ca, &self.ca_file),
+            ("cert", &self.cert, &self.cert_file),
+            ("key", &self.key, &self.key_file),
+        ] {
+            if inline.is_some() && file.is_some() {
+                return Err(format!(
+                    "at most one of {what} and {what}_file must be configured"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One `static_configs:` entry, which is also the shape of a target group in
 /// `file_sd_configs` files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -527,6 +555,9 @@ impl ScrapeConfig {
                         .into(),
                 );
             }
+        }
+        if let Some(t) = &self.tls_config {
+            t.validate()?;
         }
         match self.scheme() {
             "http" | "https" => {}
