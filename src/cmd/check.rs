@@ -58,6 +58,12 @@ fn check_client_files(cfg: &Config) -> Result<(), String> {
             check_tls_files(t)?;
         }
     }
+    for am in &cfg.alerting.alertmanagers {
+        check_authorization(am.authorization.as_ref(), am.bearer_token_file.as_deref())?;
+        if let Some(t) = &am.tls_config {
+            check_tls_files(t)?;
+        }
+    }
     Ok(())
 }
 

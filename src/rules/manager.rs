@@ -31,6 +31,8 @@ pub struct RuleOptions {
     pub restore: RestoreOptions,
     /// `--rules.alert.resend-delay`: least time between two sends of a firing alert.
     pub resend_delay_ms: i64,
+    /// `--alertmanager.notification-queue-capacity`, in alerts.
+    pub notification_queue_capacity: usize,
 }
 
 impl Default for RuleOptions {
@@ -39,6 +41,7 @@ impl Default for RuleOptions {
         RuleOptions {
             restore: RestoreOptions::default(),
             resend_delay_ms: super::notifier::RESEND_DELAY_MS,
+            notification_queue_capacity: super::notifier::DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
@@ -51,7 +54,7 @@ pub struct RuleManager {
     /// Which groups this node evaluates when.
     ownership: Arc<dyn Ownership>,
     groups: Mutex<Vec<Running>>,
-    /// Started with the first config that names Alertmanagers.
+    /// Started with the first config.
     notifier: Arc<Mutex<Option<Arc<super::notifier::Notifier>>>>,
     /// Stops the notifier.
     stop_all: CancellationToken,
@@ -144,17 +147,16 @@ impl RuleManager {
         let files = super::rule_files(cfg.rule_file_patterns())?;
         let external = cfg.global.external_labels.clone();
         let new = load_groups(&files, cfg.global.evaluation_interval_ms(), &external)?;
-        let endpoints = super::notifier::endpoints(cfg.alerting.as_ref())?;
+        let sets = super::notifier::alertmanager_sets(&cfg.alerting)?;
         {
             let mut n = self.notifier.lock();
-            if n.is_none() && !endpoints.is_empty() {
-                *n = Some(Arc::new(super::notifier::Notifier::start(
+            let n = n.get_or_insert_with(|| {
+                Arc::new(super::notifier::Notifier::start(
+                    self.options.notification_queue_capacity,
                     self.stop_all.clone(),
-                )));
-            }
-            if let Some(n) = n.as_ref() {
-                n.set_endpoints(endpoints);
-            }
+                ))
+            });
+            n.apply(sets, cfg.alerting.alert_relabel_configs.clone());
         }
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
@@ -281,9 +283,16 @@ impl RuleManager {
             .collect()
     }
 
-    /// Every rule's `prometheus_rule_group_*` metrics in the text format.
+    /// Every rule's `prometheus_rule_group_*` metrics, and the notifier's
+    /// `prometheus_notifications_*` ones, in the text format.
     pub fn render_metrics(&self) -> String {
-        let mut out = String::from(
+        let mut out = self
+            .notifier
+            .lock()
+            .as_ref()
+            .map(|n| n.render_metrics())
+            .unwrap_or_default();
+        out.push_str(
             "# HELP prometheus_rule_group_iterations_missed_total The total number of rule group evaluations missed due to slow rule group evaluation.\n# TYPE prometheus_rule_group_iterations_missed_total counter\n",
         );
         for g in self.groups() {
