@@ -119,7 +119,10 @@ struct ServerFlags {
 
     /// How many alerts wait to be sent to Alertmanagers; beyond this the oldest
     /// are dropped.
-    #[arg(long = "alertmanager.notification-queue-capacity", default_value_t = 10000)]
+    #[arg(
+        long = "alertmanager.notification-queue-capacity",
+        default_value_t = 10000
+    )]
     alertmanager_notification_queue_capacity: usize,
 
     /// gRPC address of any member of a running cluster to join.

@@ -182,7 +182,9 @@ async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         head.lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_default()
     };
@@ -253,8 +255,13 @@ async fn alerts_over_https_with_auth_relabeling_and_metrics() {
 
     let store = MemStorage::new();
     let mut a = store.appender();
-    a.append(0, &Labels::from_pairs(&[("__name__", "temp")]), now_ms(), 70.0)
-        .expect("append");
+    a.append(
+        0,
+        &Labels::from_pairs(&[("__name__", "temp")]),
+        now_ms(),
+        70.0,
+    )
+    .expect("append");
     a.commit().expect("commit");
     let mgr = RuleManager::new(
         Arc::new(store.clone()) as Arc<dyn Queryable>,
@@ -293,14 +300,42 @@ async fn alerts_over_https_with_auth_relabeling_and_metrics() {
     let tls_url = format!("https://{tls_addr}/prefix/api/v2/alerts");
     let failing_url = format!("http://{failing_addr}/api/v2/alerts");
     let by_am = |name: &str, url: &str| metric(&m, &format!("{name}{{alertmanager=\"{url}\"}}"));
-    assert_eq!(metric(&m, "prometheus_notifications_alertmanagers_discovered"), Some(2.0), "{m}");
-    assert_eq!(metric(&m, "prometheus_notifications_queue_capacity"), Some(10000.0), "{m}");
-    assert!(metric(&m, "prometheus_notifications_queue_length").is_some(), "{m}");
-    assert_eq!(by_am("prometheus_notifications_errors_total", &tls_url), Some(0.0), "{m}");
-    assert!(by_am("prometheus_notifications_errors_total", &failing_url) >= Some(1.0), "{m}");
-    assert!(by_am("prometheus_notifications_sent_total", &tls_url) >= Some(1.0), "{m}");
-    assert!(by_am("prometheus_notifications_sent_total", &failing_url) >= Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "prometheus_notifications_alertmanagers_discovered"),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "prometheus_notifications_queue_capacity"),
+        Some(10000.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "prometheus_notifications_queue_length").is_some(),
+        "{m}"
+    );
+    assert_eq!(
+        by_am("prometheus_notifications_errors_total", &tls_url),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        by_am("prometheus_notifications_errors_total", &failing_url) >= Some(1.0),
+        "{m}"
+    );
+    assert!(
+        by_am("prometheus_notifications_sent_total", &tls_url) >= Some(1.0),
+        "{m}"
+    );
+    assert!(
+        by_am("prometheus_notifications_sent_total", &failing_url) >= Some(1.0),
+        "{m}"
+    );
     // One Alertmanager took every batch, so none was dropped.
-    assert_eq!(metric(&m, "prometheus_notifications_dropped_total"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "prometheus_notifications_dropped_total"),
+        Some(0.0),
+        "{m}"
+    );
     mgr.stop();
 }

@@ -54,11 +54,9 @@ fn normalise(v: &Value) -> Value {
             items.sort_by_key(|x| x.to_string());
             Value::Array(items)
         }
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, x)| (k.clone(), normalise(x)))
-                .collect(),
-        ),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, x)| (k.clone(), normalise(x))).collect())
+        }
         x => x.clone(),
     }
 }
@@ -145,7 +143,10 @@ fn metadata_apis_answer_like_prometheus() {
         "two targets say different things about temp: {metadata}"
     );
     for path in [
-        format!("/api/v1/targets/metadata?match_target={}", common::url_encode("{job=\"om\"}")),
+        format!(
+            "/api/v1/targets/metadata?match_target={}",
+            common::url_encode("{job=\"om\"}")
+        ),
         "/api/v1/targets/metadata?metric=temp".to_string(),
         format!(
             "/api/v1/targets/metadata?metric=http_requests_total&match_target={}",
@@ -178,8 +179,10 @@ fn metadata_apis_answer_like_prometheus() {
     let (h, p) = answers(&hearth, &prom, "/api/v1/targets/metadata?limit=1");
     for (who, v) in [("hearth", &h.1), ("prometheus", &p.1)] {
         let list = v["data"].as_array().expect("a list");
-        let jobs: std::collections::BTreeSet<String> =
-            list.iter().map(|e| e["target"]["job"].to_string()).collect();
+        let jobs: std::collections::BTreeSet<String> = list
+            .iter()
+            .map(|e| e["target"]["job"].to_string())
+            .collect();
         assert_eq!(jobs.len(), 1, "{who}: {v}");
         assert!(list.len() == 4 || list.len() == 5, "{who}: {v}");
     }
@@ -213,6 +216,12 @@ fn metadata_apis_answer_like_prometheus() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let after = eventually_same(&hearth, &prom, "/api/v1/metadata?metric=temp", wait);
-    assert!(after.to_string().contains("now seen differently"), "{after}");
-    assert!(!after.to_string().contains("seen by the text job"), "{after}");
+    assert!(
+        after.to_string().contains("now seen differently"),
+        "{after}"
+    );
+    assert!(
+        !after.to_string().contains("seen by the text job"),
+        "{after}"
+    );
 }

@@ -45,7 +45,9 @@ fn series_of(v: &Value) -> Series {
 fn prometheus3_spelling(mut s: Series) -> Series {
     for name in ["le", "quantile"] {
         if let Some(v) = s.get_mut(name) {
-            let whole = v.parse::<f64>().is_ok_and(|f| f.is_finite() && f.fract() == 0.0);
+            let whole = v
+                .parse::<f64>()
+                .is_ok_and(|f| f.is_finite() && f.fract() == 0.0);
             if whole && v.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
                 v.push_str(".0");
             }
@@ -162,7 +164,10 @@ fn node_exporter_series_match_prometheus() {
         .collect();
     let (h_stable, p_stable) = (stable(&h_counts), stable(&p_counts));
     let h_all = stored(&hearth);
-    let p_all: BTreeSet<Series> = stored(&prom).into_iter().map(prometheus3_spelling).collect();
+    let p_all: BTreeSet<Series> = stored(&prom)
+        .into_iter()
+        .map(prometheus3_spelling)
+        .collect();
     assert!(
         p_all.len() > 200,
         "node_exporter exposes hundreds of series; Prometheus stored {}",
@@ -172,12 +177,18 @@ fn node_exporter_series_match_prometheus() {
     let mut problems = Vec::new();
     for s in &p_stable {
         if !h_all.contains(s) {
-            problems.push(format!("stable in Prometheus, not stored by hearth: {}", show(s)));
+            problems.push(format!(
+                "stable in Prometheus, not stored by hearth: {}",
+                show(s)
+            ));
         }
     }
     for s in &h_stable {
         if !p_all.contains(s) {
-            problems.push(format!("stable in hearth, not stored by Prometheus: {}", show(s)));
+            problems.push(format!(
+                "stable in hearth, not stored by Prometheus: {}",
+                show(s)
+            ));
         }
     }
     let mut varying = BTreeSet::new();

@@ -179,7 +179,11 @@ fn check_config_checks_tls_files_like_promtool() {
         ),
     ];
     let check = |cmd: &mut Command, cfg: &std::path::Path| {
-        let out = cmd.args(["check", "config"]).arg(cfg).output().expect("run checker");
+        let out = cmd
+            .args(["check", "config"])
+            .arg(cfg)
+            .output()
+            .expect("run checker");
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr)
@@ -199,7 +203,11 @@ fn check_config_checks_tls_files_like_promtool() {
         let ours = check(&mut Command::new(hearth_bin()), &cfg);
         let theirs = check(&mut promtool(), &cfg);
         assert_eq!(ours, theirs, "case {i}: {section}");
-        assert_eq!(ours.0, Some(if *valid { 0 } else { 1 }), "case {i}: {section}");
+        assert_eq!(
+            ours.0,
+            Some(if *valid { 0 } else { 1 }),
+            "case {i}: {section}"
+        );
     }
 
     // A missing CA file: hearth names it, promtool 2.42 passes the file.

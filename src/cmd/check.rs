@@ -13,10 +13,12 @@ pub fn check_config(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write)
     for f in files {
         let shown = f.display().to_string();
         let _ = writeln!(out, "Checking {shown}");
-        match Config::load_file(f).map_err(|e| e.to_string()).and_then(|cfg| {
-            check_client_files(&cfg)?;
-            Ok(cfg)
-        }) {
+        match Config::load_file(f)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                check_client_files(&cfg)?;
+                Ok(cfg)
+            }) {
             Ok(cfg) => match rule_files(&cfg) {
                 Ok(rules) => {
                     if !rules.is_empty() {
@@ -68,7 +70,9 @@ fn check_client_files(cfg: &Config) -> Result<(), String> {
 }
 
 fn check_authorization(a: Option<&Authorization>, bearer_file: Option<&str>) -> Result<(), String> {
-    let file = a.and_then(|a| a.credentials_file.as_deref()).or(bearer_file);
+    let file = a
+        .and_then(|a| a.credentials_file.as_deref())
+        .or(bearer_file);
     if let Some(f) = file {
         stat(f).map_err(|e| {
             format!("error checking authorization credentials or bearer token file {f:?}: {e}")

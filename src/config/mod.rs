@@ -194,7 +194,10 @@ impl AlertmanagerConfig {
             ("file_sd_configs", self.file_sd_configs.is_some()),
             ("dns_sd_configs", self.dns_sd_configs.is_some()),
             ("consul_sd_configs", self.consul_sd_configs.is_some()),
-            ("kubernetes_sd_configs", self.kubernetes_sd_configs.is_some()),
+            (
+                "kubernetes_sd_configs",
+                self.kubernetes_sd_configs.is_some(),
+            ),
             ("http_sd_configs", self.http_sd_configs.is_some()),
             ("ec2_sd_configs", self.ec2_sd_configs.is_some()),
         ];

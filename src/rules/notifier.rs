@@ -80,9 +80,8 @@ pub fn alertmanager_sets(alerting: &AlertingConfig) -> Result<Vec<AlertmanagerSe
                     continue;
                 }
                 let addr = lb.get("__address__").to_string();
-                crate::config::check_target_address(&addr).map_err(|e| {
-                    RulesError::Eval(format!("alerting.alertmanagers[{i}]: {e}"))
-                })?;
+                crate::config::check_target_address(&addr)
+                    .map_err(|e| RulesError::Eval(format!("alerting.alertmanagers[{i}]: {e}")))?;
                 set.urls.push(format!(
                     "{}://{addr}{}",
                     lb.get("__scheme__"),
@@ -205,15 +204,23 @@ impl Notifier {
             let d = alerts.len() - cap;
             alerts.drain(..d);
             self.shared.dropped.fetch_add(d as u64, Ordering::Relaxed);
-            tracing::warn!(num_dropped = d, "alert batch larger than queue capacity, dropping alerts");
+            tracing::warn!(
+                num_dropped = d,
+                "alert batch larger than queue capacity, dropping alerts"
+            );
         }
         {
             let mut q = self.shared.queue.lock();
             let over = (q.len() + alerts.len()).saturating_sub(cap);
             if over > 0 {
                 q.drain(..over);
-                self.shared.dropped.fetch_add(over as u64, Ordering::Relaxed);
-                tracing::warn!(num_dropped = over, "alert notification queue full, dropping alerts");
+                self.shared
+                    .dropped
+                    .fetch_add(over as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    num_dropped = over,
+                    "alert notification queue full, dropping alerts"
+                );
             }
             q.extend(alerts);
         }
@@ -225,10 +232,17 @@ impl Notifier {
         let s = &self.shared;
         let stats = s.stats.lock().clone();
         let mut out = String::new();
-        let per_am = |out: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&AmStats) -> String| {
+        let per_am = |out: &mut String,
+                      name: &str,
+                      kind: &str,
+                      help: &str,
+                      f: &dyn Fn(&AmStats) -> String| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             for (url, st) in &stats {
-                out.push_str(&f(st).replace("{L}", &format!("{{alertmanager={}}}", crate::labels::quote(url))));
+                out.push_str(&f(st).replace(
+                    "{L}",
+                    &format!("{{alertmanager={}}}", crate::labels::quote(url)),
+                ));
             }
         };
         per_am(
@@ -258,7 +272,9 @@ impl Notifier {
             &|st| format!("prometheus_notifications_sent_total{{L}} {}\n", st.sent),
         );
         let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
         };
         scalar(
             &mut out,
@@ -332,7 +348,13 @@ async fn send_all(s: &Arc<Shared>, batch: Vec<Json>) -> bool {
         }
         let body = Bytes::from(serde_json::to_vec(&alerts).unwrap_or_default());
         for url in &set.urls {
-            let (s, sets, url, body, n) = (s.clone(), sets.clone(), url.clone(), body.clone(), alerts.len());
+            let (s, sets, url, body, n) = (
+                s.clone(),
+                sets.clone(),
+                url.clone(),
+                body.clone(),
+                alerts.len(),
+            );
             requests.spawn(async move {
                 let cfg = &sets[i].cfg;
                 let begin = Instant::now();

@@ -309,7 +309,10 @@ fn alertmanager_sets_from_config() {
     assert_eq!(sets[0].cfg.timeout_ms(), 3000);
     assert_eq!(sets[0].dropped.len(), 1);
     assert_eq!(sets[0].dropped[0].get("__address__"), "b:9093");
-    assert_eq!(sets[0].dropped[0].get("__alerts_path__"), "/am/api/v2/alerts");
+    assert_eq!(
+        sets[0].dropped[0].get("__alerts_path__"),
+        "/am/api/v2/alerts"
+    );
     assert_eq!(sets[1].urls, ["https://c:443/api/v2/alerts"]);
     let bad = crate::config::Config::parse(
         "alerting:\n  alertmanagers:\n    - api_version: v1\n",

@@ -589,16 +589,16 @@ async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Response {
 }
 
 /// Parses an optional integer parameter as Go's `strconv.Atoi` would; absent
-/// means -1 (no limit).
-fn int_param(p: &[(String, String)], name: &str) -> Result<i64, Response> {
+/// means -1 (no limit). The error is Prometheus's `bad_data` answer.
+fn int_param(p: &[(String, String)], name: &str) -> Result<i64, Box<Response>> {
     match param(p, name) {
         None => Ok(-1),
         Some(s) => s.parse::<i64>().map_err(|_| {
-            api_error(
+            Box::new(api_error(
                 StatusCode::BAD_REQUEST,
                 "bad_data",
                 format!("{name} must be a number"),
-            )
+            ))
         }),
     }
 }
@@ -626,11 +626,11 @@ async fn metadata(State(x): State<Arc<Extras>>, RawQuery(q): RawQuery) -> Respon
     let p = params(q, &Bytes::new());
     let limit = match int_param(&p, "limit") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let per_metric = match int_param(&p, "limit_per_metric") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let metric = param(&p, "metric");
     let mut families: BTreeMap<String, Vec<MetricMetadata>> = BTreeMap::new();
@@ -673,7 +673,7 @@ async fn targets_metadata(State(x): State<Arc<Extras>>, RawQuery(q): RawQuery) -
     let p = params(q, &Bytes::new());
     let limit = match int_param(&p, "limit") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let matchers = match param(&p, "match_target").map(crate::labels::parse_selector) {
         None => Vec::new(),

@@ -32,9 +32,7 @@ impl Server {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {cmd:?}: {e} (.ci/install-deps installs it)")
-            });
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e} (.ci/install-deps installs it)"));
         Server { addr, log, child }
     }
 

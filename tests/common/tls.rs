@@ -131,4 +131,3 @@ pub fn server_config(
         .with_single_cert(certs(&dir.join("server.pem")), key(&dir.join("server.key")))
         .expect("server certificate")
 }
-
