@@ -117,6 +117,14 @@ struct ServerFlags {
     #[arg(long = "rules.alert.resend-delay", default_value = "1m", value_parser = parse_duration_ms)]
     rules_alert_resend_delay_ms: i64,
 
+    /// How many alerts wait to be sent to Alertmanagers; beyond this the oldest
+    /// are dropped.
+    #[arg(
+        long = "alertmanager.notification-queue-capacity",
+        default_value_t = 10000
+    )]
+    alertmanager_notification_queue_capacity: usize,
+
     /// gRPC address of any member of a running cluster to join.
     #[arg(long = "cluster.join")]
     cluster_join: Option<String>,
@@ -617,6 +625,7 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
                     for_grace_period_ms: flags.rules_alert_for_grace_period_ms,
                 },
                 resend_delay_ms: flags.rules_alert_resend_delay_ms,
+                notification_queue_capacity: flags.alertmanager_notification_queue_capacity,
             },
             flags: flag_values,
         };

@@ -142,3 +142,86 @@ fn server_scrapes_from_config_and_reloads() {
         "the server's own metrics were stored"
     );
 }
+
+/// `hearth check config` and `promtool check config` on the same `tls_config`
+/// and credentials mistakes: the same verdict and the same `FAILED` line, except
+/// for a missing CA file, which hearth reports and promtool 2.42 does not look
+/// for (its Prometheus fails only at the first scrape).
+#[test]
+fn check_config_checks_tls_files_like_promtool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exists = dir.path().join("exists.pem");
+    std::fs::write(&exists, "not checked for content").expect("write");
+    let exists = exists.display().to_string();
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let cases: Vec<(String, bool)> = vec![
+        (format!("tls_config:\n      cert_file: {missing}"), false),
+        (format!("tls_config:\n      key_file: {missing}"), false),
+        (
+            format!("tls_config:\n      cert_file: {missing}\n      key_file: {missing}"),
+            false,
+        ),
+        (
+            format!("tls_config:\n      cert_file: {exists}\n      key_file: {missing}"),
+            false,
+        ),
+        ("tls_config:\n      min_version: TLS14".to_string(), false),
+        ("tls_config:\n      max_version: SSL3".to_string(), false),
+        (
+            format!("authorization:\n      credentials_file: {missing}"),
+            false,
+        ),
+        (
+            format!(
+                "tls_config:\n      ca_file: {exists}\n      cert_file: {exists}\n      key_file: {exists}\n      min_version: TLS12"
+            ),
+            true,
+        ),
+    ];
+    let check = |cmd: &mut Command, cfg: &std::path::Path| {
+        let out = cmd
+            .args(["check", "config"])
+            .arg(cfg)
+            .output()
+            .expect("run checker");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .find(|l| l.contains("FAILED"))
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    for (i, (section, valid)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("c{i}.yml"));
+        std::fs::write(
+            &cfg,
+            format!("scrape_configs:\n  - job_name: a\n    scheme: https\n    {section}\n    static_configs:\n      - targets: ['x:1']\n"),
+        )
+        .expect("write");
+        let ours = check(&mut Command::new(hearth_bin()), &cfg);
+        let theirs = check(&mut promtool(), &cfg);
+        assert_eq!(ours, theirs, "case {i}: {section}");
+        assert_eq!(
+            ours.0,
+            Some(if *valid { 0 } else { 1 }),
+            "case {i}: {section}"
+        );
+    }
+
+    // A missing CA file: hearth names it, promtool 2.42 passes the file.
+    let cfg = dir.path().join("ca.yml");
+    std::fs::write(
+        &cfg,
+        format!("scrape_configs:\n  - job_name: a\n    scheme: https\n    tls_config:\n      ca_file: {missing}\n    static_configs:\n      - targets: ['x:1']\n"),
+    )
+    .expect("write");
+    let ours = check(&mut Command::new(hearth_bin()), &cfg);
+    assert_eq!(ours.0, Some(1));
+    assert_eq!(
+        ours.1,
+        format!("  FAILED: error checking CA file \"{missing}\": stat {missing}: no such file or directory")
+    );
+    assert_eq!(check(&mut promtool(), &cfg).0, Some(0));
+}

@@ -2,8 +2,9 @@
 //!
 //! The file is read exactly as Prometheus reads it: the same sections, field names,
 //! defaults and checks, and unknown fields are errors that name the file, line and
-//! column. Sections used by later parts of hearth (`alerting`, `remote_write`,
-//! `remote_read`, `storage`, `tracing`) are parsed into opaque values for now.
+//! column. `alerting` is typed (`AlertingConfig`); sections used by later parts of
+//! hearth (`remote_write`, `remote_read`, `storage`, `tracing`) are parsed into
+//! opaque values for now.
 //! Service discovery mechanisms other than `static_configs` and `file_sd_configs` are
 //! recognised by name and refused with a clear error, rather than reported as
 //! unknown fields.
@@ -58,8 +59,8 @@ pub struct Config {
     pub rule_files: Vec<String>,
     #[serde(deserialize_with = "serde_util::null_default")]
     pub scrape_configs: Vec<ScrapeConfig>,
-    /// Alertmanager discovery and alert relabeling; parsed for later use.
-    pub alerting: Option<serde_json::Value>,
+    /// Where alerts go, and how they are relabeled first.
+    pub alerting: AlertingConfig,
     /// Remote write endpoints; parsed for later use.
     #[serde(deserialize_with = "serde_util::null_default")]
     pub remote_write: Vec<serde_json::Value>,
@@ -109,6 +110,171 @@ impl GlobalConfig {
     }
 }
 
+/// `alerting:`: the Alertmanagers alerts go to, and how alerts are relabeled
+/// before they are queued.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    #[serde(deserialize_with = "serde_util::null_default")]
+    pub alert_relabel_configs: Vec<RelabelConfig>,
+    #[serde(deserialize_with = "serde_util::null_default")]
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+/// Default `timeout` of an Alertmanager set.
+pub const DEFAULT_ALERTMANAGER_TIMEOUT_MS: i64 = 10_000;
+
+/// One `alerting.alertmanagers` entry: a set of Alertmanagers with one HTTP
+/// client config. Only static targets are discovered so far.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerConfig {
+    pub scheme: Option<String>,
+    pub path_prefix: Option<String>,
+    pub timeout: Option<DurationMs>,
+    pub api_version: Option<String>,
+    #[serde(deserialize_with = "serde_util::null_default")]
+    pub static_configs: Vec<StaticConfig>,
+    /// Applied to each target (`__address__`, `__scheme__`, `__alerts_path__`).
+    #[serde(deserialize_with = "serde_util::null_default")]
+    pub relabel_configs: Vec<RelabelConfig>,
+    /// Applied to alerts sent to this set only.
+    #[serde(deserialize_with = "serde_util::null_default")]
+    pub alert_relabel_configs: Vec<RelabelConfig>,
+
+    // The HTTP client, as in `ScrapeConfig`.
+    pub basic_auth: Option<BasicAuth>,
+    pub authorization: Option<Authorization>,
+    pub bearer_token: Option<String>,
+    pub bearer_token_file: Option<String>,
+    pub tls_config: Option<TlsConfig>,
+    pub oauth2: Option<serde_json::Value>,
+    pub proxy_url: Option<String>,
+    pub no_proxy: Option<String>,
+    pub proxy_from_environment: Option<bool>,
+    pub proxy_connect_header: Option<serde_json::Value>,
+    pub follow_redirects: Option<bool>,
+    pub enable_http2: Option<bool>,
+
+    // Discovery mechanisms not run for Alertmanagers yet: recognised so that the
+    // error says "not supported" instead of "unknown field".
+    pub file_sd_configs: Option<serde_json::Value>,
+    pub dns_sd_configs: Option<serde_json::Value>,
+    pub consul_sd_configs: Option<serde_json::Value>,
+    pub kubernetes_sd_configs: Option<serde_json::Value>,
+    pub http_sd_configs: Option<serde_json::Value>,
+    pub ec2_sd_configs: Option<serde_json::Value>,
+}
+
+impl AlertmanagerConfig {
+    /// `http` or `https` (`http` by default).
+    pub fn scheme(&self) -> &str {
+        self.scheme.as_deref().unwrap_or("http")
+    }
+    /// Per-request timeout in ms (10s by default).
+    pub fn timeout_ms(&self) -> i64 {
+        self.timeout
+            .map_or(DEFAULT_ALERTMANAGER_TIMEOUT_MS, |d| d.0)
+    }
+    /// The set's HTTP client settings.
+    pub fn http_client(&self) -> HttpClientRef<'_> {
+        HttpClientRef {
+            owner: "alertmanager",
+            basic_auth: self.basic_auth.as_ref(),
+            authorization: self.authorization.as_ref(),
+            bearer_token: self.bearer_token.as_deref(),
+            bearer_token_file: self.bearer_token_file.as_deref(),
+            tls_config: self.tls_config.as_ref(),
+        }
+    }
+
+    fn validate(&mut self) -> Result<(), String> {
+        let bad = |m: String| Err(format!("alerting.alertmanagers: {m}"));
+        let sd = [
+            ("file_sd_configs", self.file_sd_configs.is_some()),
+            ("dns_sd_configs", self.dns_sd_configs.is_some()),
+            ("consul_sd_configs", self.consul_sd_configs.is_some()),
+            (
+                "kubernetes_sd_configs",
+                self.kubernetes_sd_configs.is_some(),
+            ),
+            ("http_sd_configs", self.http_sd_configs.is_some()),
+            ("ec2_sd_configs", self.ec2_sd_configs.is_some()),
+        ];
+        if let Some((n, _)) = sd.iter().find(|(_, set)| *set) {
+            return bad(format!(
+                "{n}: this discovery mechanism is not supported for Alertmanagers yet (use static_configs)"
+            ));
+        }
+        if self.oauth2.is_some() {
+            return bad("oauth2 is not supported yet".into());
+        }
+        if self.proxy_url.is_some() || self.proxy_from_environment == Some(true) {
+            return bad("proxies (proxy_url, proxy_from_environment) are not supported yet".into());
+        }
+        match self.scheme() {
+            "http" | "https" => {}
+            other => return bad(format!("scheme {other:?} is not http or https")),
+        }
+        match self.api_version.as_deref() {
+            None | Some("v2") => {}
+            Some(v) => return bad(format!("api_version {v:?} is not supported (only v2)")),
+        }
+        if self.timeout_ms() <= 0 {
+            return bad("timeout must be greater than 0".into());
+        }
+        let auth_kinds = [
+            self.basic_auth.is_some(),
+            self.authorization.is_some(),
+            self.bearer_token.is_some() || self.bearer_token_file.is_some(),
+        ];
+        if auth_kinds.iter().filter(|x| **x).count() > 1 {
+            return Err(
+                "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, \
+                 authorization must be configured"
+                    .into(),
+            );
+        }
+        if let Some(a) = &mut self.authorization {
+            if a.credentials.is_some() && a.credentials_file.is_some() {
+                return Err(
+                    "at most one of authorization credentials & credentials_file must be configured"
+                        .into(),
+                );
+            }
+            let kind = a.kind.get_or_insert_with(|| "Bearer".to_string());
+            if kind.eq_ignore_ascii_case("basic") {
+                return Err(
+                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
+                        .into(),
+                );
+            }
+        }
+        if let Some(t) = &self.tls_config {
+            t.validate()?;
+        }
+        for sc in &self.static_configs {
+            for t in &sc.targets {
+                check_target_address(t)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP client settings of a scrape job or an Alertmanager set
+/// (Prometheus's common `HTTPClientConfig`), borrowed from either.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpClientRef<'a> {
+    /// Names the owner in errors: a job name, or `alertmanager`.
+    pub owner: &'a str,
+    pub basic_auth: Option<&'a BasicAuth>,
+    pub authorization: Option<&'a Authorization>,
+    pub bearer_token: Option<&'a str>,
+    pub bearer_token_file: Option<&'a str>,
+    pub tls_config: Option<&'a TlsConfig>,
+}
+
 /// `basic_auth:` of an HTTP client.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +310,34 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
     pub min_version: Option<String>,
     pub max_version: Option<String>,
+}
+
+/// The TLS version names `min_version` and `max_version` take, as Go's config
+/// package spells them.
+pub const TLS_VERSIONS: [&str; 4] = ["TLS10", "TLS11", "TLS12", "TLS13"];
+
+impl TlsConfig {
+    /// The checks Prometheus makes when it loads a `tls_config` (files are not
+    /// read here: `hearth check config` looks for them, scraping reads them).
+    pub fn validate(&self) -> Result<(), String> {
+        for v in [&self.min_version, &self.max_version].into_iter().flatten() {
+            if !v.is_empty() && !TLS_VERSIONS.contains(&v.as_str()) {
+                return Err(format!("unknown TLS version: {v}"));
+            }
+        }
+        for (what, inline, file) in [
+            ("ca", &self.ca, &self.ca_file),
+            ("cert", &self.cert, &self.cert_file),
+            ("key", &self.key, &self.key_file),
+        ] {
+            if inline.is_some() && file.is_some() {
+                return Err(format!(
+                    "at most one of {what} and {what}_file must be configured"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One `static_configs:` entry, which is also the shape of a target group in
@@ -276,6 +470,17 @@ impl ScrapeConfig {
     /// Largest accepted body in bytes; 0 is no limit.
     pub fn body_size_limit_bytes(&self) -> u64 {
         self.body_size_limit.map_or(0, |b| b.0)
+    }
+    /// The job's HTTP client settings.
+    pub fn http_client(&self) -> HttpClientRef<'_> {
+        HttpClientRef {
+            owner: &self.job_name,
+            basic_auth: self.basic_auth.as_ref(),
+            authorization: self.authorization.as_ref(),
+            bearer_token: self.bearer_token.as_deref(),
+            bearer_token_file: self.bearer_token_file.as_deref(),
+            tls_config: self.tls_config.as_ref(),
+        }
     }
 
     /// Names of configured discovery mechanisms hearth cannot run.
@@ -423,6 +628,9 @@ impl Config {
                 return Err("rule file path must not be empty".into());
             }
         }
+        for am in &mut self.alerting.alertmanagers {
+            am.validate()?;
+        }
         Ok(())
     }
 
@@ -448,6 +656,21 @@ impl Config {
             }
             sc.bearer_token_file.iter_mut().for_each(join);
             if let Some(t) = &mut sc.tls_config {
+                for f in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file] {
+                    f.iter_mut().for_each(join);
+                }
+            }
+        }
+        for am in &mut self.alerting.alertmanagers {
+            if let Some(b) = &mut am.basic_auth {
+                b.password_file.iter_mut().for_each(join);
+                b.username_file.iter_mut().for_each(join);
+            }
+            if let Some(a) = &mut am.authorization {
+                a.credentials_file.iter_mut().for_each(join);
+            }
+            am.bearer_token_file.iter_mut().for_each(join);
+            if let Some(t) = &mut am.tls_config {
                 for f in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file] {
                     f.iter_mut().for_each(join);
                 }
@@ -527,6 +750,9 @@ impl ScrapeConfig {
                         .into(),
                 );
             }
+        }
+        if let Some(t) = &self.tls_config {
+            t.validate()?;
         }
         match self.scheme() {
             "http" | "https" => {}

@@ -59,7 +59,10 @@ scrape_configs:
     assert!(sc.honor_timestamps());
     assert!(!sc.honor_labels);
     assert_eq!(sc.static_configs[0].targets, ["localhost:9090"]);
-    assert!(c.alerting.is_some());
+    assert_eq!(c.alerting.alertmanagers.len(), 1);
+    assert!(c.alerting.alertmanagers[0].static_configs[0]
+        .targets
+        .is_empty());
 }
 
 #[test]

@@ -31,6 +31,8 @@ pub struct RuleOptions {
     pub restore: RestoreOptions,
     /// `--rules.alert.resend-delay`: least time between two sends of a firing alert.
     pub resend_delay_ms: i64,
+    /// `--alertmanager.notification-queue-capacity`, in alerts.
+    pub notification_queue_capacity: usize,
 }
 
 impl Default for RuleOptions {
@@ -39,6 +41,7 @@ impl Default for RuleOptions {
         RuleOptions {
             restore: RestoreOptions::default(),
             resend_delay_ms: super::notifier::RESEND_DELAY_MS,
+            notification_queue_capacity: super::notifier::DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
@@ -51,7 +54,7 @@ pub struct RuleManager {
     /// Which groups this node evaluates when.
     ownership: Arc<dyn Ownership>,
     groups: Mutex<Vec<Running>>,
-    /// Started with the first config that names Alertmanagers.
+    /// Started with the first config.
     notifier: Arc<Mutex<Option<Arc<super::notifier::Notifier>>>>,
     /// Stops the notifier.
     stop_all: CancellationToken,
@@ -144,17 +147,16 @@ impl RuleManager {
         let files = super::rule_files(cfg.rule_file_patterns())?;
         let external = cfg.global.external_labels.clone();
         let new = load_groups(&files, cfg.global.evaluation_interval_ms(), &external)?;
-        let endpoints = super::notifier::endpoints(cfg.alerting.as_ref())?;
+        let sets = super::notifier::alertmanager_sets(&cfg.alerting)?;
         {
             let mut n = self.notifier.lock();
-            if n.is_none() && !endpoints.is_empty() {
-                *n = Some(Arc::new(super::notifier::Notifier::start(
+            let n = n.get_or_insert_with(|| {
+                Arc::new(super::notifier::Notifier::start(
+                    self.options.notification_queue_capacity,
                     self.stop_all.clone(),
-                )));
-            }
-            if let Some(n) = n.as_ref() {
-                n.set_endpoints(endpoints);
-            }
+                ))
+            });
+            n.apply(sets, cfg.alerting.alert_relabel_configs.clone());
         }
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
@@ -284,6 +286,7 @@ impl RuleManager {
     /// Every group's `prometheus_rule_group_*` and `prometheus_rule_evaluation*`
     /// metrics in the text format, with Prometheus's names and `rule_group` label
     /// (`file;name`).
+    /// The notifier's `prometheus_notifications_*` metrics come first.
     pub fn render_metrics(&self) -> String {
         let groups = self.groups();
         let rows: Vec<(String, &Group, GroupCounters, (i64, f64))> = groups
@@ -356,7 +359,12 @@ impl RuleManager {
                 |g, _, _| g.rules.len().to_string(),
             ),
         ];
-        let mut out = String::new();
+        let mut out = self
+            .notifier
+            .lock()
+            .as_ref()
+            .map(|n| n.render_metrics())
+            .unwrap_or_default();
         for (name, kind, help, column) in families {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             for (key, g, c, last) in &rows {

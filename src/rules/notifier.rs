@@ -1,176 +1,391 @@
 //! The notifier: sends firing and resolved alerts to the Alertmanagers of the
-//! config's `alerting.alertmanagers` (static targets, `scheme: http`, API v2) as
-//! `POST {path_prefix}/api/v2/alerts`, through one bounded queue and one sender task.
+//! config's `alerting.alertmanagers` as Prometheus's notifier does.
+//!
+//! Each `alertmanagers` entry is an Alertmanager *set*: its static targets become
+//! URLs through `relabel_configs` (over `__address__`, `__scheme__` and
+//! `__alerts_path__`, which start as the target, the entry's `scheme` and
+//! `path_prefix` + `/api/v2/alerts`). Alerts pass `alerting.alert_relabel_configs`
+//! (after external labels were added) when they are queued, and each set's own
+//! `alert_relabel_configs` when they are sent to it. One bounded queue of alerts
+//! (`--alertmanager.notification-queue-capacity`) drops its oldest alerts when
+//! full; one sender task takes batches from it and posts each batch to every
+//! Alertmanager at once, with the set's credentials and `tls_config` (the scrape
+//! HTTP client's, `scrape::HttpClient`). The `prometheus_notifications_*` metrics
+//! keep Prometheus 2.42's names and meanings.
 
 use super::group::{Alert, AlertState};
 use super::RulesError;
-use http_body_util::Full;
+use crate::config::{AlertingConfig, AlertmanagerConfig};
+use crate::labels::Labels;
+use crate::relabel::RelabelConfig;
+use crate::scrape::HttpClient;
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-/// Batches waiting to be sent (`--alertmanager.notification-queue-capacity` is in
-/// alerts in Prometheus; here a batch is one group evaluation's alerts).
-const QUEUE_BATCHES_MAX: usize = 1000;
-/// Most alerts in one request, as Prometheus's `maxBatchSize`.
-const BATCH_ALERTS_MAX: usize = 256;
-/// Default per-request timeout of an Alertmanager config.
-const DEFAULT_TIMEOUT_MS: i64 = 10_000;
+/// Default of `--alertmanager.notification-queue-capacity`, in alerts.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+/// Most alerts in one request, as Prometheus 2.42's `maxBatchSize`.
+const BATCH_ALERTS_MAX: usize = 64;
 /// Default of how often alerts still firing are sent again (`--rules.alert.resend-delay`).
 pub const RESEND_DELAY_MS: i64 = 60_000;
+/// The path of Alertmanager's API v2 alerts endpoint under `path_prefix`.
+const ALERTS_PATH: &str = "/api/v2/alerts";
+/// The label holding an Alertmanager's alerts path during relabeling.
+pub const ALERTS_PATH_LABEL: &str = "__alerts_path__";
 
-/// One Alertmanager endpoint: the full URL of its alerts API and the timeout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Endpoint {
-    pub url: String,
-    pub timeout_ms: i64,
+/// One `alertmanagers` entry: its config and the URLs of its targets after
+/// relabeling.
+#[derive(Debug)]
+pub struct AlertmanagerSet {
+    pub cfg: AlertmanagerConfig,
+    pub urls: Vec<String>,
+    /// Targets `relabel_configs` dropped, with their labels before relabeling.
+    pub dropped: Vec<Labels>,
 }
 
-/// The endpoints of `alerting.alertmanagers`; only static targets over http with
-/// API v2 are supported, anything else is an error naming it.
-pub fn endpoints(alerting: Option<&Json>) -> Result<Vec<Endpoint>, RulesError> {
-    let bad = |m: String| RulesError::Eval(format!("alerting.alertmanagers: {m}"));
+/// The Alertmanager sets of `alerting`, built from static targets as
+/// Prometheus's `AlertmanagerFromGroup` does.
+pub fn alertmanager_sets(alerting: &AlertingConfig) -> Result<Vec<AlertmanagerSet>, RulesError> {
     let mut out = Vec::new();
-    let Some(ams) = alerting.and_then(|a| a.get("alertmanagers")) else {
-        return Ok(out);
-    };
-    let ams = ams.as_array().cloned().unwrap_or_default();
-    for am in ams {
-        let s = |k: &str| am.get(k).and_then(Json::as_str).map(str::to_string);
-        let scheme = s("scheme").unwrap_or_else(|| "http".into());
-        if scheme != "http" {
-            return Err(bad(format!("scheme {scheme:?} is not supported yet")));
-        }
-        if let Some(v) = s("api_version") {
-            if v != "v2" {
-                return Err(bad(format!("api_version {v:?} is not supported")));
-            }
-        }
-        let prefix = s("path_prefix").unwrap_or_default();
-        let prefix = prefix.trim_end_matches('/');
-        let timeout_ms = match s("timeout") {
-            Some(t) => crate::config_units::parse_duration_ms(&t).map_err(bad)?,
-            None => DEFAULT_TIMEOUT_MS,
+    for (i, cfg) in alerting.alertmanagers.iter().enumerate() {
+        let mut set = AlertmanagerSet {
+            cfg: cfg.clone(),
+            urls: Vec::new(),
+            dropped: Vec::new(),
         };
-        for sc in am
-            .get("static_configs")
-            .and_then(Json::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
-            for t in sc
-                .get("targets")
-                .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                let Some(t) = t.as_str() else {
-                    return Err(bad(format!("target {t} is not a string")));
-                };
-                out.push(Endpoint {
-                    url: format!("{scheme}://{t}{prefix}/api/v2/alerts"),
-                    timeout_ms,
-                });
+        let path = format!(
+            "/{}{ALERTS_PATH}",
+            cfg.path_prefix.as_deref().unwrap_or("").trim_matches('/')
+        )
+        .replace("//", "/");
+        for group in &cfg.static_configs {
+            for target in &group.targets {
+                let mut lb = crate::labels::LabelsBuilder::new();
+                lb.set("__address__", target);
+                lb.set("__scheme__", cfg.scheme());
+                lb.set(ALERTS_PATH_LABEL, &path);
+                for (k, v) in &group.labels {
+                    if k != "__address__" {
+                        lb.set(k, v);
+                    }
+                }
+                let before = lb.build();
+                if !crate::relabel::process_builder(&mut lb, &cfg.relabel_configs) {
+                    set.dropped.push(before);
+                    continue;
+                }
+                let addr = lb.get("__address__").to_string();
+                crate::config::check_target_address(&addr)
+                    .map_err(|e| RulesError::Eval(format!("alerting.alertmanagers[{i}]: {e}")))?;
+                set.urls.push(format!(
+                    "{}://{addr}{}",
+                    lb.get("__scheme__"),
+                    lb.get(ALERTS_PATH_LABEL)
+                ));
             }
         }
+        out.push(set);
     }
     Ok(out)
 }
 
-/// Sends alert batches to the current endpoints.
+/// Per-Alertmanager counters, keyed by URL.
+#[derive(Debug, Default, Clone)]
+struct AmStats {
+    /// Alerts in requests sent (successful or not), as Prometheus counts them.
+    sent: u64,
+    /// Failed requests.
+    errors: u64,
+    latency_sum_s: f64,
+    latency_count: u64,
+}
+
+/// What the sender task and `send` share.
+struct Shared {
+    queue: Mutex<VecDeque<Json>>,
+    capacity: usize,
+    more: tokio::sync::Notify,
+    sets: Mutex<Arc<Vec<AlertmanagerSet>>>,
+    /// `alerting.alert_relabel_configs`.
+    relabel: Mutex<Arc<Vec<RelabelConfig>>>,
+    client: HttpClient,
+    /// Alerts dropped: queue overflow, or no Alertmanager took their batch.
+    dropped: AtomicU64,
+    stats: Mutex<BTreeMap<String, AmStats>>,
+}
+
+/// Sends alerts to the configured Alertmanagers.
 pub struct Notifier {
-    tx: tokio::sync::mpsc::Sender<Vec<Json>>,
-    endpoints: Arc<Mutex<Vec<Endpoint>>>,
-    /// Alerts dropped because the queue was full.
-    pub dropped: AtomicU64,
-    /// Requests that failed.
-    pub errors: Arc<AtomicU64>,
-    /// Alerts sent successfully (counted once per endpoint).
-    pub sent: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 impl Notifier {
-    /// Starts the sender task; must be called within a tokio runtime.
-    pub fn start(cancel: tokio_util::sync::CancellationToken) -> Notifier {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Json>>(QUEUE_BATCHES_MAX);
-        let endpoints: Arc<Mutex<Vec<Endpoint>>> = Arc::default();
-        let (eps, errors, sent) = (
-            endpoints.clone(),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (errs2, sent2) = (errors.clone(), sent.clone());
+    /// Starts the sender task with a queue of `capacity` alerts; must be called
+    /// within a tokio runtime.
+    pub fn start(capacity: usize, cancel: tokio_util::sync::CancellationToken) -> Notifier {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            more: tokio::sync::Notify::new(),
+            sets: Mutex::new(Arc::new(Vec::new())),
+            relabel: Mutex::new(Arc::new(Vec::new())),
+            client: HttpClient::new(),
+            dropped: AtomicU64::new(0),
+            stats: Mutex::new(BTreeMap::new()),
+        });
+        let s = shared.clone();
         tokio::spawn(async move {
-            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
             loop {
-                let batch = tokio::select! {
+                tokio::select! {
                     _ = cancel.cancelled() => return,
-                    b = rx.recv() => match b { Some(b) => b, None => return },
-                };
-                let targets = eps.lock().clone();
-                for chunk in batch.chunks(BATCH_ALERTS_MAX) {
-                    let body = Bytes::from(serde_json::to_vec(chunk).unwrap_or_default());
-                    for ep in &targets {
-                        let req = hyper::Request::post(ep.url.as_str())
-                            .header("content-type", "application/json")
-                            .header("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION")))
-                            .body(Full::new(body.clone()));
-                        let Ok(req) = req else {
-                            errs2.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        };
-                        let timeout = Duration::from_millis(ep.timeout_ms.max(1) as u64);
-                        match tokio::time::timeout(timeout, client.request(req)).await {
-                            Ok(Ok(resp)) if resp.status().is_success() => {
-                                sent2.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                            }
-                            Ok(Ok(resp)) => {
-                                errs2.fetch_add(1, Ordering::Relaxed);
-                                tracing::error!(url = %ep.url, status = %resp.status(), "error sending alerts");
-                            }
-                            Ok(Err(e)) => {
-                                errs2.fetch_add(1, Ordering::Relaxed);
-                                tracing::error!(url = %ep.url, error = %e, "error sending alerts");
-                            }
-                            Err(_) => {
-                                errs2.fetch_add(1, Ordering::Relaxed);
-                                tracing::error!(url = %ep.url, "sending alerts timed out");
-                            }
-                        }
+                    _ = s.more.notified() => {}
+                }
+                loop {
+                    let batch: Vec<Json> = {
+                        let mut q = s.queue.lock();
+                        let n = q.len().min(BATCH_ALERTS_MAX);
+                        q.drain(..n).collect()
+                    };
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let n = batch.len() as u64;
+                    if !send_all(&s, batch).await {
+                        s.dropped.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if cancel.is_cancelled() {
+                        return;
                     }
                 }
             }
         });
-        Notifier {
-            tx,
-            endpoints,
-            dropped: AtomicU64::new(0),
-            errors,
-            sent,
-        }
+        Notifier { shared }
     }
 
-    /// Replaces the endpoints (on config load).
-    pub fn set_endpoints(&self, eps: Vec<Endpoint>) {
-        *self.endpoints.lock() = eps;
+    /// Replaces the Alertmanager sets and the alert relabeling (on config load).
+    pub fn apply(&self, sets: Vec<AlertmanagerSet>, alert_relabel: Vec<RelabelConfig>) {
+        *self.shared.sets.lock() = Arc::new(sets);
+        *self.shared.relabel.lock() = Arc::new(alert_relabel);
     }
 
-    /// Queues alerts; drops them (counted) when the queue is full.
+    /// How many Alertmanagers the sets hold.
+    pub fn alertmanagers_discovered(&self) -> usize {
+        self.shared.sets.lock().iter().map(|s| s.urls.len()).sum()
+    }
+
+    /// Relabels and queues alerts, dropping the oldest queued ones (counted) when
+    /// the queue is full, as Prometheus does. Without any Alertmanager the alerts
+    /// are dropped (and counted) at once, as Prometheus's sender would.
     pub fn send(&self, alerts: Vec<Json>) {
-        if alerts.is_empty() || self.endpoints.lock().is_empty() {
+        if alerts.is_empty() {
             return;
         }
-        let n = alerts.len() as u64;
-        if self.tx.try_send(alerts).is_err() {
-            self.dropped.fetch_add(n, Ordering::Relaxed);
+        if self.alertmanagers_discovered() == 0 {
+            self.shared
+                .dropped
+                .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        let relabel = self.shared.relabel.lock().clone();
+        let mut alerts: Vec<Json> = alerts
+            .into_iter()
+            .filter_map(|a| relabel_alert(a, &relabel))
+            .collect();
+        if alerts.is_empty() {
+            return;
+        }
+        let cap = self.shared.capacity;
+        if alerts.len() > cap {
+            let d = alerts.len() - cap;
+            alerts.drain(..d);
+            self.shared.dropped.fetch_add(d as u64, Ordering::Relaxed);
+            tracing::warn!(
+                num_dropped = d,
+                "alert batch larger than queue capacity, dropping alerts"
+            );
+        }
+        {
+            let mut q = self.shared.queue.lock();
+            let over = (q.len() + alerts.len()).saturating_sub(cap);
+            if over > 0 {
+                q.drain(..over);
+                self.shared
+                    .dropped
+                    .fetch_add(over as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    num_dropped = over,
+                    "alert notification queue full, dropping alerts"
+                );
+            }
+            q.extend(alerts);
+        }
+        self.shared.more.notify_one();
+    }
+
+    /// The `prometheus_notifications_*` metrics in the text format.
+    pub fn render_metrics(&self) -> String {
+        let s = &self.shared;
+        let stats = s.stats.lock().clone();
+        let mut out = String::new();
+        let per_am = |out: &mut String,
+                      name: &str,
+                      kind: &str,
+                      help: &str,
+                      f: &dyn Fn(&AmStats) -> String| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (url, st) in &stats {
+                out.push_str(&f(st).replace(
+                    "{L}",
+                    &format!("{{alertmanager={}}}", crate::labels::quote(url)),
+                ));
+            }
+        };
+        per_am(
+            &mut out,
+            "prometheus_notifications_errors_total",
+            "counter",
+            "Total number of errors sending alert notifications.",
+            &|st| format!("prometheus_notifications_errors_total{{L}} {}\n", st.errors),
+        );
+        per_am(
+            &mut out,
+            "prometheus_notifications_latency_seconds",
+            "summary",
+            "Latency quantiles for sending alert notifications.",
+            &|st| {
+                format!(
+                    "prometheus_notifications_latency_seconds_sum{{L}} {}\nprometheus_notifications_latency_seconds_count{{L}} {}\n",
+                    st.latency_sum_s, st.latency_count
+                )
+            },
+        );
+        per_am(
+            &mut out,
+            "prometheus_notifications_sent_total",
+            "counter",
+            "Total number of alerts sent.",
+            &|st| format!("prometheus_notifications_sent_total{{L}} {}\n", st.sent),
+        );
+        let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        };
+        scalar(
+            &mut out,
+            "prometheus_notifications_dropped_total",
+            "counter",
+            "Total number of alerts dropped due to errors when sending to Alertmanager.",
+            s.dropped.load(Ordering::Relaxed).to_string(),
+        );
+        scalar(
+            &mut out,
+            "prometheus_notifications_queue_length",
+            "gauge",
+            "The number of alert notifications in the queue.",
+            s.queue.lock().len().to_string(),
+        );
+        scalar(
+            &mut out,
+            "prometheus_notifications_queue_capacity",
+            "gauge",
+            "The capacity of the alert notifications queue.",
+            s.capacity.to_string(),
+        );
+        scalar(
+            &mut out,
+            "prometheus_notifications_alertmanagers_discovered",
+            "gauge",
+            "The number of alertmanagers discovered and active.",
+            self.alertmanagers_discovered().to_string(),
+        );
+        out
+    }
+}
+
+/// Applies `rules` to an API v2 alert's labels; None when they drop it.
+fn relabel_alert(mut alert: Json, rules: &[RelabelConfig]) -> Option<Json> {
+    if rules.is_empty() {
+        return Some(alert);
+    }
+    let pairs: Vec<(String, String)> = alert["labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let labels = crate::relabel::process(&Labels::from_pairs(&pairs), rules)?;
+    let obj: serde_json::Map<String, Json> = labels
+        .iter()
+        .map(|l| (l.name.to_string(), json!(l.value)))
+        .collect();
+    alert["labels"] = Json::Object(obj);
+    Some(alert)
+}
+
+/// Posts `batch` to every Alertmanager of every set at once; true when at least
+/// one took it (Prometheus counts the batch as dropped otherwise).
+async fn send_all(s: &Arc<Shared>, batch: Vec<Json>) -> bool {
+    let sets = s.sets.lock().clone();
+    let mut requests = tokio::task::JoinSet::new();
+    for (i, set) in sets.iter().enumerate() {
+        if set.urls.is_empty() {
+            continue;
+        }
+        let alerts: Vec<Json> = batch
+            .iter()
+            .filter_map(|a| relabel_alert(a.clone(), &set.cfg.alert_relabel_configs))
+            .collect();
+        if alerts.is_empty() {
+            continue;
+        }
+        let body = Bytes::from(serde_json::to_vec(&alerts).unwrap_or_default());
+        for url in &set.urls {
+            let (s, sets, url, body, n) = (
+                s.clone(),
+                sets.clone(),
+                url.clone(),
+                body.clone(),
+                alerts.len(),
+            );
+            requests.spawn(async move {
+                let cfg = &sets[i].cfg;
+                let begin = Instant::now();
+                let res = s
+                    .client
+                    .post(cfg.http_client(), &url, "application/json", body, cfg.timeout_ms())
+                    .await;
+                let ok = match res {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(alertmanager = %url, count = n, error = %e, "error sending alerts");
+                        false
+                    }
+                };
+                let mut stats = s.stats.lock();
+                let st = stats.entry(url).or_default();
+                st.sent += n as u64;
+                st.latency_sum_s += begin.elapsed().as_secs_f64();
+                st.latency_count += 1;
+                if !ok {
+                    st.errors += 1;
+                }
+                ok
+            });
         }
     }
+    let mut any = false;
+    while let Some(r) = requests.join_next().await {
+        any |= r.unwrap_or(false);
+    }
+    any
 }
 
 fn rfc3339(ms: i64) -> String {

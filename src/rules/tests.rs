@@ -299,17 +299,32 @@ fn group_offset_is_stable_and_within_interval() {
 }
 
 #[test]
-fn alertmanager_endpoints_from_config() {
-    let v: serde_json::Value = serde_json::json!({"alertmanagers": [
-        {"path_prefix": "/am/", "timeout": "3s", "static_configs": [{"targets": ["a:9093", "b:9093"]}]}
-    ]});
-    let eps = super::notifier::endpoints(Some(&v)).unwrap();
-    assert_eq!(eps.len(), 2);
-    assert_eq!(eps[0].url, "http://a:9093/am/api/v2/alerts");
-    assert_eq!(eps[0].timeout_ms, 3000);
-    let v = serde_json::json!({"alertmanagers": [{"scheme": "https", "static_configs": []}]});
-    assert!(super::notifier::endpoints(Some(&v)).is_err());
-    assert!(super::notifier::endpoints(None).unwrap().is_empty());
+fn alertmanager_sets_from_config() {
+    let cfg = crate::config::Config::parse(
+        "alerting:\n  alertmanagers:\n    - path_prefix: /am/\n      timeout: 3s\n      static_configs:\n        - targets: ['a:9093', 'b:9093']\n          labels: {dc: eu}\n      relabel_configs:\n        - source_labels: [dc, __address__]\n          regex: 'eu;b:.*'\n          action: drop\n        - source_labels: [__address__]\n          regex: '(.*):9093'\n          target_label: __address__\n          replacement: '${1}:19093'\n    - scheme: https\n      static_configs:\n        - targets: ['c:443']\n",
+        "t.yml",
+    )
+    .unwrap();
+    let sets = super::notifier::alertmanager_sets(&cfg.alerting).unwrap();
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[0].urls, ["http://a:19093/am/api/v2/alerts"]);
+    assert_eq!(sets[0].cfg.timeout_ms(), 3000);
+    assert_eq!(sets[0].dropped.len(), 1);
+    assert_eq!(sets[0].dropped[0].get("__address__"), "b:9093");
+    assert_eq!(
+        sets[0].dropped[0].get("__alerts_path__"),
+        "/am/api/v2/alerts"
+    );
+    assert_eq!(sets[1].urls, ["https://c:443/api/v2/alerts"]);
+    let bad = crate::config::Config::parse(
+        "alerting:\n  alertmanagers:\n    - api_version: v1\n",
+        "t.yml",
+    );
+    assert!(bad.is_err());
+    let none = crate::config::Config::parse("", "t.yml").unwrap();
+    assert!(super::notifier::alertmanager_sets(&none.alerting)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

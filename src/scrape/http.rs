@@ -1,6 +1,8 @@
 //! The HTTP client that fetches expositions: Prometheus's request headers, a
 //! timeout on the whole exchange, a body size limit (after gzip decoding, as
-//! Prometheus applies it), and credentials from the scrape config.
+//! Prometheus applies it), and credentials from the scrape config. The notifier
+//! posts alerts through it too (`post`), with an Alertmanager set's credentials
+//! and `tls_config`.
 //!
 //! Built on hyper-util's client (already in the tree through axum), which keeps
 //! the dependency list short. https goes through hyper-rustls with one client
@@ -11,14 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 
 use super::tls::{self, TlsMaterial};
-use crate::config::{ScrapeConfig, TlsConfig};
+use crate::config::{HttpClientRef, ScrapeConfig, TlsConfig};
 
 /// What Prometheus 2.42 sends: OpenMetrics preferred, the text format as fallback.
 pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -31,12 +33,19 @@ const CREDENTIALS_FILE_BYTES_MAX: u64 = 64 << 10;
 /// Why a scrape's HTTP exchange failed; the message is shown on the target.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScrapeHttpError {
-    #[error("Get \"{url}\": context deadline exceeded")]
-    Timeout { url: String },
-    #[error("Get \"{url}\": {message}")]
-    Request { url: String, message: String },
+    #[error("{method} \"{url}\": context deadline exceeded")]
+    Timeout { method: &'static str, url: String },
+    #[error("{method} \"{url}\": {message}")]
+    Request {
+        method: &'static str,
+        url: String,
+        message: String,
+    },
     #[error("server returned HTTP status {0}")]
     Status(String),
+    /// A POST answered with a status other than 2xx (Prometheus's notifier's words).
+    #[error("bad response status {0}")]
+    PostStatus(String),
     #[error("body size limit exceeded")]
     BodySizeLimit,
     #[error("decompressing gzip body: {0}")]
@@ -51,7 +60,7 @@ pub struct Fetched {
     pub content_type: String,
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// An https client and the TLS config and file contents it was built from.
 struct TlsEntry {
@@ -63,7 +72,7 @@ struct TlsEntry {
 /// The shared client of all scrape loops.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     /// One https client per distinct `tls_config`, shared by the jobs that have it.
     tls_clients: Arc<Mutex<Vec<TlsEntry>>>,
 }
@@ -86,12 +95,12 @@ impl HttpClient {
         }
     }
 
-    /// The https client for the job's `tls_config`, reading its files now and
+    /// The https client for the `tls_config`, reading its files now and
     /// building a new client when they differ from the cached client's (as
     /// Prometheus re-reads rotated CA and client certificate files).
-    fn https_client(&self, cfg: &ScrapeConfig) -> Result<HttpsClient, ScrapeHttpError> {
-        let tls = cfg.tls_config.clone().unwrap_or_default();
-        let job = cfg.job_name.as_str();
+    fn https_client(&self, cfg: HttpClientRef<'_>) -> Result<HttpsClient, ScrapeHttpError> {
+        let tls = cfg.tls_config.cloned().unwrap_or_default();
+        let job = cfg.owner;
         let material =
             tls::read_material(job, &tls).map_err(|e| ScrapeHttpError::Config(e.to_string()))?;
         let mut clients = self.tls_clients.lock();
@@ -138,6 +147,60 @@ impl HttpClient {
         match tokio::time::timeout(timeout, self.fetch_inner(cfg, url, timeout_ms)).await {
             Ok(r) => r,
             Err(_) => Err(ScrapeHttpError::Timeout {
+                method: "Get",
+                url: url.to_string(),
+            }),
+        }
+    }
+
+    /// POSTs `body` to `url` within `timeout_ms` with the credentials and TLS of
+    /// `cfg`; any 2xx answer is success.
+    pub async fn post(
+        &self,
+        cfg: HttpClientRef<'_>,
+        url: &str,
+        content_type: &str,
+        body: Bytes,
+        timeout_ms: i64,
+    ) -> Result<(), ScrapeHttpError> {
+        let timeout = Duration::from_millis(timeout_ms.max(1) as u64);
+        let req_err = |message: String| ScrapeHttpError::Request {
+            method: "Post",
+            url: url.to_string(),
+            message,
+        };
+        let exchange = async {
+            let mut req = hyper::Request::post(url)
+                .header("Content-Type", content_type)
+                .header("User-Agent", concat!("hearth/", env!("CARGO_PKG_VERSION")));
+            if let Some(auth) = authorization_header(cfg)? {
+                req = req.header("Authorization", auth);
+            }
+            let req = req
+                .body(Full::new(body))
+                .map_err(|e| req_err(e.to_string()))?;
+            let resp = if url.starts_with("https://") {
+                self.https_client(cfg)?.request(req).await
+            } else {
+                self.client.request(req).await
+            };
+            let resp = resp.map_err(|e| req_err(error_chain(&e)))?;
+            let status = resp.status();
+            // Read the answer so the connection can be reused.
+            let _ = resp.into_body().collect().await;
+            if !status.is_success() {
+                return Err(ScrapeHttpError::PostStatus(format!(
+                    "{} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                )));
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(ScrapeHttpError::Timeout {
+                method: "Post",
                 url: url.to_string(),
             }),
         }
@@ -150,9 +213,11 @@ impl HttpClient {
         timeout_ms: i64,
     ) -> Result<Fetched, ScrapeHttpError> {
         let req_err = |message: String| ScrapeHttpError::Request {
+            method: "Get",
             url: url.to_string(),
             message,
         };
+        let client_cfg = cfg.http_client();
         let mut req = hyper::Request::get(url)
             .header("Accept", ACCEPT_HEADER)
             .header("Accept-Encoding", "gzip")
@@ -161,12 +226,14 @@ impl HttpClient {
                 "X-Prometheus-Scrape-Timeout-Seconds",
                 format!("{}", timeout_ms as f64 / 1000.0),
             );
-        if let Some(auth) = authorization_header(cfg)? {
+        if let Some(auth) = authorization_header(client_cfg)? {
             req = req.header("Authorization", auth);
         }
-        let req = req.body(Empty::new()).map_err(|e| req_err(e.to_string()))?;
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| req_err(e.to_string()))?;
         let resp = if url.starts_with("https://") {
-            self.https_client(cfg)?.request(req).await
+            self.https_client(client_cfg)?.request(req).await
         } else {
             self.client.request(req).await
         };
@@ -233,10 +300,10 @@ fn gunzip(raw: &[u8], limit: u64) -> Result<Vec<u8>, ScrapeHttpError> {
     Ok(out)
 }
 
-/// The `Authorization` header value the job's config asks for, reading
-/// credential files at each scrape as Prometheus does.
-fn authorization_header(cfg: &ScrapeConfig) -> Result<Option<String>, ScrapeHttpError> {
-    if let Some(b) = &cfg.basic_auth {
+/// The `Authorization` header value the config asks for, reading credential
+/// files at each request as Prometheus does.
+fn authorization_header(cfg: HttpClientRef<'_>) -> Result<Option<String>, ScrapeHttpError> {
+    if let Some(b) = cfg.basic_auth {
         let user = match &b.username_file {
             Some(f) => read_secret(f)?,
             None => b.username.clone(),
@@ -251,7 +318,7 @@ fn authorization_header(cfg: &ScrapeConfig) -> Result<Option<String>, ScrapeHttp
             base64(format!("{user}:{pass}").as_bytes())
         )));
     }
-    if let Some(a) = &cfg.authorization {
+    if let Some(a) = cfg.authorization {
         let kind = a.kind.as_deref().unwrap_or("Bearer");
         let cred = match (&a.credentials, &a.credentials_file) {
             (_, Some(f)) => read_secret(f)?,
@@ -260,10 +327,10 @@ fn authorization_header(cfg: &ScrapeConfig) -> Result<Option<String>, ScrapeHttp
         };
         return Ok(Some(format!("{kind} {cred}")));
     }
-    if let Some(t) = &cfg.bearer_token {
+    if let Some(t) = cfg.bearer_token {
         return Ok(Some(format!("Bearer {t}")));
     }
-    if let Some(f) = &cfg.bearer_token_file {
+    if let Some(f) = cfg.bearer_token_file {
         return Ok(Some(format!("Bearer {}", read_secret(f)?)));
     }
     Ok(None)

@@ -31,7 +31,7 @@ use crate::labels::Labels;
 use crate::storage::Appendable;
 
 pub use http::HttpClient;
-pub use scrape_loop::{Health, LoopControl, TargetStatus};
+pub use scrape_loop::{Health, LoopControl, MetricMetadata, TargetMetadata, TargetStatus};
 pub use target::{Populated, Target};
 
 /// Most targets one pool runs, whatever `target_limit` says: a limit on memory

@@ -1,7 +1,7 @@
 //! One scrape loop per target: fetch, parse, label, relabel, append, report, and
 //! write staleness markers, as Prometheus's `scrapeLoop` does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ScrapeConfig;
 use crate::labels::{Labels, LabelsBuilder, METRIC_NAME};
 use crate::storage::{stale_nan, AppendError, Appendable, Appender, SeriesRef};
-use crate::textparse::{Entry, TextFormat, TextParser};
+use crate::textparse::{Entry, MetricType, TextFormat, TextParser};
 
 use super::http::HttpClient;
 use super::target::Target;
@@ -19,6 +19,14 @@ use crate::cluster::Ownership;
 
 /// Cached series not seen for this many scrapes are forgotten.
 const CACHE_KEEP_SCRAPES: u64 = 10;
+
+/// Metadata of a metric family not seen for more than this many scrapes is
+/// forgotten (Prometheus keeps it for 10 scrapes after the family disappeared).
+const METADATA_KEEP_SCRAPES: u64 = 10;
+
+/// Most metric families whose metadata one target keeps: a limit on memory for
+/// a target that invents family names.
+pub const METADATA_FAMILIES_MAX: usize = 100_000;
 
 /// Prefix given to an exposed label that clashes with a target label when
 /// `honor_labels` is false.
@@ -52,6 +60,19 @@ impl Health {
     }
 }
 
+/// What a target's `# TYPE`, `# HELP` and `# UNIT` lines said about one metric
+/// family, as the metadata APIs show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MetricMetadata {
+    /// `Unknown` when the family has a `HELP` or `UNIT` line but no `TYPE`.
+    pub kind: MetricType,
+    pub help: String,
+    pub unit: String,
+}
+
+/// A target's metadata by metric family name (as written in the exposition).
+pub type TargetMetadata = BTreeMap<String, MetricMetadata>;
+
 /// What the last scrape of a target did.
 #[derive(Debug, Clone, Default)]
 pub struct TargetStatus {
@@ -61,6 +82,9 @@ pub struct TargetStatus {
     pub last_scrape_ms: i64,
     pub last_scrape_duration_s: f64,
     pub last_samples_scraped: u64,
+    /// The metadata the target exposed recently. Replaced as a whole (not edited)
+    /// when it changes, so readers clone the `Arc` and never hold the lock long.
+    pub metadata: Arc<TargetMetadata>,
 }
 
 /// Everything a scrape loop needs that does not change while it runs.
@@ -115,6 +139,10 @@ pub struct LoopState {
     attempt: u64,
     last_committed: u64,
     report_refs: [SeriesRef; 5],
+    /// Metadata by family name, with the attempt that last saw it.
+    metadata: HashMap<String, (MetricMetadata, u64)>,
+    /// Whether `metadata` changed since `take_changed_metadata` last looked.
+    metadata_changed: bool,
 }
 
 /// What one append pass found.
@@ -163,7 +191,44 @@ impl LoopState {
                     timestamp_ms,
                     ..
                 }) => (labels, value, timestamp_ms),
-                Ok(_) => continue,
+                Ok(Entry::Type {
+                    metric_family,
+                    kind,
+                }) => {
+                    self.note_metadata(&metric_family, attempt, |m| {
+                        let changed = m.kind != kind;
+                        m.kind = kind;
+                        changed
+                    });
+                    continue;
+                }
+                Ok(Entry::Help {
+                    metric_family,
+                    help,
+                }) => {
+                    self.note_metadata(&metric_family, attempt, |m| {
+                        let changed = m.help != help;
+                        if changed {
+                            m.help = help.into_owned();
+                        }
+                        changed
+                    });
+                    continue;
+                }
+                Ok(Entry::Unit {
+                    metric_family,
+                    unit,
+                }) => {
+                    self.note_metadata(&metric_family, attempt, |m| {
+                        let changed = m.unit != unit;
+                        if changed {
+                            m.unit = unit.to_string();
+                        }
+                        changed
+                    });
+                    continue;
+                }
+                Ok(Entry::Comment) => continue,
                 Err(e) => return Err((st, AppendFailure::Parse(e.to_string()))),
             };
             st.total += 1;
@@ -271,6 +336,50 @@ impl LoopState {
         self.last_committed = a;
         self.cache
             .retain(|_, e| e.last_attempt + CACHE_KEEP_SCRAPES >= a);
+        let before = self.metadata.len();
+        self.metadata
+            .retain(|_, (_, seen)| *seen + METADATA_KEEP_SCRAPES >= a);
+        if self.metadata.len() != before {
+            self.metadata_changed = true;
+        }
+    }
+
+    /// Records one metadata line of `family` seen by `attempt`; `update` changes
+    /// the entry and says whether it did. Cheap when nothing changed: a lookup
+    /// by the borrowed name and a comparison.
+    fn note_metadata(
+        &mut self,
+        family: &str,
+        attempt: u64,
+        update: impl FnOnce(&mut MetricMetadata) -> bool,
+    ) {
+        if let Some((m, seen)) = self.metadata.get_mut(family) {
+            *seen = attempt;
+            if update(m) {
+                self.metadata_changed = true;
+            }
+            return;
+        }
+        if self.metadata.len() >= METADATA_FAMILIES_MAX {
+            return;
+        }
+        let mut m = MetricMetadata::default();
+        update(&mut m);
+        self.metadata.insert(family.to_string(), (m, attempt));
+        self.metadata_changed = true;
+    }
+
+    /// The target's metadata when it changed since the last call.
+    pub fn take_changed_metadata(&mut self) -> Option<Arc<TargetMetadata>> {
+        if !std::mem::take(&mut self.metadata_changed) {
+            return None;
+        }
+        Some(Arc::new(
+            self.metadata
+                .iter()
+                .map(|(k, (m, _))| (k.clone(), m.clone()))
+                .collect(),
+        ))
     }
 
     /// Appends the five report series.
@@ -541,7 +650,12 @@ async fn scrape_once(ctx: &Arc<LoopContext>, state: Box<LoopState>) -> Option<Bo
             return None;
         }
     };
+    let mut state = state;
+    let metadata = state.take_changed_metadata();
     let mut st = ctx.status.lock();
+    if let Some(m) = metadata {
+        st.metadata = m;
+    }
     st.last_scrape_ms = start_ms;
     st.last_scrape_duration_s = duration_s;
     st.last_samples_scraped = stats.total;

@@ -8,7 +8,7 @@
 
 use super::api_error;
 use crate::labels::{Labels, MatchType, Matcher};
-use crate::scrape::TargetInfo;
+use crate::scrape::{MetricMetadata, TargetInfo};
 use crate::storage::{is_stale_nan, Queryable, SelectHints};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, Request, State};
@@ -100,7 +100,7 @@ pub fn router(state: Arc<Extras>) -> Router {
             "/api/v1/query_exemplars",
             get(query_exemplars).post(query_exemplars),
         )
-        .route("/api/v1/metadata", get(empty_metadata))
+        .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/targets/metadata", get(targets_metadata))
         .route("/api/v1/targets", get(targets))
         .route(
@@ -588,20 +588,133 @@ async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Response {
     success(json!([]))
 }
 
-/// The scrape manager keeps no metric metadata (HELP/TYPE), so the map is empty.
-async fn empty_metadata() -> Response {
-    success(json!({}))
+/// Parses an optional integer parameter as Go's `strconv.Atoi` would; absent
+/// means -1 (no limit). The error is Prometheus's `bad_data` answer.
+fn int_param(p: &[(String, String)], name: &str) -> Result<i64, Box<Response>> {
+    match param(p, name) {
+        None => Ok(-1),
+        Some(s) => s.parse::<i64>().map_err(|_| {
+            Box::new(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                format!("{name} must be a number"),
+            ))
+        }),
+    }
 }
 
-/// The scrape manager keeps no per-target metadata, so the list is empty.
-async fn targets_metadata(RawQuery(q): RawQuery) -> Response {
+fn metadata_json(m: &MetricMetadata) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("type".into(), json!(m.kind.as_str()));
+    o.insert("help".into(), json!(m.help));
+    o.insert("unit".into(), json!(m.unit));
+    o
+}
+
+fn active_targets(x: &Extras) -> Vec<TargetInfo> {
+    match &x.targets {
+        Some(f) => f().0,
+        None => Vec::new(),
+    }
+}
+
+/// `GET /api/v1/metadata?metric=…&limit=…&limit_per_metric=…`: the distinct
+/// metadata of each metric family over all active targets. As in Prometheus,
+/// `limit` caps the number of families and `limit_per_metric` (when positive)
+/// the entries per family; families are taken in name order.
+async fn metadata(State(x): State<Arc<Extras>>, RawQuery(q): RawQuery) -> Response {
     let p = params(q, &Bytes::new());
-    if let Some(m) = param(&p, "match_target") {
-        if let Err(e) = crate::labels::parse_selector(m) {
-            return api_error(StatusCode::BAD_REQUEST, "bad_data", e.to_string());
+    let limit = match int_param(&p, "limit") {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let per_metric = match int_param(&p, "limit_per_metric") {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let metric = param(&p, "metric");
+    let mut families: BTreeMap<String, Vec<MetricMetadata>> = BTreeMap::new();
+    let mut add = |name: &str, m: &MetricMetadata| {
+        let entries = families.entry(name.to_string()).or_default();
+        if per_metric > 0 && entries.len() as i64 >= per_metric {
+            return;
+        }
+        if !entries.contains(m) {
+            entries.push(m.clone());
+        }
+    };
+    for t in active_targets(&x) {
+        let md = t.status.metadata.clone();
+        match metric {
+            None => md.iter().for_each(|(name, m)| add(name, m)),
+            Some(name) => {
+                if let Some(m) = md.get(name) {
+                    add(name, m)
+                }
+            }
         }
     }
-    success(json!([]))
+    let mut data = Map::new();
+    for (name, entries) in families {
+        if limit >= 0 && data.len() as i64 >= limit {
+            break;
+        }
+        let list = entries.iter().map(|m| Value::Object(metadata_json(m)));
+        data.insert(name, Value::Array(list.collect()));
+    }
+    success(Value::Object(data))
+}
+
+/// `GET /api/v1/targets/metadata?match_target=…&metric=…&limit=…`: metadata per
+/// active target. Like Prometheus, `limit` is checked between targets, so the
+/// last target's entries are all listed; with `metric` the entries name no
+/// metric.
+async fn targets_metadata(State(x): State<Arc<Extras>>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q, &Bytes::new());
+    let limit = match int_param(&p, "limit") {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let matchers = match param(&p, "match_target").map(crate::labels::parse_selector) {
+        None => Vec::new(),
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                format!("invalid parameter \"match_target\": {e}"),
+            )
+        }
+    };
+    let metric = param(&p, "metric");
+    let mut out: Vec<Value> = Vec::new();
+    for t in active_targets(&x) {
+        if limit >= 0 && out.len() as i64 >= limit {
+            break;
+        }
+        if !matchers.iter().all(|m| m.matches(t.labels.get(&m.name))) {
+            continue;
+        }
+        let md = t.status.metadata.clone();
+        let mut push = |name: Option<&str>, m: &MetricMetadata| {
+            let mut o = Map::new();
+            o.insert("target".into(), labels_json(&t.labels));
+            if let Some(n) = name {
+                o.insert("metric".into(), json!(n));
+            }
+            o.extend(metadata_json(m));
+            out.push(Value::Object(o));
+        };
+        match metric {
+            None => md.iter().for_each(|(name, m)| push(Some(name), m)),
+            Some(name) => {
+                if let Some(m) = md.get(name) {
+                    push(None, m)
+                }
+            }
+        }
+    }
+    success(Value::Array(out))
 }
 
 // ---- targets and admin -----------------------------------------------------
