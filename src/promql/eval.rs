@@ -6,6 +6,7 @@
 //! no two series end up with the same labels.
 
 use super::functions;
+use super::hash::{HashMap, HashSet};
 use super::rewrite::{is_marker, MODIFIER_LABEL};
 use super::value::{FPoint, Sample, Series, Value};
 use super::{EngineOptions, QueryError, QueryResult};
@@ -17,7 +18,6 @@ use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, SubqueryExpr,
     VectorMatchCardinality, VectorSelector,
 };
-use super::hash::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -640,7 +640,10 @@ impl<'a> Evaluator<'a> {
 
     /// The series a range selector without `anchored`/`smoothed` reads, stale
     /// markers left out, made on first use.
-    fn matrix_series_for(&mut self, vs: &VectorSelector) -> Result<Rc<Vec<MatrixData>>, QueryError> {
+    fn matrix_series_for(
+        &mut self,
+        vs: &VectorSelector,
+    ) -> Result<Rc<Vec<MatrixData>>, QueryError> {
         let k = key(vs);
         if let Some(d) = self.matrix_data.get(&k) {
             return Ok(d.clone());
@@ -1202,7 +1205,8 @@ impl Signature {
             }
         } else {
             for (name, value) in l.iter_bytes() {
-                if name == METRIC_NAME.as_bytes() || self.names.iter().any(|n| n.as_bytes() == name) {
+                if name == METRIC_NAME.as_bytes() || self.names.iter().any(|n| n.as_bytes() == name)
+                {
                     continue;
                 }
                 out.extend_from_slice(name);
@@ -1596,10 +1600,17 @@ fn aggregate(
     let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
     let mut groups: Vec<Group> = Vec::new();
     let mut k = Vec::new();
+    // `sum(x)` and friends: one group for everything, no key to look up.
+    let one_group = !without && grouping.is_empty();
     for s in input {
-        group_key(&mut k, &s.metric, without, &grouping);
-        let gi = match index.get(k.as_slice()) {
-            Some(&i) => i,
+        let found = if one_group && !groups.is_empty() {
+            Some(0)
+        } else {
+            group_key(&mut k, &s.metric, without, &grouping);
+            index.get(k.as_slice()).copied()
+        };
+        let gi = match found {
+            Some(i) => i,
             None => {
                 groups.push(Group {
                     labels: group_labels(&s.metric, without, &grouping),

@@ -1,12 +1,13 @@
 //! The engine's hash maps: a fast multiply-rotate hasher (the "Fx" hash of
-//! rustc) instead of the standard library's SipHash. The engine hashes label
+//! rustc, with xxh3 for byte strings) instead of the standard library's SipHash. The engine hashes label
 //! sets and match keys for every series at every step, where SipHash's per-call
 //! setup costs more than the lookup itself. The keys come from stored series, as
 //! in Prometheus, whose maps use an unseeded xxhash for the same purpose.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Rustc's Fx hash: one rotate, xor and multiply per 8 bytes of input.
+/// Rustc's Fx hash: one rotate, xor and multiply per word written; byte strings
+/// are first hashed with xxh3.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct FxHasher {
     hash: u64,
@@ -24,19 +25,10 @@ impl FxHasher {
 impl Hasher for FxHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            // The length keeps "a" and "a\0" apart.
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
+        // Byte strings (label sets, match keys) go through xxh3, which mixes every
+        // byte into every bit; the word-at-a-time Fx step alone leaves keys that
+        // differ in one label value clustered in the table.
+        self.add(xxhash_rust::xxh3::xxh3_64(bytes));
     }
 
     #[inline]
@@ -56,7 +48,9 @@ impl Hasher for FxHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // The multiply leaves the best-mixed bits at the top; hashbrown picks
+        // buckets with the low bits, so they are rotated down (as rustc-hash 2 does).
+        self.hash.rotate_left(26)
     }
 }
 

@@ -269,7 +269,9 @@ fn write_ts(out: &mut String, t: i64) {
 /// Appends `s` as a JSON string literal; most label names and values need no
 /// escaping and are copied as they are.
 fn write_json_string(out: &mut String, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
         out.push('"');
         out.push_str(s);
         out.push('"');
