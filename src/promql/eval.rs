@@ -1343,12 +1343,10 @@ fn vector_vector(
      -> Result<(), QueryError> {
         // One-to-one matching allows one series per match group on each side,
         // whether or not a comparison filters it out.
-        if one_to_one {
-            if !used_sigs.insert(k) {
-                return Err(QueryError::Execution(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                ));
-            }
+        if one_to_one && !used_sigs.insert(k) {
+            return Err(QueryError::Execution(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+            ));
         }
         let (vl, vr) = if one_to_many { (ov, mv) } else { (mv, ov) };
         let (mut value, mut keep) = elem_binop(op, vl, vr);
