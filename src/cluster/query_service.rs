@@ -6,7 +6,7 @@
 //! in batches; when the client goes away the batch send fails and the read stops.
 
 use super::pb;
-use crate::labels::{Labels, MatchType, Matcher};
+use crate::labels::{Label, Labels, MatchType, Matcher, LABEL_STRING_LEN_MAX};
 use crate::storage::{Queryable, Sample, SelectHints, Series, StorageError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -113,16 +113,38 @@ pub enum SeriesDecodeError {
     },
     #[error("series {labels} has samples out of time order at {t_ms}")]
     Order { labels: String, t_ms: i64 },
+    #[error("label {name:?} has a name or value longer than {LABEL_STRING_LEN_MAX} bytes")]
+    LabelTooLong { name: String },
 }
 
 /// A series from protobuf, checked: parallel arrays of equal length, time order.
 pub(crate) fn series_from_pb(s: pb::Series) -> Result<Series, SeriesDecodeError> {
-    let pairs: Vec<(&str, &str)> = s
+    if let Some(l) = s
         .labels
         .iter()
-        .map(|l| (l.name.as_str(), l.value.as_str()))
-        .collect();
-    let labels = Labels::from_pairs(&pairs);
+        .find(|l| l.name.len().max(l.value.len()) > LABEL_STRING_LEN_MAX)
+    {
+        return Err(SeriesDecodeError::LabelTooLong {
+            name: l.name.chars().take(64).collect(),
+        });
+    }
+    // A peer sends label sets as its storage holds them: sorted, unique names, no
+    // empty values. Those are taken as they are; anything else is normalised.
+    let canonical = s.labels.windows(2).all(|w| w[0].name < w[1].name)
+        && s.labels.iter().all(|l| !l.value.is_empty());
+    let labels = if canonical {
+        Labels::from_sorted(s.labels.iter().map(|l| Label {
+            name: l.name.as_str(),
+            value: l.value.as_str(),
+        }))
+    } else {
+        let pairs: Vec<(&str, &str)> = s
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        Labels::from_pairs(&pairs)
+    };
     if s.timestamps_ms.len() != s.values.len() {
         return Err(SeriesDecodeError::Lengths {
             labels: labels.to_string(),

@@ -3,7 +3,9 @@
 //! A `Labels` value is one heap allocation holding every name and value back to back,
 //! each prefixed by its length as a uvarint (the same idea as Prometheus's
 //! "stringlabels"). One allocation per series keeps head memory per series small;
-//! iteration decodes the buffer on the fly.
+//! iteration decodes the buffer on the fly. The buffer is reference-counted, so
+//! cloning a label set (which the query engine does for every series it touches)
+//! costs a counter increment, not an allocation.
 
 mod matcher;
 mod selector;
@@ -14,6 +16,7 @@ pub use selector::{parse_selector, SelectorError};
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// The label holding the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -33,8 +36,9 @@ pub struct Label<'a> {
 /// with an empty value is the same as an absent label, as in Prometheus.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Labels {
-    /// `uvarint(len) bytes` for name, value, name, value, … sorted by name.
-    data: Box<[u8]>,
+    /// `uvarint(len) bytes` for name, value, name, value, … sorted by name; shared
+    /// between clones.
+    data: Arc<[u8]>,
 }
 
 impl Labels {
@@ -66,13 +70,19 @@ impl Labels {
             prev = Some(l.name);
         }
         Labels {
-            data: data.into_boxed_slice(),
+            data: Arc::from(data),
         }
     }
 
     /// Iterates labels in name order.
     pub fn iter(&self) -> LabelsIter<'_> {
         LabelsIter { rest: &self.data }
+    }
+
+    /// Iterates labels in name order as raw bytes, without checking UTF-8 again:
+    /// for building keys and hashes, where the bytes are all that matters.
+    pub fn iter_bytes(&self) -> LabelBytesIter<'_> {
+        LabelBytesIter { rest: &self.data }
     }
 
     /// The value of `name`, or "" when absent.
@@ -97,9 +107,10 @@ impl Labels {
         self.data.is_empty()
     }
 
-    /// Bytes held on the heap by this label set.
+    /// Bytes held on the heap by this label set (shared with its clones): the
+    /// buffer and the two reference counts in front of it.
     pub fn heap_bytes(&self) -> usize {
-        self.data.len()
+        self.data.len() + 2 * std::mem::size_of::<usize>()
     }
 
     /// The metric name, or "" when there is none.
@@ -145,6 +156,43 @@ fn push_str(buf: &mut Vec<u8>, s: &str) {
     }
     buf.push(n as u8);
     buf.extend_from_slice(s.as_bytes());
+}
+
+/// Iterator over the labels of a `Labels` as `(name, value)` byte slices.
+pub struct LabelBytesIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> LabelBytesIter<'a> {
+    fn next_bytes(&mut self) -> &'a [u8] {
+        let mut n: usize = 0;
+        let mut shift = 0;
+        let mut i = 0;
+        loop {
+            let b = self.rest[i];
+            n |= ((b & 0x7f) as usize) << shift;
+            i += 1;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        let (s, rest) = self.rest[i..].split_at(n);
+        self.rest = rest;
+        s
+    }
+}
+
+impl<'a> Iterator for LabelBytesIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+    fn next(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let name = self.next_bytes();
+        let value = self.next_bytes();
+        Some((name, value))
+    }
 }
 
 /// Iterator over the labels of a `Labels`.
@@ -319,6 +367,17 @@ mod tests {
         assert_eq!(l.get("c"), "");
         assert_eq!(l.metric_name(), "up");
         assert_eq!(l.to_string(), r#"{__name__="up", a="1", b="2"}"#);
+    }
+
+    #[test]
+    fn byte_iteration_matches_string_iteration() {
+        let l = Labels::from_pairs(&[("b", "2"), ("a", "é"), ("__name__", "up")]);
+        let bytes: Vec<(&[u8], &[u8])> = l.iter_bytes().collect();
+        let strs: Vec<(&[u8], &[u8])> = l
+            .iter()
+            .map(|x| (x.name.as_bytes(), x.value.as_bytes()))
+            .collect();
+        assert_eq!(bytes, strs);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! no two series end up with the same labels.
 
 use super::functions;
+use super::hash::{HashMap, HashSet};
 use super::rewrite::{is_marker, MODIFIER_LABEL};
 use super::value::{FPoint, Sample, Series, Value};
 use super::{EngineOptions, QueryError, QueryResult};
@@ -17,7 +18,6 @@ use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, SubqueryExpr,
     VectorMatchCardinality, VectorSelector,
 };
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,45 @@ pub(super) struct VSample {
 pub(super) struct MSeries {
     pub metric: Labels,
     pub drop_name: bool,
-    pub points: Vec<FPoint>,
+    pub points: Points,
+}
+
+/// The points of a range-vector series: a window into a selector's points, which
+/// are read once per query and shared by every step (no copy per step), or points
+/// of their own (subqueries, `anchored`/`smoothed` windows).
+#[derive(Debug, Clone)]
+pub(super) enum Points {
+    Shared {
+        all: Rc<[FPoint]>,
+        range: std::ops::Range<usize>,
+    },
+    Owned(Vec<FPoint>),
+}
+
+impl std::ops::Deref for Points {
+    type Target = [FPoint];
+    fn deref(&self) -> &[FPoint] {
+        match self {
+            Points::Shared { all, range } => &all[range.clone()],
+            Points::Owned(v) => v,
+        }
+    }
+}
+
+impl Points {
+    fn into_vec(self) -> Vec<FPoint> {
+        match self {
+            Points::Shared { all, range } => all[range].to_vec(),
+            Points::Owned(v) => v,
+        }
+    }
+}
+
+/// A range selector's series as read from storage, stale markers left out: the
+/// points every step's window is cut from.
+struct MatrixData {
+    metric: Labels,
+    points: Rc<[FPoint]>,
 }
 
 /// The window a range vector was taken over: `(end - range_ms, end]`.
@@ -119,6 +157,14 @@ pub(super) struct Evaluator<'a> {
     ranges: HashMap<usize, (i64, i64)>,
     /// Series read for each selector, once per query.
     data: HashMap<usize, Rc<Vec<storage::Series>>>,
+    /// The same for range selectors without `anchored`/`smoothed`, without stale
+    /// markers, so every step's window is a slice of them.
+    matrix_data: HashMap<usize, Rc<Vec<MatrixData>>>,
+    /// Per selector, where the previous step's search ended in each series' samples
+    /// (for range selectors: start and end of the window, two per series). Steps
+    /// move forward, so the next step's search starts there and usually moves a
+    /// sample or two instead of searching the whole series again.
+    cursors: HashMap<usize, Vec<usize>>,
     /// Inner results of subqueries by (subquery address, inner evaluation time).
     subquery_steps: HashMap<(usize, i64), Rc<Vec<VSample>>>,
     /// Samples held by the current step.
@@ -131,7 +177,7 @@ pub(super) struct Evaluator<'a> {
     warnings: Vec<String>,
     infos: Vec<String>,
     /// Text positions of calls and aggregations, keyed by node address.
-    positions: HashMap<usize, super::positions::CallPos>,
+    positions: std::collections::HashMap<usize, super::positions::CallPos>,
 }
 
 /// An annotation message with Prometheus's ` (line:col)` suffix.
@@ -168,9 +214,11 @@ pub(super) fn run(
         cancel,
         deadline: (opts.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms)),
-        ranges: HashMap::new(),
-        data: HashMap::new(),
-        subquery_steps: HashMap::new(),
+        ranges: HashMap::default(),
+        data: HashMap::default(),
+        matrix_data: HashMap::default(),
+        cursors: HashMap::default(),
+        subquery_steps: HashMap::default(),
         step_samples: 0,
         result_samples: 0,
         loaded_samples: 0,
@@ -217,14 +265,14 @@ fn eval_all(
                 let series = ms
                     .into_iter()
                     .filter(|s| !s.points.is_empty())
-                    .map(|s| (s.metric, s.drop_name, s.points))
+                    .map(|s| (s.metric, s.drop_name, s.points.into_vec()))
                     .collect();
                 Ok(Value::Matrix(finish_matrix(series)?))
             }
         };
     }
     // A range query: one series per label set across steps, in first-seen order.
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Labels, usize> = HashMap::default();
     let mut series: Vec<(Labels, bool, Vec<FPoint>)> = Vec::new();
     let mut t = start;
     while t <= end {
@@ -269,7 +317,7 @@ fn eval_all(
 /// Applies delayed name removal to a vector and checks labels stay unique.
 fn finish_vector(vs: Vec<VSample>) -> Result<Vec<(Labels, f64)>, QueryError> {
     let mut out = Vec::with_capacity(vs.len());
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     let any_dropped = vs.iter().any(|s| s.drop_name);
     for s in vs {
         let metric = if s.drop_name {
@@ -590,6 +638,37 @@ impl<'a> Evaluator<'a> {
         Ok(d)
     }
 
+    /// The series a range selector without `anchored`/`smoothed` reads, stale
+    /// markers left out, made on first use.
+    fn matrix_series_for(
+        &mut self,
+        vs: &VectorSelector,
+    ) -> Result<Rc<Vec<MatrixData>>, QueryError> {
+        let k = key(vs);
+        if let Some(d) = self.matrix_data.get(&k) {
+            return Ok(d.clone());
+        }
+        let raw = self.series_for(vs)?;
+        let d: Vec<MatrixData> = raw
+            .iter()
+            .map(|s| MatrixData {
+                metric: s.labels.clone(),
+                points: s
+                    .samples
+                    .iter()
+                    .filter(|p| !is_stale_nan(p.v))
+                    .map(|p| FPoint { t: p.t, f: p.v })
+                    .collect(),
+            })
+            .collect();
+        // The raw samples are not needed again: a selector is either a vector
+        // selector or a range selector.
+        self.data.remove(&k);
+        let d = Rc::new(d);
+        self.matrix_data.insert(k, d.clone());
+        Ok(d)
+    }
+
     /// Evaluates `e` at time `t` (ms).
     pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
         match e {
@@ -617,9 +696,43 @@ impl<'a> Evaluator<'a> {
                 let end = self.ref_time(&vs.at, &vs.offset, t);
                 let range_ms = duration_ms(&ms.range);
                 let mode = range_mod(vs);
+                let start = end.saturating_sub(range_ms);
+                let window = Window {
+                    end,
+                    range_ms,
+                    mode,
+                };
+                if mode == RangeMod::None {
+                    let data = self.matrix_series_for(vs)?;
+                    let cursors = self
+                        .cursors
+                        .entry(key(vs))
+                        .or_insert_with(|| vec![0; 2 * data.len()]);
+                    let mut out = Vec::with_capacity(data.len());
+                    let mut n = 0;
+                    for (i, s) in data.iter().enumerate() {
+                        let lo = seek(&s.points, |p| p.t, start, cursors[2 * i]);
+                        let hi = seek(&s.points, |p| p.t, end, cursors[2 * i + 1].max(lo));
+                        cursors[2 * i] = lo;
+                        cursors[2 * i + 1] = hi;
+                        if lo == hi {
+                            continue;
+                        }
+                        n += hi - lo;
+                        out.push(MSeries {
+                            metric: s.metric.clone(),
+                            drop_name: false,
+                            points: Points::Shared {
+                                all: s.points.clone(),
+                                range: lo..hi,
+                            },
+                        });
+                    }
+                    self.add_samples(n)?;
+                    return Ok(Val::Matrix(out, window));
+                }
                 let data = self.series_for(vs)?;
                 let lookback = self.opts.lookback_delta_ms;
-                let start = end.saturating_sub(range_ms);
                 let mut out = Vec::new();
                 let mut n = 0;
                 for s in data.iter() {
@@ -654,18 +767,11 @@ impl<'a> Evaluator<'a> {
                     out.push(MSeries {
                         metric: s.labels.clone(),
                         drop_name: false,
-                        points,
+                        points: Points::Owned(points),
                     });
                 }
                 self.add_samples(n)?;
-                Ok(Val::Matrix(
-                    out,
-                    Window {
-                        end,
-                        range_ms,
-                        mode,
-                    },
-                ))
+                Ok(Val::Matrix(out, window))
             }
             Expr::Subquery(sq) => self.eval_subquery(sq, t),
             Expr::Aggregate(a) => self.eval_aggregate(a, t),
@@ -682,9 +788,14 @@ impl<'a> Evaluator<'a> {
         let data = self.series_for(vs)?;
         let lookback = self.opts.lookback_delta_ms;
         let smoothed = range_mod(vs) == RangeMod::Smoothed;
+        let cursors = self
+            .cursors
+            .entry(key(vs))
+            .or_insert_with(|| vec![0; data.len()]);
         let mut out = Vec::new();
-        for s in data.iter() {
-            let i = s.samples.partition_point(|p| p.t <= rt);
+        for (si, s) in data.iter().enumerate() {
+            let i = seek(&s.samples, |p| p.t, rt, cursors[si]);
+            cursors[si] = i;
             if i == 0 {
                 continue;
             }
@@ -736,8 +847,8 @@ impl<'a> Evaluator<'a> {
             ts += step;
         }
         let k = key(sq);
-        let mut index: HashMap<Labels, usize> = HashMap::new();
-        let mut out: Vec<MSeries> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::default();
+        let mut out: Vec<(Labels, bool, Vec<FPoint>)> = Vec::new();
         let mut n = 0;
         while ts <= end {
             self.check_limits()?;
@@ -766,15 +877,11 @@ impl<'a> Evaluator<'a> {
             };
             for s in inner.iter() {
                 let i = *index.entry(s.metric.clone()).or_insert_with(|| {
-                    out.push(MSeries {
-                        metric: s.metric.clone(),
-                        drop_name: false,
-                        points: Vec::new(),
-                    });
+                    out.push((s.metric.clone(), false, Vec::new()));
                     out.len() - 1
                 });
-                out[i].drop_name |= s.drop_name;
-                out[i].points.push(FPoint { t: ts, f: s.f });
+                out[i].1 |= s.drop_name;
+                out[i].2.push(FPoint { t: ts, f: s.f });
                 n += 1;
             }
             ts = match ts.checked_add(step) {
@@ -783,7 +890,15 @@ impl<'a> Evaluator<'a> {
             };
         }
         self.add_samples(n)?;
-        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        let out = out
+            .into_iter()
+            .map(|(metric, drop_name, points)| MSeries {
+                metric,
+                drop_name,
+                points: Points::Owned(points),
+            })
+            .collect();
         Ok(Val::Matrix(
             out,
             Window {
@@ -966,6 +1081,24 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// The number of items of `s` with a time at or before `t` (what
+/// `s.partition_point(|x| time(x) <= t)` gives), found by starting at `hint`, the
+/// answer for an earlier `t`: a few steps forward, or a binary search when the
+/// answer is far away or behind the hint.
+pub(super) fn seek<T>(s: &[T], time: impl Fn(&T) -> i64, t: i64, hint: usize) -> usize {
+    let mut i = hint.min(s.len());
+    if i > 0 && time(&s[i - 1]) > t {
+        return s[..i].partition_point(|x| time(x) <= t);
+    }
+    for _ in 0..8 {
+        if i >= s.len() || time(&s[i]) > t {
+            return i;
+        }
+        i += 1;
+    }
+    i + s[i..].partition_point(|x| time(x) <= t)
+}
+
 /// Prometheus's `labels.Hash`: XXH64 (seed 0) over `name 0xff value 0xff …`.
 pub(super) fn labels_hash(l: &Labels) -> u64 {
     let mut b = Vec::with_capacity(256);
@@ -1071,13 +1204,14 @@ impl Signature {
                 out.push(0xff);
             }
         } else {
-            for lb in l.iter() {
-                if lb.name == METRIC_NAME || self.names.iter().any(|n| n == lb.name) {
+            for (name, value) in l.iter_bytes() {
+                if name == METRIC_NAME.as_bytes() || self.names.iter().any(|n| n.as_bytes() == name)
+                {
                     continue;
                 }
-                out.extend_from_slice(lb.name.as_bytes());
+                out.extend_from_slice(name);
                 out.push(0xfe);
-                out.extend_from_slice(lb.value.as_bytes());
+                out.extend_from_slice(value);
                 out.push(0xff);
             }
         }
@@ -1176,7 +1310,7 @@ fn vector_vector(
     // As in Prometheus's tests, `fill_right` applies when a "many" series has no
     // partner and `fill_left` when a "one" series has none, also for group_right.
     let (many_fill, one_fill) = (fill_lhs, fill_rhs);
-    let mut one_sigs: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut one_sigs: HashMap<Vec<u8>, usize> = HashMap::default();
     for (i, s) in one.iter().enumerate() {
         let k = sig.of(&s.metric);
         if let Some(&j) = one_sigs.get(&k) {
@@ -1195,10 +1329,10 @@ fn vector_vector(
     }
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let mut out = Vec::new();
-    let mut matched_one: HashSet<usize> = HashSet::new();
+    let mut matched_one: HashSet<usize> = HashSet::default();
     // For one-to-one matching: the match groups already used on the many side.
-    let mut used_sigs: HashMap<Vec<u8>, Labels> = HashMap::new();
-    let mut output_labels: HashSet<Labels> = HashSet::new();
+    let mut used_sigs: HashSet<Vec<u8>> = HashSet::default();
+    let mut output_labels: HashSet<Labels> = HashSet::default();
     let mut emit = |ms: &VSample,
                     os: Option<&VSample>,
                     mv: f64,
@@ -1209,13 +1343,10 @@ fn vector_vector(
      -> Result<(), QueryError> {
         // One-to-one matching allows one series per match group on each side,
         // whether or not a comparison filters it out.
-        if one_to_one {
-            if used_sigs.contains_key(&k) {
-                return Err(QueryError::Execution(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                ));
-            }
-            used_sigs.insert(k, Labels::empty());
+        if one_to_one && !used_sigs.insert(k) {
+            return Err(QueryError::Execution(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+            ));
         }
         let (vl, vr) = if one_to_many { (ov, mv) } else { (mv, ov) };
         let (mut value, mut keep) = elem_binop(op, vl, vr);
@@ -1280,6 +1411,12 @@ fn result_metric(
     one_to_one: bool,
     include: &[String],
 ) -> Labels {
+    // Most operations keep the "many" side's labels as they are (the name is
+    // dropped later): no need to take them apart and build them again.
+    let unchanged = !one_to_one || (!sig.on && !sig.names.iter().any(|n| many.has(n)));
+    if include.is_empty() && unchanged {
+        return many.clone();
+    }
     let mut b = many.builder();
     if one_to_one {
         if sig.on {
@@ -1375,23 +1512,24 @@ struct Group {
     drop_name: bool,
 }
 
-fn group_key(l: &Labels, without: bool, grouping: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for lb in l.iter() {
-        let listed = grouping.iter().any(|g| g == lb.name);
+/// Writes the grouping key of `l` into `out` (cleared first), so the caller can
+/// reuse one buffer for every sample.
+fn group_key(out: &mut Vec<u8>, l: &Labels, without: bool, grouping: &[String]) {
+    out.clear();
+    for (name, value) in l.iter_bytes() {
+        let listed = grouping.iter().any(|g| g.as_bytes() == name);
         let keep = if without {
-            !listed && lb.name != METRIC_NAME
+            !listed && name != METRIC_NAME.as_bytes()
         } else {
             listed
         };
         if keep {
-            out.extend_from_slice(lb.name.as_bytes());
+            out.extend_from_slice(name);
             out.push(0xfe);
-            out.extend_from_slice(lb.value.as_bytes());
+            out.extend_from_slice(value);
             out.push(0xff);
         }
     }
-    out
 }
 
 fn group_labels(l: &Labels, without: bool, grouping: &[String]) -> Labels {
@@ -1457,12 +1595,20 @@ fn aggregate(
             grouping.dedup();
         }
     }
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
     let mut groups: Vec<Group> = Vec::new();
+    let mut k = Vec::new();
+    // `sum(x)` and friends: one group for everything, no key to look up.
+    let one_group = !without && grouping.is_empty();
     for s in input {
-        let k = group_key(&s.metric, without, &grouping);
-        let gi = match index.get(&k) {
-            Some(&i) => i,
+        let found = if one_group && !groups.is_empty() {
+            Some(0)
+        } else {
+            group_key(&mut k, &s.metric, without, &grouping);
+            index.get(k.as_slice()).copied()
+        };
+        let gi = match found {
+            Some(i) => i,
             None => {
                 groups.push(Group {
                     labels: group_labels(&s.metric, without, &grouping),
@@ -1475,7 +1621,7 @@ fn aggregate(
                     values: Vec::new(),
                     drop_name: false,
                 });
-                index.insert(k, groups.len() - 1);
+                index.insert(k.clone(), groups.len() - 1);
                 groups.len() - 1
             }
         };

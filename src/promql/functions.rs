@@ -5,12 +5,12 @@ use super::eval::{
     kahan_sum_inc, quantile, quantile_warning, range_mod, same_labelset, Evaluator, MSeries,
     RangeMod, VSample, Val, Window,
 };
+use super::hash::{HashMap, HashSet};
 use super::value::FPoint;
 use super::QueryError;
 use crate::labels::{Labels, LabelsBuilder, MatchType, METRIC_NAME};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
-use std::collections::{HashMap, HashSet};
 
 /// Formats like Go's `%f`-less `strconv.FormatFloat(f, 'g', -1, 64)` closely enough
 /// for error messages.
@@ -542,7 +542,7 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     let info_t = info_time(ev, arg(c, 0)?, t).unwrap_or(t);
     let infos = ev.select_present(&select_ms, info_t)?;
     // Per info metric and identifying labels, the series with the newest sample.
-    let mut latest: HashMap<(String, Vec<String>), (Labels, i64)> = HashMap::new();
+    let mut latest: HashMap<(String, Vec<String>), (Labels, i64)> = HashMap::default();
     for (l, ts) in infos {
         let id: Vec<String> = INFO_IDENTIFYING_LABELS
             .iter()
@@ -561,7 +561,7 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             }
         }
     }
-    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::new();
+    let mut by_id: HashMap<Vec<String>, Vec<Labels>> = HashMap::default();
     let mut sorted: Vec<_> = latest.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for ((_, id), (l, _)) in sorted {
@@ -580,7 +580,7 @@ fn info(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
             .iter()
             .map(|n| s.metric.get(n).to_string())
             .collect();
-        let mut added: HashMap<String, String> = HashMap::new();
+        let mut added: HashMap<String, String> = HashMap::default();
         let mut matched = false;
         for info in by_id.get(&id).map(|v| v.as_slice()).unwrap_or(&[]) {
             matched = true;
@@ -923,8 +923,8 @@ fn absent_labels(e: &Expr) -> Labels {
         _ => return Labels::empty(),
     };
     let mut b = LabelsBuilder::new();
-    let mut seen = HashSet::new();
-    let mut dup = HashSet::new();
+    let mut seen = HashSet::default();
+    let mut dup = HashSet::default();
     for m in &vs.matchers.matchers {
         if m.name == METRIC_NAME || super::rewrite::is_marker(&m.name) {
             continue;
@@ -1012,7 +1012,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// Fails when two samples of a function's output share a label set.
 fn check_unique(v: &[VSample]) -> Result<(), QueryError> {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     for s in v {
         if !seen.insert(&s.metric) {
             return Err(same_labelset());
@@ -1132,7 +1132,7 @@ fn bucket_groups(
     arg_i: usize,
     v: Vec<VSample>,
 ) -> Vec<(Labels, Vec<Bucket>)> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Labels, usize> = HashMap::default();
     let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
     for s in v {
         let le = s.metric.get("le");

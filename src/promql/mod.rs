@@ -19,6 +19,7 @@
 
 mod eval;
 mod functions;
+mod hash;
 mod positions;
 mod rewrite;
 pub mod value;

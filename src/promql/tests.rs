@@ -178,3 +178,44 @@ fn duration_expressions_and_step_run_through_the_engine() {
         other => panic!("not a matrix: {other:?}"),
     }
 }
+
+proptest::proptest! {
+    /// Starting from any hint, `seek` finds what a binary search over the whole
+    /// series finds.
+    #[test]
+    fn seek_agrees_with_partition_point(
+        times in proptest::collection::btree_set(-1000i64..1000, 0..60),
+        t in -1100i64..1100,
+        hint in 0usize..80,
+    ) {
+        let times: Vec<i64> = times.into_iter().collect();
+        let want = times.partition_point(|&x| x <= t);
+        proptest::prop_assert_eq!(eval::seek(&times, |&x| x, t, hint), want);
+    }
+}
+
+#[test]
+fn range_query_steps_reuse_windows_correctly_backwards_and_forwards() {
+    // A subquery makes the inner selectors step back in time between outer
+    // steps; every answer must still match an instant query at that time.
+    let s = store();
+    let engine = Engine::default();
+    let q = parse("max_over_time(rate(c[3m])[5m:1m])").unwrap();
+    let range = engine
+        .range_query(&s, &q, 300_000, 540_000, 60_000, None)
+        .unwrap();
+    let Value::Matrix(series) = range.value else {
+        panic!("a range query gives a matrix");
+    };
+    for sr in &series {
+        for p in &sr.floats {
+            let inst = engine.instant_query(&s, &q, p.t, None).unwrap();
+            let Value::Vector(v) = inst.value else {
+                panic!("an instant query of this gives a vector");
+            };
+            let same = v.iter().find(|x| x.metric == sr.metric).map(|x| x.f);
+            assert_eq!(same, Some(p.f), "at {} for {}", p.t, sr.metric);
+        }
+    }
+    assert_eq!(series.len(), 2);
+}

@@ -266,15 +266,29 @@ fn write_ts(out: &mut String, t: i64) {
     }
 }
 
+/// Appends `s` as a JSON string literal; most label names and values need no
+/// escaping and are copied as they are.
+fn write_json_string(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&json_string(s));
+    }
+}
+
 fn write_labels(out: &mut String, l: &Labels) {
     out.push('{');
     for (i, lb) in l.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&json_string(lb.name));
+        write_json_string(out, lb.name);
         out.push(':');
-        out.push_str(&json_string(lb.value));
+        write_json_string(out, lb.value);
     }
     out.push('}');
 }
@@ -283,7 +297,12 @@ fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_ts(out, t);
     out.push_str(",\"");
-    out.push_str(&promql::format_value(v));
+    // As `promql::format_value`, without a string per point.
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&promql::format_value(v));
+    }
     out.push_str("\"]");
 }
 
