@@ -27,6 +27,12 @@ struct ServerFlags {
     #[arg(long = "config.file")]
     config_file: Option<PathBuf>,
 
+    /// The URL under which hearth is reached from outside (links in alerts'
+    /// generatorURL and `$externalURL` in templates); by default
+    /// `http://<hostname>:<listen port>/`, as Prometheus does.
+    #[arg(long = "web.external-url", default_value = "")]
+    web_external_url: String,
+
     /// Base path for metrics storage.
     #[arg(long = "storage.tsdb.path", default_value = "data/")]
     storage_tsdb_path: PathBuf,
@@ -576,6 +582,7 @@ fn flag_values(matches: &clap::ArgMatches) -> Vec<(String, String)> {
 
 fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow::Result<()> {
     let cluster = cluster_config(&flags)?;
+    let external_url = external_url(&flags.web_external_url, flags.web_listen_address)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -626,12 +633,44 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
                 },
                 resend_delay_ms: flags.rules_alert_resend_delay_ms,
                 notification_queue_capacity: flags.alertmanager_notification_queue_capacity,
+                external_url,
             },
             flags: flag_values,
         };
         hearth::server::run(cfg, shutdown).await
     })?;
     Ok(())
+}
+
+/// `--web.external-url` as Prometheus computes it: the flag, or
+/// `http://<hostname>:<listen port>/` when it is empty; the path's trailing slash
+/// is dropped so links are joined as `URL/graph?...`.
+fn external_url(flag: &str, listen: SocketAddr) -> anyhow::Result<String> {
+    let url = if flag.is_empty() {
+        let host = hostname().unwrap_or_else(|| "localhost".to_string());
+        format!("http://{host}:{}/", listen.port())
+    } else {
+        flag.to_string()
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("--web.external-url {url:?}: the URL must start with http:// or https://");
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// This machine's host name, as Go's `os.Hostname` gives it.
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length, and gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec())
+        .ok()
+        .filter(|h| !h.is_empty())
 }
 
 fn run_alertmanager(flags: AlertmanagerFlags) -> anyhow::Result<()> {

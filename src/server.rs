@@ -249,7 +249,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             queryable.clone(),
             appendable.clone(),
             crate::promql::Engine::new(cfg.query.clone()),
-            cfg.rules,
+            cfg.rules.clone(),
         )
         .with_ownership(ownership),
     );

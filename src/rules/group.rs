@@ -565,6 +565,7 @@ impl Rule {
                     &self.expr,
                     valid_until,
                     external,
+                    &self.external_url,
                 ));
             }
         }

@@ -25,7 +25,7 @@ struct Running {
 }
 
 /// The manager's settings from the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleOptions {
     /// `--rules.alert.for-outage-tolerance` and `--rules.alert.for-grace-period`.
     pub restore: RestoreOptions,
@@ -33,6 +33,9 @@ pub struct RuleOptions {
     pub resend_delay_ms: i64,
     /// `--alertmanager.notification-queue-capacity`, in alerts.
     pub notification_queue_capacity: usize,
+    /// `--web.external-url` without a trailing slash: `$externalURL` in templates
+    /// and the base of alerts' `generatorURL`. Empty gives relative links.
+    pub external_url: String,
 }
 
 impl Default for RuleOptions {
@@ -42,6 +45,7 @@ impl Default for RuleOptions {
             restore: RestoreOptions::default(),
             resend_delay_ms: super::notifier::RESEND_DELAY_MS,
             notification_queue_capacity: super::notifier::DEFAULT_QUEUE_CAPACITY,
+            external_url: String::new(),
         }
     }
 }
@@ -165,6 +169,7 @@ impl RuleManager {
             .started
             .swap(true, std::sync::atomic::Ordering::Relaxed);
         for g in new {
+            let g = g.with_external_url(&self.options.external_url);
             if first {
                 g.mark_for_restore();
             }
@@ -196,7 +201,7 @@ impl RuleManager {
         );
         // Read at each evaluation: a reload may add Alertmanagers to a kept group.
         let notifier = self.notifier.clone();
-        let options = self.options;
+        let options = self.options.clone();
         let ownership = self.ownership.clone();
         tokio::spawn(async move {
             let interval = g.interval_ms;

@@ -413,6 +413,7 @@ pub fn postable(
     expr: &str,
     valid_until_ms: i64,
     external: &BTreeMap<String, String>,
+    external_url: &str,
 ) -> Json {
     let mut labels: serde_json::Map<String, Json> = external
         .iter()
@@ -431,6 +432,6 @@ pub fn postable(
         "annotations": a.annotations,
         "startsAt": rfc3339(a.fired_at_ms),
         "endsAt": rfc3339(ends),
-        "generatorURL": format!("/graph?g0.expr={}&g0.tab=1", url_encode(expr)),
+        "generatorURL": format!("{external_url}/graph?g0.expr={}&g0.tab=1", url_encode(expr)),
     })
 }

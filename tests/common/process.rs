@@ -1,5 +1,5 @@
 //! Servers run as real child processes for side-by-side tests: hearth, Prometheus
-//! 2.42 and node_exporter (both from their Debian packages, which
+//! 2.42, Alertmanager 0.25 and node_exporter (from their Debian packages, which
 //! `.ci/install-deps` installs), each on a free loopback port, and a tiny exporter
 //! serving fixed bodies. A `Server` is SIGKILLed when dropped, so a failing test
 //! leaves no process behind.
@@ -62,6 +62,23 @@ impl Server {
                 .arg(format!("--storage.tsdb.path={}", data.display()))
                 .arg(format!("--web.listen-address={addr}"))
                 .args(extra),
+            addr,
+            log,
+        );
+        s.wait_for_path("/-/ready");
+        s
+    }
+
+    /// The real Alertmanager 0.25 (Debian `prometheus-alertmanager`) with `config`
+    /// as its `--config.file`, state and log under `dir/name`, gossip turned off.
+    pub fn alertmanager(dir: &Path, name: &str, config: &str) -> Server {
+        let (cfg, data, log, addr) = layout(dir, name, config);
+        let s = Server::spawn(
+            Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.path={}", data.display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--cluster.listen-address="),
             addr,
             log,
         );

@@ -1,0 +1,123 @@
+//! hearth's alerts delivered to a real Alertmanager 0.25 (Debian
+//! `prometheus-alertmanager`), which groups them and sends them to a webhook sink on
+//! loopback as it would alerts from Prometheus: labels with the external labels
+//! attached, annotations expanded with `$externalURL`, and a `generatorURL` under
+//! `--web.external-url`.
+
+mod common;
+
+use common::process::Server;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A webhook sink: every JSON body POSTed to it, in arrival order.
+fn webhook_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let addr = l.local_addr().expect("sink address").to_string();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let got2 = got.clone();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().expect("clone connection"));
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    got2.lock().expect("sink lock").push(v);
+                }
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (format!("http://{addr}/hook"), got)
+}
+
+const RULES: &str = r#"groups:
+  - name: always
+    interval: 1s
+    rules:
+      - alert: AlwaysFiring
+        expr: vector(3) > 1
+        labels:
+          severity: page
+        annotations:
+          summary: 'value {{ $value }}'
+          link: '{{ $externalURL }}/alerts'
+"#;
+
+#[test]
+fn alerts_reach_a_real_alertmanager_and_its_webhook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sink_url, got) = webhook_sink();
+    let am = Server::alertmanager(
+        dir.path(),
+        "am",
+        &format!(
+            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs: [{{url: '{sink_url}'}}]\n"
+        ),
+    );
+    std::fs::write(dir.path().join("rules.yml"), RULES).expect("write rules");
+    let config = format!(
+        "global:\n  evaluation_interval: 1s\n  external_labels:\n    dc: eu\nrule_files: ['{}']\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n",
+        dir.path().join("rules.yml").display(),
+        am.addr
+    );
+    let _hearth = Server::hearth(
+        dir.path(),
+        "hearth",
+        &config,
+        &["--web.external-url=http://hearth.example:9090/prefix/"],
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let msg = loop {
+        if let Some(m) = got.lock().expect("sink lock").first().cloned() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Alertmanager sent nothing within 60 s; its log:\n{}",
+            am.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(msg["status"], "firing", "{msg}");
+    assert_eq!(msg["receiver"], "hook");
+    assert_eq!(msg["groupLabels"]["alertname"], "AlwaysFiring", "{msg}");
+    let alerts = msg["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 1, "{msg}");
+    let a = &alerts[0];
+    assert_eq!(a["status"], "firing");
+    assert_eq!(a["labels"]["alertname"], "AlwaysFiring");
+    assert_eq!(a["labels"]["severity"], "page");
+    assert_eq!(a["labels"]["dc"], "eu", "external labels are attached: {a}");
+    assert_eq!(a["annotations"]["summary"], "value 3");
+    assert_eq!(
+        a["annotations"]["link"],
+        "http://hearth.example:9090/prefix/alerts"
+    );
+    let generator = a["generatorURL"].as_str().unwrap_or("");
+    assert!(
+        generator.starts_with("http://hearth.example:9090/prefix/graph?g0.expr=vector%283%29"),
+        "generatorURL {generator}"
+    );
+    assert_eq!(
+        a["endsAt"], "0001-01-01T00:00:00Z",
+        "a firing alert has no end: {a}"
+    );
+}
