@@ -634,6 +634,7 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
                 resend_delay_ms: flags.rules_alert_resend_delay_ms,
                 notification_queue_capacity: flags.alertmanager_notification_queue_capacity,
                 external_url,
+                builtin_alertmanager_url: None,
             },
             flags: flag_values,
         };

@@ -40,6 +40,23 @@ pub struct ServerConfig {
     pub flags: Vec<(String, String)>,
 }
 
+/// The rule manager's options: the flags, and the built-in Alertmanager (reached
+/// over this node's own listener) when it runs here.
+fn rule_options(cfg: &ServerConfig) -> crate::rules::manager::RuleOptions {
+    let mut opts = cfg.rules.clone();
+    if cfg.alertmanager_config.is_some() {
+        let mut addr = cfg.listen_address;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        opts.builtin_alertmanager_url = Some(format!("http://{addr}/api/v2/alerts"));
+    }
+    opts
+}
+
 /// The server failed to start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -249,7 +266,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             queryable.clone(),
             appendable.clone(),
             crate::promql::Engine::new(cfg.query.clone()),
-            cfg.rules.clone(),
+            rule_options(&cfg),
         )
         .with_ownership(ownership),
     );

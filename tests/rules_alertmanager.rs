@@ -121,3 +121,45 @@ fn alerts_reach_a_real_alertmanager_and_its_webhook() {
         "a firing alert has no end: {a}"
     );
 }
+
+/// With the built-in Alertmanager (`--alertmanager.config.file`) and no
+/// `alerting` section, a node's alerts go to its own Alertmanager.
+#[test]
+fn alerts_reach_the_built_in_alertmanager() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sink_url, got) = webhook_sink();
+    let am_config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_config,
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: hook\n    webhook_configs: [{{url: '{sink_url}'}}]\n"
+        ),
+    )
+    .expect("write alertmanager.yml");
+    std::fs::write(dir.path().join("rules.yml"), RULES).expect("write rules");
+    let config = format!(
+        "global:\n  evaluation_interval: 1s\nrule_files: ['{}']\n",
+        dir.path().join("rules.yml").display()
+    );
+    let am_flag = format!("--alertmanager.config.file={}", am_config.display());
+    let hearth = Server::hearth(dir.path(), "hearth", &config, &[am_flag.as_str()]);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let msg = loop {
+        if let Some(m) = got.lock().expect("sink lock").first().cloned() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the built-in Alertmanager sent nothing within 60 s; hearth's log:\n{}",
+            hearth.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(msg["status"], "firing", "{msg}");
+    assert_eq!(
+        msg["alerts"][0]["labels"]["alertname"], "AlwaysFiring",
+        "{msg}"
+    );
+    assert_eq!(msg["alerts"][0]["labels"]["severity"], "page", "{msg}");
+}

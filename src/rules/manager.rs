@@ -36,6 +36,10 @@ pub struct RuleOptions {
     /// `--web.external-url` without a trailing slash: `$externalURL` in templates
     /// and the base of alerts' `generatorURL`. Empty gives relative links.
     pub external_url: String,
+    /// The built-in Alertmanager's API v2 alerts URL when it runs in this node
+    /// (`--alertmanager.config.file`): alerts go there as well as to
+    /// `alerting.alertmanagers`.
+    pub builtin_alertmanager_url: Option<String>,
 }
 
 impl Default for RuleOptions {
@@ -46,6 +50,7 @@ impl Default for RuleOptions {
             resend_delay_ms: super::notifier::RESEND_DELAY_MS,
             notification_queue_capacity: super::notifier::DEFAULT_QUEUE_CAPACITY,
             external_url: String::new(),
+            builtin_alertmanager_url: None,
         }
     }
 }
@@ -151,7 +156,14 @@ impl RuleManager {
         let files = super::rule_files(cfg.rule_file_patterns())?;
         let external = cfg.global.external_labels.clone();
         let new = load_groups(&files, cfg.global.evaluation_interval_ms(), &external)?;
-        let sets = super::notifier::alertmanager_sets(&cfg.alerting)?;
+        let mut sets = super::notifier::alertmanager_sets(&cfg.alerting)?;
+        if let Some(url) = &self.options.builtin_alertmanager_url {
+            sets.push(super::notifier::AlertmanagerSet {
+                cfg: Default::default(),
+                urls: vec![url.clone()],
+                dropped: Vec::new(),
+            });
+        }
         {
             let mut n = self.notifier.lock();
             let n = n.get_or_insert_with(|| {
