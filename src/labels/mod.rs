@@ -165,22 +165,27 @@ pub struct LabelBytesIter<'a> {
 
 impl<'a> LabelBytesIter<'a> {
     fn next_bytes(&mut self) -> &'a [u8] {
-        let mut n: usize = 0;
-        let mut shift = 0;
-        let mut i = 0;
-        loop {
-            let b = self.rest[i];
-            n |= ((b & 0x7f) as usize) << shift;
-            i += 1;
-            if b < 0x80 {
-                break;
-            }
-            shift += 7;
-        }
-        let (s, rest) = self.rest[i..].split_at(n);
-        self.rest = rest;
-        s
+        take_field(&mut self.rest)
     }
+}
+
+/// Takes one length-prefixed (uvarint) field off the front of a labels buffer.
+fn take_field<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let mut n: usize = 0;
+    let mut shift = 0;
+    let mut i = 0;
+    loop {
+        let b = rest[i];
+        n |= ((b & 0x7f) as usize) << shift;
+        i += 1;
+        if b < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    let (s, tail) = rest[i..].split_at(n);
+    *rest = tail;
+    s
 }
 
 impl<'a> Iterator for LabelBytesIter<'a> {
@@ -202,20 +207,7 @@ pub struct LabelsIter<'a> {
 
 impl<'a> LabelsIter<'a> {
     fn next_str(&mut self) -> &'a str {
-        let mut n: usize = 0;
-        let mut shift = 0;
-        let mut i = 0;
-        loop {
-            let b = self.rest[i];
-            n |= ((b & 0x7f) as usize) << shift;
-            i += 1;
-            if b < 0x80 {
-                break;
-            }
-            shift += 7;
-        }
-        let (s, rest) = self.rest[i..].split_at(n);
-        self.rest = rest;
+        let s = take_field(&mut self.rest);
         // The buffer is only ever built from `&str`s, so it is valid UTF-8 by construction.
         std::str::from_utf8(s).expect("labels buffer holds valid UTF-8")
     }
