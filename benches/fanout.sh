@@ -8,6 +8,8 @@
 # over the last HOURS hours, written as OpenMetrics and backfilled with
 # `hearth tsdb create-blocks-from openmetrics` (all series into the single node's
 # data directory; series i into node (i mod 3)+1's). No node scrapes anything.
+# The cluster runs with --cluster.replication-factor=1: with the default of 3 every
+# node of three holds every group's data and answers locally, with no fan-out.
 #
 # Needs bash, python3 (standard library only) and a release hearth binary. All
 # servers listen on 127.0.0.1; processes started here are stopped by PID.
@@ -100,6 +102,7 @@ for i in 0 1 2; do
   "$HEARTH_BIN" --storage.tsdb.path="$OUT/node$((i + 1))/data" --web.listen-address="${WEBS[$i]}" \
     --config.file="$OUT/empty.yml" --cluster.node-id=$((i + 1)) \
     --cluster.listen-address="${GRPCS[$i]}" --cluster.initial-peers="$PEERS" \
+    --cluster.replication-factor=1 \
     2>"$OUT/node$((i + 1)).log" &
   PIDS+=($!)
 done

@@ -1,12 +1,13 @@
 //! The `Query` gRPC service: a node's LOCAL storage read by the fan-out querier of
 //! another node (`fanout`), plus the protobuf conversions both sides use.
 //!
-//! The service never fans out again, so a cluster query costs one hop. Reads run on
-//! the blocking pool (the `storage::Querier` seam is synchronous) and stream series
-//! in batches; when the client goes away the batch send fails and the read stops.
+//! The service never fans out again, so a cluster query costs one hop. `Select`
+//! runs on the blocking pool (the `storage::Querier` seam is synchronous) and
+//! streams series in batches; when the client goes away the batch send fails and
+//! the read stops. Label lookups, which read only the index, answer in place.
 
 use super::pb;
-use crate::labels::{Label, Labels, MatchType, Matcher, LABEL_STRING_LEN_MAX};
+use crate::labels::{Labels, LabelsDecodeError, MatchType, Matcher};
 use crate::storage::{Queryable, Sample, SelectHints, Series, StorageError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -78,92 +79,63 @@ pub(crate) fn matchers_from_pb(ms: &[pb::LabelMatcher]) -> Result<Vec<Matcher>, 
         .collect()
 }
 
-/// A series to protobuf; `series_only` leaves the samples out.
+/// Bytes per sample on the wire: timestamp and value, 8 bytes each.
+const SAMPLE_BYTES: usize = 16;
+
+/// A series to protobuf; `series_only` leaves the samples out. The label set goes
+/// as its storage bytes and the samples as fixed 16-byte pairs, so encoding is two
+/// copies and no per-label allocation.
 pub(crate) fn series_to_pb(s: &Series, series_only: bool) -> pb::Series {
-    let (timestamps_ms, values) = if series_only {
-        (Vec::new(), Vec::new())
-    } else {
-        (
-            s.samples.iter().map(|p| p.t).collect(),
-            s.samples.iter().map(|p| p.v).collect(),
-        )
-    };
+    let mut samples = Vec::new();
+    if !series_only {
+        samples.reserve_exact(s.samples.len() * SAMPLE_BYTES);
+        for p in &s.samples {
+            samples.extend_from_slice(&p.t.to_le_bytes());
+            samples.extend_from_slice(&p.v.to_bits().to_le_bytes());
+        }
+    }
     pb::Series {
-        labels: s
-            .labels
-            .iter()
-            .map(|l| pb::Label {
-                name: l.name.to_string(),
-                value: l.value.to_string(),
-            })
-            .collect(),
-        timestamps_ms,
-        values,
+        labels: s.labels.encoded().to_vec(),
+        samples,
     }
 }
 
 /// Why a series from a peer cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SeriesDecodeError {
-    #[error("series {labels} has {timestamps} timestamps but {values} values")]
-    Lengths {
-        labels: String,
-        timestamps: usize,
-        values: usize,
-    },
+    #[error("series has a bad label set: {0}")]
+    Labels(#[from] LabelsDecodeError),
+    #[error("series {labels} has {bytes} bytes of samples, not a multiple of {SAMPLE_BYTES}")]
+    Length { labels: String, bytes: usize },
     #[error("series {labels} has samples out of time order at {t_ms}")]
     Order { labels: String, t_ms: i64 },
-    #[error("label {name:?} has a name or value longer than {LABEL_STRING_LEN_MAX} bytes")]
-    LabelTooLong { name: String },
 }
 
-/// A series from protobuf, checked: parallel arrays of equal length, time order.
+/// A series from protobuf, checked: a well-formed label set (sorted, unique names,
+/// no empty values, UTF-8), whole samples, strictly increasing timestamps.
 pub(crate) fn series_from_pb(s: pb::Series) -> Result<Series, SeriesDecodeError> {
-    if let Some(l) = s
-        .labels
-        .iter()
-        .find(|l| l.name.len().max(l.value.len()) > LABEL_STRING_LEN_MAX)
-    {
-        return Err(SeriesDecodeError::LabelTooLong {
-            name: l.name.chars().take(64).collect(),
-        });
-    }
-    // A peer sends label sets as its storage holds them: sorted, unique names, no
-    // empty values. Those are taken as they are; anything else is normalised.
-    let canonical = s.labels.windows(2).all(|w| w[0].name < w[1].name)
-        && s.labels.iter().all(|l| !l.value.is_empty());
-    let labels = if canonical {
-        Labels::from_sorted(s.labels.iter().map(|l| Label {
-            name: l.name.as_str(),
-            value: l.value.as_str(),
-        }))
-    } else {
-        let pairs: Vec<(&str, &str)> = s
-            .labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
-            .collect();
-        Labels::from_pairs(&pairs)
-    };
-    if s.timestamps_ms.len() != s.values.len() {
-        return Err(SeriesDecodeError::Lengths {
+    let labels = Labels::from_encoded(&s.labels)?;
+    if s.samples.len() % SAMPLE_BYTES != 0 {
+        return Err(SeriesDecodeError::Length {
             labels: labels.to_string(),
-            timestamps: s.timestamps_ms.len(),
-            values: s.values.len(),
+            bytes: s.samples.len(),
         });
     }
-    if let Some(w) = s.timestamps_ms.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(SeriesDecodeError::Order {
-            labels: labels.to_string(),
-            t_ms: w[1],
-        });
+    let mut samples = Vec::with_capacity(s.samples.len() / SAMPLE_BYTES);
+    let mut prev = i64::MIN;
+    for (i, pair) in s.samples.chunks_exact(SAMPLE_BYTES).enumerate() {
+        let (t, v) = pair.split_at(8);
+        let t = i64::from_le_bytes(t.try_into().unwrap_or_default());
+        let v = f64::from_bits(u64::from_le_bytes(v.try_into().unwrap_or_default()));
+        if i > 0 && t <= prev {
+            return Err(SeriesDecodeError::Order {
+                labels: labels.to_string(),
+                t_ms: t,
+            });
+        }
+        prev = t;
+        samples.push(Sample { t, v });
     }
-    let samples = s
-        .timestamps_ms
-        .into_iter()
-        .zip(s.values)
-        .map(|(t, v)| Sample { t, v })
-        .collect();
     Ok(Series { labels, samples })
 }
 
@@ -235,15 +207,13 @@ impl pb::query_server::Query for QueryService {
     ) -> Result<Response<pb::LabelNamesResponse>, Status> {
         let req = req.into_inner();
         let matchers = matchers_from_pb(&req.matchers)?;
-        let local = self.local.clone();
-        let names = tokio::task::spawn_blocking(move || {
-            local
-                .querier(req.min_time_ms, req.max_time_ms)?
-                .label_names(&matchers)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(storage_status)?;
+        // Answered in place: a label lookup reads the index only and is short, so
+        // a hop to the blocking pool would cost more than it saves.
+        let names = self
+            .local
+            .querier(req.min_time_ms, req.max_time_ms)
+            .and_then(|q| q.label_names(&matchers))
+            .map_err(storage_status)?;
         Ok(Response::new(pb::LabelNamesResponse { names }))
     }
 
@@ -253,15 +223,12 @@ impl pb::query_server::Query for QueryService {
     ) -> Result<Response<pb::LabelValuesResponse>, Status> {
         let req = req.into_inner();
         let matchers = matchers_from_pb(&req.matchers)?;
-        let local = self.local.clone();
-        let values = tokio::task::spawn_blocking(move || {
-            local
-                .querier(req.min_time_ms, req.max_time_ms)?
-                .label_values(&req.name, &matchers)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(storage_status)?;
+        // Answered in place, like `label_names`.
+        let values = self
+            .local
+            .querier(req.min_time_ms, req.max_time_ms)
+            .and_then(|q| q.label_values(&req.name, &matchers))
+            .map_err(storage_status)?;
         Ok(Response::new(pb::LabelValuesResponse { values }))
     }
 }
@@ -293,23 +260,35 @@ mod tests {
 
     #[test]
     fn bad_series_are_refused() {
+        let labels = Labels::from_pairs(&[("a", "1")]).encoded().to_vec();
+        let pair = |t: i64| {
+            let mut b = t.to_le_bytes().to_vec();
+            b.extend_from_slice(&1.0f64.to_bits().to_le_bytes());
+            b
+        };
         let s = pb::Series {
-            labels: vec![],
-            timestamps_ms: vec![1, 2],
-            values: vec![1.0],
+            labels: labels.clone(),
+            samples: pair(1)[..15].to_vec(),
         };
         assert!(matches!(
             series_from_pb(s),
-            Err(SeriesDecodeError::Lengths { .. })
+            Err(SeriesDecodeError::Length { bytes: 15, .. })
         ));
         let s = pb::Series {
-            labels: vec![],
-            timestamps_ms: vec![2, 2],
-            values: vec![1.0, 1.0],
+            labels: labels.clone(),
+            samples: [pair(2), pair(2)].concat(),
         };
         assert!(matches!(
             series_from_pb(s),
-            Err(SeriesDecodeError::Order { .. })
+            Err(SeriesDecodeError::Order { t_ms: 2, .. })
+        ));
+        let s = pb::Series {
+            labels: b"\x01b\x011\x01a\x011".to_vec(),
+            samples: pair(1),
+        };
+        assert!(matches!(
+            series_from_pb(s),
+            Err(SeriesDecodeError::Labels(LabelsDecodeError::Order { .. }))
         ));
     }
 

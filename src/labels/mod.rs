@@ -137,6 +137,37 @@ impl Labels {
         h
     }
 
+    /// The label set's bytes as stored: `uvarint(len) bytes` for name, value,
+    /// name, value, … in name order. `from_encoded` reads them back.
+    pub fn encoded(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// A label set from bytes made by `encoded` (on another node, say), checked:
+    /// every length in bounds, UTF-8, names sorted and unique, no empty value.
+    pub fn from_encoded(bytes: &[u8]) -> Result<Labels, LabelsDecodeError> {
+        let mut rest = bytes;
+        let mut prev: Option<&[u8]> = None;
+        while !rest.is_empty() {
+            let name = checked_field(&mut rest)?;
+            let value = checked_field(&mut rest)?;
+            if name.is_empty() || value.is_empty() {
+                return Err(LabelsDecodeError::Empty);
+            }
+            std::str::from_utf8(name).map_err(|_| LabelsDecodeError::Utf8)?;
+            std::str::from_utf8(value).map_err(|_| LabelsDecodeError::Utf8)?;
+            if prev.is_some_and(|p| p >= name) {
+                return Err(LabelsDecodeError::Order {
+                    name: String::from_utf8_lossy(name).chars().take(64).collect(),
+                });
+            }
+            prev = Some(name);
+        }
+        Ok(Labels {
+            data: Arc::from(bytes),
+        })
+    }
+
     /// A builder seeded with these labels, for changing a few of them.
     pub fn builder(&self) -> LabelsBuilder {
         let mut b = LabelsBuilder::new();
@@ -156,6 +187,48 @@ fn push_str(buf: &mut Vec<u8>, s: &str) {
     }
     buf.push(n as u8);
     buf.extend_from_slice(s.as_bytes());
+}
+
+/// Why bytes from another node are not a label set (`Labels::from_encoded`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelsDecodeError {
+    #[error("label set ends in the middle of a field")]
+    Truncated,
+    #[error("label name or value longer than {LABEL_STRING_LEN_MAX} bytes")]
+    TooLong,
+    #[error("label name or value is not valid UTF-8")]
+    Utf8,
+    #[error("empty label name or value")]
+    Empty,
+    #[error("label {name:?} is out of order or repeated")]
+    Order { name: String },
+}
+
+/// `take_field` for untrusted bytes: every length is checked.
+fn checked_field<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], LabelsDecodeError> {
+    let mut n: u64 = 0;
+    let mut i = 0;
+    loop {
+        let b = *rest.get(i).ok_or(LabelsDecodeError::Truncated)?;
+        if i == 9 {
+            return Err(LabelsDecodeError::TooLong);
+        }
+        n |= u64::from(b & 0x7f) << (7 * i);
+        i += 1;
+        if b < 0x80 {
+            break;
+        }
+    }
+    if n > LABEL_STRING_LEN_MAX as u64 {
+        return Err(LabelsDecodeError::TooLong);
+    }
+    let n = n as usize;
+    if rest.len() - i < n {
+        return Err(LabelsDecodeError::Truncated);
+    }
+    let (s, tail) = rest[i..].split_at(n);
+    *rest = tail;
+    Ok(s)
 }
 
 /// Iterator over the labels of a `Labels` as `(name, value)` byte slices.
@@ -387,5 +460,56 @@ mod tests {
         let v = "x".repeat(300);
         let l = Labels::from_pairs(&[("k", v.as_str())]);
         assert_eq!(l.get("k"), v);
+    }
+
+    #[test]
+    fn encoded_bytes_come_back_checked() {
+        let v = "x".repeat(300);
+        let l = Labels::from_pairs(&[("b", "2"), ("a", "é"), ("k", v.as_str())]);
+        assert_eq!(Labels::from_encoded(l.encoded()).unwrap(), l);
+        assert_eq!(Labels::from_encoded(&[]).unwrap(), Labels::empty());
+        let bad: &[(&[u8], LabelsDecodeError)] = &[
+            (b"\x01a", LabelsDecodeError::Truncated),
+            (b"\x01a\x05ab", LabelsDecodeError::Truncated),
+            (b"\x01a\x80", LabelsDecodeError::Truncated),
+            (b"\x01a\x00", LabelsDecodeError::Empty),
+            (b"\x00\x01a", LabelsDecodeError::Empty),
+            (b"\x01\xff\x01a", LabelsDecodeError::Utf8),
+            (
+                b"\x01b\x011\x01a\x011",
+                LabelsDecodeError::Order { name: "a".into() },
+            ),
+            (
+                b"\x01a\x011\x01a\x012",
+                LabelsDecodeError::Order { name: "a".into() },
+            ),
+            (b"\x01a\xff\xff\xff\xff\x0f", LabelsDecodeError::TooLong),
+            (
+                b"\x01a\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+                LabelsDecodeError::TooLong,
+            ),
+        ];
+        for (bytes, want) in bad {
+            assert_eq!(&Labels::from_encoded(bytes).unwrap_err(), want, "{bytes:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Ok(l) = Labels::from_encoded(&bytes) {
+                // Whatever is accepted is a well-formed label set.
+                let pairs: Vec<(String, String)> =
+                    l.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
+                proptest::prop_assert_eq!(Labels::from_pairs(&pairs), l);
+            }
+        }
+
+        #[test]
+        fn label_sets_round_trip(pairs in proptest::collection::btree_map("[a-z_]{1,8}", ".{1,8}", 0..6)) {
+            let pairs: Vec<(String, String)> = pairs.into_iter().collect();
+            let l = Labels::from_pairs(&pairs);
+            proptest::prop_assert_eq!(Labels::from_encoded(l.encoded()).unwrap(), l);
+        }
     }
 }
