@@ -5,6 +5,7 @@
 pub mod group;
 pub mod manager;
 pub mod notifier;
+pub mod schedule;
 pub mod template;
 
 pub use group::{AlertState, Group, Rule};
