@@ -302,6 +302,10 @@ pub fn rule_files(patterns: &[String]) -> Result<Vec<PathBuf>, RulesError> {
 }
 
 #[cfg(test)]
+mod notifier_tests;
+#[cfg(test)]
 mod template_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timer_tests;
