@@ -85,6 +85,8 @@ pub struct RuleManager {
     clock: Clock,
     /// Replaces the notifier when set (`with_notify`).
     notify: Option<NotifyFn>,
+    /// Stops the Alertmanager discovery of the config applied last.
+    discovery: Mutex<CancellationToken>,
 }
 
 /// A group's key on the cluster's ring: its file and name.
@@ -148,6 +150,7 @@ impl RuleManager {
             started: std::sync::atomic::AtomicBool::new(false),
             clock: Clock::system(),
             notify: None,
+            discovery: Mutex::new(CancellationToken::new()),
         }
     }
 
@@ -196,7 +199,10 @@ impl RuleManager {
                     self.stop_all.clone(),
                 ))
             });
-            n.apply(sets, cfg.alerting.alert_relabel_configs.clone());
+            let generation = n.apply(sets, cfg.alerting.alert_relabel_configs.clone());
+            let stop = self.stop_all.child_token();
+            std::mem::replace(&mut *self.discovery.lock(), stop.clone()).cancel();
+            super::notifier::run_discovery(n.clone(), &cfg.alerting, generation, stop);
         }
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
@@ -553,6 +559,14 @@ impl RuleManager {
             }));
         }
         json!({ "groups": groups })
+    }
+
+    /// The `data` of `GET /api/v1/alertmanagers`: the notifier's Alertmanagers.
+    pub fn alertmanagers_json(&self) -> Json {
+        match self.notifier.lock().as_ref() {
+            Some(n) => n.alertmanagers_json(),
+            None => json!({ "activeAlertmanagers": [], "droppedAlertmanagers": [] }),
+        }
     }
 
     /// The `data` of `GET /api/v1/alerts`: every pending or firing alert.
