@@ -6,6 +6,7 @@
 //! `server` wires everything together.
 
 pub mod alertmanager;
+pub mod clock;
 pub mod cluster;
 pub mod cmd;
 pub mod config;

@@ -163,3 +163,91 @@ fn alerts_reach_the_built_in_alertmanager() {
     );
     assert_eq!(msg["alerts"][0]["labels"]["severity"], "page", "{msg}");
 }
+
+/// The sorted URLs of `GET /api/v1/alertmanagers`' active and dropped lists.
+fn alertmanager_urls(server: &Server) -> (Vec<String>, Vec<String>) {
+    let (code, v) = server.get_json("/api/v1/alertmanagers");
+    assert_eq!(code, 200, "{v}");
+    let urls = |key: &str| {
+        let mut u: Vec<String> = v["data"][key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["url"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        u.sort();
+        u
+    };
+    (urls("activeAlertmanagers"), urls("droppedAlertmanagers"))
+}
+
+/// Waits until both servers list exactly `active` and `dropped`.
+fn wait_both(servers: &[&Server], active: &[&str], dropped: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Vec<_> = servers.iter().map(|s| alertmanager_urls(s)).collect();
+        if got.iter().all(|(a, d)| a == active && d == dropped) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus, hearth: {got:#?}; want active {active:?}, dropped {dropped:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `alerting.alertmanagers` with static targets, `file_sd_configs` (JSON and
+/// YAML, a glob) and `relabel_configs`: hearth's `GET /api/v1/alertmanagers`
+/// lists the same active and dropped URLs as a real Prometheus 2.42 on the same
+/// config, and both follow a change of a discovery file.
+#[test]
+fn alertmanagers_api_matches_prometheus_with_file_sd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ams = dir.path().join("ams.json");
+    let more = dir.path().join("more");
+    std::fs::create_dir(&more).expect("mkdir");
+    std::fs::write(
+        &ams,
+        r#"[{"targets": ["127.0.0.1:29093", "127.0.0.1:39093"], "labels": {"env": "prod"}},
+           {"targets": ["127.0.0.1:49093"], "labels": {"env": "test"}}]"#,
+    )
+    .expect("write ams.json");
+    std::fs::write(more.join("a.yml"), "- targets: ['localhost:9443']\n").expect("write a.yml");
+    let config = format!(
+        "alerting:\n  alertmanagers:\n    - path_prefix: /am/\n      static_configs:\n        - targets: ['127.0.0.1:19093']\n      file_sd_configs:\n        - files: ['{}']\n      relabel_configs:\n        - source_labels: [env]\n          regex: test\n          action: drop\n    - scheme: https\n      file_sd_configs:\n        - files: ['{}']\n",
+        ams.display(),
+        more.join("*.yml").display()
+    );
+    let prom = Server::prometheus(dir.path(), "prom", &config, &[]);
+    let hearth = Server::hearth(dir.path(), "hearth", &config, &[]);
+    wait_both(
+        &[&prom, &hearth],
+        &[
+            "http://127.0.0.1:19093/am/api/v2/alerts",
+            "http://127.0.0.1:29093/am/api/v2/alerts",
+            "http://127.0.0.1:39093/am/api/v2/alerts",
+            "https://localhost:9443/api/v2/alerts",
+        ],
+        &["http://127.0.0.1:49093/am/api/v2/alerts"],
+    );
+    // A target leaves the file and another is no longer dropped.
+    std::fs::write(
+        &ams,
+        r#"[{"targets": ["127.0.0.1:29093"], "labels": {"env": "prod"}},
+           {"targets": ["127.0.0.1:49093"], "labels": {"env": "staging"}}]"#,
+    )
+    .expect("rewrite ams.json");
+    wait_both(
+        &[&prom, &hearth],
+        &[
+            "http://127.0.0.1:19093/am/api/v2/alerts",
+            "http://127.0.0.1:29093/am/api/v2/alerts",
+            "http://127.0.0.1:49093/am/api/v2/alerts",
+            "https://localhost:9443/api/v2/alerts",
+        ],
+        &[],
+    );
+}

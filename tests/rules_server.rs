@@ -271,3 +271,98 @@ fn restart_in_the_middle_of_for_fires_on_time() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "hearth exited with {status}");
 }
+
+/// Groups with these names and intervals (seconds), one recording rule each.
+const PHASE_GROUPS: [(&str, i64); 4] = [
+    ("phase-a", 1),
+    ("phase-b", 2),
+    ("phase-c", 3),
+    ("a rather longer group name", 3),
+];
+
+/// The timestamps (ms) of the samples `metric` has within the last minute.
+fn sample_times(addr: &str, metric: &str) -> Vec<i64> {
+    let v = get_json(addr, &format!("/api/v1/query?query={metric}%5B1m%5D"));
+    v["data"]["result"][0]["values"]
+        .as_array()
+        .map(|vals| {
+            vals.iter()
+                .filter_map(|p| p[0].as_f64())
+                .map(|t| (t * 1000.0).round() as i64)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Each group's phase (evaluation timestamp modulo interval, in ms) as a server
+/// shows it in the timestamps of the samples its recording rules wrote, once
+/// every group has written two.
+fn phases(addr: &str) -> Vec<Vec<i64>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let times: Vec<Vec<i64>> = (0..PHASE_GROUPS.len())
+            .map(|i| sample_times(addr, &format!("phase_{i}")))
+            .collect();
+        if times.iter().all(|t| t.len() >= 2) {
+            return times
+                .iter()
+                .zip(PHASE_GROUPS)
+                .map(|(ts, (_, iv))| ts.iter().map(|t| t.rem_euclid(iv * 1000)).collect())
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two evaluations per group within 30 s: {times:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The same rule file (same path, group names and intervals) evaluates at the
+/// same phase in a real Prometheus 2.42 and in hearth, and that phase is
+/// `Group::offset_ms` (XXH64 of the labels `{file, name}` modulo the interval).
+#[test]
+fn groups_evaluate_at_prometheus_s_phase() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = String::from("groups:\n");
+    for (i, (name, iv)) in PHASE_GROUPS.iter().enumerate() {
+        text.push_str(&format!(
+            "  - name: '{name}'\n    interval: {iv}s\n    rules:\n      - record: phase_{i}\n        expr: vector({i})\n"
+        ));
+    }
+    let rules = dir.path().join("phase.yml");
+    std::fs::write(&rules, &text).expect("write rules");
+    let config = format!("rule_files: ['{}']\n", rules.display());
+    let prom = common::process::Server::prometheus(dir.path(), "prom", &config, &[]);
+    let hearth = common::process::Server::hearth(dir.path(), "hearth", &config, &[]);
+
+    let file = rules.display().to_string();
+    let defs = hearth::rules::RuleGroups::parse(&text, "phase.yml").expect("parse");
+    let want: Vec<i64> = defs
+        .groups
+        .iter()
+        .map(|d| {
+            hearth::rules::Group::new(d, &file, 60_000, &Default::default())
+                .expect("group")
+                .offset_ms()
+        })
+        .collect();
+    let from_prom = phases(&prom.addr);
+    let from_hearth = phases(&hearth.addr);
+    for (i, (name, _)) in PHASE_GROUPS.iter().enumerate() {
+        assert!(
+            from_prom[i].iter().all(|&p| p == want[i]),
+            "group {name:?}: Prometheus evaluated at phases {:?}, hearth computes {}",
+            from_prom[i],
+            want[i]
+        );
+        assert!(
+            from_hearth[i].iter().all(|&p| p == want[i]),
+            "group {name:?}: hearth evaluated at phases {:?}, not {}",
+            from_hearth[i],
+            want[i]
+        );
+    }
+    // Distinct groups get distinct phases (a test that the hash is not constant).
+    assert_ne!(want[2], want[3], "{want:?}");
+}

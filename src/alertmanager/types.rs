@@ -1,5 +1,6 @@
 //! The alert as Alertmanager holds it, its fingerprint, and the clock the whole
-//! pipeline reads (wall time that follows tokio's clock, so tests can pause it).
+//! pipeline reads (`crate::clock::Clock`, wall time that follows tokio's clock, so
+//! tests can pause it).
 
 use crate::labels::Labels;
 use jiff::{SignedDuration, Timestamp};
@@ -57,35 +58,7 @@ pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
         .map_err(|e| format!("invalid timestamp {s:?}: {e}"))
 }
 
-/// Where "now" comes from. Wall time is derived from tokio's clock, so that a
-/// test that pauses and advances tokio time moves alert and silence time along.
-#[derive(Debug, Clone)]
-pub struct Clock {
-    /// Wall time when `start` was taken.
-    base: Timestamp,
-    /// tokio's instant at `base`.
-    start: tokio::time::Instant,
-}
-
-impl Clock {
-    /// A clock that starts at the system time now.
-    pub fn system() -> Clock {
-        Clock::starting_at(Timestamp::now())
-    }
-
-    /// A clock that reads `base` at this instant of tokio's clock.
-    pub fn starting_at(base: Timestamp) -> Clock {
-        Clock {
-            base,
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    /// The current wall time.
-    pub fn now(&self) -> Timestamp {
-        add(self.base, self.start.elapsed())
-    }
-}
+pub use crate::clock::Clock;
 
 /// An alert: identity (labels), payload, and its activity range.
 #[derive(Debug, Clone, PartialEq)]

@@ -125,7 +125,7 @@ pub struct AlertingConfig {
 pub const DEFAULT_ALERTMANAGER_TIMEOUT_MS: i64 = 10_000;
 
 /// One `alerting.alertmanagers` entry: a set of Alertmanagers with one HTTP
-/// client config. Only static targets are discovered so far.
+/// client config. Its targets come from `static_configs` and `file_sd_configs`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertmanagerConfig {
@@ -135,6 +135,9 @@ pub struct AlertmanagerConfig {
     pub api_version: Option<String>,
     #[serde(deserialize_with = "serde_util::null_default")]
     pub static_configs: Vec<StaticConfig>,
+    /// Targets read from files, as for scrape jobs.
+    #[serde(deserialize_with = "serde_util::null_default")]
+    pub file_sd_configs: Vec<FileSdConfig>,
     /// Applied to each target (`__address__`, `__scheme__`, `__alerts_path__`).
     #[serde(deserialize_with = "serde_util::null_default")]
     pub relabel_configs: Vec<RelabelConfig>,
@@ -158,7 +161,6 @@ pub struct AlertmanagerConfig {
 
     // Discovery mechanisms not run for Alertmanagers yet: recognised so that the
     // error says "not supported" instead of "unknown field".
-    pub file_sd_configs: Option<serde_json::Value>,
     pub dns_sd_configs: Option<serde_json::Value>,
     pub consul_sd_configs: Option<serde_json::Value>,
     pub kubernetes_sd_configs: Option<serde_json::Value>,
@@ -191,7 +193,6 @@ impl AlertmanagerConfig {
     fn validate(&mut self) -> Result<(), String> {
         let bad = |m: String| Err(format!("alerting.alertmanagers: {m}"));
         let sd = [
-            ("file_sd_configs", self.file_sd_configs.is_some()),
             ("dns_sd_configs", self.dns_sd_configs.is_some()),
             ("consul_sd_configs", self.consul_sd_configs.is_some()),
             (
@@ -203,7 +204,7 @@ impl AlertmanagerConfig {
         ];
         if let Some((n, _)) = sd.iter().find(|(_, set)| *set) {
             return bad(format!(
-                "{n}: this discovery mechanism is not supported for Alertmanagers yet (use static_configs)"
+                "{n}: this discovery mechanism is not supported for Alertmanagers yet (use static_configs or file_sd_configs)"
             ));
         }
         if self.oauth2.is_some() {
@@ -222,6 +223,20 @@ impl AlertmanagerConfig {
         }
         if self.timeout_ms() <= 0 {
             return bad("timeout must be greater than 0".into());
+        }
+        if self
+            .file_sd_configs
+            .iter()
+            .any(|f| f.refresh_interval_ms() <= 0)
+        {
+            return bad("file_sd_configs refresh_interval must be greater than 0".into());
+        }
+        for f in &self.file_sd_configs {
+            for pattern in &f.files {
+                if let Err(e) = check_file_sd_path(pattern) {
+                    return bad(e);
+                }
+            }
         }
         let auth_kinds = [
             self.basic_auth.is_some(),
@@ -662,6 +677,9 @@ impl Config {
             }
         }
         for am in &mut self.alerting.alertmanagers {
+            for f in &mut am.file_sd_configs {
+                f.files.iter_mut().for_each(join);
+            }
             if let Some(b) = &mut am.basic_auth {
                 b.password_file.iter_mut().for_each(join);
                 b.username_file.iter_mut().for_each(join);

@@ -131,7 +131,7 @@ pub fn spawn_providers(
 /// and whenever a file's modification time or the set of matching files changes
 /// (checked every [`FILE_SD_POLL`]). A file that cannot be read or parsed keeps
 /// its last good groups.
-async fn run_file_sd(
+pub async fn run_file_sd(
     provider: usize,
     cfg: FileSdConfig,
     tx: mpsc::Sender<Update>,

@@ -1100,7 +1100,7 @@ pub(super) fn seek<T>(s: &[T], time: impl Fn(&T) -> i64, t: i64, hint: usize) ->
 }
 
 /// Prometheus's `labels.Hash`: XXH64 (seed 0) over `name 0xff value 0xff …`.
-pub(super) fn labels_hash(l: &Labels) -> u64 {
+pub fn labels_hash(l: &Labels) -> u64 {
     let mut b = Vec::with_capacity(256);
     for lb in l.iter() {
         b.extend_from_slice(lb.name.as_bytes());

@@ -24,6 +24,7 @@ mod positions;
 mod rewrite;
 pub mod value;
 
+pub use eval::labels_hash;
 pub use value::{FPoint, Sample, Series, Value};
 
 use crate::storage::Queryable;

@@ -333,19 +333,31 @@ impl Group {
         }
     }
 
-    /// A stable offset within the interval, so groups do not all evaluate at once
-    /// and a group keeps its phase across restarts.
-    pub fn offset_ms(&self) -> i64 {
-        let h = Labels::from_pairs(&[("name", self.name.as_str()), ("file", self.file.as_str())])
-            .stable_hash();
-        (h % self.interval_ms as u64) as i64
+    /// Prometheus's stable offset of the group within its interval, in
+    /// nanoseconds: the labels hash (XXH64) of `{file, name}` modulo the interval
+    /// in nanoseconds. Groups do not all evaluate at once, and a group keeps its
+    /// phase across restarts and across Prometheus and hearth.
+    pub fn offset_ns(&self) -> u64 {
+        let h = crate::promql::labels_hash(&Labels::from_pairs(&[
+            ("name", self.name.as_str()),
+            ("file", self.file.as_str()),
+        ]));
+        let interval_ns = (self.interval_ms.max(1) as u64).saturating_mul(1_000_000);
+        h % interval_ns
     }
 
-    /// The aligned evaluation time at or before `now_ms`.
+    /// The offset in whole milliseconds: the offset of the timestamps (ms) of the
+    /// samples the group writes.
+    pub fn offset_ms(&self) -> i64 {
+        (self.offset_ns() / 1_000_000) as i64
+    }
+
+    /// The aligned evaluation time at or before `now_ms` (Prometheus's
+    /// `EvalTimestamp`, in milliseconds).
     pub fn eval_timestamp(&self, now_ms: i64) -> i64 {
         let off = self.offset_ms();
         let adj = now_ms - off;
-        adj - adj.rem_euclid(self.interval_ms) + off
+        adj - adj.rem_euclid(self.interval_ms.max(1)) + off
     }
 
     /// Evaluates every rule in order at `ts_ms`, appending results to `app`. Errors

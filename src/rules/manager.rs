@@ -8,15 +8,26 @@
 //! `group_key`), and the APIs show the groups this node owns now.
 
 use super::group::{Alert, Group, GroupCounters, RestoreOptions, RuleKind};
+use super::schedule::Schedule;
 use super::{RuleGroups, RulesError};
+use crate::clock::Clock;
 use crate::cluster::{OwnAll, Ownership};
 use crate::promql::Engine;
 use crate::storage::{Appendable, Queryable};
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// What a group hands its due alerts to after each evaluation (Prometheus's
+/// `NotifyFunc`): the alerts in Alertmanager's API v2 shape, possibly none. The
+/// evaluation waits for the returned future, so a slow hook is a slow evaluation.
+/// The default queues them on the notifier; tests capture them instead.
+pub type NotifyFn =
+    Arc<dyn Fn(Vec<Json>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// One running group: the group, and the token stopping its task.
 struct Running {
@@ -70,6 +81,12 @@ pub struct RuleManager {
     options: RuleOptions,
     /// Set once the first config is applied: groups loaded later are not restored.
     started: std::sync::atomic::AtomicBool,
+    /// Wall time, following tokio's clock.
+    clock: Clock,
+    /// Replaces the notifier when set (`with_notify`).
+    notify: Option<NotifyFn>,
+    /// Stops the Alertmanager discovery of the config applied last.
+    discovery: Mutex<CancellationToken>,
 }
 
 /// A group's key on the cluster's ring: its file and name.
@@ -79,13 +96,6 @@ pub fn group_key(g: &Group) -> Vec<u8> {
     key.push(0xff);
     key.extend_from_slice(g.name.as_bytes());
     key
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Loads every group of the given rule files.
@@ -138,7 +148,24 @@ impl RuleManager {
             stop_all: CancellationToken::new(),
             options,
             started: std::sync::atomic::AtomicBool::new(false),
+            clock: Clock::system(),
+            notify: None,
+            discovery: Mutex::new(CancellationToken::new()),
         }
+    }
+
+    /// The same manager reading wall time from `clock`. Call before `apply_config`.
+    pub fn with_clock(mut self, clock: Clock) -> RuleManager {
+        self.clock = clock;
+        self
+    }
+
+    /// The same manager handing due alerts to `notify` instead of the notifier
+    /// (which still follows the config, for its metrics and the APIs). Call
+    /// before `apply_config`.
+    pub fn with_notify(mut self, notify: NotifyFn) -> RuleManager {
+        self.notify = Some(notify);
+        self
     }
 
     /// The same manager evaluating only the groups `ownership` gives this node.
@@ -172,7 +199,10 @@ impl RuleManager {
                     self.stop_all.clone(),
                 ))
             });
-            n.apply(sets, cfg.alerting.alert_relabel_configs.clone());
+            let generation = n.apply(sets, cfg.alerting.alert_relabel_configs.clone());
+            let stop = self.stop_all.child_token();
+            std::mem::replace(&mut *self.discovery.lock(), stop.clone()).cancel();
+            super::notifier::run_discovery(n.clone(), &cfg.alerting, generation, stop);
         }
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
@@ -215,26 +245,31 @@ impl RuleManager {
         let notifier = self.notifier.clone();
         let options = self.options.clone();
         let ownership = self.ownership.clone();
+        let clock = self.clock.clone();
+        let notify = self.notify.clone();
         tokio::spawn(async move {
-            let interval = g.interval_ms;
             let key = group_key(&g);
             // A fresh group's state is as good as a reset one.
             let mut owned = true;
-            // The first evaluation is at the group's next aligned time.
-            let mut next = g.eval_timestamp(now_ms()) + interval;
+            let mut schedule = Schedule::new(
+                clock.clone(),
+                g.interval_ms,
+                g.eval_timestamp(clock.now_ms()),
+            );
             let mut evaluations = 0u64;
             loop {
-                let wait = (next - now_ms()).max(0) as u64;
-                tokio::select! {
+                let tick = tokio::select! {
                     _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                    t = schedule.next() => t,
+                };
+                if tick.missed > 0 {
+                    g.add_missed(tick.missed);
                 }
-                let ts = next;
+                let ts = tick.ts_ms;
                 if !ownership.owns(&key, ts) {
                     // Another node evaluates it now; when it comes back here it
                     // starts afresh, without this node's stale alert states.
                     owned = false;
-                    next += interval;
                     continue;
                 }
                 if !owned {
@@ -246,32 +281,36 @@ impl RuleManager {
                     owned = true;
                 }
                 evaluations += 1;
-                // As Prometheus, restore after the second evaluation: by then
-                // scrapes and recording rules have written fresh data, so the
-                // alerts are those active now.
-                let restore = evaluations >= 2 && g.should_restore();
                 let (g2, q2, a2, e2) = (g.clone(), q.clone(), a.clone(), engine.clone());
-                if let Err(e) = tokio::task::spawn_blocking(move || {
-                    g2.eval(&e2, q2.as_ref(), a2.as_ref(), ts);
-                    if restore {
-                        g2.restore_for_state(q2.as_ref(), now_ms(), &options.restore);
-                    }
-                })
-                .await
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || g2.eval(&e2, q2.as_ref(), a2.as_ref(), ts))
+                        .await
                 {
                     tracing::error!(group = %g.name, error = %e, "rule evaluation panicked");
                 }
-                let n = notifier.lock().clone();
-                if let Some(n) = n {
-                    n.send(g.alerts_to_send(ts, options.resend_delay_ms));
+                let alerts = g.alerts_to_send(ts, options.resend_delay_ms);
+                match &notify {
+                    Some(f) => f(alerts).await,
+                    None => {
+                        let n = notifier.lock().clone();
+                        if let Some(n) = n {
+                            n.send(alerts);
+                        }
+                    }
                 }
-                next += interval;
-                let now = now_ms();
-                if now > next + interval {
-                    // Evaluation fell behind; skip what cannot be caught up.
-                    let missed = (now - next) / interval;
-                    g.add_missed(missed as u64);
-                    next += missed * interval;
+                // As Prometheus, restore after the second evaluation: by then
+                // scrapes and recording rules have written fresh data, so the
+                // alerts are those active now.
+                if evaluations >= 2 && g.should_restore() {
+                    let (g2, q2, now) = (g.clone(), q.clone(), clock.now_ms());
+                    let restore = options.restore;
+                    if let Err(e) = tokio::task::spawn_blocking(move || {
+                        g2.restore_for_state(q2.as_ref(), now, &restore)
+                    })
+                    .await
+                    {
+                        tracing::error!(group = %g.name, error = %e, "restoring alerts panicked");
+                    }
                 }
             }
         });
@@ -293,7 +332,7 @@ impl RuleManager {
 
     /// The groups this node evaluates now.
     pub fn owned_groups(&self) -> Vec<Arc<Group>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.groups()
             .into_iter()
             .filter(|g| self.ownership.owns(&group_key(g), now))
@@ -520,6 +559,14 @@ impl RuleManager {
             }));
         }
         json!({ "groups": groups })
+    }
+
+    /// The `data` of `GET /api/v1/alertmanagers`: the notifier's Alertmanagers.
+    pub fn alertmanagers_json(&self) -> Json {
+        match self.notifier.lock().as_ref() {
+            Some(n) => n.alertmanagers_json(),
+            None => json!({ "activeAlertmanagers": [], "droppedAlertmanagers": [] }),
+        }
     }
 
     /// The `data` of `GET /api/v1/alerts`: every pending or firing alert.

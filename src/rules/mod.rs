@@ -5,6 +5,7 @@
 pub mod group;
 pub mod manager;
 pub mod notifier;
+pub mod schedule;
 pub mod template;
 
 pub use group::{AlertState, Group, Rule};
@@ -301,6 +302,10 @@ pub fn rule_files(patterns: &[String]) -> Result<Vec<PathBuf>, RulesError> {
 }
 
 #[cfg(test)]
+mod notifier_tests;
+#[cfg(test)]
 mod template_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timer_tests;

@@ -1,7 +1,8 @@
 //! The notifier: sends firing and resolved alerts to the Alertmanagers of the
 //! config's `alerting.alertmanagers` as Prometheus's notifier does.
 //!
-//! Each `alertmanagers` entry is an Alertmanager *set*: its static targets become
+//! Each `alertmanagers` entry is an Alertmanager *set*: its static targets and
+//! those its `file_sd_configs` read (the scrape discovery's `run_file_sd`) become
 //! URLs through `relabel_configs` (over `__address__`, `__scheme__` and
 //! `__alerts_path__`, which start as the target, the entry's `scheme` and
 //! `path_prefix` + `/api/v2/alerts`). Alerts pass `alerting.alert_relabel_configs`
@@ -40,7 +41,7 @@ pub const ALERTS_PATH_LABEL: &str = "__alerts_path__";
 
 /// One `alertmanagers` entry: its config and the URLs of its targets after
 /// relabeling.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AlertmanagerSet {
     pub cfg: AlertmanagerConfig,
     pub urls: Vec<String>,
@@ -48,50 +49,125 @@ pub struct AlertmanagerSet {
     pub dropped: Vec<Labels>,
 }
 
-/// The Alertmanager sets of `alerting`, built from static targets as
-/// Prometheus's `AlertmanagerFromGroup` does.
+/// The Alertmanager sets of `alerting` from their static targets, as
+/// Prometheus's `AlertmanagerFromGroup` builds them. Sets with `file_sd_configs`
+/// get those targets once discovery reads them (`run_discovery`).
 pub fn alertmanager_sets(alerting: &AlertingConfig) -> Result<Vec<AlertmanagerSet>, RulesError> {
-    let mut out = Vec::new();
-    for (i, cfg) in alerting.alertmanagers.iter().enumerate() {
-        let mut set = AlertmanagerSet {
-            cfg: cfg.clone(),
-            urls: Vec::new(),
-            dropped: Vec::new(),
-        };
-        let path = format!(
-            "/{}{ALERTS_PATH}",
-            cfg.path_prefix.as_deref().unwrap_or("").trim_matches('/')
-        )
-        .replace("//", "/");
-        for group in &cfg.static_configs {
-            for target in &group.targets {
-                let mut lb = crate::labels::LabelsBuilder::new();
-                lb.set("__address__", target);
-                lb.set("__scheme__", cfg.scheme());
-                lb.set(ALERTS_PATH_LABEL, &path);
-                for (k, v) in &group.labels {
-                    if k != "__address__" {
-                        lb.set(k, v);
-                    }
+    alerting
+        .alertmanagers
+        .iter()
+        .enumerate()
+        .map(|(i, cfg)| {
+            let groups = crate::discovery::static_groups("alertmanager", &cfg.static_configs);
+            alertmanager_set(i, cfg, &groups)
+        })
+        .collect()
+}
+
+/// One set from its discovered target groups: each target's labels over its
+/// group's, with `__scheme__` and `__alerts_path__` set from the config, then
+/// `relabel_configs`. Targets it drops are kept (with their labels before
+/// relabeling) for `/api/v1/alertmanagers`; URLs are deduplicated as Prometheus
+/// does.
+pub fn alertmanager_set(
+    index: usize,
+    cfg: &AlertmanagerConfig,
+    groups: &[crate::discovery::TargetGroup],
+) -> Result<AlertmanagerSet, RulesError> {
+    let mut set = AlertmanagerSet {
+        cfg: cfg.clone(),
+        urls: Vec::new(),
+        dropped: Vec::new(),
+    };
+    let path = format!(
+        "/{}{ALERTS_PATH}",
+        cfg.path_prefix.as_deref().unwrap_or("").trim_matches('/')
+    )
+    .replace("//", "/");
+    for group in groups {
+        for target in &group.targets {
+            let mut lb = crate::labels::LabelsBuilder::new();
+            lb.set("__scheme__", cfg.scheme());
+            lb.set(ALERTS_PATH_LABEL, &path);
+            for l in group.labels.iter() {
+                if target.get(l.name).is_empty() {
+                    lb.set(l.name, l.value);
                 }
-                let before = lb.build();
-                if !crate::relabel::process_builder(&mut lb, &cfg.relabel_configs) {
-                    set.dropped.push(before);
-                    continue;
-                }
-                let addr = lb.get("__address__").to_string();
-                crate::config::check_target_address(&addr)
-                    .map_err(|e| RulesError::Eval(format!("alerting.alertmanagers[{i}]: {e}")))?;
-                set.urls.push(format!(
-                    "{}://{addr}{}",
-                    lb.get("__scheme__"),
-                    lb.get(ALERTS_PATH_LABEL)
-                ));
+            }
+            for l in target.iter() {
+                lb.set(l.name, l.value);
+            }
+            let before = lb.build();
+            if !crate::relabel::process_builder(&mut lb, &cfg.relabel_configs) {
+                set.dropped.push(before);
+                continue;
+            }
+            let addr = lb.get("__address__").to_string();
+            crate::config::check_target_address(&addr)
+                .map_err(|e| RulesError::Eval(format!("alerting.alertmanagers[{index}]: {e}")))?;
+            let url = format!(
+                "{}://{addr}{}",
+                lb.get("__scheme__"),
+                lb.get(ALERTS_PATH_LABEL)
+            );
+            if !set.urls.contains(&url) {
+                set.urls.push(url);
             }
         }
-        out.push(set);
     }
-    Ok(out)
+    Ok(set)
+}
+
+/// The URL of a target dropped by `relabel_configs`, from its labels before
+/// relabeling, as `/api/v1/alertmanagers` shows it.
+pub fn dropped_url(labels: &Labels) -> String {
+    format!(
+        "{}://{}{}",
+        labels.get("__scheme__"),
+        labels.get("__address__"),
+        labels.get(ALERTS_PATH_LABEL)
+    )
+}
+
+/// Runs the `file_sd_configs` of every set of `alerting` (with its static
+/// targets) until `stop`, replacing the set's Alertmanagers in `notifier` at each
+/// change. A discovered target with a bad address leaves the set as it was.
+pub fn run_discovery(
+    notifier: Arc<Notifier>,
+    alerting: &AlertingConfig,
+    generation: u64,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    for (i, cfg) in alerting.alertmanagers.iter().enumerate() {
+        if cfg.file_sd_configs.is_empty() {
+            continue;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::discovery::Update>(16);
+        for (p, fsd) in cfg.file_sd_configs.iter().enumerate() {
+            let (tx, fsd, stop) = (tx.clone(), fsd.clone(), stop.clone());
+            tokio::spawn(crate::discovery::run_file_sd(p, fsd, tx, stop));
+        }
+        drop(tx);
+        let (cfg, notifier, stop) = (cfg.clone(), notifier.clone(), stop.clone());
+        tokio::spawn(async move {
+            let statics = crate::discovery::static_groups("alertmanager", &cfg.static_configs);
+            let mut by_provider: BTreeMap<usize, Vec<crate::discovery::TargetGroup>> =
+                BTreeMap::new();
+            loop {
+                let update = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    u = rx.recv() => match u { Some(u) => u, None => return },
+                };
+                by_provider.insert(update.provider, update.groups);
+                let mut groups = statics.clone();
+                groups.extend(by_provider.values().flatten().cloned());
+                match alertmanager_set(i, &cfg, &groups) {
+                    Ok(set) => notifier.replace_set(generation, i, set),
+                    Err(e) => tracing::error!(error = %e, "alertmanager discovery"),
+                }
+            }
+        });
+    }
 }
 
 /// Per-Alertmanager counters, keyed by URL.
@@ -111,6 +187,8 @@ struct Shared {
     capacity: usize,
     more: tokio::sync::Notify,
     sets: Mutex<Arc<Vec<AlertmanagerSet>>>,
+    /// Bumped by `apply`, so that discovery of an older config changes nothing.
+    generation: AtomicU64,
     /// `alerting.alert_relabel_configs`.
     relabel: Mutex<Arc<Vec<RelabelConfig>>>,
     client: HttpClient,
@@ -133,6 +211,7 @@ impl Notifier {
             capacity: capacity.max(1),
             more: tokio::sync::Notify::new(),
             sets: Mutex::new(Arc::new(Vec::new())),
+            generation: AtomicU64::new(0),
             relabel: Mutex::new(Arc::new(Vec::new())),
             client: HttpClient::new(),
             dropped: AtomicU64::new(0),
@@ -167,10 +246,40 @@ impl Notifier {
         Notifier { shared }
     }
 
-    /// Replaces the Alertmanager sets and the alert relabeling (on config load).
-    pub fn apply(&self, sets: Vec<AlertmanagerSet>, alert_relabel: Vec<RelabelConfig>) {
-        *self.shared.sets.lock() = Arc::new(sets);
+    /// Replaces the Alertmanager sets and the alert relabeling (on config load);
+    /// returns the new config generation, for `replace_set`.
+    pub fn apply(&self, sets: Vec<AlertmanagerSet>, alert_relabel: Vec<RelabelConfig>) -> u64 {
+        let mut cur = self.shared.sets.lock();
+        *cur = Arc::new(sets);
         *self.shared.relabel.lock() = Arc::new(alert_relabel);
+        self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Replaces set `index` with what discovery found, unless a newer config
+    /// was applied since `generation`.
+    pub fn replace_set(&self, generation: u64, index: usize, set: AlertmanagerSet) {
+        let mut cur = self.shared.sets.lock();
+        if self.shared.generation.load(Ordering::Relaxed) != generation || index >= cur.len() {
+            return;
+        }
+        let mut sets: Vec<AlertmanagerSet> = cur.iter().map(AlertmanagerSet::clone).collect();
+        sets[index] = set;
+        *cur = Arc::new(sets);
+    }
+
+    /// `GET /api/v1/alertmanagers`' `data`: the URLs of every set's
+    /// Alertmanagers, and of the targets `relabel_configs` dropped.
+    pub fn alertmanagers_json(&self) -> Json {
+        let sets = self.shared.sets.lock().clone();
+        let active: Vec<Json> = sets
+            .iter()
+            .flat_map(|s| s.urls.iter().map(|u| json!({ "url": u })))
+            .collect();
+        let dropped: Vec<Json> = sets
+            .iter()
+            .flat_map(|s| s.dropped.iter().map(|l| json!({ "url": dropped_url(l) })))
+            .collect();
+        json!({ "activeAlertmanagers": active, "droppedAlertmanagers": dropped })
     }
 
     /// How many Alertmanagers the sets hold.

@@ -248,12 +248,14 @@ fn parse_time_ms(s: &str) -> Option<i64> {
     secs.is_finite().then(|| (secs * 1000.0).round() as i64)
 }
 
-/// `GET /api/v1/rules` and `GET /api/v1/alerts`, served from the rule manager;
+/// `GET /api/v1/rules`, `GET /api/v1/alerts` and `GET /api/v1/alertmanagers`,
+/// served from the rule manager;
 /// merged into `router` by the server.
 pub fn rules_router(rules: Arc<crate::rules::RuleManager>) -> Router {
     Router::new()
         .route("/api/v1/rules", get(list_rules))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alertmanagers", get(list_alertmanagers))
         .with_state(rules)
 }
 
@@ -282,6 +284,10 @@ async fn list_rules(
         }
     }
     Json(serde_json::json!({"status": "success", "data": m.rules_json(&f)})).into_response()
+}
+
+async fn list_alertmanagers(State(m): State<Arc<crate::rules::RuleManager>>) -> Response {
+    Json(serde_json::json!({"status": "success", "data": m.alertmanagers_json()})).into_response()
 }
 
 async fn list_alerts(State(m): State<Arc<crate::rules::RuleManager>>) -> Response {
