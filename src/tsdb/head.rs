@@ -423,11 +423,8 @@ impl Head {
                 series.clear();
                 samples.clear();
             };
-        let mut next_ref = 1u64;
-        for s in self.series_in_range(i64::MIN, i64::MAX) {
+        for (series_ref, s) in (1u64..).zip(self.series_in_range(i64::MIN, i64::MAX)) {
             let s = s?;
-            let series_ref = next_ref;
-            next_ref += 1;
             samples.extend(s.samples.iter().map(|x| RefSample {
                 series_ref,
                 t: x.t,

@@ -580,6 +580,14 @@ impl WalGroup {
     }
 }
 
+/// A `hearth_wal_group_*` metric: name, type, help and how to read it.
+type MetricDef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ApplyStats) -> u64,
+);
+
 /// Every WAL group this node is a replica of. Cheap to clone.
 #[derive(Clone)]
 pub struct WalGroups {
@@ -673,7 +681,7 @@ impl WalGroups {
         use std::fmt::Write as _;
         let groups = self.all();
         let mut out = String::new();
-        let metrics: [(&str, &str, &str, fn(&ApplyStats) -> u64); 6] = [
+        let metrics: [MetricDef; 6] = [
             (
                 "hearth_wal_group_snapshots_built_total",
                 "counter",
