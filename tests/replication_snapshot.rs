@@ -20,8 +20,10 @@ const SERIES: usize = 8;
 /// Requests written while one node is down (each is one log entry of the group of
 /// the node it is sent to).
 const REQUESTS: i64 = 1600;
-/// Milliseconds between the timestamps of consecutive requests.
-const STEP_MS: i64 = 1000;
+/// Milliseconds between the timestamps of consecutive requests. The samples stay
+/// close to now: each node also scrapes itself into its group, and a head refuses
+/// samples more than an hour older than its newest (on every replica alike).
+const STEP_MS: i64 = 100;
 /// `--cluster.wal-group.snapshot-entries` of the test.
 const SNAPSHOT_ENTRIES: u64 = 200;
 /// `--cluster.wal-group.segment-size` of the test.
@@ -134,7 +136,6 @@ fn write_acked(addr: &str, nodes: &[&Node], base_ms: i64, i: i64) {
 }
 
 #[test]
-#[ignore = "fails: after installing a snapshot the replica misses samples the snapshot should hold; not found before the deadline"]
 fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_from_one() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(tmp.path(), i)).collect();
@@ -146,7 +147,7 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-        - 2 * 3_600_000;
+        - 120_000;
     {
         let refs: Vec<&Node> = nodes.iter().collect();
         wait_for("a leader with three voters", &refs, || {
