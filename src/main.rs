@@ -154,6 +154,16 @@ struct ServerFlags {
     /// them has it on disk.
     #[arg(long = "cluster.replication-factor", default_value_t = hearth::cluster::replication::REPLICATION_FACTOR_DEFAULT)]
     cluster_replication_factor: usize,
+
+    /// A WAL group snapshots its TSDB (blocks plus a head checkpoint) every this
+    /// many applied entries, then purges its log but for a tail of
+    /// min(entries/4, 1000) entries for lagging replicas.
+    #[arg(long = "cluster.wal-group.snapshot-entries", default_value_t = hearth::cluster::raft::GROUP_SNAPSHOT_ENTRIES_DEFAULT)]
+    cluster_wal_group_snapshot_entries: u64,
+
+    /// Size of a WAL group's log segment files: the log is purged in whole segments.
+    #[arg(long = "cluster.wal-group.segment-size", default_value = "32MiB", value_parser = parse_bytes)]
+    cluster_wal_group_segment_size: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -537,10 +547,29 @@ fn cluster_config(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::Cluste
         join: flags.cluster_join.clone(),
         join_timeout: std::time::Duration::from_secs(60),
         dir,
-        raft: hearth::cluster::RaftOptions::default(),
+        raft: wal_group_options(flags)?,
         failure_timeout: flags.cluster_failure_timeout,
         fanout: fanout_options(flags)?,
         replication_factor: replication_factor(flags)?,
+    })
+}
+
+/// `--cluster.wal-group.snapshot-entries` and `--cluster.wal-group.segment-size`.
+fn wal_group_options(flags: &ServerFlags) -> anyhow::Result<hearth::cluster::RaftOptions> {
+    if flags.cluster_wal_group_snapshot_entries == 0 {
+        anyhow::bail!("--cluster.wal-group.snapshot-entries must be at least 1");
+    }
+    let size = flags.cluster_wal_group_segment_size;
+    let (min, max) = (hearth::wal::SEGMENT_SIZE_MIN, hearth::wal::SEGMENT_SIZE_MAX);
+    if !(min..=max).contains(&size) {
+        anyhow::bail!(
+            "--cluster.wal-group.segment-size must be between {min} and {max} bytes, not {size}"
+        );
+    }
+    Ok(hearth::cluster::RaftOptions {
+        group_snapshot_entries: flags.cluster_wal_group_snapshot_entries,
+        group_segment_size_bytes: size,
+        ..Default::default()
     })
 }
 

@@ -382,6 +382,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let metrics_db = db.clone();
     let metrics_reload = reload_status.clone();
     let metrics_rules = rule_manager.clone();
+    let metrics_groups = groups.clone();
     let delete_db = db.clone();
     let delete_series: crate::web::DeleteSeriesFn = Arc::new(move |sets, start, end| {
         for ms in sets {
@@ -395,6 +396,9 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         metrics: Arc::new(move || {
             let mut out =
                 render_metrics(&metrics_db, &metrics_reload) + &metrics_rules.render_metrics();
+            if let Some(g) = &metrics_groups {
+                out.push_str(&g.render_metrics());
+            }
             if let Some(am) = &metrics_am {
                 out.push_str(&am.render_metrics());
             }

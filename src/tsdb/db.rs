@@ -83,6 +83,99 @@ impl Db {
         Db::open_with_wal(dir, opts, false)
     }
 
+    /// Opens the database without a WAL, then loads the head checkpoint of a
+    /// snapshot (`Db::snapshot`) into its head: samples the checkpoint holds past
+    /// the blocks in `dir` go to the head, the rest is already in blocks.
+    pub fn open_without_wal_from(
+        dir: &Path,
+        opts: DbOptions,
+        snapshot: &Path,
+    ) -> Result<Db, TsdbError> {
+        let db = Db::open_with_wal(dir, opts, false)?;
+        let cp = snapshot_checkpoint_dir(snapshot);
+        if cp.is_dir() {
+            db.head.load_checkpoint(&cp)?;
+        }
+        Ok(db)
+    }
+
+    /// Writes a snapshot of the database into `dst` (created; it must not hold
+    /// anything yet): every block, hard-linked (copied where links fail), and the
+    /// head as a WAL checkpoint `wal/checkpoint.00000000` of series and sample
+    /// records (`wal::checkpoint`, the TSDB record format). Blocks are not cut or
+    /// compacted meanwhile, so the blocks and the head fit together.
+    pub fn snapshot(&self, dst: &Path) -> Result<SnapshotInfo, TsdbError> {
+        let _guard = self.compaction.lock();
+        let io = |action: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |source| TsdbError::Snapshot {
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::create_dir_all(dst).map_err(io("create directory", dst))?;
+        let blocks = self.blocks.read().clone();
+        for b in &blocks {
+            let to = dst.join(b.ulid().to_string());
+            link_tree(b.dir(), &to)?;
+        }
+        let records = self.head.checkpoint_records()?;
+        let wal_dir = dst.join(super::head::WAL_DIR);
+        std::fs::create_dir_all(&wal_dir).map_err(io("create directory", &wal_dir))?;
+        crate::wal::checkpoint::write(&wal_dir, 0, records.iter().map(|r| r.as_slice()))?;
+        block::sync_dir(dst).map_err(io("sync", dst))?;
+        Ok(SnapshotInfo {
+            blocks: blocks.len(),
+            head_records: records.len(),
+        })
+    }
+
+    /// Replaces the whole content of the database with a snapshot in `src` (as
+    /// `Db::snapshot` writes it): the current blocks are deleted, the snapshot's
+    /// blocks hard-linked in, the head emptied and filled from the snapshot's
+    /// checkpoint. The caller makes sure nothing appends meanwhile.
+    pub fn restore_snapshot(&self, src: &Path) -> Result<(), TsdbError> {
+        let _guard = self.compaction.lock();
+        let io = |action: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |source| TsdbError::Snapshot {
+                action,
+                path,
+                source,
+            }
+        };
+        let old = std::mem::take(&mut *self.blocks.write());
+        for b in &old {
+            remove_block_dir(b.dir())?;
+        }
+        let mut blocks = Vec::new();
+        for e in std::fs::read_dir(src).map_err(io("read directory", src))? {
+            let e = e.map_err(io("read directory", src))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if ulid::Ulid::from_string(&name).is_err() || !e.path().is_dir() {
+                continue;
+            }
+            let to = self.dir.join(&name);
+            link_tree(&e.path(), &to)?;
+            blocks.push(Arc::new(Block::open(&to)?));
+        }
+        blocks.sort_by_key(|b| b.min_time());
+        let min_valid = blocks
+            .iter()
+            .map(|b| b.max_time())
+            .max()
+            .unwrap_or(i64::MIN);
+        block::sync_dir(&self.dir).map_err(io("sync", &self.dir))?;
+        *self.blocks.write() = blocks;
+        self.head.reset(min_valid)?;
+        let cp = snapshot_checkpoint_dir(src);
+        if cp.is_dir() {
+            self.head.load_checkpoint(&cp)?;
+        }
+        Ok(())
+    }
+
     fn open_with_wal(dir: &Path, opts: DbOptions, wal: bool) -> Result<Db, TsdbError> {
         std::fs::create_dir_all(dir)?;
         let lock = super::lock::DirLock::acquire(dir)?;
@@ -396,6 +489,45 @@ impl Db {
     pub fn close(&self) -> Result<(), TsdbError> {
         self.head.sync()
     }
+}
+
+/// What `Db::snapshot` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub blocks: usize,
+    pub head_records: usize,
+}
+
+/// The head checkpoint inside a snapshot directory.
+fn snapshot_checkpoint_dir(snapshot: &Path) -> PathBuf {
+    crate::wal::checkpoint::checkpoint_path(&snapshot.join(super::head::WAL_DIR), 0)
+}
+
+/// Recreates the tree `from` at `to`, hard-linking every file (blocks are never
+/// modified in place, only replaced), copying where a link cannot be made.
+fn link_tree(from: &Path, to: &Path) -> Result<(), TsdbError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.display().to_string();
+        move |source| TsdbError::Snapshot {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(to).map_err(io("create directory", to))?;
+    for e in std::fs::read_dir(from).map_err(io("read directory", from))? {
+        let e = e.map_err(io("read directory", from))?;
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        let md = e.metadata().map_err(io("stat", &src))?;
+        if md.is_dir() {
+            link_tree(&src, &dst)?;
+        } else if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(io("copy", &src))?;
+        }
+    }
+    block::sync_dir(to).map_err(io("sync", to))?;
+    Ok(())
 }
 
 /// Suffix of a block directory being deleted; removed at startup.

@@ -27,6 +27,10 @@ use std::sync::Arc;
 
 /// The WAL's directory inside the data directory.
 pub const WAL_DIR: &str = "wal";
+/// Most series in one record of a checkpoint written by `checkpoint_records`.
+const SNAPSHOT_SERIES_PER_RECORD: usize = 1000;
+/// A record of `checkpoint_records` is closed once it holds this many samples.
+const SNAPSHOT_SAMPLES_PER_RECORD: usize = 100_000;
 
 /// How a head is set up.
 #[derive(Debug, Clone)]
@@ -289,41 +293,7 @@ impl Head {
         let mut remap: HashMap<u64, u64> = HashMap::new();
         let mut apply = |rec: Vec<u8>| -> Result<(), TsdbError> {
             records += 1;
-            match record::decode(&rec)? {
-                Record::Series(series) => {
-                    for s in series {
-                        let kept = self.restore_series(
-                            s.series_ref,
-                            s.labels,
-                            mapped.remove(&s.series_ref),
-                        );
-                        if kept != s.series_ref {
-                            remap.insert(s.series_ref, kept);
-                        }
-                    }
-                }
-                Record::Samples(samples) => {
-                    let idx = self.series.read();
-                    for s in samples {
-                        let r = remap.get(&s.series_ref).copied().unwrap_or(s.series_ref);
-                        let Some(series) = idx.by_ref.get(&r) else {
-                            unknown_refs += 1;
-                            continue;
-                        };
-                        if s.t < min_valid {
-                            continue;
-                        }
-                        let mut d = series.data.lock();
-                        if d.last.is_none_or(|(lt, _)| s.t > lt) {
-                            self.append_to_series(series, &mut d, s.t, s.v)?;
-                        }
-                    }
-                }
-                Record::Tombstones(ts) => {
-                    add_wal_tombstones(&mut self.tombstones.write(), ts, &remap);
-                }
-            }
-            Ok(())
+            self.replay_record(&rec, &mut mapped, &mut remap, &mut unknown_refs)
         };
         if self.wal.lock().is_none() {
             return Ok(());
@@ -360,6 +330,131 @@ impl Head {
             duration_ms = started.elapsed().as_millis() as u64,
             "WAL replay completed"
         );
+        Ok(())
+    }
+
+    /// Applies one WAL record (series, samples or tombstones) to the head during a
+    /// replay. `mapped` holds the full chunks on disk not yet claimed by a series,
+    /// `remap` the refs of series logged again under another ref.
+    fn replay_record(
+        &self,
+        rec: &[u8],
+        mapped: &mut HashMap<u64, Vec<MappedChunk>>,
+        remap: &mut HashMap<u64, u64>,
+        unknown_refs: &mut u64,
+    ) -> Result<(), TsdbError> {
+        let min_valid = self.min_valid_time.load(Ordering::Relaxed);
+        match record::decode(rec)? {
+            Record::Series(series) => {
+                for s in series {
+                    let kept =
+                        self.restore_series(s.series_ref, s.labels, mapped.remove(&s.series_ref));
+                    if kept != s.series_ref {
+                        remap.insert(s.series_ref, kept);
+                    }
+                }
+            }
+            Record::Samples(samples) => {
+                let idx = self.series.read();
+                for s in samples {
+                    let r = remap.get(&s.series_ref).copied().unwrap_or(s.series_ref);
+                    let Some(series) = idx.by_ref.get(&r) else {
+                        *unknown_refs += 1;
+                        continue;
+                    };
+                    if s.t < min_valid {
+                        continue;
+                    }
+                    let mut d = series.data.lock();
+                    if d.last.is_none_or(|(lt, _)| s.t > lt) {
+                        self.append_to_series(series, &mut d, s.t, s.v)?;
+                    }
+                }
+            }
+            Record::Tombstones(ts) => {
+                add_wal_tombstones(&mut self.tombstones.write(), ts, remap);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the records of a checkpoint (`wal::checkpoint` format, as
+    /// `checkpoint_records` writes them) into the head; samples before the head's
+    /// minimum valid time (already in blocks) are skipped. For a head without a
+    /// WAL, filled from a snapshot.
+    pub fn load_checkpoint(&self, dir: &Path) -> Result<u64, TsdbError> {
+        let mut mapped = HashMap::new();
+        let mut remap = HashMap::new();
+        let mut unknown_refs = 0u64;
+        let mut records = 0u64;
+        for item in wal::open_read_only(dir)? {
+            let (_, rec) = item?;
+            records += 1;
+            self.replay_record(&rec, &mut mapped, &mut remap, &mut unknown_refs)?;
+        }
+        if unknown_refs > 0 {
+            tracing::warn!(
+                unknown_refs,
+                dir = %dir.display(),
+                "checkpoint holds samples for series it has no record of"
+            );
+        }
+        Ok(records)
+    }
+
+    /// The head's content as checkpoint records: every series with samples, then
+    /// their samples (tombstones applied), records closed at
+    /// `SNAPSHOT_SERIES_PER_RECORD` series or `SNAPSHOT_SAMPLES_PER_RECORD` samples. Series are numbered from 1 in label order.
+    pub fn checkpoint_records(self: &Arc<Self>) -> Result<Vec<Vec<u8>>, TsdbError> {
+        let mut out = Vec::new();
+        let mut series: Vec<RefSeries> = Vec::new();
+        let mut samples: Vec<RefSample> = Vec::new();
+        let flush =
+            |series: &mut Vec<RefSeries>, samples: &mut Vec<RefSample>, out: &mut Vec<Vec<u8>>| {
+                if series.is_empty() {
+                    return;
+                }
+                let mut buf = Vec::new();
+                record::encode_series(series, &mut buf);
+                out.push(buf);
+                let mut buf = Vec::new();
+                record::encode_samples(samples, &mut buf);
+                out.push(buf);
+                series.clear();
+                samples.clear();
+            };
+        for (series_ref, s) in (1u64..).zip(self.series_in_range(i64::MIN, i64::MAX)) {
+            let s = s?;
+            samples.extend(s.samples.iter().map(|x| RefSample {
+                series_ref,
+                t: x.t,
+                v: x.v,
+            }));
+            series.push(RefSeries {
+                series_ref,
+                labels: s.labels,
+            });
+            if series.len() >= SNAPSHOT_SERIES_PER_RECORD
+                || samples.len() >= SNAPSHOT_SAMPLES_PER_RECORD
+            {
+                flush(&mut series, &mut samples, &mut out);
+            }
+        }
+        flush(&mut series, &mut samples, &mut out);
+        Ok(out)
+    }
+
+    /// Empties the head (series, postings, tombstones, head chunk files) and sets
+    /// its minimum valid time: before a snapshot replaces the database's content.
+    /// The caller makes sure no appender is open.
+    pub fn reset(&self, min_valid_time: i64) -> Result<(), TsdbError> {
+        *self.series.write() = SeriesIndex::default();
+        *self.postings.write() = MemPostings::default();
+        *self.tombstones.write() = TombstoneStore::default();
+        self.chunk_files.truncate_before(i64::MAX)?;
+        self.min_time.store(i64::MAX, Ordering::Relaxed);
+        self.max_time.store(i64::MIN, Ordering::Relaxed);
+        self.min_valid_time.store(min_valid_time, Ordering::Relaxed);
         Ok(())
     }
 

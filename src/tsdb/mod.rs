@@ -35,4 +35,10 @@ pub enum TsdbError {
     Meta(#[from] meta::MetaError),
     #[error("{0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("snapshot: {action} {path}: {source}")]
+    Snapshot {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
 }

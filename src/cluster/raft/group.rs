@@ -9,6 +9,7 @@
 //! told apart by group id, and the forwarded writes. No openraft type leaves this
 //! module.
 
+use super::group_snapshot;
 use super::log_store::LogStore;
 use super::service::{handle_append, handle_install_snapshot, handle_vote};
 use super::{HearthConfig, Nid, Payload, RaftOpError, RaftOptions};
@@ -78,6 +79,10 @@ type GroupRaft = openraft::Raft<GroupConfig>;
 const RAFT_DIR: &str = "raft";
 /// Directory of a group's TSDB inside its directory.
 const TSDB_DIR: &str = "tsdb";
+/// Most log entries kept behind a snapshot for lagging followers.
+const GROUP_LOG_TAIL_MAX: u64 = 1000;
+/// Size of one chunk of a snapshot archive sent to a follower.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
 /// A write to a WAL group failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,6 +101,19 @@ pub enum GroupWriteError {
 /// Counters of one group's state machine, for tests and `/metrics`.
 #[derive(Debug, Default)]
 pub struct ApplyStats {
+    /// Log entries applied since this process opened the group (after a restart,
+    /// those after the newest snapshot).
+    pub entries_applied: AtomicU64,
+    /// Snapshots this replica built.
+    pub snapshots_built: AtomicU64,
+    /// Snapshots this replica installed from a leader.
+    pub snapshots_installed: AtomicU64,
+    /// Bytes of the archive of the newest snapshot built or installed.
+    pub snapshot_bytes: AtomicU64,
+    /// Log index of the newest snapshot (0: none).
+    pub snapshot_index: AtomicU64,
+    /// Whole log segment files deleted after snapshots.
+    pub segments_purged: Arc<AtomicU64>,
     /// Samples the TSDB took.
     pub samples_applied: AtomicU64,
     /// Samples the TSDB refused (out of order, duplicate, out of bounds): the same
@@ -104,7 +122,8 @@ pub struct ApplyStats {
 }
 
 /// What the state machine has applied. Not persisted: the TSDB head has no WAL of
-/// its own, so after a restart everything is applied again from the log.
+/// its own, so after a restart it starts from the newest snapshot's and the log
+/// after it is applied again.
 #[derive(Debug, Default)]
 struct Applied {
     last: Option<LogId<Nid>>,
@@ -115,9 +134,45 @@ struct Applied {
 #[derive(Clone)]
 struct GroupStateMachine {
     group_id: u64,
+    /// The group's directory, where its snapshots live.
+    dir: PathBuf,
     db: Arc<Db>,
     applied: Arc<Mutex<Applied>>,
     stats: Arc<ApplyStats>,
+    /// Held while entries are applied and while a snapshot is taken or installed,
+    /// so a snapshot is the TSDB exactly as its last log id left it.
+    apply_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a snapshot's `meta.json` holds: openraft's snapshot metadata.
+type GroupSnapshotMeta = SnapshotMeta<Nid, NodeAddr>;
+
+fn snapshot_read_error(meta: Option<&GroupSnapshotMeta>, reason: String) -> StorageError<Nid> {
+    StorageIOError::<Nid>::read_snapshot(
+        meta.map(|m| m.signature()),
+        &std::io::Error::other(reason),
+    )
+    .into()
+}
+
+fn snapshot_write_error(meta: Option<&GroupSnapshotMeta>, reason: String) -> StorageError<Nid> {
+    StorageIOError::<Nid>::write_snapshot(
+        meta.map(|m| m.signature()),
+        &std::io::Error::other(reason),
+    )
+    .into()
+}
+
+/// The newest finished snapshot of the group in `dir`, with its metadata.
+fn newest_snapshot(dir: &Path) -> Result<Option<(PathBuf, GroupSnapshotMeta)>, String> {
+    let Some((_, path)) = group_snapshot::list(dir).map_err(|e| e.to_string())?.pop() else {
+        return Ok(None);
+    };
+    let meta_path = path.join(group_snapshot::META_FILE);
+    let bytes = std::fs::read(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let meta: GroupSnapshotMeta =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    Ok(Some((path, meta)))
 }
 
 fn apply_error(log_id: LogId<Nid>, reason: String) -> StorageError<Nid> {
@@ -166,17 +221,62 @@ impl GroupStateMachine {
 }
 
 impl RaftSnapshotBuilder<GroupConfig> for GroupStateMachine {
+    /// Snapshots the group's TSDB (blocks plus a head checkpoint) into
+    /// `snapshot-<index>-<ulid>/` with nothing applied meanwhile, removes older
+    /// snapshots, and hands openraft the archive.
     async fn build_snapshot(&mut self) -> Result<Snapshot<GroupConfig>, StorageError<Nid>> {
-        // Snapshots (blocks plus a head checkpoint) are not built yet; the policy
-        // never asks for one, and the log is kept whole.
-        Err(StorageIOError::<Nid>::write_snapshot(
-            None,
-            &std::io::Error::other(format!(
-                "WAL group {}: snapshots are not supported yet",
-                self.group_id
-            )),
-        )
-        .into())
+        let _applying = self.apply_lock.clone().lock_owned().await;
+        let (last, membership) = {
+            let a = self.applied.lock();
+            (a.last, a.membership.clone())
+        };
+        let index = last.map_or(0, |l| l.index);
+        let name = group_snapshot::dir_name(index);
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: name.clone(),
+        };
+        let (dir, db, group) = (self.dir.clone(), self.db.clone(), self.group_id);
+        let meta_json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| snapshot_write_error(Some(&meta), e.to_string()))?;
+        let started = std::time::Instant::now();
+        let archive = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            let final_dir = dir.join(&name);
+            let tmp = group_snapshot::tmp_path(&final_dir);
+            let info = db.snapshot(&tmp).map_err(|e| e.to_string())?;
+            crate::cluster::write_atomic(&tmp.join(group_snapshot::META_FILE), &meta_json)
+                .map_err(|e| e.to_string())?;
+            group_snapshot::publish(&tmp, &final_dir).map_err(|e| e.to_string())?;
+            group_snapshot::remove_others(&dir, &final_dir).map_err(|e| e.to_string())?;
+            let archive = group_snapshot::pack(&final_dir).map_err(|e| e.to_string())?;
+            tracing::info!(
+                group,
+                index,
+                blocks = info.blocks,
+                head_records = info.head_records,
+                bytes = archive.len(),
+                "WAL group snapshot taken"
+            );
+            Ok(archive)
+        })
+        .await
+        .map_err(|e| snapshot_write_error(Some(&meta), e.to_string()))?
+        .map_err(|e| snapshot_write_error(Some(&meta), format!("WAL group {group}: {e}")))?;
+        tracing::debug!(
+            group,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "snapshot"
+        );
+        self.stats.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .snapshot_bytes
+            .store(archive.len() as u64, Ordering::Relaxed);
+        self.stats.snapshot_index.store(index, Ordering::Relaxed);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(archive)),
+        })
     }
 }
 
@@ -195,9 +295,11 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         I: IntoIterator<Item = Entry<GroupConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let _applying = self.apply_lock.lock().await;
         let mut out = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
+            self.stats.entries_applied.fetch_add(1, Ordering::Relaxed);
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => self.apply_batch(log_id, batch)?,
@@ -221,25 +323,69 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    /// Checks and unpacks the leader's archive into a snapshot directory, then
+    /// replaces the TSDB's content with it.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<Nid, NodeAddr>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<Nid>> {
-        Err(StorageIOError::<Nid>::read_snapshot(
-            Some(meta.signature()),
-            &std::io::Error::other(format!(
-                "WAL group {}: snapshots are not supported yet",
-                self.group_id
-            )),
-        )
-        .into())
+        let _applying = self.apply_lock.clone().lock_owned().await;
+        let archive = snapshot.into_inner();
+        let bytes = archive.len() as u64;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let (dir, db, group) = (self.dir.clone(), self.db.clone(), self.group_id);
+        let meta_json = serde_json::to_vec_pretty(meta)
+            .map_err(|e| snapshot_read_error(Some(meta), e.to_string()))?;
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let final_dir = dir.join(group_snapshot::dir_name(index));
+            let tmp = group_snapshot::tmp_path(&final_dir);
+            group_snapshot::unpack(&archive, &tmp).map_err(|e| e.to_string())?;
+            // The receiver's own record of what the snapshot covers.
+            crate::cluster::write_atomic(&tmp.join(group_snapshot::META_FILE), &meta_json)
+                .map_err(|e| e.to_string())?;
+            group_snapshot::publish(&tmp, &final_dir).map_err(|e| e.to_string())?;
+            db.restore_snapshot(&final_dir).map_err(|e| e.to_string())?;
+            group_snapshot::remove_others(&dir, &final_dir).map_err(|e| e.to_string())?;
+            tracing::info!(group, index, bytes, "WAL group snapshot installed");
+            Ok(())
+        })
+        .await
+        .map_err(|e| snapshot_read_error(Some(meta), e.to_string()))?
+        .map_err(|e| snapshot_read_error(Some(meta), format!("WAL group {group}: {e}")))?;
+        {
+            let mut a = self.applied.lock();
+            a.last = meta.last_log_id;
+            a.membership = meta.last_membership.clone();
+        }
+        self.stats
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        self.stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        self.stats.snapshot_index.store(index, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<GroupConfig>>, StorageError<Nid>> {
-        Ok(None)
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(
+            move || -> Result<Option<(GroupSnapshotMeta, Vec<u8>)>, String> {
+                let Some((path, meta)) = newest_snapshot(&dir)? else {
+                    return Ok(None);
+                };
+                let archive = group_snapshot::pack(&path).map_err(|e| e.to_string())?;
+                Ok(Some((meta, archive)))
+            },
+        )
+        .await
+        .map_err(|e| snapshot_read_error(None, e.to_string()))?
+        .map_err(|e| snapshot_read_error(None, format!("WAL group {}: {e}", self.group_id)))?;
+        Ok(found.map(|(meta, archive)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(archive)),
+        }))
     }
 }
 
@@ -273,31 +419,63 @@ impl WalGroup {
             } else {
                 crate::wal::FsyncPolicy::Never
             },
-            segment_size_bytes: crate::wal::SEGMENT_SIZE_DEFAULT,
+            segment_size_bytes: raft_opts.group_segment_size_bytes,
             repair: false,
         };
         let log = LogStore::<GroupConfig>::open(&dir.join(RAFT_DIR), wal_opts)
             .map_err(|e| storage_err(e.to_string()))?;
+        // A restart starts from the newest snapshot: its head checkpoint goes into
+        // the head (the blocks are in the TSDB's directory already), and Raft
+        // applies the log after it.
+        let newest = newest_snapshot(dir).map_err(storage_err)?;
         let db_dir = dir.join(TSDB_DIR);
         let opts = db_opts.clone();
-        let db = tokio::task::spawn_blocking(move || Db::open_without_wal(&db_dir, opts))
-            .await
-            .map_err(|e| storage_err(e.to_string()))?
-            .map_err(|e| storage_err(e.to_string()))?;
+        let from = newest.as_ref().map(|(p, _)| p.clone());
+        let db = tokio::task::spawn_blocking(move || match from {
+            Some(snap) => Db::open_without_wal_from(&db_dir, opts, &snap),
+            None => Db::open_without_wal(&db_dir, opts),
+        })
+        .await
+        .map_err(|e| storage_err(e.to_string()))?
+        .map_err(|e| storage_err(e.to_string()))?;
         let db = Arc::new(db);
-        let stats = Arc::new(ApplyStats::default());
+        let stats = Arc::new(ApplyStats {
+            segments_purged: log.segments_purged(),
+            ..Default::default()
+        });
+        let applied = match &newest {
+            Some((path, meta)) => {
+                let index = meta.last_log_id.map_or(0, |l| l.index);
+                stats.snapshot_index.store(index, Ordering::Relaxed);
+                if let Ok(md) = std::fs::metadata(path) {
+                    tracing::info!(group = group_id, index, dir = %path.display(), modified = ?md.modified().ok(), "WAL group opened from snapshot");
+                }
+                Applied {
+                    last: meta.last_log_id,
+                    membership: meta.last_membership.clone(),
+                }
+            }
+            None => Applied::default(),
+        };
         let sm = GroupStateMachine {
             group_id,
+            dir: dir.to_path_buf(),
             db: db.clone(),
-            applied: Arc::new(Mutex::new(Applied::default())),
+            applied: Arc::new(Mutex::new(applied)),
             stats: stats.clone(),
+            apply_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
+        let entries = raft_opts.group_snapshot_entries.max(1);
         let config = Config {
             cluster_name: format!("hearth-wal-{group_id}"),
             heartbeat_interval: raft_opts.heartbeat_interval_ms,
             election_timeout_min: raft_opts.election_timeout_min_ms,
             election_timeout_max: raft_opts.election_timeout_max_ms,
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(entries),
+            // A tail of the log stays for followers a little behind, so they do
+            // not need the whole snapshot.
+            max_in_snapshot_log_to_keep: (entries / 4).min(GROUP_LOG_TAIL_MAX),
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         };
         let config = Arc::new(
@@ -402,6 +580,14 @@ impl WalGroup {
     }
 }
 
+/// A `hearth_wal_group_*` metric: name, type, help and how to read it.
+type MetricDef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ApplyStats) -> u64,
+);
+
 /// Every WAL group this node is a replica of. Cheap to clone.
 #[derive(Clone)]
 pub struct WalGroups {
@@ -487,6 +673,59 @@ impl WalGroups {
         tracing::info!(group = id, dir = %dir.display(), "opened WAL group");
         self.inner.groups.write().insert(id, g.clone());
         Ok(g)
+    }
+
+    /// The `hearth_wal_group_*` metrics of every group this node holds, in the
+    /// text exposition format.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let groups = self.all();
+        let mut out = String::new();
+        let metrics: [MetricDef; 6] = [
+            (
+                "hearth_wal_group_snapshots_built_total",
+                "counter",
+                "Snapshots of the WAL group this replica built.",
+                |s| s.snapshots_built.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_snapshots_installed_total",
+                "counter",
+                "Snapshots of the WAL group this replica installed from its leader.",
+                |s| s.snapshots_installed.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_snapshot_bytes",
+                "gauge",
+                "Bytes of the archive of the newest snapshot built or installed.",
+                |s| s.snapshot_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_snapshot_index",
+                "gauge",
+                "Log index of the newest snapshot.",
+                |s| s.snapshot_index.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_segments_purged_total",
+                "counter",
+                "Log segment files deleted after snapshots.",
+                |s| s.segments_purged.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_entries_applied_total",
+                "counter",
+                "Log entries applied since the group was opened.",
+                |s| s.entries_applied.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for g in &groups {
+                let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", g.id(), get(g.stats()));
+            }
+        }
+        out
     }
 
     /// The gRPC service carrying every group's Raft RPCs and forwarded writes.

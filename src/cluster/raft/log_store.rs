@@ -20,6 +20,7 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -54,6 +55,8 @@ struct Inner {
 /// a clone while appending through the original).
 pub struct LogStore<C> {
     inner: Arc<Mutex<Inner>>,
+    /// Segment files deleted by purges, for `/metrics`.
+    segments_purged: Arc<AtomicU64>,
     config: PhantomData<fn() -> C>,
 }
 
@@ -61,8 +64,16 @@ impl<C> Clone for LogStore<C> {
     fn clone(&self) -> LogStore<C> {
         LogStore {
             inner: self.inner.clone(),
+            segments_purged: self.segments_purged.clone(),
             config: PhantomData,
         }
+    }
+}
+
+impl<C> LogStore<C> {
+    /// The count of segment files purges deleted (shared with the store).
+    pub fn segments_purged(&self) -> Arc<AtomicU64> {
+        self.segments_purged.clone()
     }
 }
 
@@ -95,6 +106,7 @@ impl<C: HearthConfig> LogStore<C> {
         inner.last = inner.read_last::<C>()?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            segments_purged: Arc::new(AtomicU64::new(0)),
             config: PhantomData,
         })
     }
@@ -305,14 +317,18 @@ impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
         // store already ignores.
         inner.state.last_purged = Some(log_id);
         inner.save_state()?;
-        if log_id.index + 1 >= inner.wal.next_index() {
+        let removed = if log_id.index + 1 >= inner.wal.next_index() {
+            let before = inner.wal.segments().len();
             inner.wal.reset(log_id.index + 1).map_err(io_error)?;
+            before.saturating_sub(inner.wal.segments().len())
         } else {
             inner
                 .wal
                 .remove_segments_before(log_id.index + 1)
-                .map_err(io_error)?;
-        }
+                .map_err(io_error)?
+        };
+        self.segments_purged
+            .fetch_add(removed as u64, Ordering::Relaxed);
         if inner.last.is_none_or(|l| l.index <= log_id.index) {
             inner.last = Some(log_id);
         }

@@ -10,6 +10,7 @@
 
 mod convert;
 pub mod group;
+mod group_snapshot;
 mod log_store;
 mod network;
 mod service;
@@ -111,7 +112,17 @@ pub struct RaftOptions {
     pub snapshot_after_entries: u64,
     /// fsync the log on every append (off only for tests).
     pub fsync: bool,
+    /// A WAL group snapshots after this many applied entries
+    /// (`--cluster.wal-group.snapshot-entries`).
+    pub group_snapshot_entries: u64,
+    /// Size of a WAL group's log segments (`--cluster.wal-group.segment-size`).
+    pub group_segment_size_bytes: u64,
 }
+
+/// Default of `--cluster.wal-group.snapshot-entries`.
+pub const GROUP_SNAPSHOT_ENTRIES_DEFAULT: u64 = 20_000;
+/// Default of `--cluster.wal-group.segment-size`: 32 MiB.
+pub const GROUP_SEGMENT_SIZE_DEFAULT: u64 = 32 << 20;
 
 impl Default for RaftOptions {
     fn default() -> RaftOptions {
@@ -121,6 +132,8 @@ impl Default for RaftOptions {
             election_timeout_max_ms: 1200,
             snapshot_after_entries: 1000,
             fsync: true,
+            group_snapshot_entries: GROUP_SNAPSHOT_ENTRIES_DEFAULT,
+            group_segment_size_bytes: GROUP_SEGMENT_SIZE_DEFAULT,
         }
     }
 }
