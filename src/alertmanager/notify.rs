@@ -52,6 +52,12 @@ impl NotifyError {
     }
 }
 
+/// Most notifications one integration sends at the same time; further
+/// aggregation groups wait for a free slot. Alertmanager has no such limit (every
+/// group's flush sends at once); the cap bounds the memory and connections a
+/// burst of groups flushing together takes.
+pub const CONCURRENT_SENDS_MAX: usize = 32;
+
 /// One integration of a receiver.
 pub struct Integration {
     /// Its key in the notification log.
@@ -59,6 +65,8 @@ pub struct Integration {
     /// Whether resolved alerts are sent to it.
     pub send_resolved: bool,
     kind: IntegrationKind,
+    /// Slots for concurrent sends (`CONCURRENT_SENDS_MAX`).
+    sends: tokio::sync::Semaphore,
 }
 
 enum IntegrationKind {
@@ -138,6 +146,7 @@ pub fn build_integrations(
             key: key("email", i),
             send_resolved: ec.send_resolved,
             kind: IntegrationKind::Email(Box::new(e)),
+            sends: send_slots(),
         });
     }
     for (i, sc) in rc.slack_configs.iter().enumerate() {
@@ -147,6 +156,7 @@ pub fn build_integrations(
             key: key("slack", i),
             send_resolved: sc.send_resolved,
             kind: IntegrationKind::Slack(Box::new(s)),
+            sends: send_slots(),
         });
     }
     for (kind, n) in [
@@ -193,7 +203,12 @@ fn webhook(rc: &ReceiverConfig, i: usize, wh: &WebhookConfig) -> Result<Integrat
             max_alerts: wh.max_alerts,
             timeout: wh.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
         },
+        sends: send_slots(),
     })
+}
+
+fn send_slots() -> tokio::sync::Semaphore {
+    tokio::sync::Semaphore::new(CONCURRENT_SENDS_MAX)
 }
 
 /// One alert in a webhook message.
@@ -296,13 +311,20 @@ impl Integration {
         &self.key.integration
     }
 
-    /// Sends one notification.
+    /// Sends one notification, once one of the integration's
+    /// `CONCURRENT_SENDS_MAX` send slots is free.
     pub async fn notify(
         &self,
         client: &HttpClient,
         ctx: &NotifyContext<'_>,
         alerts: &[Alert],
     ) -> Result<(), NotifyError> {
+        // The semaphore is never closed, so acquiring only fails in theory.
+        let _slot = self
+            .sends
+            .acquire()
+            .await
+            .map_err(|e| NotifyError::Retryable(format!("no send slot: {e}")))?;
         match &self.kind {
             IntegrationKind::Webhook {
                 url,
