@@ -10,12 +10,14 @@ mod data;
 mod email;
 mod slack;
 pub mod smtp;
+mod webhook;
 
 pub use data::{render_field, NotificationData};
+pub use webhook::{go_string, webhook_body};
 
 use super::config::{GlobalConfig, ReceiverConfig, WebhookConfig};
 use super::nflog::ReceiverKey;
-use super::types::{format_rfc3339_nano, labels_string, Alert};
+use super::types::{labels_string, Alert};
 use crate::labels::Labels;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -24,7 +26,6 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use parking_lot::Mutex;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -211,100 +212,6 @@ fn send_slots() -> tokio::sync::Semaphore {
     tokio::sync::Semaphore::new(CONCURRENT_SENDS_MAX)
 }
 
-/// One alert in a webhook message.
-#[derive(Debug, Serialize)]
-pub struct WebhookAlert {
-    pub status: &'static str,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    #[serde(rename = "startsAt")]
-    pub starts_at: String,
-    #[serde(rename = "endsAt")]
-    pub ends_at: String,
-    #[serde(rename = "generatorURL")]
-    pub generator_url: String,
-    pub fingerprint: String,
-}
-
-/// Alertmanager's webhook message, version 4, fields in Alertmanager's order.
-#[derive(Debug, Serialize)]
-pub struct WebhookMessage {
-    pub receiver: String,
-    pub status: &'static str,
-    pub alerts: Vec<WebhookAlert>,
-    #[serde(rename = "groupLabels")]
-    pub group_labels: BTreeMap<String, String>,
-    #[serde(rename = "commonLabels")]
-    pub common_labels: BTreeMap<String, String>,
-    #[serde(rename = "commonAnnotations")]
-    pub common_annotations: BTreeMap<String, String>,
-    #[serde(rename = "externalURL")]
-    pub external_url: String,
-    pub version: &'static str,
-    #[serde(rename = "groupKey")]
-    pub group_key: String,
-    #[serde(rename = "truncatedAlerts")]
-    pub truncated_alerts: u64,
-}
-
-fn to_map(l: &Labels) -> BTreeMap<String, String> {
-    l.iter()
-        .map(|l| (l.name.to_string(), l.value.to_string()))
-        .collect()
-}
-
-/// The pairs every map has with the same value.
-fn common(maps: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
-    let Some(first) = maps.first() else {
-        return BTreeMap::new();
-    };
-    first
-        .iter()
-        .filter(|(k, v)| maps[1..].iter().all(|m| m.get(*k) == Some(v)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// Builds the webhook message for `alerts`; `max_alerts` 0 means all.
-pub fn webhook_message(
-    ctx: &NotifyContext<'_>,
-    alerts: &[Alert],
-    max_alerts: u64,
-) -> WebhookMessage {
-    let labels: Vec<_> = alerts.iter().map(|a| to_map(&a.labels)).collect();
-    let annotations: Vec<_> = alerts.iter().map(|a| a.annotations.clone()).collect();
-    let firing = alerts.iter().any(|a| !a.resolved_at(ctx.now));
-    let keep = if max_alerts == 0 {
-        alerts.len()
-    } else {
-        alerts.len().min(max_alerts as usize)
-    };
-    WebhookMessage {
-        receiver: ctx.receiver.to_string(),
-        status: if firing { "firing" } else { "resolved" },
-        alerts: alerts[..keep]
-            .iter()
-            .zip(labels.iter())
-            .map(|(a, l)| WebhookAlert {
-                status: a.status_at(ctx.now),
-                labels: l.clone(),
-                annotations: a.annotations.clone(),
-                starts_at: format_rfc3339_nano(a.starts_at),
-                ends_at: format_rfc3339_nano(a.ends_at),
-                generator_url: a.generator_url.clone(),
-                fingerprint: format!("{:016x}", a.fingerprint()),
-            })
-            .collect(),
-        group_labels: to_map(ctx.group_labels),
-        common_labels: common(&labels),
-        common_annotations: common(&annotations),
-        external_url: ctx.external_url.to_string(),
-        version: "4",
-        group_key: ctx.group_key.to_string(),
-        truncated_alerts: (alerts.len() - keep) as u64,
-    }
-}
-
 impl Integration {
     /// The integration kind's name (`webhook`).
     pub fn name(&self) -> &str {
@@ -331,9 +238,7 @@ impl Integration {
                 max_alerts,
                 timeout,
             } => {
-                let msg = webhook_message(ctx, alerts, *max_alerts);
-                let body = serde_json::to_vec(&msg)
-                    .map_err(|e| NotifyError::Permanent(format!("encoding message: {e}")))?;
+                let body = webhook_body(ctx, alerts, *max_alerts);
                 let send = post_json(client, url, body);
                 match timeout {
                     Some(t) => tokio::time::timeout(*t, send)
