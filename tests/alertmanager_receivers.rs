@@ -153,7 +153,7 @@ fn alert(am: &Alertmanager, pairs: &[(&str, &str)], resolved: bool) -> Alert {
     let now = am.clock.now();
     Alert {
         labels: Labels::from_pairs(pairs),
-        annotations: BTreeMap::from([("summary".to_string(), "disk full".to_string())]),
+        annotations: BTreeMap::from([("summary".to_string(), "disk full".to_string())]).into(),
         starts_at: now - jiff::SignedDuration::from_secs(60),
         ends_at: if resolved { now } else { zero_time() },
         generator_url: "http://prom/graph".into(),
