@@ -166,7 +166,11 @@ async fn sends_with(auth: &str, mechanism: &str) {
     // The notification was counted as sent, not failed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while am.metrics.counts("email") != (1, 0) {
-        assert!(tokio::time::Instant::now() < deadline, "{:?}", am.metrics.counts("email"));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            am.metrics.counts("email")
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cancel.cancel();

@@ -8,6 +8,7 @@
 
 mod data;
 mod email;
+mod http;
 mod slack;
 pub mod smtp;
 mod webhook;
@@ -75,6 +76,7 @@ enum IntegrationKind {
         url: String,
         max_alerts: u64,
         timeout: Option<Duration>,
+        poster: http::Poster,
     },
     Email(Box<email::Email>),
     Slack(Box<slack::Slack>),
@@ -138,7 +140,7 @@ pub fn build_integrations(
         idx: i as u32,
     };
     for (i, wh) in rc.webhook_configs.iter().enumerate() {
-        out.push(webhook(rc, i, wh)?);
+        out.push(webhook(rc, i, wh, global, &mut warnings)?);
     }
     for (i, ec) in rc.email_configs.iter().enumerate() {
         let e = email::Email::new(ec, global)
@@ -151,8 +153,15 @@ pub fn build_integrations(
         });
     }
     for (i, sc) in rc.slack_configs.iter().enumerate() {
-        let s = slack::Slack::new(sc, global)
-            .map_err(|e| format!("receiver {:?}: slack_configs[{i}]: {e}", rc.name))?;
+        let what = format!("receiver {:?}: slack_configs[{i}]", rc.name);
+        let s = slack::Slack::new(sc, global).map_err(|e| format!("{what}: {e}"))?;
+        let poster = http::Poster::new(
+            sc.http_config.as_ref(),
+            global.http_config.as_ref(),
+            &what,
+            &mut warnings,
+        )?;
+        let s = s.with_poster(poster);
         out.push(Integration {
             key: key("slack", i),
             send_resolved: sc.send_resolved,
@@ -177,7 +186,13 @@ pub fn build_integrations(
     Ok((out, warnings))
 }
 
-fn webhook(rc: &ReceiverConfig, i: usize, wh: &WebhookConfig) -> Result<Integration, String> {
+fn webhook(
+    rc: &ReceiverConfig,
+    i: usize,
+    wh: &WebhookConfig,
+    global: &GlobalConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Integration, String> {
     let url = match (&wh.url, &wh.url_file) {
         (Some(u), _) => u.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -203,6 +218,12 @@ fn webhook(rc: &ReceiverConfig, i: usize, wh: &WebhookConfig) -> Result<Integrat
             url,
             max_alerts: wh.max_alerts,
             timeout: wh.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+            poster: http::Poster::new(
+                wh.http_config.as_ref(),
+                global.http_config.as_ref(),
+                &format!("receiver {:?}: webhook_configs[{i}]", rc.name),
+                warnings,
+            )?,
         },
         sends: send_slots(),
     })
@@ -237,9 +258,10 @@ impl Integration {
                 url,
                 max_alerts,
                 timeout,
+                poster,
             } => {
                 let body = webhook_body(ctx, alerts, *max_alerts);
-                let send = post_json(client, url, body);
+                let send = poster.post(client, url, body);
                 match timeout {
                     Some(t) => tokio::time::timeout(*t, send)
                         .await
@@ -255,10 +277,19 @@ impl Integration {
     }
 }
 
-async fn post_json(client: &HttpClient, url: &str, body: Vec<u8>) -> Result<(), NotifyError> {
-    let req = hyper::Request::post(url)
+async fn post_json(
+    client: &HttpClient,
+    url: &str,
+    body: Vec<u8>,
+    authorization: Option<&str>,
+) -> Result<(), NotifyError> {
+    let mut req = hyper::Request::post(url)
         .header("content-type", "application/json")
-        .header("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION")))
+        .header("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION")));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| NotifyError::Permanent(format!("POST {url}: {e}")))?;
     let resp = client
