@@ -76,7 +76,7 @@ enum IntegrationKind {
         url: String,
         max_alerts: u64,
         timeout: Option<Duration>,
-        poster: http::Poster,
+        poster: Box<http::Poster>,
     },
     Email(Box<email::Email>),
     Slack(Box<slack::Slack>),
@@ -218,12 +218,12 @@ fn webhook(
             url,
             max_alerts: wh.max_alerts,
             timeout: wh.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
-            poster: http::Poster::new(
+            poster: Box::new(http::Poster::new(
                 wh.http_config.as_ref(),
                 global.http_config.as_ref(),
                 &format!("receiver {:?}: webhook_configs[{i}]", rc.name),
                 warnings,
-            )?,
+            )?),
         },
         sends: send_slots(),
     })
