@@ -704,6 +704,8 @@ fn hostname() -> Option<String> {
 }
 
 fn run_alertmanager(flags: AlertmanagerFlags) -> anyhow::Result<()> {
+    // Alertmanager computes its external URL as Prometheus does.
+    let external_url = external_url(&flags.web_external_url, flags.web_listen_address)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -719,7 +721,7 @@ fn run_alertmanager(flags: AlertmanagerFlags) -> anyhow::Result<()> {
             options: hearth::alertmanager::Options {
                 storage_path: Some(flags.storage_path),
                 retention: std::time::Duration::from_millis(flags.data_retention_ms.max(0) as u64),
-                external_url: flags.web_external_url,
+                external_url,
                 ..Default::default()
             },
         };

@@ -375,7 +375,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     // The built-in Alertmanager starts before the web state so that /metrics
     // includes its notification metrics.
     let builtin_am = match &cfg.alertmanager_config {
-        Some(file) => Some(start_builtin_alertmanager(file, &cfg.storage_path, &shutdown).await?),
+        Some(file) => Some(
+            start_builtin_alertmanager(file, &cfg.storage_path, &cfg.rules.external_url, &shutdown)
+                .await?,
+        ),
         None => None,
     };
     let metrics_am = builtin_am.as_ref().map(|(am, _)| am.clone());
@@ -598,10 +601,12 @@ fn render_metrics(db: &Db, reload: &ReloadStatus) -> String {
 }
 
 /// Starts the Alertmanager inside a hearth node, its state under
-/// `<storage_path>/alertmanager`; returns it and its maintenance task.
+/// `<storage_path>/alertmanager`, its notifications carrying the node's
+/// `--web.external-url`; returns it and its maintenance task.
 async fn start_builtin_alertmanager(
     file: &std::path::Path,
     storage_path: &std::path::Path,
+    external_url: &str,
     shutdown: &CancellationToken,
 ) -> Result<
     (
@@ -617,6 +622,7 @@ async fn start_builtin_alertmanager(
     std::fs::create_dir_all(&dir)?;
     let options = alertmanager::Options {
         storage_path: Some(dir),
+        external_url: external_url.to_string(),
         ..Default::default()
     };
     let am = Alertmanager::start(config, options, alertmanager::types::Clock::system())

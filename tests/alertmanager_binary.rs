@@ -140,3 +140,77 @@ fn a_hearth_node_serves_the_builtin_alertmanager() {
         "state lives under the TSDB path"
     );
 }
+
+/// This machine's host name (what Alertmanager's default external URL uses).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(rc, 0, "gethostname");
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[test]
+fn notifications_carry_alertmanagers_default_external_url() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in sink.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                let _ = tx.send(body);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("am.yml"),
+        format!(
+            "route: {{receiver: hook, group_wait: 100ms}}\nreceivers:\n  - name: hook\n    webhook_configs: [{{url: 'http://{sink_addr}/'}}]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // No --web.external-url: Alertmanager's default, http://<hostname>:<port>.
+    let child = start(tmp.path(), &addr);
+    wait_ready(&addr, Duration::from_secs(30));
+    let (code, resp) = http(
+        "POST",
+        &addr,
+        "/api/v2/alerts",
+        &[("Content-Type", "application/json")],
+        br#"[{"labels": {"alertname": "A"}}]"#,
+    )
+    .expect("post alert");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&resp));
+    let body = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a webhook notification");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["externalURL"],
+        format!("http://{}:{port}", hostname()),
+        "{v}"
+    );
+    stop(child);
+}

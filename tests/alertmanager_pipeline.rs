@@ -367,9 +367,11 @@ async fn inhibition_silences_continue_and_max_alerts() {
     assert_eq!((m.path.as_str(), m.at), ("all", Duration::from_secs(330)));
     assert_eq!(m.body["alerts"].as_array().unwrap().len(), 1);
     assert_eq!(m.body["truncatedAlerts"], 1);
+    // As in Alertmanager, the alerts are truncated first: the common labels are
+    // those of the one alert sent.
     assert_eq!(
         m.body["commonLabels"],
-        json!({"alertname": "X", "severity": "warning"})
+        json!({"alertname": "X", "cluster": "b", "severity": "warning"})
     );
 
     // The critical source resolves: cluster a's warning is no longer inhibited

@@ -153,7 +153,7 @@ fn alert(am: &Alertmanager, pairs: &[(&str, &str)], resolved: bool) -> Alert {
     let now = am.clock.now();
     Alert {
         labels: Labels::from_pairs(pairs),
-        annotations: BTreeMap::from([("summary".to_string(), "disk full".to_string())]),
+        annotations: BTreeMap::from([("summary".to_string(), "disk full".to_string())]).into(),
         starts_at: now - jiff::SignedDuration::from_secs(60),
         ends_at: if resolved { now } else { zero_time() },
         generator_url: "http://prom/graph".into(),
@@ -420,4 +420,97 @@ async fn client_errors_fail_at_once_and_server_errors_until_the_deadline() {
     assert!(requests >= 4 && requests == failed, "{requests} attempts");
     assert_eq!(hits.load(Ordering::SeqCst) as u64, requests);
     cancel.cancel();
+}
+
+/// A sink that forwards the `Authorization` header of each POST to `/hook`.
+async fn auth_sink() -> (String, mpsc::Receiver<Option<String>>) {
+    let (tx, rx) = mpsc::channel(16);
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                move |State(tx): State<mpsc::Sender<Option<String>>>,
+                      headers: axum::http::HeaderMap| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let _ = tx.send(auth).await;
+                    (StatusCode::OK, "ok")
+                },
+            ),
+        )
+        .with_state(tx);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (format!("http://{addr}/hook"), rx)
+}
+
+#[tokio::test]
+async fn http_config_credentials_are_sent_by_slack_and_webhooks() {
+    let (slack_url, mut slack_rx) = auth_sink().await;
+    let (hook_url, mut hook_rx) = auth_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "file-token\n").unwrap();
+    let cfg = format!(
+        r#"
+global:
+  http_config:
+    basic_auth: {{username: global, password: pw}}
+route:
+  receiver: both
+  group_by: [alertname]
+  group_wait: 50ms
+  group_interval: 1h
+receivers:
+  - name: both
+    slack_configs:
+      - api_url: '{slack_url}'
+        http_config:
+          authorization: {{credentials_file: '{}'}}
+    webhook_configs:
+      - url: '{hook_url}'
+"#,
+        token_file.display()
+    );
+    let (am, cancel) = start(&cfg);
+    am.put_alerts(vec![alert(&am, &[("alertname", "A")], false)]);
+    // Slack: its own http_config, the credentials read from the file.
+    assert_eq!(
+        recv(&mut slack_rx, "Slack request").await.as_deref(),
+        Some("Bearer file-token")
+    );
+    // The webhook has none of its own: the global one ("global:pw").
+    assert_eq!(
+        recv(&mut hook_rx, "webhook request").await.as_deref(),
+        Some("Basic Z2xvYmFsOnB3")
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn http_config_with_two_kinds_of_credentials_is_refused() {
+    let cfg = config::parse(
+        r#"
+route: {receiver: r}
+receivers:
+  - name: r
+    webhook_configs:
+      - url: http://127.0.0.1:1/
+        http_config:
+          basic_auth: {username: u, password: p}
+          bearer_token: t
+"#,
+    );
+    let err = match cfg {
+        Err(e) => e.to_string(),
+        Ok(c) => match Alertmanager::start(c, Options::default(), Clock::system()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("two kinds of credentials accepted"),
+        },
+    };
+    assert!(err.contains("at most one of basic_auth"), "{err}");
+    assert!(err.contains("webhook_configs[0]"), "{err}");
 }

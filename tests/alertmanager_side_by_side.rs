@@ -2,7 +2,10 @@
 //! both get the same `alertmanager.yml` and the same timed sequence of alerts,
 //! silences and resolutions over API v2, and must send the same webhook
 //! notifications — the same groups, the same alerts with the same status in
-//! each, in the same order, each within one group_interval of the other's.
+//! each, in the same order, each within one group_interval of the other's —
+//! and every webhook body byte for byte the same as the real one's (Go's JSON
+//! escaping of `<`, `>`, `&`, the receiver name regex-quoted, `max_alerts`
+//! truncation, firing alerts' zero `endsAt`, the trailing newline).
 //!
 //! The sequence covers grouping, `group_by: ['...']`, `continue`, inhibition
 //! (and its end), a silence expired mid-sequence, a silence added
@@ -35,7 +38,7 @@ route:
       group_by: ['...']
       continue: true
     - matchers: ['team="db"']
-      receiver: db-team
+      receiver: db.team
       group_by: [team]
     - matchers: ['alertname="Muted"']
       receiver: default
@@ -63,8 +66,8 @@ receivers:
     webhook_configs: [{url: 'SINK/default', send_resolved: true}]
   - name: db
     webhook_configs: [{url: 'SINK/db', send_resolved: true}]
-  - name: db-team
-    webhook_configs: [{url: 'SINK/db-team', send_resolved: true}]
+  - name: db.team
+    webhook_configs: [{url: 'SINK/db-team', send_resolved: true, max_alerts: 1}]
 "#;
 
 /// One webhook message as received.
@@ -76,6 +79,8 @@ struct Received {
     who: String,
     receiver_path: String,
     body: Value,
+    /// The body exactly as sent.
+    raw: Vec<u8>,
 }
 
 /// A webhook sink on loopback (plain std threads): `POST /<who>/<receiver>`.
@@ -116,12 +121,13 @@ fn start_sink(t0: Arc<Mutex<Option<Instant>>>) -> (String, Arc<Mutex<Vec<Receive
                 let mut parts = path.trim_start_matches('/').splitn(2, '/');
                 let who = parts.next().unwrap_or("").to_string();
                 let receiver_path = parts.next().unwrap_or("").to_string();
-                if let Ok(body) = serde_json::from_slice(&body) {
+                if let Ok(parsed) = serde_json::from_slice(&body) {
                     got.lock().unwrap().push(Received {
                         at,
                         who,
                         receiver_path,
-                        body,
+                        body: parsed,
+                        raw: body,
                     });
                 }
                 let _ = conn.write_all(
@@ -186,9 +192,10 @@ fn now_plus(secs: i64) -> String {
 }
 
 fn alert(labels: Value, ends_in_secs: i64) -> Value {
-    json!({"labels": labels, "annotations": {"summary": "side by side"},
+    // Characters Go's JSON encoder escapes, and a non-ASCII one it does not.
+    json!({"labels": labels, "annotations": {"summary": "side <by> & side", "note": "é\t\"q\""},
            "startsAt": now_plus(0), "endsAt": now_plus(ends_in_secs),
-           "generatorURL": "http://prom.example/graph"})
+           "generatorURL": "http://prom.example/graph?g0.expr=up&g0.tab=1"})
 }
 
 fn post(addrs: &[String], path: &str, body: &Value) -> Vec<Value> {
@@ -386,6 +393,13 @@ fn same_notifications_as_alertmanager_0_25() {
             show(&ours)
         );
         for (x, y) in theirs.iter().zip(mine) {
+            // Both get the same alerts (with the same timestamps) and the same
+            // --web.external-url, so nothing needs normalising.
+            assert_eq!(
+                String::from_utf8_lossy(&x.raw),
+                String::from_utf8_lossy(&y.raw),
+                "group {key:?}: the webhook bodies differ (real first)"
+            );
             let diff = x.at.abs_diff(y.at);
             assert!(
                 diff <= Duration::from_secs(2),
@@ -414,5 +428,19 @@ fn same_notifications_as_alertmanager_0_25() {
         "{}:{alertname=\"HighLoad\"}".to_string(),
     )];
     assert!(highload.len() >= 3, "first, repeat and resolved messages");
+    let team = real
+        .iter()
+        .find(|(k, _)| k.0 == "db-team")
+        .map(|(_, v)| v)
+        .expect("the db team group notified");
+    assert!(
+        team.iter().any(|m| m.body["truncatedAlerts"] == 1),
+        "max_alerts truncated a message"
+    );
+    assert_eq!(
+        team[0].body["receiver"], "db\\.team",
+        "receiver regex-quoted"
+    );
+    assert!(team[0].raw.ends_with(b"}\n"));
     assert_eq!(summary(&highload[1]).3.len(), 1, "instance b silenced");
 }

@@ -198,7 +198,7 @@ fn gettable(
     }
     let mut seen = std::collections::BTreeSet::new();
     Some(GettableAlert {
-        annotations: a.annotations.clone(),
+        annotations: (*a.annotations).clone(),
         ends_at: format_rfc3339_millis(a.ends_at),
         fingerprint: format!("{:016x}", a.fingerprint()),
         receivers: receivers
@@ -213,7 +213,7 @@ fn gettable(
             "state": if suppressed { "suppressed" } else { "active" },
         }),
         updated_at: format_rfc3339_millis(a.updated_at),
-        generator_url: a.generator_url.clone(),
+        generator_url: a.generator_url.to_string(),
         labels: labels_map(&a.labels),
     })
 }
@@ -334,10 +334,11 @@ async fn post_alerts(State(am): State<Arc<Alertmanager>>, body: Bytes) -> Respon
                 .iter()
                 .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .collect::<BTreeMap<_, _>>()
+                .into(),
             starts_at,
             ends_at,
-            generator_url: p.generator_url.clone(),
+            generator_url: p.generator_url.as_str().into(),
             updated_at: zero_time(),
             timeout: false,
         });

@@ -87,15 +87,14 @@ mod tests {
     use super::*;
     use crate::alertmanager::config::parse;
     use crate::alertmanager::types::zero_time;
-    use std::collections::BTreeMap;
 
     fn alert(pairs: &[(&str, &str)], ends_at: Timestamp) -> Alert {
         Alert {
             labels: Labels::from_pairs(pairs),
-            annotations: BTreeMap::new(),
+            annotations: Default::default(),
             starts_at: Timestamp::from_second(1).unwrap(),
             ends_at,
-            generator_url: String::new(),
+            generator_url: "".into(),
             updated_at: Timestamp::from_second(1).unwrap(),
             timeout: false,
         }

@@ -8,14 +8,17 @@
 
 mod data;
 mod email;
+mod http;
 mod slack;
 pub mod smtp;
+mod webhook;
 
 pub use data::{render_field, NotificationData};
+pub use webhook::{go_string, webhook_body};
 
 use super::config::{GlobalConfig, ReceiverConfig, WebhookConfig};
 use super::nflog::ReceiverKey;
-use super::types::{format_rfc3339_nano, labels_string, Alert};
+use super::types::{labels_string, Alert};
 use crate::labels::Labels;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -24,7 +27,6 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use parking_lot::Mutex;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -52,6 +54,12 @@ impl NotifyError {
     }
 }
 
+/// Most notifications one integration sends at the same time; further
+/// aggregation groups wait for a free slot. Alertmanager has no such limit (every
+/// group's flush sends at once); the cap bounds the memory and connections a
+/// burst of groups flushing together takes.
+pub const CONCURRENT_SENDS_MAX: usize = 32;
+
 /// One integration of a receiver.
 pub struct Integration {
     /// Its key in the notification log.
@@ -59,6 +67,8 @@ pub struct Integration {
     /// Whether resolved alerts are sent to it.
     pub send_resolved: bool,
     kind: IntegrationKind,
+    /// Slots for concurrent sends (`CONCURRENT_SENDS_MAX`).
+    sends: tokio::sync::Semaphore,
 }
 
 enum IntegrationKind {
@@ -66,6 +76,7 @@ enum IntegrationKind {
         url: String,
         max_alerts: u64,
         timeout: Option<Duration>,
+        poster: Box<http::Poster>,
     },
     Email(Box<email::Email>),
     Slack(Box<slack::Slack>),
@@ -129,7 +140,7 @@ pub fn build_integrations(
         idx: i as u32,
     };
     for (i, wh) in rc.webhook_configs.iter().enumerate() {
-        out.push(webhook(rc, i, wh)?);
+        out.push(webhook(rc, i, wh, global, &mut warnings)?);
     }
     for (i, ec) in rc.email_configs.iter().enumerate() {
         let e = email::Email::new(ec, global)
@@ -138,15 +149,24 @@ pub fn build_integrations(
             key: key("email", i),
             send_resolved: ec.send_resolved,
             kind: IntegrationKind::Email(Box::new(e)),
+            sends: send_slots(),
         });
     }
     for (i, sc) in rc.slack_configs.iter().enumerate() {
-        let s = slack::Slack::new(sc, global)
-            .map_err(|e| format!("receiver {:?}: slack_configs[{i}]: {e}", rc.name))?;
+        let what = format!("receiver {:?}: slack_configs[{i}]", rc.name);
+        let s = slack::Slack::new(sc, global).map_err(|e| format!("{what}: {e}"))?;
+        let poster = http::Poster::new(
+            sc.http_config.as_ref(),
+            global.http_config.as_ref(),
+            &what,
+            &mut warnings,
+        )?;
+        let s = s.with_poster(poster);
         out.push(Integration {
             key: key("slack", i),
             send_resolved: sc.send_resolved,
             kind: IntegrationKind::Slack(Box::new(s)),
+            sends: send_slots(),
         });
     }
     for (kind, n) in [
@@ -166,7 +186,13 @@ pub fn build_integrations(
     Ok((out, warnings))
 }
 
-fn webhook(rc: &ReceiverConfig, i: usize, wh: &WebhookConfig) -> Result<Integration, String> {
+fn webhook(
+    rc: &ReceiverConfig,
+    i: usize,
+    wh: &WebhookConfig,
+    global: &GlobalConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Integration, String> {
     let url = match (&wh.url, &wh.url_file) {
         (Some(u), _) => u.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -192,102 +218,19 @@ fn webhook(rc: &ReceiverConfig, i: usize, wh: &WebhookConfig) -> Result<Integrat
             url,
             max_alerts: wh.max_alerts,
             timeout: wh.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+            poster: Box::new(http::Poster::new(
+                wh.http_config.as_ref(),
+                global.http_config.as_ref(),
+                &format!("receiver {:?}: webhook_configs[{i}]", rc.name),
+                warnings,
+            )?),
         },
+        sends: send_slots(),
     })
 }
 
-/// One alert in a webhook message.
-#[derive(Debug, Serialize)]
-pub struct WebhookAlert {
-    pub status: &'static str,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    #[serde(rename = "startsAt")]
-    pub starts_at: String,
-    #[serde(rename = "endsAt")]
-    pub ends_at: String,
-    #[serde(rename = "generatorURL")]
-    pub generator_url: String,
-    pub fingerprint: String,
-}
-
-/// Alertmanager's webhook message, version 4, fields in Alertmanager's order.
-#[derive(Debug, Serialize)]
-pub struct WebhookMessage {
-    pub receiver: String,
-    pub status: &'static str,
-    pub alerts: Vec<WebhookAlert>,
-    #[serde(rename = "groupLabels")]
-    pub group_labels: BTreeMap<String, String>,
-    #[serde(rename = "commonLabels")]
-    pub common_labels: BTreeMap<String, String>,
-    #[serde(rename = "commonAnnotations")]
-    pub common_annotations: BTreeMap<String, String>,
-    #[serde(rename = "externalURL")]
-    pub external_url: String,
-    pub version: &'static str,
-    #[serde(rename = "groupKey")]
-    pub group_key: String,
-    #[serde(rename = "truncatedAlerts")]
-    pub truncated_alerts: u64,
-}
-
-fn to_map(l: &Labels) -> BTreeMap<String, String> {
-    l.iter()
-        .map(|l| (l.name.to_string(), l.value.to_string()))
-        .collect()
-}
-
-/// The pairs every map has with the same value.
-fn common(maps: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
-    let Some(first) = maps.first() else {
-        return BTreeMap::new();
-    };
-    first
-        .iter()
-        .filter(|(k, v)| maps[1..].iter().all(|m| m.get(*k) == Some(v)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// Builds the webhook message for `alerts`; `max_alerts` 0 means all.
-pub fn webhook_message(
-    ctx: &NotifyContext<'_>,
-    alerts: &[Alert],
-    max_alerts: u64,
-) -> WebhookMessage {
-    let labels: Vec<_> = alerts.iter().map(|a| to_map(&a.labels)).collect();
-    let annotations: Vec<_> = alerts.iter().map(|a| a.annotations.clone()).collect();
-    let firing = alerts.iter().any(|a| !a.resolved_at(ctx.now));
-    let keep = if max_alerts == 0 {
-        alerts.len()
-    } else {
-        alerts.len().min(max_alerts as usize)
-    };
-    WebhookMessage {
-        receiver: ctx.receiver.to_string(),
-        status: if firing { "firing" } else { "resolved" },
-        alerts: alerts[..keep]
-            .iter()
-            .zip(labels.iter())
-            .map(|(a, l)| WebhookAlert {
-                status: a.status_at(ctx.now),
-                labels: l.clone(),
-                annotations: a.annotations.clone(),
-                starts_at: format_rfc3339_nano(a.starts_at),
-                ends_at: format_rfc3339_nano(a.ends_at),
-                generator_url: a.generator_url.clone(),
-                fingerprint: format!("{:016x}", a.fingerprint()),
-            })
-            .collect(),
-        group_labels: to_map(ctx.group_labels),
-        common_labels: common(&labels),
-        common_annotations: common(&annotations),
-        external_url: ctx.external_url.to_string(),
-        version: "4",
-        group_key: ctx.group_key.to_string(),
-        truncated_alerts: (alerts.len() - keep) as u64,
-    }
+fn send_slots() -> tokio::sync::Semaphore {
+    tokio::sync::Semaphore::new(CONCURRENT_SENDS_MAX)
 }
 
 impl Integration {
@@ -296,23 +239,29 @@ impl Integration {
         &self.key.integration
     }
 
-    /// Sends one notification.
+    /// Sends one notification, once one of the integration's
+    /// `CONCURRENT_SENDS_MAX` send slots is free.
     pub async fn notify(
         &self,
         client: &HttpClient,
         ctx: &NotifyContext<'_>,
         alerts: &[Alert],
     ) -> Result<(), NotifyError> {
+        // The semaphore is never closed, so acquiring only fails in theory.
+        let _slot = self
+            .sends
+            .acquire()
+            .await
+            .map_err(|e| NotifyError::Retryable(format!("no send slot: {e}")))?;
         match &self.kind {
             IntegrationKind::Webhook {
                 url,
                 max_alerts,
                 timeout,
+                poster,
             } => {
-                let msg = webhook_message(ctx, alerts, *max_alerts);
-                let body = serde_json::to_vec(&msg)
-                    .map_err(|e| NotifyError::Permanent(format!("encoding message: {e}")))?;
-                let send = post_json(client, url, body);
+                let body = webhook_body(ctx, alerts, *max_alerts);
+                let send = poster.post(client, url, body);
                 match timeout {
                     Some(t) => tokio::time::timeout(*t, send)
                         .await
@@ -328,10 +277,19 @@ impl Integration {
     }
 }
 
-async fn post_json(client: &HttpClient, url: &str, body: Vec<u8>) -> Result<(), NotifyError> {
-    let req = hyper::Request::post(url)
+async fn post_json(
+    client: &HttpClient,
+    url: &str,
+    body: Vec<u8>,
+    authorization: Option<&str>,
+) -> Result<(), NotifyError> {
+    let mut req = hyper::Request::post(url)
         .header("content-type", "application/json")
-        .header("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION")))
+        .header("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION")));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| NotifyError::Permanent(format!("POST {url}: {e}")))?;
     let resp = client

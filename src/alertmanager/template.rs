@@ -78,7 +78,7 @@ fn labels_map(l: &Labels) -> BTreeMap<String, String> {
 }
 
 /// Go's `regexp.QuoteMeta`.
-fn quote_meta(s: &str) -> String {
+pub(crate) fn quote_meta(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {
@@ -106,7 +106,7 @@ impl Data {
             .map(|a| AlertData {
                 status: a.status_at(now).to_string(),
                 labels: labels_map(&a.labels),
-                annotations: a.annotations.clone(),
+                annotations: (*a.annotations).clone(),
                 starts_at: a.starts_at,
                 // An end that is not reached yet is not shown.
                 ends_at: if a.resolved_at(now) {
@@ -114,7 +114,7 @@ impl Data {
                 } else {
                     zero_time()
                 },
-                generator_url: a.generator_url.clone(),
+                generator_url: a.generator_url.to_string(),
                 fingerprint: format!("{:016x}", a.fingerprint()),
             })
             .collect();

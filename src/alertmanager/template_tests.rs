@@ -20,12 +20,14 @@ fn alert(instance: &str, ends_at: Timestamp) -> Alert {
             ("job", "node"),
             ("severity", "page"),
         ]),
-        annotations: BTreeMap::from([("summary".to_string(), format!("load high on {instance}"))]),
+        annotations: BTreeMap::from([("summary".to_string(), format!("load high on {instance}"))])
+            .into(),
         starts_at: ts("2024-01-01T00:00:00Z"),
         ends_at,
         generator_url: format!(
             "http://prom:9090/graph?g0.expr=load%7Binstance%3D%22{instance}%22%7D"
-        ),
+        )
+        .into(),
         updated_at: ts("2024-01-01T00:00:00Z"),
         timeout: false,
     }

@@ -5,6 +5,7 @@
 use crate::labels::Labels;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Go's zero `time.Time` (0001-01-01T00:00:00Z): Alertmanager's "not set".
@@ -60,16 +61,18 @@ pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
 
 pub use crate::clock::Clock;
 
-/// An alert: identity (labels), payload, and its activity range.
+/// An alert: identity (labels), payload, and its activity range. The store,
+/// every aggregation group and every notification in flight hold copies, so
+/// the payload is shared between them rather than copied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     /// The alert's identity; never empty once validated.
     pub labels: Labels,
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: Arc<BTreeMap<String, String>>,
     pub starts_at: Timestamp,
     /// Zero while the alert fires with no known end.
     pub ends_at: Timestamp,
-    pub generator_url: String,
+    pub generator_url: Arc<str>,
     /// When the alert was last received.
     pub updated_at: Timestamp,
     /// True when `ends_at` was filled in from `resolve_timeout` rather than sent.
@@ -208,10 +211,10 @@ mod tests {
     fn alert(start: i64, end: i64, upd: i64, timeout: bool) -> Alert {
         Alert {
             labels: Labels::from_pairs(&[("a", "1")]),
-            annotations: BTreeMap::new(),
+            annotations: Default::default(),
             starts_at: ts(start),
             ends_at: ts(end),
-            generator_url: String::new(),
+            generator_url: "".into(),
             updated_at: ts(upd),
             timeout,
         }

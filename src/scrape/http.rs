@@ -302,7 +302,7 @@ fn gunzip(raw: &[u8], limit: u64) -> Result<Vec<u8>, ScrapeHttpError> {
 
 /// The `Authorization` header value the config asks for, reading credential
 /// files at each request as Prometheus does.
-fn authorization_header(cfg: HttpClientRef<'_>) -> Result<Option<String>, ScrapeHttpError> {
+pub fn authorization_header(cfg: HttpClientRef<'_>) -> Result<Option<String>, ScrapeHttpError> {
     if let Some(b) = cfg.basic_auth {
         let user = match &b.username_file {
             Some(f) => read_secret(f)?,

@@ -59,7 +59,7 @@ mod tests {
             } else {
                 crate::alertmanager::types::zero_time()
             },
-            generator_url: String::new(),
+            generator_url: "".into(),
             updated_at: now,
             timeout: false,
         };

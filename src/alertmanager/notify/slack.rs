@@ -3,7 +3,8 @@
 //! incoming-webhook URL, so it also works with Slack-compatible chat servers.
 
 use super::data::{render_field, NotificationData};
-use super::{post_json, HttpClient, NotifyError};
+use super::http::Poster;
+use super::{HttpClient, NotifyError};
 use crate::alertmanager::config::{GlobalConfig, SlackConfig};
 use serde::Serialize;
 
@@ -19,10 +20,11 @@ pub(super) enum ApiUrl {
 }
 
 /// A built Slack integration.
-#[derive(Debug, Clone)]
 pub(super) struct Slack {
     pub(super) api_url: ApiUrl,
     conf: SlackConfig,
+    /// Its `http_config`: credentials and TLS.
+    poster: Option<Poster>,
 }
 
 fn or_default(v: &Option<String>, name: &str) -> String {
@@ -50,7 +52,14 @@ impl Slack {
         Ok(Slack {
             api_url,
             conf: conf.clone(),
+            poster: None,
         })
+    }
+
+    /// Posts with `poster`'s credentials and TLS client.
+    pub(super) fn with_poster(mut self, poster: Poster) -> Slack {
+        self.poster = Some(poster);
+        self
     }
 
     /// Builds the message for `data`.
@@ -138,9 +147,11 @@ impl Slack {
                 .trim()
                 .to_string(),
         };
-        post_json(client, &url, body)
-            .await
-            .map_err(|e| e.map(|m| format!("channel {:?}: {}", msg.channel, redact(&m, &url))))
+        let sent = match &self.poster {
+            Some(p) => p.post(client, &url, body).await,
+            None => super::post_json(client, &url, body, None).await,
+        };
+        sent.map_err(|e| e.map(|m| format!("channel {:?}: {}", msg.channel, redact(&m, &url))))
     }
 }
 
