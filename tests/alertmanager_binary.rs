@@ -153,7 +153,7 @@ fn hostname() -> String {
 
 #[test]
 fn notifications_carry_alertmanagers_default_external_url() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -161,20 +161,7 @@ fn notifications_carry_alertmanagers_default_external_url() {
         for conn in sink.incoming() {
             let Ok(mut conn) = conn else { continue };
             let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok() {
+            if let Some((_, body)) = read_request(&mut r) {
                 let _ = tx.send(body);
             }
             let _ = conn

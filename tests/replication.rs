@@ -38,32 +38,9 @@ fn node_args(nodes: &[Node]) -> Vec<String> {
     ]
 }
 
-/// Every sample of `rep_test` a node returns: series index -> (timestamp, value).
-fn read_all(addr: &str, at_s: i64) -> Option<BTreeMap<usize, Vec<(i64, f64)>>> {
-    let (code, body) = http(
-        "GET",
-        addr,
-        &format!("/api/v1/query?query=rep_test%5B3h%5D&time={at_s}"),
-        &[],
-        b"",
-    )
-    .ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let mut out = BTreeMap::new();
-    for r in v["data"]["result"].as_array()? {
-        let s: usize = r["metric"]["s"].as_str()?.parse().ok()?;
-        let mut samples = Vec::new();
-        for p in r["values"].as_array()? {
-            let t = (p[0].as_f64()? * 1000.0).round() as i64;
-            let val: f64 = p[1].as_str()?.parse().ok()?;
-            samples.push((t, val));
-        }
-        out.insert(s, samples);
-    }
-    Some(out)
+/// Every sample of `rep_test` a node returns: series index -> timestamp -> value.
+fn read_all(addr: &str, at_s: i64) -> Option<BTreeMap<usize, BTreeMap<i64, f64>>> {
+    samples_by_series(addr, "rep_test", at_s)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -198,10 +175,7 @@ fn acknowledged_samples_survive_sigkill_of_any_node() {
             || {
                 let got = read_all(&n.web, at_s)?;
                 for s in 0..SERIES {
-                    let have: BTreeMap<i64, f64> = got
-                        .get(&s)
-                        .map(|v| v.iter().copied().collect())
-                        .unwrap_or_default();
+                    let have = got.get(&s).cloned().unwrap_or_default();
                     for i in &acked {
                         let t = base_ms + 1000 + i * STEP_MS;
                         match have.get(&t) {

@@ -45,30 +45,7 @@ fn node_args(nodes: &[Node]) -> Vec<String> {
 
 /// Every sample of `snap_test` a node returns: series index -> timestamp -> value.
 fn read_all(addr: &str, at_s: i64) -> Option<BTreeMap<usize, BTreeMap<i64, f64>>> {
-    let (code, body) = http(
-        "GET",
-        addr,
-        &format!("/api/v1/query?query=snap_test%5B3h%5D&time={at_s}"),
-        &[],
-        b"",
-    )
-    .ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let mut out = BTreeMap::new();
-    for r in v["data"]["result"].as_array()? {
-        let s: usize = r["metric"]["s"].as_str()?.parse().ok()?;
-        let mut samples = BTreeMap::new();
-        for p in r["values"].as_array()? {
-            let t = (p[0].as_f64()? * 1000.0).round() as i64;
-            let val: f64 = p[1].as_str()?.parse().ok()?;
-            samples.insert(t, val);
-        }
-        out.insert(s, samples);
-    }
-    Some(out)
+    samples_by_series(addr, "snap_test", at_s)
 }
 
 /// Whether `got` holds exactly the samples of requests `0..n`.

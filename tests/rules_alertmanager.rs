@@ -8,7 +8,7 @@ mod common;
 
 use common::process::Server;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,20 +22,7 @@ fn webhook_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
     std::thread::spawn(move || {
         for mut conn in l.incoming().flatten() {
             let mut r = BufReader::new(conn.try_clone().expect("clone connection"));
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok() {
+            if let Some((_, body)) = common::read_request(&mut r) {
                 if let Ok(v) = serde_json::from_slice(&body) {
                     got2.lock().expect("sink lock").push(v);
                 }

@@ -347,3 +347,61 @@ pub fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Every sample a node returns for `metric[3h]` at `at_s`, keyed by the series'
+/// `s` label (a number) and then by timestamp; None while the node cannot answer.
+pub fn samples_by_series(
+    addr: &str,
+    metric: &str,
+    at_s: i64,
+) -> Option<std::collections::BTreeMap<usize, std::collections::BTreeMap<i64, f64>>> {
+    let (code, body) = http(
+        "GET",
+        addr,
+        &format!("/api/v1/query?query={metric}%5B3h%5D&time={at_s}"),
+        &[],
+        b"",
+    )
+    .ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let mut out = std::collections::BTreeMap::new();
+    for r in v["data"]["result"].as_array()? {
+        let s: usize = r["metric"]["s"].as_str()?.parse().ok()?;
+        let mut samples = std::collections::BTreeMap::new();
+        for p in r["values"].as_array()? {
+            let t = (p[0].as_f64()? * 1000.0).round() as i64;
+            let val: f64 = p[1].as_str()?.parse().ok()?;
+            samples.insert(t, val);
+        }
+        out.insert(s, samples);
+    }
+    Some(out)
+}
+
+/// Reads one HTTP/1.1 request from a test server's connection: its path and its
+/// body (by `Content-Length`). None when the connection ends early.
+pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((path, body))
+}
