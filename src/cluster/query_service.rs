@@ -115,7 +115,7 @@ pub enum SeriesDecodeError {
 /// no empty values, UTF-8), whole samples, strictly increasing timestamps.
 pub(crate) fn series_from_pb(s: pb::Series) -> Result<Series, SeriesDecodeError> {
     let labels = Labels::from_encoded(&s.labels)?;
-    if s.samples.len() % SAMPLE_BYTES != 0 {
+    if !s.samples.len().is_multiple_of(SAMPLE_BYTES) {
         return Err(SeriesDecodeError::Length {
             labels: labels.to_string(),
             bytes: s.samples.len(),
