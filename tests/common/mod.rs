@@ -191,12 +191,22 @@ pub fn expected_dump(series: &[GenSeries]) -> String {
     out
 }
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port: bound and released, and never handed out twice by this
+/// test process (the kernel may give a just-released port again, and two
+/// servers of one test must not be told the same port).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A minimal HTTP/1.1 request; returns the status code and body.
