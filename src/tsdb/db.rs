@@ -106,15 +106,7 @@ impl Db {
     /// compacted meanwhile, so the blocks and the head fit together.
     pub fn snapshot(&self, dst: &Path) -> Result<SnapshotInfo, TsdbError> {
         let _guard = self.compaction.lock();
-        let io = |action: &'static str, path: &Path| {
-            let path = path.display().to_string();
-            move |source| TsdbError::Snapshot {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(dst).map_err(io("create directory", dst))?;
+        std::fs::create_dir_all(dst).map_err(snapshot_io("create directory", dst))?;
         let blocks = self.blocks.read().clone();
         for b in &blocks {
             let to = dst.join(b.ulid().to_string());
@@ -122,9 +114,9 @@ impl Db {
         }
         let records = self.head.checkpoint_records()?;
         let wal_dir = dst.join(super::head::WAL_DIR);
-        std::fs::create_dir_all(&wal_dir).map_err(io("create directory", &wal_dir))?;
+        std::fs::create_dir_all(&wal_dir).map_err(snapshot_io("create directory", &wal_dir))?;
         crate::wal::checkpoint::write(&wal_dir, 0, records.iter().map(|r| r.as_slice()))?;
-        block::sync_dir(dst).map_err(io("sync", dst))?;
+        block::sync_dir(dst).map_err(snapshot_io("sync", dst))?;
         Ok(SnapshotInfo {
             blocks: blocks.len(),
             head_records: records.len(),
@@ -137,21 +129,13 @@ impl Db {
     /// checkpoint. The caller makes sure nothing appends meanwhile.
     pub fn restore_snapshot(&self, src: &Path) -> Result<(), TsdbError> {
         let _guard = self.compaction.lock();
-        let io = |action: &'static str, path: &Path| {
-            let path = path.display().to_string();
-            move |source| TsdbError::Snapshot {
-                action,
-                path,
-                source,
-            }
-        };
         let old = std::mem::take(&mut *self.blocks.write());
         for b in &old {
             remove_block_dir(b.dir())?;
         }
         let mut blocks = Vec::new();
-        for e in std::fs::read_dir(src).map_err(io("read directory", src))? {
-            let e = e.map_err(io("read directory", src))?;
+        for e in std::fs::read_dir(src).map_err(snapshot_io("read directory", src))? {
+            let e = e.map_err(snapshot_io("read directory", src))?;
             let name = e.file_name().to_string_lossy().to_string();
             if ulid::Ulid::from_string(&name).is_err() || !e.path().is_dir() {
                 continue;
@@ -166,7 +150,7 @@ impl Db {
             .map(|b| b.max_time())
             .max()
             .unwrap_or(i64::MIN);
-        block::sync_dir(&self.dir).map_err(io("sync", &self.dir))?;
+        block::sync_dir(&self.dir).map_err(snapshot_io("sync", &self.dir))?;
         *self.blocks.write() = blocks;
         self.head.reset(min_valid)?;
         let cp = snapshot_checkpoint_dir(src);
@@ -498,6 +482,16 @@ pub struct SnapshotInfo {
     pub head_records: usize,
 }
 
+/// Maps an I/O error of a snapshot step on `path` to `TsdbError::Snapshot`.
+fn snapshot_io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TsdbError {
+    let path = path.display().to_string();
+    move |source| TsdbError::Snapshot {
+        action,
+        path,
+        source,
+    }
+}
+
 /// The head checkpoint inside a snapshot directory.
 fn snapshot_checkpoint_dir(snapshot: &Path) -> PathBuf {
     crate::wal::checkpoint::checkpoint_path(&snapshot.join(super::head::WAL_DIR), 0)
@@ -506,27 +500,19 @@ fn snapshot_checkpoint_dir(snapshot: &Path) -> PathBuf {
 /// Recreates the tree `from` at `to`, hard-linking every file (blocks are never
 /// modified in place, only replaced), copying where a link cannot be made.
 fn link_tree(from: &Path, to: &Path) -> Result<(), TsdbError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.display().to_string();
-        move |source| TsdbError::Snapshot {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(to).map_err(io("create directory", to))?;
-    for e in std::fs::read_dir(from).map_err(io("read directory", from))? {
-        let e = e.map_err(io("read directory", from))?;
+    std::fs::create_dir_all(to).map_err(snapshot_io("create directory", to))?;
+    for e in std::fs::read_dir(from).map_err(snapshot_io("read directory", from))? {
+        let e = e.map_err(snapshot_io("read directory", from))?;
         let src = e.path();
         let dst = to.join(e.file_name());
-        let md = e.metadata().map_err(io("stat", &src))?;
+        let md = e.metadata().map_err(snapshot_io("stat", &src))?;
         if md.is_dir() {
             link_tree(&src, &dst)?;
         } else if std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).map_err(io("copy", &src))?;
+            std::fs::copy(&src, &dst).map_err(snapshot_io("copy", &src))?;
         }
     }
-    block::sync_dir(to).map_err(io("sync", to))?;
+    block::sync_dir(to).map_err(snapshot_io("sync", to))?;
     Ok(())
 }
 
