@@ -13,6 +13,7 @@ pub mod config;
 pub mod config_units;
 pub mod discovery;
 pub mod encoding;
+pub mod fxhash;
 pub mod gotmpl;
 pub mod labels;
 pub mod promql;

@@ -6,10 +6,10 @@
 //! no two series end up with the same labels.
 
 use super::functions;
-use super::hash::{HashMap, HashSet};
 use super::rewrite::{is_marker, MODIFIER_LABEL};
 use super::value::{FPoint, Sample, Series, Value};
 use super::{EngineOptions, QueryError, QueryResult};
+use crate::fxhash::{HashMap, HashSet};
 use crate::labels::{Labels, LabelsBuilder, MatchType, Matcher, METRIC_NAME};
 use crate::storage::{self, is_stale_nan, Queryable, SelectHints};
 use promql_parser::label::MatchOp;

@@ -5,9 +5,9 @@ use super::eval::{
     kahan_sum_inc, quantile, quantile_warning, range_mod, same_labelset, Evaluator, MSeries,
     RangeMod, VSample, Val, Window,
 };
-use super::hash::{HashMap, HashSet};
 use super::value::FPoint;
 use super::QueryError;
+use crate::fxhash::{HashMap, HashSet};
 use crate::labels::{Labels, LabelsBuilder, MatchType, METRIC_NAME};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};

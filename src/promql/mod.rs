@@ -19,7 +19,6 @@
 
 mod eval;
 mod functions;
-mod hash;
 mod positions;
 mod rewrite;
 pub mod value;

@@ -1,15 +1,17 @@
-//! The engine's hash maps: a fast multiply-rotate hasher (the "Fx" hash of
-//! rustc, with xxh3 for byte strings) instead of the standard library's SipHash. The engine hashes label
-//! sets and match keys for every series at every step, where SipHash's per-call
-//! setup costs more than the lookup itself. The keys come from stored series, as
-//! in Prometheus, whose maps use an unseeded xxhash for the same purpose.
+//! Hash maps for hot paths: a fast multiply-rotate hasher (the "Fx" hash of rustc,
+//! with xxh3 for byte strings) instead of the standard library's SipHash. The PromQL
+//! engine hashes label sets and match keys for every series at every step, the
+//! scrape loop looks up every sample's series text, and the head looks up series by
+//! ref for every appended sample; SipHash's per-call setup costs more than such a
+//! lookup itself. The keys come from stored series or scraped targets, as in
+//! Prometheus, whose maps use an unseeded xxhash for the same purpose.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Rustc's Fx hash: one rotate, xor and multiply per word written; byte strings
 /// are first hashed with xxh3.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct FxHasher {
+pub struct FxHasher {
     hash: u64,
 }
 
@@ -54,9 +56,9 @@ impl Hasher for FxHasher {
     }
 }
 
-pub(super) type FxBuild = BuildHasherDefault<FxHasher>;
-pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
-pub(super) type HashSet<K> = std::collections::HashSet<K, FxBuild>;
+pub type FxBuild = BuildHasherDefault<FxHasher>;
+pub type HashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
+pub type HashSet<K> = std::collections::HashSet<K, FxBuild>;
 
 #[cfg(test)]
 mod tests {
