@@ -1,10 +1,13 @@
-//! Benchmarks for the exposition parsers on a node_exporter-like scrape of 10k series.
+//! Benchmarks for the exposition parsers on a node_exporter-like scrape of 10k series
+//! and on a body shaped like `synth_exporter.py`'s (the peers harness's load).
 //!
-//! Throughput is reported in bytes; the generated body's size and sample count are
-//! printed once so samples per second can be derived from the same run.
+//! Each body is parsed two ways: with every sample's label set built (`Iterator`),
+//! and with `next_raw` alone, as the scrape loop does for series it already knows.
+//! Throughput is reported in bytes; each body's size and sample count are printed
+//! once so samples per second can be derived from the same run.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use hearth::textparse::{Entry, OpenMetricsParser, PromParser};
+use hearth::textparse::{Entry, OpenMetricsParser, PromParser, RawEntry, TextFormat, TextParser};
 
 const SERIES: usize = 10_000;
 
@@ -108,6 +111,94 @@ fn exposition(openmetrics: bool) -> String {
     out
 }
 
+/// A body like `synth_exporter.py --series 2000` serves: counters, gauges and
+/// classic histograms with three short labels each.
+fn synth_exposition() -> String {
+    let mut out = String::new();
+    let les = [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+    ];
+    let mut n = 0usize;
+    let mut m = 0usize;
+    while n < 2000 {
+        let labels = |i: usize| {
+            format!(
+                "zone=\"z{}\",svc=\"s{}\",pod=\"p{}\"",
+                i % 5,
+                i / 5 % 5,
+                i / 25
+            )
+        };
+        match m % 3 {
+            0 => {
+                out += &format!("# HELP synth_events_{m:03}_total Synthetic counter {m}.\n# TYPE synth_events_{m:03}_total counter\n");
+                for i in 0..50 {
+                    out += &format!(
+                        "synth_events_{m:03}_total{{{}}} {}\n",
+                        labels(i),
+                        1000 + i * 37 + m
+                    );
+                    n += 1;
+                }
+            }
+            1 => {
+                out += &format!("# HELP synth_level_{m:03} Synthetic gauge {m}.\n# TYPE synth_level_{m:03} gauge\n");
+                for i in 0..50 {
+                    out += &format!(
+                        "synth_level_{m:03}{{{}}} {}.{}\n",
+                        labels(i),
+                        i * 3 + m,
+                        i % 10
+                    );
+                    n += 1;
+                }
+            }
+            _ => {
+                out += &format!("# HELP synth_latency_{m:03}_seconds Synthetic histogram {m}.\n# TYPE synth_latency_{m:03}_seconds histogram\n");
+                for i in 0..5 {
+                    for (j, le) in les.iter().enumerate() {
+                        out += &format!(
+                            "synth_latency_{m:03}_seconds_bucket{{{},le=\"{le}\"}} {}\n",
+                            labels(i),
+                            j * 11 + i
+                        );
+                    }
+                    out += &format!(
+                        "synth_latency_{m:03}_seconds_sum{{{}}} {}.25\n",
+                        labels(i),
+                        40 + i
+                    );
+                    out += &format!(
+                        "synth_latency_{m:03}_seconds_count{{{}}} {}\n",
+                        labels(i),
+                        11 * 11 + i
+                    );
+                    n += les.len() + 2;
+                }
+            }
+        }
+        m += 1;
+    }
+    out
+}
+
+/// Samples in `body` read with `next_raw`, without building label sets.
+fn count_raw_samples(format: TextFormat, body: &[u8]) -> usize {
+    let mut p = TextParser::new(format, body);
+    let mut samples = 0;
+    while let Some(e) = p.next_raw() {
+        match e {
+            Ok(RawEntry::Sample(s)) => {
+                black_box((s.series, s.value));
+                samples += 1;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("benchmark exposition does not parse: {e}"),
+        }
+    }
+    samples
+}
+
 fn count_samples<'a>(
     p: impl Iterator<Item = Result<Entry<'a>, hearth::textparse::ParseError>>,
 ) -> usize {
@@ -143,6 +234,27 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(om.len() as u64));
     g.bench_function("openmetrics_10k_series", |b| {
         b.iter(|| count_samples(OpenMetricsParser::new(black_box(om.as_bytes()))))
+    });
+    g.throughput(Throughput::Bytes(prom.len() as u64));
+    g.bench_function("prometheus_10k_series_raw", |b| {
+        b.iter(|| count_raw_samples(TextFormat::Prometheus, black_box(prom.as_bytes())))
+    });
+    g.throughput(Throughput::Bytes(om.len() as u64));
+    g.bench_function("openmetrics_10k_series_raw", |b| {
+        b.iter(|| count_raw_samples(TextFormat::OpenMetrics, black_box(om.as_bytes())))
+    });
+    let synth = synth_exposition();
+    let synth_samples = count_samples(PromParser::new(synth.as_bytes()));
+    eprintln!(
+        "synth exposition: {} bytes, {synth_samples} samples",
+        synth.len()
+    );
+    g.throughput(Throughput::Bytes(synth.len() as u64));
+    g.bench_function("prometheus_synth_2k_series", |b| {
+        b.iter(|| count_samples(PromParser::new(black_box(synth.as_bytes()))))
+    });
+    g.bench_function("prometheus_synth_2k_series_raw", |b| {
+        b.iter(|| count_raw_samples(TextFormat::Prometheus, black_box(synth.as_bytes())))
     });
     g.finish();
 }

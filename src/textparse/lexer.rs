@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::float::normalize_float_label;
-use super::{MetricType, ParseError};
+use super::{MetricType, ParseError, RawEntry};
 use crate::labels::{Label, Labels, LABEL_STRING_LEN_MAX, METRIC_NAME};
 
 /// Most labels one series (or exemplar) may carry. Real expositions have a handful;
@@ -294,6 +294,26 @@ impl<'a> Lexer<'a> {
             line,
             column: pos - line_start + 1,
             message: fail.message,
+        }
+    }
+}
+
+/// What a parser's `next_raw` returns for one scanned entry: the entry, `None` at
+/// the end, or the error; the end and an error both mark the parser `done`.
+pub(crate) fn finish<'a>(
+    done: &mut bool,
+    lex: &Lexer<'a>,
+    scanned: Scan<Option<RawEntry<'a>>>,
+) -> Option<Result<RawEntry<'a>, ParseError>> {
+    match scanned {
+        Ok(Some(entry)) => Some(Ok(entry)),
+        Ok(None) => {
+            *done = true;
+            None
+        }
+        Err(fail) => {
+            *done = true;
+            Some(Err(lex.error(fail)))
         }
     }
 }

@@ -135,6 +135,41 @@ pub enum Entry<'a> {
     Comment,
 }
 
+/// A sample as [`PromParser::next_raw`] and [`OpenMetricsParser::next_raw`] yield
+/// it, before its label set is built: `series` is the series exactly as written
+/// (the metric name and the `{...}` label set, byte for byte, without the value),
+/// so a caller can recognise a series it has seen before by these bytes alone, as
+/// Prometheus's scrape cache does. The same bytes always mean the same labels, except
+/// that `le` and `quantile` values are normalised only after a `# TYPE` line saying
+/// histogram or summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSample<'a> {
+    pub series: &'a [u8],
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
+    pub exemplar: Option<Exemplar>,
+}
+
+impl<'a> RawSample<'a> {
+    /// The sample as an [`Entry`], with its labels built.
+    pub fn into_entry(self, labels: Labels) -> Entry<'a> {
+        Entry::Sample {
+            labels,
+            value: self.value,
+            timestamp_ms: self.timestamp_ms,
+            exemplar: self.exemplar,
+        }
+    }
+}
+
+/// One item of an exposition as the parsers' `next_raw` yields it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawEntry<'a> {
+    Sample(RawSample<'a>),
+    /// Anything but a sample (never [`Entry::Sample`]).
+    Other(Entry<'a>),
+}
+
 /// Why an exposition was rejected, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
@@ -184,6 +219,22 @@ impl<'a> TextParser<'a> {
         match format {
             TextFormat::Prometheus => TextParser::Prometheus(PromParser::new(body)),
             TextFormat::OpenMetrics => TextParser::OpenMetrics(OpenMetricsParser::new(body)),
+        }
+    }
+
+    /// The next entry with a sample's labels left unbuilt; see [`RawSample`].
+    pub fn next_raw(&mut self) -> Option<Result<RawEntry<'a>, ParseError>> {
+        match self {
+            TextParser::Prometheus(p) => p.next_raw(),
+            TextParser::OpenMetrics(p) => p.next_raw(),
+        }
+    }
+
+    /// The labels of the sample `next_raw` returned last.
+    pub fn labels(&mut self) -> Result<Labels, ParseError> {
+        match self {
+            TextParser::Prometheus(p) => p.labels(),
+            TextParser::OpenMetrics(p) => p.labels(),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::lexer::{
     is_metric_start, quote_bytes, unescape, LabelScratch, LabelSyntax, Lexer, Piece, Scan,
 };
 use super::prom::value_error;
-use super::{Entry, Exemplar, MetricType, ParseError};
+use super::{Entry, Exemplar, MetricType, ParseError, RawEntry, RawSample};
 
 const SYNTAX: LabelSyntax = LabelSyntax {
     openmetrics: true,
@@ -37,6 +37,8 @@ pub struct OpenMetricsParser<'a> {
     exemplar_labels: LabelScratch,
     /// The type from the most recent `# TYPE` line; see `PromParser::kind`.
     kind: MetricType,
+    /// Where the last sample's line starts, for errors found building its labels.
+    sample_start: usize,
     done: bool,
 }
 
@@ -47,8 +49,29 @@ impl<'a> OpenMetricsParser<'a> {
             labels: LabelScratch::default(),
             exemplar_labels: LabelScratch::default(),
             kind: MetricType::Unknown,
+            sample_start: 0,
             done: false,
         }
+    }
+
+    /// The next entry without building the sample's label set; see
+    /// [`PromParser::next_raw`](super::PromParser::next_raw).
+    pub fn next_raw(&mut self) -> Option<Result<RawEntry<'a>, ParseError>> {
+        if self.done {
+            return None;
+        }
+        let scanned = self.next_entry();
+        super::lexer::finish(&mut self.done, &self.lex, scanned)
+    }
+
+    /// The labels of the sample [`OpenMetricsParser::next_raw`] returned last.
+    pub fn labels(&mut self) -> Result<crate::labels::Labels, ParseError> {
+        self.labels
+            .build(&self.lex, self.sample_start)
+            .map_err(|fail| {
+                self.done = true;
+                self.lex.error(fail)
+            })
     }
 
     /// Rejects quoted metric and label names outside the legacy charset, as
@@ -63,13 +86,15 @@ impl<'a> OpenMetricsParser<'a> {
         self.lex.pos
     }
 
-    fn next_entry(&mut self) -> Scan<Option<Entry<'a>>> {
+    fn next_entry(&mut self) -> Scan<Option<RawEntry<'a>>> {
         let lex = &self.lex;
         let start = lex.pos;
         match lex.peek() {
             None => Err(lex.fail_plain(start, NO_EOF.to_string())),
-            Some(b'#') => self.metadata(),
-            Some(c) if is_metric_start(c) || c == b'{' => self.sample().map(Some),
+            Some(b'#') => self.metadata().map(|e| e.map(RawEntry::Other)),
+            Some(c) if is_metric_start(c) || c == b'{' => {
+                self.sample().map(|s| Some(RawEntry::Sample(s)))
+            }
             Some(b'\n') => {
                 Err(lex.fail_plain(start, "blank line (OpenMetrics allows none)".to_string()))
             }
@@ -189,9 +214,11 @@ impl<'a> OpenMetricsParser<'a> {
         Ok(Some(entry))
     }
 
-    fn sample(&mut self) -> Scan<Entry<'a>> {
+    /// Scans one sample line, collecting its label pairs without building them.
+    fn sample(&mut self) -> Scan<RawSample<'a>> {
         let lex = &mut self.lex;
         let start = lex.pos;
+        self.sample_start = start;
         self.labels.clear();
         let mut name = None;
         if let Some((s, e)) = lex.metric_name() {
@@ -217,6 +244,7 @@ impl<'a> OpenMetricsParser<'a> {
             return Err(lex.fail_plain(start, "metric name missing from label set".to_string()));
         };
         self.labels.push_metric_name(lex, name, start)?;
+        let series_end = lex.pos;
 
         if lex.peek() != Some(b' ') {
             return Err(lex.fail(lex.pos, "expected a space and value after metric"));
@@ -250,9 +278,8 @@ impl<'a> OpenMetricsParser<'a> {
                 }
             }
         }
-        let labels = self.labels.build(lex, start)?;
-        Ok(Entry::Sample {
-            labels,
+        Ok(RawSample {
+            series: &lex.b[start..series_end],
             value,
             timestamp_ms,
             exemplar,
@@ -330,19 +357,10 @@ impl<'a> Iterator for OpenMetricsParser<'a> {
     type Item = Result<Entry<'a>, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.next_entry() {
-            Ok(Some(entry)) => Some(Ok(entry)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(fail) => {
-                self.done = true;
-                Some(Err(self.lex.error(fail)))
-            }
-        }
+        Some(match self.next_raw()? {
+            Ok(RawEntry::Sample(s)) => self.labels().map(|labels| s.into_entry(labels)),
+            Ok(RawEntry::Other(e)) => Ok(e),
+            Err(e) => Err(e),
+        })
     }
 }

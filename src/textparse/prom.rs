@@ -9,7 +9,7 @@
 
 use super::float::{normal_nan, parse_go_float, FloatError};
 use super::lexer::{is_metric_start, unescape, LabelScratch, LabelSyntax, Lexer, Piece, Scan};
-use super::{Entry, MetricType, ParseError};
+use super::{Entry, MetricType, ParseError, RawEntry, RawSample};
 
 const SYNTAX: LabelSyntax = LabelSyntax {
     openmetrics: false,
@@ -25,6 +25,8 @@ pub struct PromParser<'a> {
     /// The type from the most recent `# TYPE` line, which decides whether `le` or
     /// `quantile` values are normalised (as Prometheus does, whatever the family).
     kind: MetricType,
+    /// Where the last sample's line starts, for errors found building its labels.
+    sample_start: usize,
     done: bool,
 }
 
@@ -34,8 +36,31 @@ impl<'a> PromParser<'a> {
             lex: Lexer::new(body),
             labels: LabelScratch::default(),
             kind: MetricType::Unknown,
+            sample_start: 0,
             done: false,
         }
+    }
+
+    /// The next entry without building the sample's label set: a sample comes as
+    /// its series text (see [`RawSample`]); [`PromParser::labels`] builds the
+    /// labels when the caller needs them.
+    pub fn next_raw(&mut self) -> Option<Result<RawEntry<'a>, ParseError>> {
+        if self.done {
+            return None;
+        }
+        let scanned = self.next_entry();
+        super::lexer::finish(&mut self.done, &self.lex, scanned)
+    }
+
+    /// The labels of the sample [`PromParser::next_raw`] returned last (an error
+    /// for a repeated label name, which also ends the parse).
+    pub fn labels(&mut self) -> Result<crate::labels::Labels, ParseError> {
+        self.labels
+            .build(&self.lex, self.sample_start)
+            .map_err(|fail| {
+                self.done = true;
+                self.lex.error(fail)
+            })
     }
 
     /// Rejects quoted metric and label names outside the legacy charset, as
@@ -45,14 +70,16 @@ impl<'a> PromParser<'a> {
         self
     }
 
-    fn next_entry(&mut self) -> Scan<Option<Entry<'a>>> {
+    fn next_entry(&mut self) -> Scan<Option<RawEntry<'a>>> {
         loop {
             self.lex.skip_blanks();
             match self.lex.peek() {
                 None => return Ok(None),
                 Some(b'\n') => self.lex.pos += 1,
-                Some(b'#') => return self.comment_or_metadata().map(Some),
-                Some(c) if is_metric_start(c) || c == b'{' => return self.sample().map(Some),
+                Some(b'#') => return self.comment_or_metadata().map(|e| Some(RawEntry::Other(e))),
+                Some(c) if is_metric_start(c) || c == b'{' => {
+                    return self.sample().map(|s| Some(RawEntry::Sample(s)))
+                }
                 Some(_) => return Err(self.lex.invalid_metric_name(self.lex.pos)),
             }
         }
@@ -135,16 +162,20 @@ impl<'a> PromParser<'a> {
         })
     }
 
-    fn sample(&mut self) -> Scan<Entry<'a>> {
+    /// Scans one sample line, collecting its label pairs without building them.
+    fn sample(&mut self) -> Scan<RawSample<'a>> {
         let lex = &mut self.lex;
         let start = lex.pos;
+        self.sample_start = start;
         self.labels.clear();
         let mut name = None;
+        let mut series_end = start;
         if let Some((s, e)) = lex.metric_name() {
             if !matches!(lex.peek(), None | Some(b' ' | b'\t' | b'\n' | b'{')) {
                 return Err(lex.invalid_metric_name(start));
             }
             name = Some(Piece::Body { start: s, end: e });
+            series_end = e;
             lex.skip_blanks();
         }
         if lex.peek() == Some(b'{') {
@@ -154,6 +185,7 @@ impl<'a> PromParser<'a> {
                 }
                 name = Some(quoted);
             }
+            series_end = lex.pos;
             lex.skip_blanks();
         }
         let Some(name) = name else {
@@ -211,9 +243,8 @@ impl<'a> PromParser<'a> {
                 ))
             }
         };
-        let labels = self.labels.build(lex, start)?;
-        Ok(Entry::Sample {
-            labels,
+        Ok(RawSample {
+            series: &lex.b[start..series_end],
             value,
             timestamp_ms,
             exemplar: None,
@@ -240,19 +271,10 @@ impl<'a> Iterator for PromParser<'a> {
     type Item = Result<Entry<'a>, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.next_entry() {
-            Ok(Some(entry)) => Some(Ok(entry)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(fail) => {
-                self.done = true;
-                Some(Err(self.lex.error(fail)))
-            }
-        }
+        Some(match self.next_raw()? {
+            Ok(RawEntry::Sample(s)) => self.labels().map(|labels| s.into_entry(labels)),
+            Ok(RawEntry::Other(e)) => Ok(e),
+            Err(e) => Err(e),
+        })
     }
 }

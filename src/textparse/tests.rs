@@ -1236,3 +1236,64 @@ fn legacy_names_reject_quoted_utf8_names() {
     let e = legacy_om(b"a 1 # {\"t.id\"=\"x\"} 1\n# EOF\n").unwrap_err();
     assert!(e.message.contains("invalid label name \"t.id\""), "{e}");
 }
+
+/// Every sample of `body` as `next_raw` yields it: the series text, and the labels
+/// `labels()` builds for it, rendered.
+fn raw_samples(format: TextFormat, body: &str) -> Vec<(String, String)> {
+    let mut p = TextParser::new(format, body.as_bytes());
+    let mut out = Vec::new();
+    while let Some(e) = p.next_raw() {
+        match e {
+            Ok(RawEntry::Sample(s)) => {
+                let series = String::from_utf8(s.series.to_vec()).unwrap();
+                let labels = p.labels().unwrap();
+                out.push((series, format!("{labels} {}", s.value)));
+            }
+            Ok(RawEntry::Other(e)) => assert!(!matches!(e, Entry::Sample { .. })),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn next_raw_yields_series_text_and_the_same_labels_as_next() {
+    let prom = "# TYPE h histogram\nh_bucket{le=\"1\",a=\"x\"} 2 1000\nup 1\nb  {c=\"d\" , } 3\n{\"u.tf\",z=\"1\"} 4\n";
+    let got = raw_samples(TextFormat::Prometheus, prom);
+    let series: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        series,
+        [
+            "h_bucket{le=\"1\",a=\"x\"}",
+            "up",
+            "b  {c=\"d\" , }",
+            "{\"u.tf\",z=\"1\"}"
+        ]
+    );
+    let rendered: Vec<String> = PromParser::new(prom.as_bytes())
+        .filter_map(|e| match e.unwrap() {
+            e @ Entry::Sample { .. } => Some(render(&e)),
+            _ => None,
+        })
+        .collect();
+    let from_raw: Vec<String> = got.into_iter().map(|(_, l)| l).collect();
+    assert_eq!(from_raw, rendered);
+    assert!(from_raw[0].contains("le=\"1.0\""), "{}", from_raw[0]);
+
+    let om = "a_total{b=\"c\"} 1 1.5 # {t=\"x\"} 2\nd 1\n# EOF\n";
+    let got = raw_samples(TextFormat::OpenMetrics, om);
+    assert_eq!(got[0].0, "a_total{b=\"c\"}");
+    assert_eq!(got[1].0, "d");
+}
+
+#[test]
+fn labels_reports_a_repeated_label_name_and_ends_the_parse() {
+    let mut p = TextParser::new(TextFormat::Prometheus, b"a{b=\"1\",b=\"2\"} 1\nc 2\n");
+    let Some(Ok(RawEntry::Sample(s))) = p.next_raw() else {
+        panic!("expected a sample");
+    };
+    assert_eq!(s.series, b"a{b=\"1\",b=\"2\"}");
+    let e = p.labels().unwrap_err();
+    assert!(e.message.contains("duplicate label name"), "{e}");
+    assert!(p.next_raw().is_none());
+}
