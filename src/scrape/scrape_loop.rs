@@ -9,9 +9,10 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ScrapeConfig;
+use crate::fxhash::HashMap as FxMap;
 use crate::labels::{Labels, LabelsBuilder, METRIC_NAME};
 use crate::storage::{stale_nan, AppendError, Appendable, Appender, SeriesRef};
-use crate::textparse::{Entry, MetricType, TextFormat, TextParser};
+use crate::textparse::{Entry, MetricType, RawEntry, TextFormat, TextParser};
 
 use super::http::HttpClient;
 use super::target::Target;
@@ -113,14 +114,19 @@ pub struct LoopControl {
     pub kill: CancellationToken,
 }
 
+/// What the cache knows about one series as the target writes it.
 struct CacheEntry {
     /// The series after target labels and metric relabeling; None when dropped.
     labels: Option<Labels>,
+    /// `labels`' hash, the key of its staleness entry.
+    labels_hash: u64,
     series_ref: SeriesRef,
     last_attempt: u64,
 }
 
 struct StaleEntry {
+    /// The series' final labels (shared with its cache entry).
+    labels: Labels,
     series_ref: SeriesRef,
     /// Attempt that last appended this series (maybe not committed).
     pending_attempt: u64,
@@ -131,11 +137,14 @@ struct StaleEntry {
 /// A target's series cache and staleness tracking, owned by its loop.
 #[derive(Default)]
 pub struct LoopState {
-    /// Keyed by the series as exposed, so known series skip labeling and
-    /// relabeling.
-    cache: HashMap<Labels, CacheEntry>,
-    /// Series of the last committed scrape, keyed by final labels.
-    stale: HashMap<Labels, StaleEntry>,
+    /// Keyed by the series text as the target writes it (name and label set, see
+    /// `RawSample::series`), so a known series costs a lookup: no label set is
+    /// built, labeled or relabeled again. Series dropped by relabeling are kept
+    /// too, with no labels.
+    cache: FxMap<Box<[u8]>, CacheEntry>,
+    /// Series of the last committed scrape, keyed by their final labels' hash (as
+    /// Prometheus's `seriesCur`).
+    stale: FxMap<u64, StaleEntry>,
     attempt: u64,
     last_committed: u64,
     report_refs: [SeriesRef; 5],
@@ -183,74 +192,24 @@ impl LoopState {
         let mut st = AppendStats::default();
         let sample_limit = cfg.sample_limit.unwrap_or(0);
         let mut sample_limit_hit = false;
-        for entry in TextParser::new(format, body) {
-            let (labels, value, ts) = match entry {
-                Ok(Entry::Sample {
-                    labels,
-                    value,
-                    timestamp_ms,
-                    ..
-                }) => (labels, value, timestamp_ms),
-                Ok(Entry::Type {
-                    metric_family,
-                    kind,
-                }) => {
-                    self.note_metadata(&metric_family, attempt, |m| {
-                        let changed = m.kind != kind;
-                        m.kind = kind;
-                        changed
-                    });
+        let mut parser = TextParser::new(format, body);
+        while let Some(entry) = parser.next_raw() {
+            let sample = match entry {
+                Ok(RawEntry::Sample(sample)) => sample,
+                Ok(RawEntry::Other(e)) => {
+                    self.note_entry(e, attempt);
                     continue;
                 }
-                Ok(Entry::Help {
-                    metric_family,
-                    help,
-                }) => {
-                    self.note_metadata(&metric_family, attempt, |m| {
-                        let changed = m.help != help;
-                        if changed {
-                            m.help = help.into_owned();
-                        }
-                        changed
-                    });
-                    continue;
-                }
-                Ok(Entry::Unit {
-                    metric_family,
-                    unit,
-                }) => {
-                    self.note_metadata(&metric_family, attempt, |m| {
-                        let changed = m.unit != unit;
-                        if changed {
-                            m.unit = unit.to_string();
-                        }
-                        changed
-                    });
-                    continue;
-                }
-                Ok(Entry::Comment) => continue,
                 Err(e) => return Err((st, AppendFailure::Parse(e.to_string()))),
             };
             st.total += 1;
-            let is_new = !self.cache.contains_key(&labels);
-            if is_new {
-                let final_labels = sample_labels(cfg, target_labels, &labels);
-                if let Some(l) = &final_labels {
-                    if let Err(e) = check_label_limits(cfg, l) {
-                        return Err((st, AppendFailure::LabelLimit(e)));
-                    }
+            let (entry, is_new) = match self.cache.get_mut(sample.series) {
+                Some(entry) => (entry, false),
+                None => {
+                    let new = new_cache_entry(cfg, target_labels, &mut parser, attempt)
+                        .map_err(|failure| (st.clone(), failure))?;
+                    (self.cache.entry(sample.series.into()).or_insert(new), true)
                 }
-                self.cache.insert(
-                    labels.clone(),
-                    CacheEntry {
-                        labels: final_labels,
-                        series_ref: 0,
-                        last_attempt: attempt,
-                    },
-                );
-            }
-            let Some(entry) = self.cache.get_mut(&labels) else {
-                continue;
             };
             entry.last_attempt = attempt;
             let Some(final_labels) = &entry.labels else {
@@ -261,9 +220,13 @@ impl LoopState {
                 sample_limit_hit = true;
                 continue;
             }
-            let honored_ts = if cfg.honor_timestamps() { ts } else { None };
+            let honored_ts = if cfg.honor_timestamps() {
+                sample.timestamp_ms
+            } else {
+                None
+            };
             let t = honored_ts.unwrap_or(t_ms);
-            match app.append(entry.series_ref, final_labels, t, value) {
+            match app.append(entry.series_ref, final_labels, t, sample.value) {
                 Ok(r) => entry.series_ref = r,
                 Err(
                     AppendError::OutOfOrder
@@ -278,21 +241,21 @@ impl LoopState {
             // Series with their own timestamps are not marked stale, unless asked.
             if honored_ts.is_none() || cfg.track_timestamps_staleness {
                 let r = entry.series_ref;
-                match self.stale.get_mut(final_labels) {
-                    Some(s) => {
-                        s.pending_attempt = attempt;
-                        s.series_ref = r;
-                    }
-                    None => {
-                        self.stale.insert(
-                            final_labels.clone(),
-                            StaleEntry {
-                                series_ref: r,
-                                pending_attempt: attempt,
-                                committed_attempt: 0,
-                            },
-                        );
-                    }
+                let s = self
+                    .stale
+                    .entry(entry.labels_hash)
+                    .or_insert_with(|| StaleEntry {
+                        labels: final_labels.clone(),
+                        series_ref: r,
+                        pending_attempt: attempt,
+                        committed_attempt: 0,
+                    });
+                s.pending_attempt = attempt;
+                if s.series_ref != r {
+                    // Another series with the same hash (or the same series under a
+                    // new ref): keep the ref and labels together.
+                    s.series_ref = r;
+                    s.labels = final_labels.clone();
                 }
             }
         }
@@ -302,12 +265,12 @@ impl LoopState {
         // Everything in the last committed scrape but not in this one is stale now.
         let prev = self.last_committed;
         let mut stale_err = None;
-        self.stale.retain(|labels, s| {
+        self.stale.retain(|_, s| {
             if s.pending_attempt == attempt {
                 return true;
             }
             if prev != 0 && s.committed_attempt == prev {
-                match app.append(s.series_ref, labels, t_ms, stale_nan()) {
+                match app.append(s.series_ref, &s.labels, t_ms, stale_nan()) {
                     Ok(_)
                     | Err(
                         AppendError::OutOfOrder
@@ -341,6 +304,41 @@ impl LoopState {
             .retain(|_, (_, seen)| *seen + METADATA_KEEP_SCRAPES >= a);
         if self.metadata.len() != before {
             self.metadata_changed = true;
+        }
+    }
+
+    /// Records what a non-sample entry says about metadata.
+    fn note_entry(&mut self, entry: Entry<'_>, attempt: u64) {
+        match entry {
+            Entry::Type {
+                metric_family,
+                kind,
+            } => self.note_metadata(&metric_family, attempt, |m| {
+                let changed = m.kind != kind;
+                m.kind = kind;
+                changed
+            }),
+            Entry::Help {
+                metric_family,
+                help,
+            } => self.note_metadata(&metric_family, attempt, |m| {
+                let changed = m.help != help;
+                if changed {
+                    m.help = help.into_owned();
+                }
+                changed
+            }),
+            Entry::Unit {
+                metric_family,
+                unit,
+            } => self.note_metadata(&metric_family, attempt, |m| {
+                let changed = m.unit != unit;
+                if changed {
+                    m.unit = unit.to_string();
+                }
+                changed
+            }),
+            Entry::Comment | Entry::Sample { .. } => {}
         }
     }
 
@@ -407,6 +405,30 @@ impl LoopState {
     }
 }
 
+/// The cache entry for a series seen for the first time: its labels as `parser`
+/// builds them for the sample it returned last, labeled and relabeled, and checked
+/// against the label limits.
+fn new_cache_entry(
+    cfg: &ScrapeConfig,
+    target_labels: &Labels,
+    parser: &mut TextParser<'_>,
+    attempt: u64,
+) -> Result<CacheEntry, AppendFailure> {
+    let exposed = parser
+        .labels()
+        .map_err(|e| AppendFailure::Parse(e.to_string()))?;
+    let labels = sample_labels(cfg, target_labels, &exposed);
+    if let Some(l) = &labels {
+        check_label_limits(cfg, l).map_err(AppendFailure::LabelLimit)?;
+    }
+    Ok(CacheEntry {
+        labels_hash: labels.as_ref().map_or(0, label_hash),
+        labels,
+        series_ref: 0,
+        last_attempt: attempt,
+    })
+}
+
 /// The labels of an exposed series once the target's labels are attached
 /// (honoring or renaming conflicts as `honor_labels` says) and metric relabeling
 /// ran; None when relabeling drops it.
@@ -439,6 +461,12 @@ pub fn sample_labels(
     let l = lb.build();
     // Relabeling may remove the name; such a series cannot be stored.
     (!l.metric_name().is_empty()).then_some(l)
+}
+
+/// A label set's hash with the cache's hasher.
+fn label_hash(l: &Labels) -> u64 {
+    use std::hash::BuildHasher;
+    crate::fxhash::FxBuild::default().hash_one(l)
 }
 
 /// Renames clashing exposed labels to `exported_<name>`, adding more prefixes
@@ -739,5 +767,100 @@ mod tests {
             &Labels::from_pairs(&[("__name__", "m"), ("a", "12345")]),
         );
         assert!(e.is_err_and(|e| e.starts_with("label_value_length_limit exceeded")));
+    }
+
+    /// Every series `db` holds, as (labels, values), with stale markers as "stale".
+    fn stored(db: &crate::tsdb::db::Db) -> Vec<(String, Vec<String>)> {
+        use crate::storage::{is_stale_nan, Queryable, SelectHints};
+        let q = db.querier(i64::MIN, i64::MAX).unwrap();
+        let hints = SelectHints {
+            start_ms: i64::MIN,
+            end_ms: i64::MAX,
+            series_only: false,
+        };
+        let all = crate::labels::Matcher::new(crate::labels::MatchType::Regexp, "__name__", ".+")
+            .unwrap();
+        q.select(&hints, &[all])
+            .unwrap()
+            .map(|s| {
+                let s = s.unwrap();
+                let values = s
+                    .samples
+                    .iter()
+                    .map(|x| {
+                        if is_stale_nan(x.v) {
+                            "stale".to_string()
+                        } else {
+                            x.v.to_string()
+                        }
+                    })
+                    .collect();
+                (s.labels.to_string(), values)
+            })
+            .collect()
+    }
+
+    /// One scrape of `body` at `t`, committed as the loop commits it.
+    fn scrape(
+        state: &mut LoopState,
+        db: &crate::tsdb::db::Db,
+        cfg: &ScrapeConfig,
+        body: &str,
+        t: i64,
+    ) -> Result<AppendStats, AppendFailure> {
+        let target = Labels::from_pairs(&[("job", "a"), ("instance", "h:1")]);
+        let mut app = db.appender();
+        match state.append_body(
+            cfg,
+            &target,
+            app.as_mut(),
+            body.as_bytes(),
+            TextFormat::Prometheus,
+            t,
+        ) {
+            Ok(st) => {
+                app.commit().unwrap();
+                state.committed();
+                Ok(st)
+            }
+            Err((_, failure)) => {
+                app.rollback();
+                Err(failure)
+            }
+        }
+    }
+
+    #[test]
+    fn cache_by_series_text_keeps_labels_relabeling_and_staleness() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::tsdb::db::Db::open(dir.path(), Default::default()).unwrap();
+        let cfg = job(
+            "scrape_configs:\n  - job_name: a\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: dropped\n        action: drop\n",
+        );
+        let mut state = LoopState::default();
+        let body = "m{job=\"inner\",x=\"1\"} 1\ndropped 5\nc 7\n";
+        let st = scrape(&mut state, &db, &cfg, body, 1000).unwrap();
+        assert_eq!((st.total, st.added, st.series_added), (3, 2, 2));
+        // The same series again, one written with other spacing: cached entries are
+        // used (the dropped series stays dropped), no new series appear in the head.
+        let body = "m{job=\"inner\",x=\"1\"} 2\ndropped 6\nc   7\n";
+        let st = scrape(&mut state, &db, &cfg, body, 2000).unwrap();
+        assert_eq!((st.total, st.added, st.series_added), (3, 2, 0));
+        let body = "m {job=\"inner\", x=\"1\"} 3\ndropped 7\n";
+        let st = scrape(&mut state, &db, &cfg, body, 3000).unwrap();
+        assert_eq!((st.total, st.added, st.series_added), (2, 1, 1));
+        // A repeated label name fails the scrape, as it did with labels built eagerly.
+        let bad = scrape(&mut state, &db, &cfg, "m{x=\"1\",x=\"2\"} 1\n", 4000);
+        assert!(matches!(bad, Err(AppendFailure::Parse(e)) if e.contains("duplicate label name")));
+        assert_eq!(
+            stored(&db),
+            vec![
+                ("{__name__=\"c\", instance=\"h:1\", job=\"a\"}".to_string(), vec!["7".into(), "7".into(), "stale".into()]),
+                (
+                    "{__name__=\"m\", exported_job=\"inner\", instance=\"h:1\", job=\"a\", x=\"1\"}".to_string(),
+                    vec!["1".into(), "2".into(), "3".into()],
+                ),
+            ]
+        );
     }
 }
