@@ -2,10 +2,12 @@
 //! by the write-ahead log and by memory-mapped files for full chunks.
 //!
 //! Each series keeps its full chunks in `chunks_head/` (read back through memmap2)
-//! and only its open chunk in memory, so head memory per series stays small. Series
-//! creation is written to the WAL at once (so that a series record always precedes
-//! any sample that refers to it, whatever order concurrent appenders commit in);
-//! samples are written at commit.
+//! and only its open chunk in memory, so head memory per series stays small. A new
+//! series is queued for the WAL at once and written, with every other series queued
+//! since, just before the next record of any appender (so that a series record
+//! always precedes any sample that refers to it, whatever order concurrent
+//! appenders commit in); samples are written at commit. Records are
+//! snappy-compressed when that makes them shorter.
 
 use super::chunkenc::{XorChunk, XorIterator, ENCODING_XOR, SAMPLES_PER_CHUNK};
 use super::head_chunks::{HeadChunkFiles, HeadChunkMeta};
@@ -13,6 +15,7 @@ use super::postings::{self, PostingsSource};
 use super::record::{self, Record, RefSample, RefSeries, RefTombstone};
 use super::tombstones::{Interval, TombstoneStore};
 use super::TsdbError;
+use crate::fxhash::HashMap as FxMap;
 use crate::labels::{Labels, Matcher};
 use crate::storage::{
     AppendError, Appender, Sample, SelectHints, Series, SeriesRef, SeriesSet, StorageError,
@@ -182,25 +185,145 @@ impl PostingsSource for MemPostings {
     }
 }
 
-/// The series registry: by label hash and by ref.
+/// The series with one label hash: nearly always one, so without a `Vec`'s
+/// separate allocation.
+#[derive(Debug)]
+enum HashSlot {
+    One(Arc<MemSeries>),
+    Many(Vec<Arc<MemSeries>>),
+}
+
+impl HashSlot {
+    fn as_slice(&self) -> &[Arc<MemSeries>] {
+        match self {
+            HashSlot::One(s) => std::slice::from_ref(s),
+            HashSlot::Many(v) => v,
+        }
+    }
+}
+
+/// The series registry: by label hash and by ref. Both maps use the Fx hasher:
+/// every appended sample looks its series up by ref.
 #[derive(Debug, Default)]
 struct SeriesIndex {
-    by_hash: HashMap<u64, Vec<Arc<MemSeries>>>,
-    by_ref: HashMap<u64, Arc<MemSeries>>,
+    by_hash: FxMap<u64, HashSlot>,
+    by_ref: FxMap<u64, Arc<MemSeries>>,
 }
 
 impl SeriesIndex {
     fn get_by_labels(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
         self.by_hash
             .get(&hash)
-            .and_then(|v| v.iter().find(|s| &s.labels == labels))
+            .and_then(|v| v.as_slice().iter().find(|s| &s.labels == labels))
+    }
+
+    /// Registers a new series under its label hash and its ref.
+    fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(HashSlot::One(series.clone()));
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                let mut all = match std::mem::replace(slot, HashSlot::Many(Vec::new())) {
+                    HashSlot::One(s) => vec![s],
+                    HashSlot::Many(v) => v,
+                };
+                all.push(series.clone());
+                *slot = HashSlot::Many(all);
+            }
+        }
+        self.by_ref.insert(series.series_ref, series);
+    }
+
+    /// Forgets the series `series_ref`.
+    fn remove(&mut self, series_ref: u64) {
+        let Some(s) = self.by_ref.remove(&series_ref) else {
+            return;
+        };
+        let hash = s.labels.stable_hash();
+        let std::collections::hash_map::Entry::Occupied(mut e) = self.by_hash.entry(hash) else {
+            return;
+        };
+        let rest: Vec<Arc<MemSeries>> = e
+            .get()
+            .as_slice()
+            .iter()
+            .filter(|x| x.series_ref != series_ref)
+            .cloned()
+            .collect();
+        match rest.len() {
+            0 => {
+                e.remove();
+            }
+            1 => {
+                let mut rest = rest;
+                if let Some(one) = rest.pop() {
+                    e.insert(HashSlot::One(one));
+                }
+            }
+            _ => {
+                e.insert(HashSlot::Many(rest));
+            }
+        }
     }
 }
 
-/// The WAL and its reusable encode buffer, behind one lock.
+/// The WAL and its reusable buffers, behind one lock.
 struct WalWriter {
     log: Log,
     buf: Vec<u8>,
+    /// Series created since the last record was written. They go into the WAL as
+    /// one record just before the next record (any sample of theirs comes later),
+    /// which compresses far better than a record per series.
+    pending_series: Vec<RefSeries>,
+    snappy: snap::raw::Encoder,
+    scratch: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+impl WalWriter {
+    fn new(log: Log) -> WalWriter {
+        WalWriter {
+            log,
+            buf: Vec::new(),
+            pending_series: Vec::new(),
+            snappy: snap::raw::Encoder::new(),
+            scratch: Vec::new(),
+            packed: Vec::new(),
+        }
+    }
+
+    /// Writes the pending series, then the record `encode` appends to an empty
+    /// buffer. Both are compressed when that makes them shorter.
+    fn write(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), wal::WalError> {
+        self.flush_series()?;
+        self.buf.clear();
+        encode(&mut self.buf);
+        self.append_buf()
+    }
+
+    /// Writes the series created since the last record, if any.
+    fn flush_series(&mut self) -> Result<(), wal::WalError> {
+        if self.pending_series.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        record::encode_series(&self.pending_series, &mut self.buf);
+        self.append_buf()?;
+        self.pending_series.clear();
+        Ok(())
+    }
+
+    fn append_buf(&mut self) -> Result<(), wal::WalError> {
+        record::compress_into(
+            &self.buf,
+            &mut self.snappy,
+            &mut self.scratch,
+            &mut self.packed,
+        );
+        self.log.append(&self.packed).map(|_| ())
+    }
 }
 
 /// The head block.
@@ -256,10 +379,7 @@ impl Head {
             series: RwLock::new(SeriesIndex::default()),
             postings: RwLock::new(MemPostings::default()),
             next_ref: AtomicU64::new(1),
-            wal: Mutex::new(log.map(|log| WalWriter {
-                log,
-                buf: Vec::new(),
-            })),
+            wal: Mutex::new(log.map(WalWriter::new)),
             chunk_files,
             tombstones: RwLock::new(TombstoneStore::default()),
             min_time: AtomicI64::new(i64::MAX),
@@ -368,6 +488,7 @@ impl Head {
                     let mut d = series.data.lock();
                     if d.last.is_none_or(|(lt, _)| s.t > lt) {
                         self.append_to_series(series, &mut d, s.t, s.v)?;
+                        self.note_time(s.t);
                     }
                 }
             }
@@ -497,8 +618,7 @@ impl Head {
             labels: labels.clone(),
             data: Mutex::new(data),
         });
-        idx.by_hash.entry(hash).or_default().push(series.clone());
-        idx.by_ref.insert(series_ref, series);
+        idx.insert(hash, series);
         self.postings.write().add(series_ref, &labels);
         self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
         series_ref
@@ -520,25 +640,17 @@ impl Head {
         }
         let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = self.wal.lock().as_mut() {
-            let WalWriter { log, buf } = w;
-            buf.clear();
-            record::encode_series(
-                &[RefSeries {
-                    series_ref,
-                    labels: labels.clone(),
-                }],
-                buf,
-            );
-            log.append(buf)
-                .map_err(|e| AppendError::Storage(e.to_string()))?;
+            w.pending_series.push(RefSeries {
+                series_ref,
+                labels: labels.clone(),
+            });
         }
         let series = Arc::new(MemSeries {
             series_ref,
             labels: labels.clone(),
             data: Mutex::new(SeriesData::default()),
         });
-        idx.by_hash.entry(hash).or_default().push(series.clone());
-        idx.by_ref.insert(series_ref, series.clone());
+        idx.insert(hash, series.clone());
         self.postings.write().add(series_ref, labels);
         self.stats.series_created.fetch_add(1, Ordering::Relaxed);
         Ok(series)
@@ -550,7 +662,8 @@ impl Head {
     }
 
     /// Appends one sample to a series whose lock the caller holds; the caller has
-    /// checked that `t` is newer than the last sample.
+    /// checked that `t` is newer than the last sample, and notes `t` in the head's
+    /// time range (`note_time`).
     fn append_to_series(
         &self,
         series: &MemSeries,
@@ -591,7 +704,6 @@ impl Head {
         o.chunk.append(t, v);
         o.maxt = t;
         d.last = Some((t, v.to_bits()));
-        self.note_time(t);
         Ok(())
     }
 
@@ -804,11 +916,8 @@ impl Head {
             return Ok(());
         }
         if let Some(w) = self.wal.lock().as_mut() {
-            let WalWriter { log, buf } = w;
-            buf.clear();
-            record::encode_tombstones(&stones, buf);
-            log.append(buf)?;
-            log.sync()?;
+            w.write(|buf| record::encode_tombstones(&stones, buf))?;
+            w.log.sync()?;
         }
         let mut tomb = self.tombstones.write();
         for s in stones {
@@ -889,15 +998,7 @@ impl Head {
                 })
             });
             for r in &dead {
-                if let Some(s) = idx.by_ref.remove(r) {
-                    let hash = s.labels.stable_hash();
-                    if let Some(v) = idx.by_hash.get_mut(&hash) {
-                        v.retain(|x| x.series_ref != *r);
-                        if v.is_empty() {
-                            idx.by_hash.remove(&hash);
-                        }
-                    }
-                }
+                idx.remove(*r);
             }
             drop(idx);
             self.postings.write().remove(&dead);
@@ -1005,6 +1106,7 @@ impl Head {
     /// Flushes the WAL to disk (on shutdown).
     pub fn sync(&self) -> Result<(), TsdbError> {
         if let Some(w) = self.wal.lock().as_mut() {
+            w.flush_series()?;
             w.log.sync()?;
         }
         self.chunk_files.sync()?;
@@ -1086,15 +1188,14 @@ impl Appender for HeadAppender {
                 v: *v,
             }));
         if let Some(w) = self.head.wal.lock().as_mut() {
-            let WalWriter { log, buf } = w;
-            buf.clear();
-            record::encode_samples(&self.wal_samples, buf);
-            log.append(buf)
-                .and_then(|_| log.sync())
+            let samples = &self.wal_samples;
+            w.write(|buf| record::encode_samples(samples, buf))
+                .and_then(|_| w.log.sync())
                 .map_err(|e| AppendError::Storage(e.to_string()))?;
         }
         let mut appended = 0u64;
         let mut failure = None;
+        let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
         for (series, t, v) in self.samples.drain(..) {
             let mut d = series.data.lock();
             // Checked again under the lock: another transaction may have committed a
@@ -1110,11 +1211,19 @@ impl Appender for HeadAppender {
             // The WAL has the sample already, so a failure here (writing a full chunk
             // to `chunks_head/`) loses nothing durable: replay restores it.
             match self.head.append_to_series(&series, &mut d, t, v) {
-                Ok(()) => appended += 1,
+                Ok(()) => {
+                    appended += 1;
+                    mint = mint.min(t);
+                    maxt = maxt.max(t);
+                }
                 Err(e) => {
                     failure.get_or_insert_with(|| AppendError::Storage(e.to_string()));
                 }
             }
+        }
+        if appended > 0 {
+            self.head.note_time(mint);
+            self.head.note_time(maxt);
         }
         self.head
             .stats

@@ -12,6 +12,11 @@
 //! * tombstones (3): per deleted interval, an 8-byte big-endian ref, then the
 //!   interval's min and max time as signed varints.
 //!
+//! A record whose type byte has the high bit set ([`SNAPPY_FLAG`]) holds the record
+//! of type `byte & 0x7f` with its body compressed as one raw snappy block (the head
+//! writes its records so when that makes them shorter, as Prometheus's WAL
+//! compression does); [`decode`] reads both forms.
+//!
 //! Encoders append to a caller's buffer, so the append path can reuse one buffer
 //! and allocates nothing per sample. Decoders never panic on bad input.
 
@@ -24,6 +29,12 @@ pub const RECORD_SERIES: u8 = 1;
 pub const RECORD_SAMPLES: u8 = 2;
 /// Type byte of a tombstones record.
 pub const RECORD_TOMBSTONES: u8 = 3;
+
+/// Set in the type byte of a record whose body is snappy-compressed.
+pub const SNAPPY_FLAG: u8 = 0x80;
+
+/// Largest body a compressed record may expand to (a bound for bad input).
+const DECOMPRESSED_MAX: usize = 1 << 30;
 
 /// A decoded WAL record.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +83,8 @@ pub enum RecordError {
     Empty,
     #[error("unknown WAL record type {0}")]
     UnknownType(u8),
+    #[error("snappy-compressed record of type {kind}: {reason}")]
+    Snappy { kind: u8, reason: String },
     #[error("{kind} record: {what} at byte {offset}")]
     Invalid {
         kind: &'static str,
@@ -141,8 +154,56 @@ pub fn encode_tombstones(tombstones: &[RefTombstone], buf: &mut Vec<u8>) {
     }
 }
 
-/// Decodes any record.
+/// Copies `record` (as the encoders write it) to `out`, with its body
+/// snappy-compressed and [`SNAPPY_FLAG`] set when that makes it shorter. `scratch`
+/// is reused between calls.
+pub fn compress_into(
+    record: &[u8],
+    encoder: &mut snap::raw::Encoder,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let Some((&kind, body)) = record.split_first() else {
+        return;
+    };
+    scratch.resize(snap::raw::max_compress_len(body.len()), 0);
+    match encoder.compress(body, scratch) {
+        Ok(n) if n + 1 < record.len() && kind & SNAPPY_FLAG == 0 => {
+            out.push(kind | SNAPPY_FLAG);
+            out.extend_from_slice(&scratch[..n]);
+        }
+        _ => out.extend_from_slice(record),
+    }
+}
+
+/// `buf` as the encoders wrote it: decompressed if it is a compressed record.
+fn decompressed(buf: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, RecordError> {
+    let Some((&kind, body)) = buf.split_first() else {
+        return Err(RecordError::Empty);
+    };
+    if kind & SNAPPY_FLAG == 0 {
+        return Ok(std::borrow::Cow::Borrowed(buf));
+    }
+    let kind = kind & !SNAPPY_FLAG;
+    let fail = |reason: String| RecordError::Snappy { kind, reason };
+    let len = snap::raw::decompress_len(body).map_err(|e| fail(e.to_string()))?;
+    if len > DECOMPRESSED_MAX {
+        return Err(fail(format!(
+            "claims {len} bytes, more than {DECOMPRESSED_MAX}"
+        )));
+    }
+    let mut out = vec![0u8; len + 1];
+    out[0] = kind;
+    snap::raw::Decoder::new()
+        .decompress(body, &mut out[1..])
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Decodes any record, compressed or not.
 pub fn decode(buf: &[u8]) -> Result<Record, RecordError> {
+    let buf = &*decompressed(buf)?;
     match record_type(buf) {
         None => Err(RecordError::Empty),
         Some(RECORD_SERIES) => {
@@ -355,6 +416,62 @@ mod tests {
         assert!(decode(&buf).is_err());
     }
 
+    #[test]
+    fn compressed_records_decode_like_plain_ones() {
+        let series: Vec<RefSeries> = (0..50u64)
+            .map(|i| RefSeries {
+                series_ref: i + 1,
+                labels: Labels::from_pairs(&[
+                    ("__name__", "http_requests_total"),
+                    ("instance", "node-1.example.org:9100"),
+                    ("code", &format!("{}", 200 + i)),
+                ]),
+            })
+            .collect();
+        let mut plain = Vec::new();
+        encode_series(&series, &mut plain);
+        let (mut enc, mut scratch, mut packed) =
+            (snap::raw::Encoder::new(), Vec::new(), Vec::new());
+        compress_into(&plain, &mut enc, &mut scratch, &mut packed);
+        assert_eq!(packed[0], RECORD_SERIES | SNAPPY_FLAG);
+        assert!(
+            packed.len() * 3 < plain.len(),
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        assert_eq!(decode(&packed), Ok(Record::Series(series)));
+
+        // A record that does not shrink stays as it was.
+        let mut tiny = Vec::new();
+        encode_tombstones(
+            &[RefTombstone {
+                series_ref: 1,
+                mint: 2,
+                maxt: 3,
+            }],
+            &mut tiny,
+        );
+        compress_into(&tiny, &mut enc, &mut scratch, &mut packed);
+        assert_eq!(packed, tiny);
+
+        // A corrupt compressed body is an error, not a panic.
+        let bad = [
+            RECORD_SAMPLES | SNAPPY_FLAG,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0x0f,
+            1,
+            2,
+        ];
+        assert!(matches!(
+            decode(&bad),
+            Err(RecordError::Snappy { kind: 2, .. })
+        ));
+    }
+
     fn labels() -> impl Strategy<Value = Labels> {
         proptest::collection::vec(("[a-zA-Z_][a-zA-Z0-9_]{0,8}", ".{0,12}"), 0..6)
             .prop_map(|pairs| Labels::from_pairs(&pairs))
@@ -382,7 +499,10 @@ mod tests {
                 .collect();
             let mut buf = Vec::new();
             encode_samples(&samples, &mut buf);
-            prop_assert_eq!(decode(&buf), Ok(Record::Samples(samples)));
+            prop_assert_eq!(decode(&buf), Ok(Record::Samples(samples.clone())));
+            let mut packed = Vec::new();
+            compress_into(&buf, &mut snap::raw::Encoder::new(), &mut Vec::new(), &mut packed);
+            prop_assert_eq!(decode(&packed), Ok(Record::Samples(samples)));
         }
 
         #[test]
@@ -400,7 +520,7 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(
-            ty in 0u8..6,
+            ty in prop_oneof![0u8..6, 0x80u8..0x86],
             body in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let mut buf = vec![ty];
