@@ -1247,7 +1247,7 @@ fn raw_samples(format: TextFormat, body: &str) -> Vec<(String, String)> {
             Ok(RawEntry::Sample(s)) => {
                 let series = String::from_utf8(s.series.to_vec()).unwrap();
                 let labels = p.labels().unwrap();
-                out.push((series, format!("{labels} {}", s.value)));
+                out.push((series, render(&s.into_entry(labels))));
             }
             Ok(RawEntry::Other(e)) => assert!(!matches!(e, Entry::Sample { .. })),
             Err(e) => panic!("{e}"),
