@@ -34,10 +34,22 @@ fn ts(s: usize, samples: &[(i64, f64)]) -> TimeSeries {
 /// The requests of the scenario, in order, each with the status hearth must give.
 fn scenario(t0: i64) -> Vec<(&'static str, Vec<TimeSeries>, u16)> {
     vec![
-        ("two new samples", vec![ts(0, &[(t0, 1.0), (t0 + 1000, 2.0)])], 204),
+        (
+            "two new samples",
+            vec![ts(0, &[(t0, 1.0), (t0 + 1000, 2.0)])],
+            204,
+        ),
         ("identical duplicate", vec![ts(0, &[(t0 + 1000, 2.0)])], 204),
-        ("duplicate with another value", vec![ts(0, &[(t0 + 1000, 3.0)])], 400),
-        ("older than the newest", vec![ts(0, &[(t0 + 500, 5.0)])], 400),
+        (
+            "duplicate with another value",
+            vec![ts(0, &[(t0 + 1000, 3.0)])],
+            400,
+        ),
+        (
+            "older than the newest",
+            vec![ts(0, &[(t0 + 500, 5.0)])],
+            400,
+        ),
         (
             "a good series and an out-of-order one: all rolled back",
             vec![ts(1, &[(t0 + 5000, 7.0)]), ts(0, &[(t0 + 200, 8.0)])],
@@ -129,12 +141,18 @@ fn refused_samples_answer_400_like_prometheus_in_single_node_and_cluster_mode() 
 
     let want = run(&prom.addr, t0);
     let expected: Vec<u16> = scenario(t0).iter().map(|s| s.2).collect();
-    for (name, addr) in [("single hearth", &single.addr), ("cluster node 1", &nodes[0].web)] {
+    for (name, addr) in [
+        ("single hearth", &single.addr),
+        ("cluster node 1", &nodes[0].web),
+    ] {
         let got = run(addr, t0);
         for (i, (what, _, code)) in scenario(t0).into_iter().enumerate() {
             println!("{name}: {what}: {:?} (prometheus {:?})", got[i], want[i]);
             assert_eq!(got[i].0, code, "{name}: {what}: {}", got[i].1);
-            assert_eq!(got[i], want[i], "{name}: {what}: answer differs from Prometheus's");
+            assert_eq!(
+                got[i], want[i],
+                "{name}: {what}: answer differs from Prometheus's"
+            );
         }
     }
     assert_eq!(
@@ -151,7 +169,12 @@ fn refused_samples_answer_400_like_prometheus_in_single_node_and_cluster_mode() 
     let from_prom = read(&prom.addr);
     let expect: BTreeMap<usize, BTreeMap<i64, f64>> = BTreeMap::from([(
         0,
-        BTreeMap::from([(t0, 1.0), (t0 + 1000, 2.0), (t0 + 2000, 4.0), (t0 + 3000, 6.0)]),
+        BTreeMap::from([
+            (t0, 1.0),
+            (t0 + 1000, 2.0),
+            (t0 + 2000, 4.0),
+            (t0 + 3000, 6.0),
+        ]),
     )]);
     assert_eq!(from_prom, expect, "Prometheus's samples");
     assert_eq!(read(&single.addr), expect, "single hearth's samples");
@@ -162,7 +185,11 @@ fn refused_samples_answer_400_like_prometheus_in_single_node_and_cluster_mode() 
         });
     }
     assert_eq!(
-        metric(&nodes[0].web, "hearth_wal_group_samples_refused_total", Some(1)),
+        metric(
+            &nodes[0].web,
+            "hearth_wal_group_samples_refused_total",
+            Some(1)
+        ),
         Some(0.0),
         "a committed sample was dropped when applied"
     );

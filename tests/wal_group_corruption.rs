@@ -86,12 +86,22 @@ fn log_segments(data: &Path, group: u64) -> Vec<PathBuf> {
 /// Sends request `i` to `addr` until it is acknowledged.
 fn write_acked(addr: &str, nodes: &[&Node], base_ms: i64, i: i64) {
     let t = base_ms + i * STEP_MS;
-    wait_for(&format!("request {i} acknowledged by {addr}"), nodes, || {
-        let ts: Vec<_> = (0..SERIES)
-            .map(|s| series("corrupt_test", &[("s", &s.to_string())], &[(t, value(i, s))]))
-            .collect();
-        matches!(try_remote_write(addr, ts), Ok((204, _))).then_some(())
-    });
+    wait_for(
+        &format!("request {i} acknowledged by {addr}"),
+        nodes,
+        || {
+            let ts: Vec<_> = (0..SERIES)
+                .map(|s| {
+                    series(
+                        "corrupt_test",
+                        &[("s", &s.to_string())],
+                        &[(t, value(i, s))],
+                    )
+                })
+                .collect();
+            matches!(try_remote_write(addr, ts), Ok((204, _))).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -158,16 +168,12 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
     let started = Instant::now();
     {
         let refs: Vec<&Node> = nodes.iter().collect();
-        wait_for(
-            "node 3 to return every acknowledged sample",
-            &refs,
-            || {
-                let got = samples_by_series(&nodes[2].web, "corrupt_test", at_s)?;
-                check(&got, base_ms, 2 * REQUESTS)
-                    .unwrap_or_else(|e| panic!("node 3 served bad data: {e}"))
-                    .then_some(())
-            },
-        );
+        wait_for("node 3 to return every acknowledged sample", &refs, || {
+            let got = samples_by_series(&nodes[2].web, "corrupt_test", at_s)?;
+            check(&got, base_ms, 2 * REQUESTS)
+                .unwrap_or_else(|e| panic!("node 3 served bad data: {e}"))
+                .then_some(())
+        });
     }
     let resync = started.elapsed();
     assert_eq!(
@@ -187,8 +193,12 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
         log.contains("WAL group log is damaged"),
         "node 3's log does not say what happened:\n{log}"
     );
-    let installed =
-        metric(&nodes[2].web, "hearth_wal_group_snapshots_installed_total", 1).unwrap_or(0.0);
+    let installed = metric(
+        &nodes[2].web,
+        "hearth_wal_group_snapshots_installed_total",
+        1,
+    )
+    .unwrap_or(0.0);
 
     // Node 3 alone still returns everything.
     nodes[0].kill();
@@ -196,6 +206,9 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
     let got = samples_by_series(&nodes[2].web, "corrupt_test", at_s).expect("node 3 answers");
     assert_eq!(check(&got, base_ms, 2 * REQUESTS), Ok(true));
 
-    println!("FIGURE corrupt_replica_resync_s={:.2}", resync.as_secs_f64());
+    println!(
+        "FIGURE corrupt_replica_resync_s={:.2}",
+        resync.as_secs_f64()
+    );
     println!("FIGURE corrupt_replica_snapshots_installed={installed}");
 }

@@ -168,7 +168,11 @@ impl CommitStats {
             ("hearth_wal_commit_forwarded_total", "Commit attempts forwarded to the leader of this node's WAL group.", &self.forwarded),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Relaxed)
+            );
         }
         let name = "hearth_wal_commit_duration_seconds";
         let _ = writeln!(out, "# HELP {name} Append-to-commit latency of this node's appends (a quorum has the entry on disk).\n# TYPE {name} histogram");
@@ -179,7 +183,10 @@ impl CommitStats {
         }
         let count = self.commits.load(Relaxed);
         let sum = self.latency_us_sum.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
         out
     }
 }

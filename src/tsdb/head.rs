@@ -15,8 +15,8 @@ use super::tombstones::{Interval, TombstoneStore};
 use super::TsdbError;
 use crate::labels::{Labels, Matcher};
 use crate::storage::{
-    check_order,
-    AppendError, Appender, Sample, SelectHints, Series, SeriesRef, SeriesSet, StorageError,
+    check_order, AppendError, Appender, Sample, SelectHints, Series, SeriesRef, SeriesSet,
+    StorageError,
 };
 use crate::wal::{self, Log, LogOptions};
 use parking_lot::{Mutex, RwLock};

@@ -17,9 +17,9 @@ use crate::cluster::pb;
 use crate::cluster::state::{NodeAddr, NodeId};
 use crate::cluster::wal_batch::{self, BatchSeries};
 use crate::labels::Labels;
+use crate::storage::check_order;
 use crate::storage::AppendError;
 use crate::tsdb::db::{Db, DbOptions};
-use crate::storage::check_order;
 use crate::wal::LogOptions;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -752,7 +752,6 @@ impl WalGroup {
         Ok(admitted)
     }
 
-
     /// Checks `series` against what the group holds (a refused sample refuses the
     /// whole batch, and nothing is logged), appends `batch` (their encoding) to
     /// the log and returns its index once a quorum has it on disk and this node
@@ -1028,9 +1027,8 @@ impl pb::wal_groups_server::WalGroups for WalGroupsService {
                 req.group_id
             )));
         };
-        let series = wal_batch::decode(&req.batch).map_err(|e| {
-            Status::invalid_argument(format!("WAL group {}: {e}", req.group_id))
-        })?;
+        let series = wal_batch::decode(&req.batch)
+            .map_err(|e| Status::invalid_argument(format!("WAL group {}: {e}", req.group_id)))?;
         match g.write(&series, req.batch, timeout).await {
             Ok(index) => Ok(Response::new(pb::GroupWriteResponse { index })),
             Err(e) => Err(e.to_status()),

@@ -106,8 +106,9 @@ pub enum LogOpenError {
 
 fn read_state(dir: &Path) -> Result<PersistedState, StorageError<Nid>> {
     match std::fs::read(dir.join(STATE_FILE)) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| StorageIOError::<Nid>::read_vote(&e).into()),
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|e| StorageIOError::<Nid>::read_vote(&e).into())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PersistedState::default()),
         Err(e) => Err(StorageIOError::<Nid>::read_vote(&e).into()),
     }
@@ -119,9 +120,8 @@ fn read_state(dir: &Path) -> Result<PersistedState, StorageError<Nid>> {
 /// snapshot and the log again.
 pub fn reset_keeping_vote(dir: &Path) -> Result<(), StorageError<Nid>> {
     let vote = read_state(dir).ok().and_then(|s| s.vote);
-    let write_err = |e: std::io::Error| -> StorageError<Nid> {
-        StorageIOError::<Nid>::write_logs(&e).into()
-    };
+    let write_err =
+        |e: std::io::Error| -> StorageError<Nid> { StorageIOError::<Nid>::write_logs(&e).into() };
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
