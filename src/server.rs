@@ -197,6 +197,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             return Err(e.into());
         }
     };
+    let mut commit_stats = None;
     let appendable: Arc<dyn crate::storage::Appendable> = match &groups {
         Some(g) => {
             tokio::spawn(crate::cluster::replication::run_group_setup(
@@ -205,11 +206,13 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
                 cfg.cluster.replication_factor,
                 shutdown.clone(),
             ));
-            Arc::new(crate::cluster::replication::ReplicatedAppendable::new(
+            let replicated = crate::cluster::replication::ReplicatedAppendable::new(
                 g.clone(),
                 cfg.cluster.node_id,
                 crate::cluster::replication::COMMIT_TIMEOUT,
-            ))
+            );
+            commit_stats = Some(replicated.stats());
+            Arc::new(replicated)
         }
         None => db.clone(),
     };
@@ -401,6 +404,9 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
                 render_metrics(&metrics_db, &metrics_reload) + &metrics_rules.render_metrics();
             if let Some(g) = &metrics_groups {
                 out.push_str(&g.render_metrics());
+            }
+            if let Some(c) = &commit_stats {
+                out.push_str(&c.render());
             }
             if let Some(am) = &metrics_am {
                 out.push_str(&am.render_metrics());

@@ -9,17 +9,20 @@
 //! restarted and the group elected a new leader meanwhile), the batch is forwarded
 //! to that leader over the `WalGroups.Write` RPC; leadership is not taken back.
 
-use super::raft::group::{forward_write, GroupWriteError, WalGroups};
+use super::raft::group::{forward_write, GroupWriteError, WalGroup, WalGroups};
 use super::ring::Ring;
 use super::runtime::Cluster;
 use super::state::{NodeAddr, NodeId};
 use super::wal_batch::{self, BatchSeries};
 use crate::labels::{Labels, Matcher};
+use crate::storage::check_order;
 use crate::storage::{
     merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints,
     SeriesRef, SeriesSet, StorageError,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -121,14 +124,71 @@ pub struct ReplicatedAppendable {
     stats: Arc<CommitStats>,
 }
 
-/// Counters and a latency record of commits through the replicated appender.
+/// Upper bounds (seconds) of the append-to-commit latency histogram's buckets.
+const COMMIT_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Counters and a latency histogram of commits through the replicated appender.
 #[derive(Debug, Default)]
 pub struct CommitStats {
-    pub commits: std::sync::atomic::AtomicU64,
-    pub failures: std::sync::atomic::AtomicU64,
-    pub forwarded: std::sync::atomic::AtomicU64,
+    pub commits: AtomicU64,
+    pub failures: AtomicU64,
+    /// Commits refused because a sample was out of order, a duplicate with
+    /// another value or out of bounds (nothing logged).
+    pub refused: AtomicU64,
+    pub forwarded: AtomicU64,
     /// Sum of commit latencies in µs.
-    pub latency_us_sum: std::sync::atomic::AtomicU64,
+    pub latency_us_sum: AtomicU64,
+    /// Commits per `COMMIT_BUCKETS` bucket (not cumulative); the last counts
+    /// those above the largest bound.
+    latency_buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
+}
+
+impl CommitStats {
+    fn observe(&self, took: Duration) {
+        self.commits.fetch_add(1, Relaxed);
+        self.latency_us_sum
+            .fetch_add(took.as_micros() as u64, Relaxed);
+        let secs = took.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.latency_buckets[i].fetch_add(1, Relaxed);
+    }
+
+    /// `hearth_wal_commit_*` in the text exposition format.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let counters = [
+            ("hearth_wal_commit_failures_total", "Commits that failed (no quorum within the timeout, storage errors).", &self.failures),
+            ("hearth_wal_commit_refused_total", "Commits refused for an out-of-order, duplicate or out-of-bounds sample before logging.", &self.refused),
+            ("hearth_wal_commit_forwarded_total", "Commit attempts forwarded to the leader of this node's WAL group.", &self.forwarded),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Relaxed)
+            );
+        }
+        let name = "hearth_wal_commit_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Append-to-commit latency of this node's appends (a quorum has the entry on disk).\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in COMMIT_BUCKETS.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.commits.load(Relaxed);
+        let sum = self.latency_us_sum.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+        out
+    }
 }
 
 impl ReplicatedAppendable {
@@ -156,6 +216,7 @@ impl Appendable for ReplicatedAppendable {
             runtime: self.runtime.clone(),
             timeout: self.timeout,
             stats: self.stats.clone(),
+            local: self.groups.get(self.node_id),
             series: Vec::new(),
             index: HashMap::new(),
         })
@@ -169,6 +230,9 @@ struct ReplicatedAppender {
     runtime: tokio::runtime::Handle,
     timeout: Duration,
     stats: Arc<CommitStats>,
+    /// This node's replica of its group, which `append` checks samples against
+    /// (None until the group is opened: then only the leader checks).
+    local: Option<WalGroup>,
     series: Vec<BatchSeries>,
     /// Position of each series in `series`.
     index: HashMap<Labels, usize>,
@@ -197,21 +261,21 @@ impl Appender for ReplicatedAppender {
             }
         };
         let s = &mut self.series[i];
-        // Order within the batch is checked here; order against what the group
-        // already holds is checked when the batch is applied (the same on every
-        // replica), where refused samples are dropped as a TSDB commit drops them.
-        if let Some(last) = s.samples.last() {
-            if t < last.t {
-                return Err(AppendError::OutOfOrder);
-            }
-            if t == last.t {
-                if last.v.to_bits() == v.to_bits() {
-                    return Ok(0);
-                }
-                return Err(AppendError::DuplicateSampleForTimestamp);
-            }
+        // A sample is checked against the one before it in this batch, or else
+        // against what this node's replica of its group holds (the same check as
+        // a TSDB append), so refusals come here, one by one. The group's leader
+        // checks the batch again before logging it (this replica may lag it, and
+        // other batches may be in flight): then the whole commit is refused.
+        let append = match s.samples.last() {
+            Some(last) => check_order(Some((last.t, last.v.to_bits())), t, v)?,
+            None => match &self.local {
+                Some(g) => g.check_sample(labels, t, v)?,
+                None => true,
+            },
+        };
+        if append {
+            s.samples.push(Sample { t, v });
         }
-        s.samples.push(Sample { t, v });
         // Series refs are not shared across the group's replicas; 0 means "look
         // the labels up again", which the buffer does by hash.
         Ok(0)
@@ -230,8 +294,9 @@ impl Appender for ReplicatedAppender {
             self.timeout,
             self.stats.clone(),
         );
+        let series = self.series;
         self.runtime.spawn(async move {
-            let r = commit_to_group(&groups, me, batch, timeout, &stats).await;
+            let r = commit_to_group(&groups, me, &series, batch, timeout, &stats).await;
             let _ = tx.send(r);
         });
         let result = match rx.recv_timeout(self.timeout + Duration::from_secs(1)) {
@@ -240,13 +305,14 @@ impl Appender for ReplicatedAppender {
                 "WAL group {me}: not committed within {timeout:?}"
             ))),
         };
-        use std::sync::atomic::Ordering::Relaxed;
         match &result {
-            Ok(()) => {
-                self.stats.commits.fetch_add(1, Relaxed);
-                self.stats
-                    .latency_us_sum
-                    .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            Ok(()) => self.stats.observe(started.elapsed()),
+            Err(
+                AppendError::OutOfOrder
+                | AppendError::DuplicateSampleForTimestamp
+                | AppendError::OutOfBounds,
+            ) => {
+                self.stats.refused.fetch_add(1, Relaxed);
             }
             Err(_) => {
                 self.stats.failures.fetch_add(1, Relaxed);
@@ -263,6 +329,7 @@ impl Appender for ReplicatedAppender {
 async fn commit_to_group(
     groups: &WalGroups,
     me: NodeId,
+    series: &[BatchSeries],
     batch: Vec<u8>,
     timeout: Duration,
     stats: &CommitStats,
@@ -279,12 +346,10 @@ async fn commit_to_group(
         let leader = groups.get(me).and_then(|g| g.leader().map(|l| (g, l)));
         let result = match leader {
             Some((_, (id, addr))) if id != me => {
-                stats
-                    .forwarded
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats.forwarded.fetch_add(1, Relaxed);
                 forward_write(&addr.grpc_address, me, batch.clone(), left).await
             }
-            Some((g, _)) => g.write(batch.clone(), left).await,
+            Some((g, _)) => g.write(series, batch.clone(), left).await,
             None => Err(GroupWriteError::NotLeader {
                 group: me,
                 leader: None,
@@ -292,6 +357,7 @@ async fn commit_to_group(
         };
         match result {
             Ok(_) => return Ok(()),
+            Err(GroupWriteError::Refused { error, .. }) => return Err(error),
             Err(GroupWriteError::Timeout { .. }) => {
                 return Err(unavailable(format!(
                     "not committed within {timeout:?} (no quorum?)"

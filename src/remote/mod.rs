@@ -3,9 +3,10 @@
 
 pub mod prompb;
 
-use crate::labels::LabelsBuilder;
-use crate::storage::{AppendError, Appendable};
+use crate::labels::{Labels, LabelsBuilder};
+use crate::storage::{check_order, AppendError, Appendable, Appender};
 use prost::Message;
+use std::collections::HashMap;
 
 /// Largest decompressed request accepted, like Prometheus's decode limit.
 pub const DECOMPRESSED_BYTES_MAX: usize = 32 << 20;
@@ -48,77 +49,86 @@ pub fn encode_write_request(req: &prompb::WriteRequest) -> Vec<u8> {
         .expect("snappy compression of an in-memory buffer cannot fail")
 }
 
-/// Appends every sample of `req` in one transaction. Like Prometheus's receiver,
-/// samples refused as out of order, duplicate or out of bounds are skipped, the rest
-/// are committed, and the request then fails with 400 naming the first refusal.
+/// Appends every sample of `req` in one transaction, as Prometheus's receiver
+/// does: the first sample refused as out of order, a duplicate with another value
+/// or out of bounds rolls the whole request back and answers 400 with the
+/// storage's message ("out of order sample", ...), so senders drop the request
+/// instead of retrying it; an identical duplicate is accepted. Unlike Prometheus,
+/// a sample older than one before it in the same request is refused too (there
+/// its commit would drop it silently).
 pub fn write(store: &dyn Appendable, req: &prompb::WriteRequest) -> Result<(), WriteError> {
     let mut app = store.appender();
-    let mut first_refusal: Option<String> = None;
-    let mut refused = 0usize;
-    for ts in &req.timeseries {
-        let mut b = LabelsBuilder::new();
-        for l in &ts.labels {
-            if !is_valid_label_name(&l.name) {
-                app.rollback();
-                return Err(WriteError::BadRequest(format!(
-                    "invalid label name {:?} in series with labels {:?}",
-                    l.name,
-                    ts.labels
-                        .iter()
-                        .map(|l| (&l.name, &l.value))
-                        .collect::<Vec<_>>()
-                )));
-            }
-            b.set(&l.name, &l.value);
-        }
-        let labels = b.build();
-        if labels.metric_name().is_empty() {
+    match append_request(app.as_mut(), req) {
+        Ok(()) => app.commit().map_err(append_error),
+        Err(e) => {
             app.rollback();
-            return Err(WriteError::BadRequest(format!(
-                "series {labels} has no metric name"
-            )));
-        }
-        let mut series_ref = 0;
-        for s in &ts.samples {
-            match app.append(series_ref, &labels, s.timestamp, s.value) {
-                Ok(r) => series_ref = r,
-                Err(
-                    e @ (AppendError::OutOfOrder
-                    | AppendError::DuplicateSampleForTimestamp
-                    | AppendError::OutOfBounds),
-                ) => {
-                    refused += 1;
-                    if first_refusal.is_none() {
-                        first_refusal = Some(format!(
-                            "{e} for series {labels} at timestamp {}",
-                            s.timestamp
-                        ));
-                    }
-                }
-                Err(AppendError::InvalidLabels(m)) => {
-                    app.rollback();
-                    return Err(WriteError::BadRequest(m));
-                }
-                Err(e @ AppendError::Unavailable(_)) => {
-                    app.rollback();
-                    return Err(WriteError::Unavailable(e.to_string()));
-                }
-                Err(e) => {
-                    app.rollback();
-                    return Err(WriteError::Storage(e.to_string()));
-                }
-            }
+            Err(e)
         }
     }
-    app.commit().map_err(|e| match e {
+}
+
+fn append_request(app: &mut dyn Appender, req: &prompb::WriteRequest) -> Result<(), WriteError> {
+    // The newest sample appended per series in this request (timestamp, value bits).
+    let mut newest: HashMap<Labels, (i64, u64)> = HashMap::new();
+    for ts in &req.timeseries {
+        let labels = series_labels(ts)?;
+        let mut last = newest.get(&labels).copied();
+        let mut series_ref = 0;
+        for s in &ts.samples {
+            let refused = |e: AppendError| {
+                tracing::warn!(error = %e, series = %labels, timestamp = s.timestamp, "remote write: sample refused");
+                append_error(e)
+            };
+            if last.is_some() && !check_order(last, s.timestamp, s.value).map_err(refused)? {
+                continue;
+            }
+            series_ref = app
+                .append(series_ref, &labels, s.timestamp, s.value)
+                .map_err(refused)?;
+            last = Some((s.timestamp, s.value.to_bits()));
+        }
+        if let Some(l) = last {
+            newest.insert(labels, l);
+        }
+    }
+    Ok(())
+}
+
+/// The label set of one series of a request, validated.
+fn series_labels(ts: &prompb::TimeSeries) -> Result<Labels, WriteError> {
+    let mut b = LabelsBuilder::new();
+    for l in &ts.labels {
+        if !is_valid_label_name(&l.name) {
+            return Err(WriteError::BadRequest(format!(
+                "invalid label name {:?} in series with labels {:?}",
+                l.name,
+                ts.labels
+                    .iter()
+                    .map(|l| (&l.name, &l.value))
+                    .collect::<Vec<_>>()
+            )));
+        }
+        b.set(&l.name, &l.value);
+    }
+    let labels = b.build();
+    if labels.metric_name().is_empty() {
+        return Err(WriteError::BadRequest(format!(
+            "series {labels} has no metric name"
+        )));
+    }
+    Ok(labels)
+}
+
+/// How an append or commit failure answers: refusals of a sample are the
+/// client's (400, Prometheus's text), a store without quorum 503, the rest 500.
+fn append_error(e: AppendError) -> WriteError {
+    match e {
+        AppendError::OutOfOrder
+        | AppendError::DuplicateSampleForTimestamp
+        | AppendError::OutOfBounds => WriteError::BadRequest(e.to_string()),
+        AppendError::InvalidLabels(m) => WriteError::BadRequest(m),
         AppendError::Unavailable(_) => WriteError::Unavailable(e.to_string()),
-        e => WriteError::Storage(e.to_string()),
-    })?;
-    match first_refusal {
-        Some(msg) => Err(WriteError::BadRequest(format!(
-            "{refused} sample(s) refused; first: {msg}"
-        ))),
-        None => Ok(()),
+        AppendError::Storage(_) => WriteError::Storage(e.to_string()),
     }
 }
 

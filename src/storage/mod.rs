@@ -67,6 +67,20 @@ pub enum AppendError {
     Unavailable(String),
 }
 
+/// Whether a sample at `t` with value `v` may follow a series' newest sample
+/// `last` (timestamp, value bits): `Ok(true)` to append, `Ok(false)` for an
+/// identical duplicate (accepted and ignored, as in Prometheus), or why not.
+pub fn check_order(last: Option<(i64, u64)>, t: i64, v: f64) -> Result<bool, AppendError> {
+    match last {
+        Some((lt, _)) if t < lt => Err(AppendError::OutOfOrder),
+        Some((lt, lv)) if t == lt && lv != v.to_bits() => {
+            Err(AppendError::DuplicateSampleForTimestamp)
+        }
+        Some((lt, _)) if t == lt => Ok(false),
+        _ => Ok(true),
+    }
+}
+
 /// A read or write failed for a reason other than the sample itself.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -5,10 +5,10 @@ use super::block::{self, Block, BlockLineage, TMP_FOR_CREATION};
 use super::head::{Head, HeadOptions};
 use super::meta::BlockMeta;
 use super::TsdbError;
-use crate::labels::Matcher;
+use crate::labels::{Labels, Matcher};
 use crate::storage::{
-    merge_series_sets, Appendable, Appender, Querier, Queryable, SelectHints, SeriesSet,
-    StorageError,
+    merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, SelectHints,
+    SeriesSet, StorageError,
 };
 use crate::wal::LogOptions;
 use parking_lot::{Mutex, RwLock};
@@ -652,6 +652,15 @@ fn split_by_range(metas: &[BlockMeta], sorted: &[usize], range: i64) -> Vec<Vec<
         parts.push(group);
     }
     parts
+}
+
+impl Db {
+    /// What appending (`labels`, `t`, `v`) would answer now, without changing
+    /// anything (`Head::check_append`): lets a replicated writer refuse a sample
+    /// before it is logged rather than have it dropped when it is applied.
+    pub fn check_append(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
+        self.head.check_append(labels, t, v)
+    }
 }
 
 impl Appendable for Db {

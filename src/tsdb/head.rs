@@ -18,7 +18,8 @@ use super::TsdbError;
 use crate::fxhash::HashMap as FxMap;
 use crate::labels::{Labels, Matcher};
 use crate::storage::{
-    AppendError, Appender, Sample, SelectHints, Series, SeriesRef, SeriesSet, StorageError,
+    check_order, AppendError, Appender, Sample, SelectHints, Series, SeriesRef, SeriesSet,
+    StorageError,
 };
 use crate::wal::{self, Log, LogOptions};
 use parking_lot::{Mutex, RwLock};
@@ -749,6 +750,24 @@ impl Head {
         }
     }
 
+    /// What an append of (`labels`, `t`, `v`) would answer now, without creating
+    /// the series or changing anything: `Ok(true)` to append, `Ok(false)` for an
+    /// identical duplicate, or the refusal (out of bounds, out of order, duplicate).
+    pub fn check_append(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
+        if t < self.appendable_min_valid_time() {
+            return Err(AppendError::OutOfBounds);
+        }
+        let series = self
+            .series
+            .read()
+            .get_by_labels(labels.stable_hash(), labels)
+            .cloned();
+        match series {
+            Some(s) => check_order(s.data.lock().last, t, v),
+            None => Ok(true),
+        }
+    }
+
     /// All series with their samples in [mint, maxt], tombstones applied, in label order.
     pub fn select(
         self: &Arc<Self>,
@@ -1240,18 +1259,14 @@ impl HeadAppender {
     /// append, `Ok(false)` for an identical duplicate (accepted and ignored, as in
     /// Prometheus), or the reason it is refused.
     fn check(&self, d: &SeriesData, t: i64, v: f64) -> Result<bool, AppendError> {
-        let stats = &self.head.stats;
-        match d.last {
-            Some((lt, _)) if t < lt => {
-                stats.out_of_order_samples.fetch_add(1, Ordering::Relaxed);
-                Err(AppendError::OutOfOrder)
-            }
-            Some((lt, lv)) if t == lt && lv != v.to_bits() => {
-                Err(AppendError::DuplicateSampleForTimestamp)
-            }
-            Some((lt, _)) if t == lt => Ok(false),
-            _ => Ok(true),
+        let r = check_order(d.last, t, v);
+        if r == Err(AppendError::OutOfOrder) {
+            self.head
+                .stats
+                .out_of_order_samples
+                .fetch_add(1, Ordering::Relaxed);
         }
+        r
     }
 
     fn lookup(&self, series_ref: SeriesRef, labels: &Labels) -> Option<Arc<MemSeries>> {

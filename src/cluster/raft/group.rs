@@ -10,11 +10,14 @@
 //! module.
 
 use super::group_snapshot;
-use super::log_store::LogStore;
+use super::log_store::{self, LogOpenError, LogStore};
 use super::service::{handle_append, handle_install_snapshot, handle_vote};
 use super::{HearthConfig, Nid, Payload, RaftOpError, RaftOptions};
 use crate::cluster::pb;
 use crate::cluster::state::{NodeAddr, NodeId};
+use crate::cluster::wal_batch::{self, BatchSeries};
+use crate::labels::Labels;
+use crate::storage::check_order;
 use crate::storage::AppendError;
 use crate::tsdb::db::{Db, DbOptions};
 use crate::wal::LogOptions;
@@ -27,7 +30,7 @@ use openraft::{
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,7 +99,71 @@ pub enum GroupWriteError {
     Timeout { group: u64, timeout: Duration },
     #[error("WAL group {group}: {reason}")]
     Fatal { group: u64, reason: String },
+    /// A sample of the batch is refused (out of order, duplicate with another
+    /// value, out of bounds) against what the group holds: nothing was logged.
+    #[error("WAL group {group}: {error} (series {series}, timestamp {t})")]
+    Refused {
+        group: u64,
+        error: AppendError,
+        series: String,
+        t: i64,
+    },
 }
+
+impl GroupWriteError {
+    /// The gRPC status a forwarded write answers with. A refusal's message starts
+    /// with the `AppendError` text, which `forward_write` reads back.
+    fn to_status(&self) -> Status {
+        match self {
+            GroupWriteError::NotLeader { .. } => Status::failed_precondition(self.to_string()),
+            GroupWriteError::Refused {
+                error, series, t, ..
+            } => Status::invalid_argument(format!("{error}\n{series} {t}")),
+            _ => Status::unavailable(self.to_string()),
+        }
+    }
+}
+
+/// The refusal a forwarded write's `InvalidArgument` status names.
+fn refusal_from_status(group: u64, s: &Status) -> GroupWriteError {
+    let (kind, detail) = s.message().split_once('\n').unwrap_or((s.message(), ""));
+    let error = [
+        AppendError::OutOfOrder,
+        AppendError::DuplicateSampleForTimestamp,
+        AppendError::OutOfBounds,
+    ]
+    .into_iter()
+    .find(|e| e.to_string() == kind);
+    match error {
+        Some(error) => {
+            let (series, t) = detail.rsplit_once(' ').unwrap_or((detail, ""));
+            GroupWriteError::Refused {
+                group,
+                error,
+                series: series.to_string(),
+                t: t.parse().unwrap_or_default(),
+            }
+        }
+        None => GroupWriteError::Fatal {
+            group,
+            reason: format!("forwarded write refused: {}", s.message()),
+        },
+    }
+}
+
+/// The newest sample of a series in entries this node proposed as the group's
+/// leader that are not applied yet, and how many such entries hold the series.
+#[derive(Debug, Clone, Copy)]
+struct PendingLast {
+    t: i64,
+    v_bits: u64,
+    entries: u32,
+}
+
+/// Series of entries proposed but not applied yet: a later batch is checked
+/// against them as well as against the TSDB, so concurrent writes cannot log a
+/// sample that applying would then drop.
+type Pending = Mutex<HashMap<Labels, PendingLast>>;
 
 /// Counters of one group's state machine, for tests and `/metrics`.
 #[derive(Debug, Default)]
@@ -116,8 +183,13 @@ pub struct ApplyStats {
     pub segments_purged: Arc<AtomicU64>,
     /// Samples the TSDB took.
     pub samples_applied: AtomicU64,
+    /// Times this replica's copy of the group was dropped because its log was
+    /// damaged, to be sent again by the leader (at most 1: counted at open).
+    pub replicas_dropped: AtomicU64,
     /// Samples the TSDB refused (out of order, duplicate, out of bounds): the same
-    /// on every replica, since every replica applies the same log in order.
+    /// on every replica, since every replica applies the same log in order. The
+    /// leader checks batches before logging them, so this stays 0 unless a write
+    /// timed out and was committed later.
     pub samples_refused: AtomicU64,
 }
 
@@ -389,6 +461,71 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
     }
 }
 
+/// Opens the Raft log of the group in `dir`. A log that fails its checks (a
+/// segment's CRC or sequence) is not trusted, repaired or served: this replica's
+/// whole copy of the group (log, TSDB, snapshots) is dropped, keeping only its
+/// vote, and the log opens empty, so the group's leader sends the snapshot and the
+/// log again. The flag says whether that happened.
+fn open_log(
+    dir: &Path,
+    group_id: u64,
+    wal_opts: LogOptions,
+) -> Result<(LogStore<GroupConfig>, bool), String> {
+    let raft_dir = dir.join(RAFT_DIR);
+    match LogStore::<GroupConfig>::open_checked(&raft_dir, wal_opts.clone()) {
+        Ok(log) => return Ok((log, false)),
+        Err(LogOpenError::Corrupted { source, .. }) => {
+            tracing::error!(
+                group = group_id,
+                error = %source,
+                "WAL group log is damaged: dropping this replica's copy of the group (log, TSDB, snapshots) to receive it again from its peers"
+            );
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    drop_copy(dir).map_err(|e| format!("dropping the damaged copy: {e}"))?;
+    log_store::reset_keeping_vote(&raft_dir).map_err(|e| e.to_string())?;
+    let log = LogStore::<GroupConfig>::open(&raft_dir, wal_opts).map_err(|e| e.to_string())?;
+    Ok((log, true))
+}
+
+/// Removes a group's TSDB and snapshots from `dir` (the log is reset apart).
+fn drop_copy(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name() == RAFT_DIR {
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The series of a batch `WalGroup::admit` recorded as pending; dropped once the
+/// batch is applied here or failed (or the write is abandoned), which forgets them.
+struct Admitted<'a> {
+    pending: &'a Pending,
+    series: Vec<Labels>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.pending.lock();
+        for labels in &self.series {
+            if let Some(p) = pending.get_mut(labels) {
+                p.entries -= 1;
+                if p.entries == 0 {
+                    pending.remove(labels);
+                }
+            }
+        }
+    }
+}
+
 /// One WAL group on this node: its Raft instance and the TSDB its state machine
 /// applies into. Cheap to clone.
 #[derive(Clone)]
@@ -397,6 +534,7 @@ pub struct WalGroup {
     raft: GroupRaft,
     db: Arc<Db>,
     stats: Arc<ApplyStats>,
+    pending: Arc<Pending>,
 }
 
 impl WalGroup {
@@ -422,8 +560,7 @@ impl WalGroup {
             segment_size_bytes: raft_opts.group_segment_size_bytes,
             repair: false,
         };
-        let log = LogStore::<GroupConfig>::open(&dir.join(RAFT_DIR), wal_opts)
-            .map_err(|e| storage_err(e.to_string()))?;
+        let (log, dropped) = open_log(dir, group_id, wal_opts).map_err(storage_err)?;
         // A restart starts from the newest snapshot: its head checkpoint goes into
         // the head (the blocks are in the TSDB's directory already), and Raft
         // applies the log after it.
@@ -441,6 +578,7 @@ impl WalGroup {
         let db = Arc::new(db);
         let stats = Arc::new(ApplyStats {
             segments_purged: log.segments_purged(),
+            replicas_dropped: AtomicU64::new(u64::from(dropped)),
             ..Default::default()
         });
         let applied = match &newest {
@@ -497,6 +635,7 @@ impl WalGroup {
             raft,
             db,
             stats,
+            pending: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -553,9 +692,84 @@ impl WalGroup {
         m.membership_config.membership().voter_ids().collect()
     }
 
-    /// Appends `batch` to the log and returns its index once a quorum has it on
-    /// disk (and this node applied it), or an error within `timeout`.
-    pub async fn write(&self, batch: Vec<u8>, timeout: Duration) -> Result<u64, GroupWriteError> {
+    /// What appending (`labels`, `t`, `v`) to this group would answer now, as a
+    /// TSDB append answers (`Ok(false)`: an identical duplicate, to be skipped):
+    /// checked against samples proposed here and not applied yet, else against
+    /// this replica's TSDB.
+    pub fn check_sample(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
+        let pending = self.pending.lock().get(labels).map(|p| (p.t, p.v_bits));
+        self.check_after(pending, labels, t, v)
+    }
+
+    fn check_after(
+        &self,
+        last: Option<(i64, u64)>,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> Result<bool, AppendError> {
+        match last {
+            Some(last) => check_order(Some(last), t, v),
+            None => self.db.check_append(labels, t, v),
+        }
+    }
+
+    /// Checks every sample of `series` and, if none is refused, records the
+    /// batch's newest sample per series as pending. Returns the series recorded.
+    fn admit(&self, series: &[BatchSeries]) -> Result<Vec<Labels>, GroupWriteError> {
+        let mut pending = self.pending.lock();
+        let mut newest = Vec::with_capacity(series.len());
+        for s in series {
+            let mut last = pending.get(&s.labels).map(|p| (p.t, p.v_bits));
+            for smp in &s.samples {
+                let append = self
+                    .check_after(last, &s.labels, smp.t, smp.v)
+                    .map_err(|error| GroupWriteError::Refused {
+                        group: self.group_id,
+                        error,
+                        series: s.labels.to_string(),
+                        t: smp.t,
+                    })?;
+                if append {
+                    last = Some((smp.t, smp.v.to_bits()));
+                }
+            }
+            if let Some(l) = last {
+                newest.push((&s.labels, l));
+            }
+        }
+        let mut admitted = Vec::with_capacity(newest.len());
+        for (labels, (t, v_bits)) in newest {
+            let p = pending.entry(labels.clone()).or_insert(PendingLast {
+                t,
+                v_bits,
+                entries: 0,
+            });
+            (p.t, p.v_bits) = (t, v_bits);
+            p.entries += 1;
+            admitted.push(labels.clone());
+        }
+        Ok(admitted)
+    }
+
+    /// Checks `series` against what the group holds (a refused sample refuses the
+    /// whole batch, and nothing is logged), appends `batch` (their encoding) to
+    /// the log and returns its index once a quorum has it on disk and this node
+    /// applied it, or an error within `timeout`.
+    pub async fn write(
+        &self,
+        series: &[BatchSeries],
+        batch: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u64, GroupWriteError> {
+        let _admitted = Admitted {
+            pending: &self.pending,
+            series: self.admit(series)?,
+        };
+        self.propose(batch, timeout).await
+    }
+
+    async fn propose(&self, batch: Vec<u8>, timeout: Duration) -> Result<u64, GroupWriteError> {
         let group = self.group_id;
         match tokio::time::timeout(timeout, self.raft.client_write(Batch(batch))).await {
             Err(_) => Err(GroupWriteError::Timeout { group, timeout }),
@@ -681,7 +895,7 @@ impl WalGroups {
         use std::fmt::Write as _;
         let groups = self.all();
         let mut out = String::new();
-        let metrics: [MetricDef; 6] = [
+        let metrics: [MetricDef; 8] = [
             (
                 "hearth_wal_group_snapshots_built_total",
                 "counter",
@@ -711,6 +925,18 @@ impl WalGroups {
                 "counter",
                 "Log segment files deleted after snapshots.",
                 |s| s.segments_purged.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_samples_refused_total",
+                "counter",
+                "Samples of committed entries the group's TSDB refused when applying them.",
+                |s| s.samples_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_replicas_dropped_total",
+                "counter",
+                "Times this replica's copy of the group was dropped at start because its log failed its checks, to be sent again by the leader.",
+                |s| s.replicas_dropped.load(Ordering::Relaxed),
             ),
             (
                 "hearth_wal_group_entries_applied_total",
@@ -801,12 +1027,11 @@ impl pb::wal_groups_server::WalGroups for WalGroupsService {
                 req.group_id
             )));
         };
-        match g.write(req.batch, timeout).await {
+        let series = wal_batch::decode(&req.batch)
+            .map_err(|e| Status::invalid_argument(format!("WAL group {}: {e}", req.group_id)))?;
+        match g.write(&series, req.batch, timeout).await {
             Ok(index) => Ok(Response::new(pb::GroupWriteResponse { index })),
-            Err(e @ GroupWriteError::NotLeader { .. }) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Err(e) => Err(Status::unavailable(e.to_string())),
+            Err(e) => Err(e.to_status()),
         }
     }
 }
@@ -842,6 +1067,9 @@ pub async fn forward_write(
                 group: group_id,
                 leader: None,
             })
+        }
+        Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
+            Err(refusal_from_status(group_id, &s))
         }
         Ok(Err(s)) if s.code() == tonic::Code::DeadlineExceeded => Err(GroupWriteError::Timeout {
             group: group_id,

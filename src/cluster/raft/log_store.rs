@@ -10,7 +10,7 @@
 
 use super::{HearthConfig, Nid};
 use crate::cluster::write_atomic;
-use crate::wal::{Log, LogOptions};
+use crate::wal::{Log, LogOptions, WalError};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
@@ -85,25 +85,91 @@ fn read_error(e: impl std::error::Error + 'static) -> StorageError<Nid> {
     StorageIOError::<Nid>::read_logs(&e).into()
 }
 
+/// Why a log store did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    /// A segment of the log failed its checks (frame CRC, segment sequence): the
+    /// log cannot be trusted.
+    #[error("Raft log in {dir}: {source}")]
+    Corrupted {
+        dir: String,
+        #[source]
+        source: WalError,
+    },
+    #[error("Raft log in {dir}: {source}")]
+    Storage {
+        dir: String,
+        #[source]
+        source: StorageError<Nid>,
+    },
+}
+
+fn read_state(dir: &Path) -> Result<PersistedState, StorageError<Nid>> {
+    match std::fs::read(dir.join(STATE_FILE)) {
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|e| StorageIOError::<Nid>::read_vote(&e).into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PersistedState::default()),
+        Err(e) => Err(StorageIOError::<Nid>::read_vote(&e).into()),
+    }
+}
+
+/// Empties the store in `dir` (its log, its last purged and committed ids) but
+/// keeps its vote, so this replica never votes twice in a term it voted in and
+/// Raft treats it as a member whose log is empty: the leader then sends it the
+/// snapshot and the log again.
+pub fn reset_keeping_vote(dir: &Path) -> Result<(), StorageError<Nid>> {
+    let vote = read_state(dir).ok().and_then(|s| s.vote);
+    let write_err =
+        |e: std::io::Error| -> StorageError<Nid> { StorageIOError::<Nid>::write_logs(&e).into() };
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(write_err(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(write_err)?;
+    let state = PersistedState {
+        vote,
+        ..Default::default()
+    };
+    let bytes = serde_json::to_vec(&state).map_err(|e| StorageIOError::<Nid>::write_vote(&e))?;
+    write_atomic(&dir.join(STATE_FILE), &bytes)
+        .map_err(|e| StorageIOError::<Nid>::write_vote(&e).into())
+}
+
 impl<C: HearthConfig> LogStore<C> {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, wal_opts: LogOptions) -> Result<LogStore<C>, StorageError<Nid>> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageIOError::<Nid>::read_vote(&e))?;
-        let state = match std::fs::read(dir.join(STATE_FILE)) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| StorageIOError::<Nid>::read_vote(&e))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
-            Err(e) => return Err(StorageIOError::<Nid>::read_vote(&e).into()),
+        Self::open_checked(dir, wal_opts).map_err(|e| match e {
+            LogOpenError::Corrupted { source, .. } => read_error(source),
+            LogOpenError::Storage { source, .. } => source,
+        })
+    }
+
+    /// Opens (or creates) the store in `dir`, telling a damaged log
+    /// (`LogOpenError::Corrupted`) apart from other failures.
+    pub fn open_checked(dir: &Path, wal_opts: LogOptions) -> Result<LogStore<C>, LogOpenError> {
+        let storage = |source: StorageError<Nid>| LogOpenError::Storage {
+            dir: dir.display().to_string(),
+            source,
         };
-        let wal = Log::open(&dir.join(LOG_DIR), wal_opts).map_err(read_error)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| storage(StorageIOError::<Nid>::read_vote(&e).into()))?;
+        let state = read_state(dir).map_err(storage)?;
+        let wal = Log::open(&dir.join(LOG_DIR), wal_opts).map_err(|e| match e {
+            e @ WalError::Corruption { .. } => LogOpenError::Corrupted {
+                dir: dir.display().to_string(),
+                source: e,
+            },
+            e => storage(read_error(e)),
+        })?;
         let mut inner = Inner {
             dir: dir.to_path_buf(),
             wal,
             state,
             last: None,
         };
-        inner.last = inner.read_last::<C>()?;
+        inner.last = inner.read_last::<C>().map_err(storage)?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             segments_purged: Arc::new(AtomicU64::new(0)),
