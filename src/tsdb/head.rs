@@ -669,6 +669,7 @@ impl Head {
                     Ok(Series {
                         labels: s.labels.clone(),
                         samples: Vec::new(),
+                        start_times: Vec::new(),
                     })
                 });
             }
@@ -677,6 +678,7 @@ impl Head {
                 Ok(samples) => Some(Ok(Series {
                     labels: s.labels.clone(),
                     samples,
+                    start_times: Vec::new(),
                 })),
                 Err(e) => Some(Err(e)),
             }
@@ -841,6 +843,7 @@ impl Head {
                 Ok(samples) => Some(Ok(Series {
                     labels: s.labels.clone(),
                     samples,
+                    start_times: Vec::new(),
                 })),
                 Err(e) => Some(Err(e)),
             }
@@ -1236,6 +1239,7 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
             (!s.is_empty()).then_some(Series {
                 labels: l,
                 samples: s,
+                start_times: Vec::new(),
             })
         })
         .collect();
