@@ -214,10 +214,7 @@ fn series_set(data: &Data) -> hearth::storage::SeriesSet {
     let v: Vec<Result<Series, StorageError>> = data
         .iter()
         .map(|(l, s)| {
-            Ok(Series {
-                labels: l.clone(),
-                samples: s.clone(),
-            })
+            Ok(Series::new(l.clone(), s.clone()))
         })
         .collect();
     Box::new(v.into_iter())

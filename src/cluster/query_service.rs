@@ -136,7 +136,7 @@ pub(crate) fn series_from_pb(s: pb::Series) -> Result<Series, SeriesDecodeError>
         prev = t;
         samples.push(Sample { t, v });
     }
-    Ok(Series { labels, samples })
+    Ok(Series::new(labels, samples))
 }
 
 fn storage_status(e: StorageError) -> Status {
@@ -252,6 +252,7 @@ mod tests {
                     t,
                     v: f64::from_bits(bits.wrapping_add(i as u64)),
                 }).collect(),
+                start_times: Vec::new(),
             };
             let back = series_from_pb(series_to_pb(&s, false)).unwrap();
             prop_assert_eq!(back, s);

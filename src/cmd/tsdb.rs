@@ -187,6 +187,7 @@ pub fn dump(
                 Ok(Series {
                     labels: s.labels.clone(),
                     samples,
+                    start_times: Vec::new(),
                 })
             })
         })));
@@ -378,6 +379,7 @@ pub fn create_blocks_from_openmetrics(
                 Ok(Series {
                     labels: labels.clone(),
                     samples: samples[lo..hi].to_vec(),
+                    start_times: Vec::new(),
                 })
             })
         });

@@ -113,6 +113,13 @@ impl Labels {
         self.data.len() + 2 * std::mem::size_of::<usize>()
     }
 
+    /// An identity of this label set's shared buffer: equal for clones, different
+    /// for label sets built separately (even with equal labels) while both are
+    /// alive. Lets callers cache per-series work across evaluation steps.
+    pub fn buffer_id(&self) -> usize {
+        self.data.as_ptr() as usize
+    }
+
     /// The metric name, or "" when there is none.
     pub fn metric_name(&self) -> &str {
         self.get(METRIC_NAME)

@@ -45,20 +45,35 @@ pub(super) struct MSeries {
 /// The points of a range-vector series: a window into a selector's points, which
 /// are read once per query and shared by every step (no copy per step), or points
 /// of their own (subqueries, `anchored`/`smoothed` windows).
-#[derive(Debug, Clone)]
+///
+/// A shared window refers to the selector's data as a whole and a series in it:
+/// every series of a step then shares one reference count, which stays in cache,
+/// instead of touching one per series.
+#[derive(Clone)]
 pub(super) enum Points {
     Shared {
-        all: Rc<[FPoint]>,
+        data: Rc<Vec<MatrixData>>,
+        series: usize,
         range: std::ops::Range<usize>,
     },
     Owned(Vec<FPoint>),
+}
+
+impl std::fmt::Debug for Points {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl std::ops::Deref for Points {
     type Target = [FPoint];
     fn deref(&self) -> &[FPoint] {
         match self {
-            Points::Shared { all, range } => &all[range.clone()],
+            Points::Shared {
+                data,
+                series,
+                range,
+            } => &data[*series].points[range.clone()],
             Points::Owned(v) => v,
         }
     }
@@ -67,17 +82,37 @@ impl std::ops::Deref for Points {
 impl Points {
     fn into_vec(self) -> Vec<FPoint> {
         match self {
-            Points::Shared { all, range } => all[range].to_vec(),
+            Points::Shared {
+                data,
+                series,
+                range,
+            } => data[series].points[range].to_vec(),
             Points::Owned(v) => v,
+        }
+    }
+
+    /// The start times of the points (0 = unknown), or an empty slice when there
+    /// are none: storage had none, or the points were computed (subqueries,
+    /// `anchored`/`smoothed` windows), which, as in Prometheus, do not carry them.
+    pub fn start_times(&self) -> &[i64] {
+        match self {
+            Points::Shared {
+                data,
+                series,
+                range,
+            } if !data[*series].start_times.is_empty() => &data[*series].start_times[range.clone()],
+            _ => &[],
         }
     }
 }
 
 /// A range selector's series as read from storage, stale markers left out: the
 /// points every step's window is cut from.
-struct MatrixData {
+pub(super) struct MatrixData {
     metric: Labels,
-    points: Rc<[FPoint]>,
+    points: Box<[FPoint]>,
+    /// Start times aligned with `points`, or empty.
+    start_times: Box<[i64]>,
 }
 
 /// The window a range vector was taken over: `(end - range_ms, end]`.
@@ -165,6 +200,11 @@ pub(super) struct Evaluator<'a> {
     /// move forward, so the next step's search starts there and usually moves a
     /// sample or two instead of searching the whole series again.
     cursors: HashMap<usize, Vec<usize>>,
+    /// Vector-matching work per binary expression (keyed by its address), kept
+    /// across steps.
+    match_caches: HashMap<usize, MatchCache>,
+    /// Grouping work per aggregation (keyed by its address), kept across steps.
+    group_caches: HashMap<usize, GroupCache>,
     /// Inner results of subqueries by (subquery address, inner evaluation time).
     subquery_steps: HashMap<(usize, i64), Rc<Vec<VSample>>>,
     /// Samples held by the current step.
@@ -176,6 +216,9 @@ pub(super) struct Evaluator<'a> {
     /// Warnings and infos, each message once, in the order first raised.
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// String literals of the query whose escapes spell invalid UTF-8: never
+    /// valid label names.
+    invalid_utf8: Vec<super::rewrite::InvalidUtf8>,
     /// Text positions of calls and aggregations, keyed by node address.
     positions: std::collections::HashMap<usize, super::positions::CallPos>,
 }
@@ -218,6 +261,8 @@ pub(super) fn run(
         data: HashMap::default(),
         matrix_data: HashMap::default(),
         cursors: HashMap::default(),
+        match_caches: HashMap::default(),
+        group_caches: HashMap::default(),
         subquery_steps: HashMap::default(),
         step_samples: 0,
         result_samples: 0,
@@ -225,6 +270,7 @@ pub(super) fn run(
         warnings: Vec::new(),
         infos: Vec::new(),
         positions: super::positions::positions(text, expr),
+        invalid_utf8: super::rewrite::invalid_utf8_literals(text),
     };
     ev.plan(expr, start, end);
     let value = eval_all(&mut ev, expr, start, end, step, instant)?;
@@ -279,10 +325,14 @@ fn eval_all(
         ev.check_limits()?;
         ev.step_samples = 0;
         let mut push = |metric: Labels, drop_name: bool, f: f64| {
-            let i = *index.entry(metric.clone()).or_insert_with(|| {
-                series.push((metric, false, Vec::new()));
-                series.len() - 1
-            });
+            let i = match index.get(&metric) {
+                Some(&i) => i,
+                None => {
+                    index.insert(metric.clone(), series.len());
+                    series.push((metric, false, Vec::new()));
+                    series.len() - 1
+                }
+            };
             series[i].1 |= drop_name;
             series[i].2.push(FPoint { t, f });
         };
@@ -520,6 +570,20 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Where call `c` starts in the query (`line:col`).
+    /// Whether `name`, a string from the query, is a valid label name: not empty
+    /// and, as Prometheus requires, UTF-8 in the query text.
+    pub fn label_name_ok(&self, name: &str) -> bool {
+        valid_label_name(name) && !self.invalid_utf8.iter().any(|x| x.decoded == name)
+    }
+
+    /// `s`, a string from the query, quoted as Go's `%q` prints the original.
+    pub fn quote_query_string(&self, s: &str) -> String {
+        match self.invalid_utf8.iter().find(|x| x.decoded == s) {
+            Some(x) => x.quoted.clone(),
+            None => go_quote(s),
+        }
+    }
+
     pub fn call_pos(&self, c: &promql_parser::parser::Call) -> Option<String> {
         self.positions.get(&key(c)).map(|p| p.start.clone())
     }
@@ -617,7 +681,7 @@ impl<'a> Evaluator<'a> {
                 .map_err(|e| QueryError::Storage(e.to_string()))?
             {
                 let mut s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
-                s.samples.retain(|p| p.t >= mint && p.t <= maxt);
+                s.retain_samples(|p| p.t >= mint && p.t <= maxt);
                 // Raw samples stay in memory for the whole query, so they count
                 // towards `max_samples` too: a selector over too much data fails
                 // with Prometheus's error instead of exhausting memory.
@@ -651,14 +715,22 @@ impl<'a> Evaluator<'a> {
         let raw = self.series_for(vs)?;
         let d: Vec<MatrixData> = raw
             .iter()
-            .map(|s| MatrixData {
-                metric: s.labels.clone(),
-                points: s
-                    .samples
-                    .iter()
-                    .filter(|p| !is_stale_nan(p.v))
-                    .map(|p| FPoint { t: p.t, f: p.v })
-                    .collect(),
+            .map(|s| {
+                let live = || {
+                    s.samples
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| !is_stale_nan(p.v))
+                };
+                MatrixData {
+                    metric: s.labels.clone(),
+                    points: live().map(|(_, p)| FPoint { t: p.t, f: p.v }).collect(),
+                    start_times: if s.start_times.is_empty() {
+                        Box::default()
+                    } else {
+                        live().map(|(i, _)| s.start_time(i)).collect()
+                    },
+                }
             })
             .collect();
         // The raw samples are not needed again: a selector is either a vector
@@ -690,7 +762,7 @@ impl<'a> Evaluator<'a> {
                     other.type_name()
                 ))),
             },
-            Expr::VectorSelector(vs) => self.eval_vector_selector(vs, t),
+            Expr::VectorSelector(vs) => self.eval_vector_selector(vs, t, false),
             Expr::MatrixSelector(ms) => {
                 let vs = &ms.vs;
                 let end = self.ref_time(&vs.at, &vs.offset, t);
@@ -723,7 +795,8 @@ impl<'a> Evaluator<'a> {
                             metric: s.metric.clone(),
                             drop_name: false,
                             points: Points::Shared {
-                                all: s.points.clone(),
+                                data: data.clone(),
+                                series: i,
                                 range: lo..hi,
                             },
                         });
@@ -783,7 +856,15 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn eval_vector_selector(&mut self, vs: &VectorSelector, t: i64) -> Result<Val, QueryError> {
+    /// The instant vector `vs` selects at `t`; with `start_times`, each sample's
+    /// value is replaced by its start time in seconds (0 when unknown), which is
+    /// what `start_timestamp(vs)` returns.
+    pub fn eval_vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        t: i64,
+        start_times: bool,
+    ) -> Result<Val, QueryError> {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
         let data = self.series_for(vs)?;
         let lookback = self.opts.lookback_delta_ms;
@@ -802,6 +883,15 @@ impl<'a> Evaluator<'a> {
             let p = s.samples[i - 1];
             // The lookback window is open on the left: (rt - lookback, rt].
             if p.t <= rt.saturating_sub(lookback) || is_stale_nan(p.v) {
+                continue;
+            }
+            if start_times {
+                out.push(VSample {
+                    metric: s.labels.clone(),
+                    ts: t,
+                    f: s.start_time(i - 1) as f64 / 1000.0,
+                    drop_name: true,
+                });
                 continue;
             }
             if smoothed && p.t < rt {
@@ -999,27 +1089,40 @@ impl<'a> Evaluator<'a> {
                         None => (false, Vec::new()),
                     };
                 let sig = Signature::new(on, names);
+                let cache = self.match_caches.entry(key(b)).or_default();
+                cache.trim(l.len() + r.len());
+                let lsig = cache.signatures(&sig, &l);
+                let rsig = cache.signatures(&sig, &r);
                 match op {
                     T_LAND => {
-                        let rs: HashSet<Vec<u8>> = r.iter().map(|s| sig.of(&s.metric)).collect();
+                        let rs: HashSet<u64> = rsig.into_iter().collect();
                         Ok(Val::Vector(
                             l.into_iter()
-                                .filter(|s| rs.contains(&sig.of(&s.metric)))
+                                .zip(lsig)
+                                .filter(|(_, k)| rs.contains(k))
+                                .map(|(s, _)| s)
                                 .collect(),
                         ))
                     }
                     T_LUNLESS => {
-                        let rs: HashSet<Vec<u8>> = r.iter().map(|s| sig.of(&s.metric)).collect();
+                        let rs: HashSet<u64> = rsig.into_iter().collect();
                         Ok(Val::Vector(
                             l.into_iter()
-                                .filter(|s| !rs.contains(&sig.of(&s.metric)))
+                                .zip(lsig)
+                                .filter(|(_, k)| !rs.contains(k))
+                                .map(|(s, _)| s)
                                 .collect(),
                         ))
                     }
                     T_LOR => {
-                        let ls: HashSet<Vec<u8>> = l.iter().map(|s| sig.of(&s.metric)).collect();
+                        let ls: HashSet<u64> = lsig.into_iter().collect();
                         let mut out = l;
-                        out.extend(r.into_iter().filter(|s| !ls.contains(&sig.of(&s.metric))));
+                        out.extend(
+                            r.into_iter()
+                                .zip(rsig)
+                                .filter(|(_, k)| !ls.contains(k))
+                                .map(|(s, _)| s),
+                        );
                         Ok(Val::Vector(out))
                     }
                     _ => {
@@ -1027,7 +1130,15 @@ impl<'a> Evaluator<'a> {
                             .map(|m| m.card.clone())
                             .unwrap_or(VectorMatchCardinality::OneToOne);
                         let fill = modifier.map(|m| (m.fill_values.lhs, m.fill_values.rhs));
-                        vector_vector(op, l, r, &sig, &card, return_bool, fill, t).map(Val::Vector)
+                        let m = Matching {
+                            op,
+                            sig: &sig,
+                            card: &card,
+                            return_bool,
+                            fill,
+                            t,
+                        };
+                        vector_vector(&m, (l, lsig), (r, rsig), cache).map(Val::Vector)
                     }
                 }
             }
@@ -1076,7 +1187,16 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        let out = aggregate(op, param, input, without, &grouping, t)?;
+        if let (T_COUNT_VALUES, Some(Val::Str(label))) = (op, &param) {
+            if !self.label_name_ok(label) {
+                return Err(QueryError::Execution(format!(
+                    "invalid label name {}",
+                    self.quote_query_string(label)
+                )));
+            }
+        }
+        let cache = self.group_caches.entry(key(a)).or_default();
+        let out = aggregate(op, param, input, without, &grouping, t, cache)?;
         Ok(Val::Vector(out))
     }
 }
@@ -1218,6 +1338,12 @@ impl Signature {
         out
     }
 
+    /// A 64-bit hash of `of(l)`, the match key the engine compares (as
+    /// Prometheus, which matches series by a 64-bit hash of their labels too).
+    pub fn hash(&self, l: &Labels) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.of(l))
+    }
+
     /// The labels the match group is identified by, for error messages.
     fn labels_of(&self, l: &Labels) -> Labels {
         let mut b = LabelsBuilder::new();
@@ -1288,31 +1414,81 @@ fn vector_scalar(
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn vector_vector(
+/// What one binary operation between two vectors matches on and computes.
+struct Matching<'a> {
     op: u16,
-    lhs: Vec<VSample>,
-    rhs: Vec<VSample>,
-    sig: &Signature,
-    card: &VectorMatchCardinality,
+    sig: &'a Signature,
+    card: &'a VectorMatchCardinality,
     return_bool: bool,
     fill: Option<(Option<f64>, Option<f64>)>,
     t: i64,
+}
+
+/// Vector matching work that stays the same from step to step as long as the
+/// input series do: each series' match key and the labels of the result it
+/// produces, keyed by the identity of its label set (`Labels::buffer_id`). The
+/// label sets are kept alive here, so an identity cannot be reused by another
+/// label set while it is cached.
+#[derive(Default)]
+pub(super) struct MatchCache {
+    entries: HashMap<usize, MatchEntry>,
+}
+
+struct MatchEntry {
+    _alive: Labels,
+    sig: u64,
+    /// The labels of a one-to-one or `group_x ()` result with this series on the
+    /// "many" side (they depend on it alone), once computed.
+    result: Option<Labels>,
+}
+
+impl MatchCache {
+    /// Empties the cache when it holds far more label sets than a step has: the
+    /// inputs are then built anew at every step and caching them does not pay.
+    fn trim(&mut self, step_series: usize) {
+        if self.entries.len() > 2 * step_series + 64 {
+            self.entries.clear();
+        }
+    }
+
+    fn entry(&mut self, sig: &Signature, l: &Labels) -> &mut MatchEntry {
+        self.entries
+            .entry(l.buffer_id())
+            .or_insert_with(|| MatchEntry {
+                _alive: l.clone(),
+                sig: sig.hash(l),
+                result: None,
+            })
+    }
+
+    /// The match keys of `v`'s series, in order.
+    fn signatures(&mut self, sig: &Signature, v: &[VSample]) -> Vec<u64> {
+        v.iter().map(|s| self.entry(sig, &s.metric).sig).collect()
+    }
+}
+
+fn vector_vector(
+    m: &Matching,
+    lhs: (Vec<VSample>, Vec<u64>),
+    rhs: (Vec<VSample>, Vec<u64>),
+    cache: &mut MatchCache,
 ) -> Result<Vec<VSample>, QueryError> {
+    let (op, sig, card, return_bool, t) = (m.op, m.sig, m.card, m.return_bool, m.t);
     let (include, one_to_many) = match card {
         VectorMatchCardinality::ManyToOne(ls) => (ls.labels.clone(), false),
         VectorMatchCardinality::OneToMany(ls) => (ls.labels.clone(), true),
         _ => (Vec::new(), false),
     };
-    let (fill_lhs, fill_rhs) = fill.unwrap_or((None, None));
+    let (fill_lhs, fill_rhs) = m.fill.unwrap_or((None, None));
     // The "one" side is hashed; for group_right that is the left side.
-    let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    let ((many, many_sigs), (one, one_keys)) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
     // As in Prometheus's tests, `fill_right` applies when a "many" series has no
     // partner and `fill_left` when a "one" series has none, also for group_right.
     let (many_fill, one_fill) = (fill_lhs, fill_rhs);
-    let mut one_sigs: HashMap<Vec<u8>, usize> = HashMap::default();
+    let mut one_sigs: HashMap<u64, usize> = HashMap::default();
+    one_sigs.reserve(one.len());
     for (i, s) in one.iter().enumerate() {
-        let k = sig.of(&s.metric);
+        let k = one_keys[i];
         if let Some(&j) = one_sigs.get(&k) {
             let side = if one_to_many { "left" } else { "right" };
             let (a, b) = if one[j].metric <= s.metric {
@@ -1328,16 +1504,17 @@ fn vector_vector(
         one_sigs.insert(k, i);
     }
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-    let mut out = Vec::new();
-    let mut matched_one: HashSet<usize> = HashSet::default();
+    let mut out = Vec::with_capacity(many.len());
+    let mut matched_one = vec![false; one.len()];
     // For one-to-one matching: the match groups already used on the many side.
-    let mut used_sigs: HashSet<Vec<u8>> = HashSet::default();
+    let mut used_sigs: HashSet<u64> = HashSet::default();
     let mut output_labels: HashSet<Labels> = HashSet::default();
+    let dropn = !is_comparison(op) || return_bool;
     let mut emit = |ms: &VSample,
                     os: Option<&VSample>,
                     mv: f64,
                     ov: f64,
-                    k: Vec<u8>,
+                    k: u64,
                     filled_one_side: bool,
                     out: &mut Vec<VSample>|
      -> Result<(), QueryError> {
@@ -1359,6 +1536,13 @@ fn vector_vector(
         }
         let metric = if filled_one_side {
             sig.labels_of(&ms.metric)
+        } else if include.is_empty() {
+            // The result's labels depend on the "many" series alone: worked out
+            // once per series, not at every step.
+            let e = cache.entry(sig, &ms.metric);
+            e.result
+                .get_or_insert_with(|| result_metric(&ms.metric, None, sig, one_to_one, &[]))
+                .clone()
         } else {
             result_metric(&ms.metric, os.map(|o| &o.metric), sig, one_to_one, &include)
         };
@@ -1367,7 +1551,6 @@ fn vector_vector(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
         }
-        let dropn = !is_comparison(op) || return_bool;
         out.push(VSample {
             metric,
             ts: t,
@@ -1376,11 +1559,10 @@ fn vector_vector(
         });
         Ok(())
     };
-    for ms in &many {
-        let k = sig.of(&ms.metric);
+    for (ms, &k) in many.iter().zip(&many_sigs) {
         match one_sigs.get(&k) {
             Some(&j) => {
-                matched_one.insert(j);
+                matched_one[j] = true;
                 emit(ms, Some(&one[j]), ms.f, one[j].f, k, false, &mut out)?;
             }
             None => {
@@ -1392,9 +1574,8 @@ fn vector_vector(
     }
     if let Some(fv) = many_fill {
         for (j, os) in one.iter().enumerate() {
-            if !matched_one.contains(&j) {
-                let k = sig.of(&os.metric);
-                emit(os, None, fv, os.f, k, true, &mut out)?;
+            if !matched_one[j] {
+                emit(os, None, fv, os.f, one_keys[j], true, &mut out)?;
             }
         }
     }
@@ -1557,6 +1738,49 @@ fn param_scalar(param: &Option<Val>, op: &str) -> Result<f64, QueryError> {
     }
 }
 
+/// The groups of an aggregation's input series, kept across steps: each series'
+/// group (by the identity of its label set, `Labels::buffer_id`, kept alive
+/// here) and each group's labels, so a step neither builds grouping keys nor
+/// label sets for series seen at an earlier step.
+#[derive(Default)]
+pub(super) struct GroupCache {
+    by_series: HashMap<usize, (Labels, usize)>,
+    by_key: HashMap<Vec<u8>, usize>,
+    /// The labels of each group id.
+    labels: Vec<Labels>,
+    key: Vec<u8>,
+}
+
+impl GroupCache {
+    /// Empties the cache when it holds far more than a step has: the inputs are
+    /// then built anew at every step and caching them does not pay.
+    fn trim(&mut self, step_series: usize) {
+        if self.by_series.len() > 2 * step_series + 64 || self.labels.len() > 2 * step_series + 64 {
+            *self = GroupCache::default();
+        }
+    }
+
+    /// The group id of a series with labels `l`.
+    fn group_of(&mut self, l: &Labels, without: bool, grouping: &[String]) -> usize {
+        if let Some((_, id)) = self.by_series.get(&l.buffer_id()) {
+            return *id;
+        }
+        group_key(&mut self.key, l, without, grouping);
+        let id = match self.by_key.get(self.key.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = self.labels.len();
+                self.labels.push(group_labels(l, without, grouping));
+                self.by_key.insert(self.key.clone(), id);
+                id
+            }
+        };
+        self.by_series.insert(l.buffer_id(), (l.clone(), id));
+        id
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn aggregate(
     op: u16,
     param: Option<Val>,
@@ -1564,6 +1788,7 @@ fn aggregate(
     without: bool,
     grouping: &[String],
     t: i64,
+    cache: &mut GroupCache,
 ) -> Result<Vec<VSample>, QueryError> {
     let mut grouping = grouping.to_vec();
     let mut input = input;
@@ -1595,23 +1820,38 @@ fn aggregate(
             grouping.dedup();
         }
     }
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
+    // count_values changed the label sets: nothing to reuse from other steps.
+    let mut own_cache = GroupCache::default();
+    let cache = if op == T_COUNT_VALUES {
+        &mut own_cache
+    } else {
+        cache
+    };
+    cache.trim(input.len());
+    // This step's group (index into `groups`) of each of the cache's group ids.
+    let mut slot: Vec<usize> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
-    let mut k = Vec::new();
     // `sum(x)` and friends: one group for everything, no key to look up.
     let one_group = !without && grouping.is_empty();
     for s in input {
-        let found = if one_group && !groups.is_empty() {
-            Some(0)
+        let (found, id) = if one_group && !groups.is_empty() {
+            (Some(0), 0)
         } else {
-            group_key(&mut k, &s.metric, without, &grouping);
-            index.get(k.as_slice()).copied()
+            let id = cache.group_of(&s.metric, without, &grouping);
+            if id >= slot.len() {
+                slot.resize(id + 1, usize::MAX);
+            }
+            ((slot[id] != usize::MAX).then_some(slot[id]), id)
         };
         let gi = match found {
             Some(i) => i,
             None => {
                 groups.push(Group {
-                    labels: group_labels(&s.metric, without, &grouping),
+                    labels: if one_group {
+                        Labels::empty()
+                    } else {
+                        cache.labels[id].clone()
+                    },
                     count: 0.0,
                     value: 0.0,
                     kahan_c: 0.0,
@@ -1621,7 +1861,9 @@ fn aggregate(
                     values: Vec::new(),
                     drop_name: false,
                 });
-                index.insert(k.clone(), groups.len() - 1);
+                if !one_group {
+                    slot[id] = groups.len() - 1;
+                }
                 groups.len() - 1
             }
         };

@@ -2,8 +2,8 @@
 //! `rate`, Kahan-compensated sums, classic-bucket `histogram_quantile`, …).
 
 use super::eval::{
-    kahan_sum_inc, quantile, quantile_warning, range_mod, same_labelset, Evaluator, MSeries,
-    RangeMod, VSample, Val, Window,
+    go_quote, kahan_sum_inc, quantile, quantile_warning, range_mod, same_labelset, Evaluator,
+    MSeries, RangeMod, VSample, Val, Window,
 };
 use super::value::FPoint;
 use super::QueryError;
@@ -95,10 +95,23 @@ fn over_time(
     keep_name: bool,
     mut f: impl FnMut(&[FPoint], Window) -> Result<Option<f64>, QueryError>,
 ) -> Result<Val, QueryError> {
+    over_series(ev, c, t, i, keep_name, |s, w| f(&s.points, w))
+}
+
+/// `over_time` for functions that need more of the series than its points (its
+/// start times, its name).
+fn over_series(
+    ev: &mut Evaluator,
+    c: &Call,
+    t: i64,
+    i: usize,
+    keep_name: bool,
+    mut f: impl FnMut(&MSeries, Window) -> Result<Option<f64>, QueryError>,
+) -> Result<Val, QueryError> {
     let (series, w) = matrix_arg(ev, c, i, t)?;
     let mut out = Vec::with_capacity(series.len());
     for s in series {
-        if let Some(v) = f(&s.points, w)? {
+        if let Some(v) = f(&s, w)? {
             out.push(VSample {
                 metric: s.metric,
                 ts: t,
@@ -277,6 +290,15 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             let max = ev.eval_scalar(arg(c, 1)?, t)?;
             per_sample(ev, c, t, move |v| go_min(max, v))
         }
+        // Start times travel only with selected samples: on any other expression
+        // the result is empty, as in Prometheus.
+        "start_timestamp" => match arg(c, 0)? {
+            Expr::VectorSelector(vs) => ev.eval_vector_selector(vs, t, true),
+            other => {
+                ev.eval_vector(other, t)?;
+                Ok(Val::Vector(Vec::new()))
+            }
+        },
         "timestamp" => {
             let v = ev.eval_vector(arg(c, 0)?, t)?;
             Ok(Val::Vector(
@@ -369,11 +391,15 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             }]))
         }
         "present_over_time" => over_time(ev, c, t, 0, false, |_, _| Ok(Some(1.0))),
-        "rate" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, true, true))),
-        "increase" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, true, false))),
-        "delta" => over_time(ev, c, t, 0, false, |p, w| Ok(any_rate(p, w, false, false))),
-        "irate" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, true))),
-        "idelta" => over_time(ev, c, t, 0, false, |p, _| Ok(instant_value(p, false))),
+        "rate" => rate_function(ev, c, t, true, true),
+        "increase" => rate_function(ev, c, t, true, false),
+        "delta" => rate_function(ev, c, t, false, false),
+        "irate" => over_series(ev, c, t, 0, false, |s, _| {
+            Ok(instant_value(&s.points, s.points.start_times(), true))
+        }),
+        "idelta" => over_series(ev, c, t, 0, false, |s, _| {
+            Ok(instant_value(&s.points, s.points.start_times(), false))
+        }),
         "deriv" => over_time(ev, c, t, 0, false, |p, _| {
             if p.len() < 2 {
                 return Ok(None);
@@ -402,11 +428,19 @@ pub(super) fn call(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryErr
             }
             Ok(Some(n))
         }),
-        "resets" => over_time(ev, c, t, 0, false, |p, w| {
+        "resets" => over_series(ev, c, t, 0, false, |s, w| {
+            let p = &s.points;
             if !anchored_has_data(p, w) {
                 return Ok(None);
             }
-            Ok(Some(p.windows(2).filter(|w| w[1].f < w[0].f).count() as f64))
+            let sts = s.points.start_times();
+            let st = |i: usize| sts.get(i).copied().unwrap_or(0);
+            let n = (1..p.len())
+                .filter(|&i| {
+                    p[i].f < p[i - 1].f || start_time_reset(st(i - 1), p[i - 1].t, st(i), p[i].t)
+                })
+                .count();
+            Ok(Some(n as f64))
         }),
         "avg_over_time" => over_time(ev, c, t, 0, false, |p, _| Ok(Some(avg(p)))),
         "sum_over_time" => over_time(ev, c, t, 0, false, |p, _| {
@@ -733,12 +767,63 @@ fn anchored_has_data(p: &[FPoint], w: Window) -> bool {
     w.mode != RangeMod::Anchored || p.last().is_some_and(|x| x.t > w.end - w.range_ms)
 }
 
-fn any_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
-    if w.mode == RangeMod::None {
-        extrapolated_rate(p, w, is_counter, is_rate)
-    } else {
-        extended_rate(p, w, is_counter, is_rate)
+/// `rate`, `increase` and `delta`, with Prometheus's warning for start times that
+/// overlap the previous sample.
+fn rate_function(
+    ev: &mut Evaluator,
+    c: &Call,
+    t: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Result<Val, QueryError> {
+    let mut overlaps: Vec<String> = Vec::new();
+    let out = over_series(ev, c, t, 0, false, |s, w| {
+        if w.mode != RangeMod::None {
+            return Ok(extended_rate(&s.points, w, is_counter, is_rate));
+        }
+        let sts = s.points.start_times();
+        if is_counter && start_times_overlap(&s.points, sts) {
+            let name = s.metric.metric_name().to_string();
+            if !overlaps.contains(&name) {
+                overlaps.push(name);
+            }
+        }
+        Ok(extrapolated_rate(&s.points, sts, w, is_counter, is_rate))
+    })?;
+    if !overlaps.is_empty() {
+        let pos = ev.arg_pos(c, 0);
+        for name in overlaps {
+            ev.warn_at(
+                format!(
+                    "sample has start time that overlaps with previous sample timestamp for metric {}",
+                    go_quote(&name)
+                ),
+                pos.clone(),
+            );
+        }
     }
+    Ok(out)
+}
+
+/// Whether a sample's start time says the counter restarted since the previous
+/// sample (Prometheus's rules): a start time after the previous sample, or equal
+/// to it when the previous sample's own start time is known (a delta series) —
+/// but not an unknown (0), impossible (after the sample) or OTel-"unknown" (equal
+/// to the sample) start time.
+fn start_time_reset(prev_st: i64, prev_t: i64, st: i64, t: i64) -> bool {
+    if st == 0 || st >= t || st < prev_t {
+        return false;
+    }
+    if st > prev_t {
+        return true;
+    }
+    prev_st <= prev_t && prev_st != 0 && prev_st != prev_t
+}
+
+/// Whether some sample's start time lies before the previous sample and differs
+/// from that sample's start time (data that contradicts itself).
+fn start_times_overlap(p: &[FPoint], sts: &[i64]) -> bool {
+    (1..sts.len().min(p.len())).any(|i| sts[i] != 0 && sts[i] < p[i - 1].t && sts[i] != sts[i - 1])
 }
 
 /// `rate`, `increase` and `delta` over an `anchored` or `smoothed` window: the
@@ -811,57 +896,88 @@ fn extended_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Op
 
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated towards
 /// the window's edges as Prometheus does.
-fn extrapolated_rate(p: &[FPoint], w: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
-    if p.len() < 2 {
+///
+/// With start times (`sts`, aligned with `p`, or empty), a counter also resets
+/// where a start time says so, and when the first sample's start time lies inside
+/// the window the counter is taken to have been 0 then: no extrapolation to the
+/// left, and one sample is enough.
+fn extrapolated_rate(
+    p: &[FPoint],
+    sts: &[i64],
+    w: Window,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if p.is_empty() {
         return None;
     }
     let range_start = w.end - w.range_ms;
     let range_end = w.end;
     let first = p[0];
     let last = p[p.len() - 1];
+    let st = |i: usize| sts.get(i).copied().unwrap_or(0);
     let mut result = last.f - first.f;
     if is_counter {
-        let mut prev = first.f;
-        for x in &p[1..] {
-            if x.f < prev {
-                result += prev;
+        for i in 1..p.len() {
+            if p[i].f < p[i - 1].f || start_time_reset(st(i - 1), p[i - 1].t, st(i), p[i].t) {
+                result += p[i - 1].f;
             }
-            prev = x.f;
         }
     }
     let mut duration_to_start = (first.t - range_start) as f64 / 1000.0;
     let mut duration_to_end = (range_end - last.t) as f64 / 1000.0;
-    let sampled_interval = (last.t - first.t) as f64 / 1000.0;
-    let average_between = sampled_interval / (p.len() - 1) as f64;
+    let mut sampled_interval = (last.t - first.t) as f64 / 1000.0;
+    let average_between = if p.len() > 1 {
+        sampled_interval / (p.len() - 1) as f64
+    } else {
+        0.0
+    };
     let threshold = average_between * 1.1;
-    if duration_to_start >= threshold {
-        duration_to_start = average_between / 2.0;
-    }
-    if is_counter && result > 0.0 && first.f >= 0.0 {
-        let duration_to_zero = sampled_interval * (first.f / result);
-        if duration_to_zero < duration_to_start {
-            duration_to_start = duration_to_zero;
+    let first_st = st(0);
+    if is_counter && first_st != 0 && first_st > range_start && first_st < first.t {
+        // The counter started inside the window, from 0.
+        duration_to_start = 0.0;
+        sampled_interval = (last.t - first_st) as f64 / 1000.0;
+        result += first.f;
+    } else if p.len() < 2 {
+        return None;
+    } else {
+        if duration_to_start >= threshold {
+            duration_to_start = average_between / 2.0;
+        }
+        if is_counter && result > 0.0 && first.f >= 0.0 {
+            let duration_to_zero = sampled_interval * (first.f / result);
+            if duration_to_zero < duration_to_start {
+                duration_to_start = duration_to_zero;
+            }
         }
     }
     if duration_to_end >= threshold {
         duration_to_end = average_between / 2.0;
     }
-    let extrapolate_to = sampled_interval + duration_to_start + duration_to_end;
-    let mut factor = extrapolate_to / sampled_interval;
+    let mut factor = if sampled_interval != 0.0 {
+        (sampled_interval + duration_to_start + duration_to_end) / sampled_interval
+    } else {
+        1.0
+    };
     if is_rate {
         factor /= w.range_ms as f64 / 1000.0;
     }
     Some(result * factor)
 }
 
-/// `irate` and `idelta`: from the last two samples.
-fn instant_value(p: &[FPoint], is_rate: bool) -> Option<f64> {
+/// `irate` and `idelta`: from the last two samples (and their start times, if
+/// any, for resets).
+fn instant_value(p: &[FPoint], sts: &[i64], is_rate: bool) -> Option<f64> {
     if p.len() < 2 {
         return None;
     }
-    let last = p[p.len() - 1];
-    let prev = p[p.len() - 2];
-    let mut v = if is_rate && last.f < prev.f {
+    let n = p.len();
+    let last = p[n - 1];
+    let prev = p[n - 2];
+    let st = |i: usize| sts.get(i).copied().unwrap_or(0);
+    let reset = last.f < prev.f || start_time_reset(st(n - 2), prev.t, st(n - 1), last.t);
+    let mut v = if is_rate && reset {
         last.f
     } else {
         last.f - prev.f
@@ -1031,7 +1147,7 @@ fn label_replace(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError
             "invalid regular expression in label_replace(): {re_src}: {e}"
         ))
     })?;
-    if dst.is_empty() {
+    if !ev.label_name_ok(&dst) {
         return Err(exec(format!(
             "invalid destination label name in label_replace(): {dst}"
         )));
@@ -1062,7 +1178,12 @@ fn label_join(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, QueryError> {
     for i in 3..c.args.args.len() {
         srcs.push(string_arg(c, i)?);
     }
-    if dst.is_empty() {
+    if let Some(src) = srcs.iter().find(|s| !s.is_empty() && !ev.label_name_ok(s)) {
+        return Err(exec(format!(
+            "invalid source label name in label_join(): {src}"
+        )));
+    }
+    if !ev.label_name_ok(&dst) {
         return Err(exec(format!(
             "invalid destination label name in label_join(): {dst}"
         )));

@@ -543,9 +543,135 @@ fn parse_number_or_duration(s: &str) -> Option<f64> {
     Some(total)
 }
 
+/// A string literal whose escapes (`"\xff"`, `"\377"`) spell bytes that are not
+/// UTF-8. Prometheus keeps such strings as they are, and its label-name checks
+/// then reject them; `promql-parser` turns each escaped byte into the character
+/// with that code, so the evaluator looks the crate's value up here.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct InvalidUtf8 {
+    /// The literal's value as `promql-parser` decodes it.
+    pub decoded: String,
+    /// The value quoted as Go's `%q` prints it (`"a\xc5z"`), for error messages.
+    pub quoted: String,
+}
+
+/// The string literals in `q` whose escapes spell invalid UTF-8.
+pub(crate) fn invalid_utf8_literals(q: &str) -> Vec<InvalidUtf8> {
+    let b = q.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' | b'\'' => {
+                let end = skip_string(b, i);
+                let inner = &q[i + 1..end.saturating_sub(1).max(i + 1)];
+                if let Some(bad) = decode_bytes(inner) {
+                    out.push(bad);
+                }
+                i = end;
+            }
+            b'`' => i = skip_string(b, i),
+            b'#' => i = q[i..].find('\n').map(|n| i + n).unwrap_or(b.len()),
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// Decodes the escapes of a quoted literal's inside two ways: as bytes (Go's
+/// `strconv.Unquote`) and as characters (`promql-parser`); `Some` when the
+/// bytes are not UTF-8.
+fn decode_bytes(inner: &str) -> Option<InvalidUtf8> {
+    if !inner.contains('\\') {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    let mut decoded = String::new();
+    let mut chars = inner.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '\\' {
+            let mut buf = [0u8; 4];
+            bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            decoded.push(c);
+            continue;
+        }
+        let (j, e) = chars.next()?;
+        let (radix, len) = match e {
+            'x' => (16, 2),
+            '0'..='7' => (8, 3),
+            _ => {
+                // Other escapes spell characters, as in both decoders.
+                let ch = match e {
+                    'a' => '\x07',
+                    'b' => '\x08',
+                    'f' => '\x0c',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'v' => '\x0b',
+                    'u' | 'U' => {
+                        let n = if e == 'u' { 4 } else { 8 };
+                        let digits = inner.get(j + 1..j + 1 + n)?;
+                        for _ in 0..n {
+                            chars.next();
+                        }
+                        char::from_u32(u32::from_str_radix(digits, 16).ok()?)?
+                    }
+                    other => other,
+                };
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                decoded.push(ch);
+                continue;
+            }
+        };
+        let start = if radix == 16 { j + 1 } else { j };
+        let digits = inner.get(start..start + len)?;
+        let v = u32::from_str_radix(digits, radix).ok()?;
+        for _ in 0..(start + len - j - 1) {
+            chars.next();
+        }
+        let byte = u8::try_from(v).ok()?;
+        bytes.push(byte);
+        decoded.push(char::from(byte));
+    }
+    if std::str::from_utf8(&bytes).is_ok() {
+        return None;
+    }
+    Some(InvalidUtf8 {
+        decoded,
+        quoted: go_quote_bytes(&bytes),
+    })
+}
+
+/// Go's `%q` of a byte string that may not be UTF-8: invalid bytes as `\xNN`.
+fn go_quote_bytes(b: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in b.utf8_chunks() {
+        let valid = crate::labels::quote(chunk.valid());
+        out.push_str(&valid[1..valid.len() - 1]);
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_literals_that_spell_invalid_utf8() {
+        let got =
+            invalid_utf8_literals(r#"label_replace(x, "\xff", "ok\xc3\xa9", 'a\305z', "\u00ff")"#);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].decoded, "\u{ff}");
+        assert_eq!(got[0].quoted, r#""\xff""#);
+        assert_eq!(got[1].decoded, "a\u{c5}z");
+        assert_eq!(got[1].quoted, r#""a\xc5z""#);
+    }
 
     fn rw(q: &str) -> String {
         rewrite(

@@ -60,6 +60,7 @@ fn commit_makes_samples_visible<S: Appendable + Queryable>(s: &S) {
         vec![Series {
             labels: up,
             samples: vec![Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }],
+            start_times: Vec::new(),
         }],
         "committed samples must be returned"
     );

@@ -13,10 +13,17 @@ use parking_lot::RwLock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// The samples of one series and their start times (0 = unknown), side by side.
+#[derive(Default)]
+struct Stored {
+    samples: Vec<Sample>,
+    start_times: Vec<i64>,
+}
+
 /// Samples of every series, keyed by labels, plus the refs handed out.
 #[derive(Default)]
 struct Inner {
-    series: BTreeMap<Labels, Vec<Sample>>,
+    series: BTreeMap<Labels, Stored>,
     refs: HashMap<SeriesRef, Labels>,
     next_ref: SeriesRef,
     ref_of: HashMap<Labels, SeriesRef>,
@@ -54,7 +61,7 @@ impl Appendable for MemStorage {
 /// One transaction against a `MemStorage`: samples wait here until `commit`.
 struct MemAppender {
     store: Arc<RwLock<Inner>>,
-    pending: Vec<(Labels, Sample)>,
+    pending: Vec<(Labels, Sample, i64)>,
     /// The newest pending sample per series, to check order within the batch.
     last_pending: HashMap<Labels, Sample>,
 }
@@ -67,6 +74,17 @@ impl Appender for MemAppender {
         t: i64,
         v: f64,
     ) -> Result<SeriesRef, AppendError> {
+        self.append_with_start_time(series_ref, labels, t, v, 0)
+    }
+
+    fn append_with_start_time(
+        &mut self,
+        series_ref: SeriesRef,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+        start_time: i64,
+    ) -> Result<SeriesRef, AppendError> {
         let mut inner = self.store.write();
         let labels = match inner.refs.get(&series_ref) {
             Some(l) if series_ref != 0 && l == labels => l.clone(),
@@ -75,11 +93,12 @@ impl Appender for MemAppender {
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels(labels.to_string()));
         }
-        let last = self
-            .last_pending
-            .get(&labels)
-            .copied()
-            .or_else(|| inner.series.get(&labels).and_then(|s| s.last().copied()));
+        let last = self.last_pending.get(&labels).copied().or_else(|| {
+            inner
+                .series
+                .get(&labels)
+                .and_then(|s| s.samples.last().copied())
+        });
         if let Some(last) = last {
             if t < last.t {
                 return Err(AppendError::OutOfOrder);
@@ -94,14 +113,16 @@ impl Appender for MemAppender {
         let r = ref_for(&mut inner, &labels);
         let s = Sample { t, v };
         self.last_pending.insert(labels.clone(), s);
-        self.pending.push((labels, s));
+        self.pending.push((labels, s, start_time));
         Ok(r)
     }
 
     fn commit(self: Box<Self>) -> Result<(), AppendError> {
         let mut inner = self.store.write();
-        for (labels, s) in self.pending {
-            inner.series.entry(labels).or_default().push(s);
+        for (labels, s, st) in self.pending {
+            let stored = inner.series.entry(labels).or_default();
+            stored.samples.push(s);
+            stored.start_times.push(st);
         }
         Ok(())
     }
@@ -144,23 +165,25 @@ impl MemQuerier {
     fn matching(&self, matchers: &[Matcher], with_samples: bool) -> Vec<Series> {
         let inner = self.store.read();
         let mut out = Vec::new();
-        for (labels, samples) in &inner.series {
+        for (labels, stored) in &inner.series {
             if !matchers.iter().all(|m| m.matches(labels.get(&m.name))) {
                 continue;
             }
+            let samples = &stored.samples;
             let lo = samples.partition_point(|s| s.t < self.mint);
             let hi = samples.partition_point(|s| s.t <= self.maxt);
             if lo >= hi {
                 continue;
             }
-            out.push(Series {
-                labels: labels.clone(),
-                samples: if with_samples {
-                    samples[lo..hi].to_vec()
-                } else {
-                    Vec::new()
-                },
-            });
+            let mut s = Series::new(labels.clone(), Vec::new());
+            if with_samples {
+                s.samples = samples[lo..hi].to_vec();
+                let sts = &stored.start_times[lo..hi];
+                if sts.iter().any(|&st| st != 0) {
+                    s.start_times = sts.to_vec();
+                }
+            }
+            out.push(s);
         }
         out
     }
@@ -201,5 +224,38 @@ mod tests {
     #[test]
     fn passes_the_storage_conformance_suite() {
         crate::storage::conformance::run_all(&MemStorage::new);
+    }
+
+    #[test]
+    fn keeps_start_times_with_their_samples() {
+        let store = MemStorage::new();
+        let a = Labels::from_pairs(&[("__name__", "a")]);
+        let b = Labels::from_pairs(&[("__name__", "b")]);
+        let mut app = store.appender();
+        app.append_with_start_time(0, &a, 1000, 1.0, 500).unwrap();
+        app.append(0, &a, 2000, 2.0).unwrap();
+        app.append_with_start_time(0, &a, 3000, 3.0, 2500).unwrap();
+        app.append(0, &b, 1000, 1.0).unwrap();
+        app.commit().unwrap();
+        let q = store.querier(2000, 3000).unwrap();
+        let m = [Matcher::new(crate::labels::MatchType::Regexp, "__name__", ".+").unwrap()];
+        let got: Vec<Series> = q
+            .select(&SelectHints::default(), &m)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got.len(), 1, "b has no sample in range");
+        assert_eq!(got[0].start_times, vec![0, 2500]);
+        let q = store.querier(0, 3000).unwrap();
+        let got: Vec<Series> = q
+            .select(&SelectHints::default(), &m)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got[0].start_times, vec![500, 0, 2500]);
+        assert!(
+            got[1].start_times.is_empty(),
+            "no start times: none reported"
+        );
     }
 }

@@ -43,11 +43,39 @@ impl Iterator for Merge {
         for head in self.heads.iter_mut().skip(min + 1) {
             if head.as_ref().is_some_and(|s| s.labels == out.labels) {
                 let other = head.take().expect("head present");
-                out.samples = merge_samples(&out.samples, &other.samples);
+                out = merge_series(out, &other);
             }
         }
         Some(Ok(out))
     }
+}
+
+/// Merges two copies of one series in time, keeping start times aligned with the
+/// samples when either copy has them; on equal timestamps `a` wins.
+fn merge_series(a: Series, b: &Series) -> Series {
+    if a.start_times.is_empty() && b.start_times.is_empty() {
+        let samples = merge_samples(&a.samples, &b.samples);
+        return Series { samples, ..a };
+    }
+    let mut out = Series::new(a.labels.clone(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.samples.len() || j < b.samples.len() {
+        let take_a =
+            j >= b.samples.len() || (i < a.samples.len() && a.samples[i].t <= b.samples[j].t);
+        if take_a {
+            if j < b.samples.len() && a.samples[i].t == b.samples[j].t {
+                j += 1;
+            }
+            out.samples.push(a.samples[i]);
+            out.start_times.push(a.start_time(i));
+            i += 1;
+        } else {
+            out.samples.push(b.samples[j]);
+            out.start_times.push(b.start_time(j));
+            j += 1;
+        }
+    }
+    out
 }
 
 /// Merges two time-sorted sample lists; on equal timestamps `a` wins.
@@ -87,6 +115,7 @@ mod tests {
         Series {
             labels: Labels::from_pairs(&[("__name__", name)]),
             samples: ts.iter().map(|&t| Sample { t, v: t as f64 }).collect(),
+            start_times: Vec::new(),
         }
     }
 
@@ -103,5 +132,18 @@ mod tests {
         assert_eq!(out[0], series("a", &[1, 2, 3, 4]));
         assert_eq!(out[1], series("b", &[5]));
         assert_eq!(out[2], series("c", &[1]));
+    }
+
+    #[test]
+    fn merging_keeps_start_times_with_their_samples() {
+        let mut a = series("a", &[1, 3]);
+        a.start_times = vec![0, 2];
+        let b = series("a", &[2, 3, 4]);
+        let out: Vec<Series> = merge_series_sets(vec![set(vec![a]), set(vec![b])])
+            .map(Result::unwrap)
+            .collect();
+        let ts: Vec<i64> = out[0].samples.iter().map(|s| s.t).collect();
+        assert_eq!(ts, vec![1, 2, 3, 4]);
+        assert_eq!(out[0].start_times, vec![0, 0, 2, 0]);
     }
 }

@@ -114,6 +114,22 @@ pub trait Appender: Send {
         v: f64,
     ) -> Result<SeriesRef, AppendError>;
 
+    /// `append` with the sample's start time (ms): when the counter it belongs to
+    /// started counting (OpenMetrics' created timestamp, OTel's start time); 0 means
+    /// unknown. PromQL uses start times to spot counter resets and to avoid
+    /// extrapolating before a counter began. A store that keeps no start times
+    /// (the TSDB, so far) drops it: this default does.
+    fn append_with_start_time(
+        &mut self,
+        series_ref: SeriesRef,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+        _start_time: i64,
+    ) -> Result<SeriesRef, AppendError> {
+        self.append(series_ref, labels, t, v)
+    }
+
     /// Makes everything appended so far durable (per the fsync policy) and visible.
     fn commit(self: Box<Self>) -> Result<(), AppendError>;
 
@@ -137,6 +153,44 @@ pub struct SelectHints {
 pub struct Series {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// The samples' start times (ms, 0 = unknown), one per sample, or empty when
+    /// the store keeps none for this series (see `Appender::append_with_start_time`).
+    pub start_times: Vec<i64>,
+}
+
+impl Series {
+    /// A series without start times.
+    pub fn new(labels: Labels, samples: Vec<Sample>) -> Series {
+        Series {
+            labels,
+            samples,
+            start_times: Vec::new(),
+        }
+    }
+
+    /// The start time of sample `i` (0 when unknown).
+    pub fn start_time(&self, i: usize) -> i64 {
+        self.start_times.get(i).copied().unwrap_or(0)
+    }
+
+    /// Keeps the samples (and their start times) for which `keep` holds.
+    pub fn retain_samples(&mut self, keep: impl Fn(&Sample) -> bool) {
+        if self.start_times.len() != self.samples.len() {
+            self.start_times.clear();
+            self.samples.retain(keep);
+            return;
+        }
+        let mut j = 0;
+        for i in 0..self.samples.len() {
+            if keep(&self.samples[i]) {
+                self.samples[j] = self.samples[i];
+                self.start_times[j] = self.start_times[i];
+                j += 1;
+            }
+        }
+        self.samples.truncate(j);
+        self.start_times.truncate(j);
+    }
 }
 
 /// Series in label order, produced lazily.

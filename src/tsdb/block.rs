@@ -313,6 +313,7 @@ impl Block {
             return Ok(Some(Series {
                 labels,
                 samples: Vec::new(),
+                start_times: Vec::new(),
             }));
         }
         let mut samples: Vec<Sample> = Vec::new();
@@ -337,7 +338,7 @@ impl Block {
         if samples.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Series { labels, samples }))
+        Ok(Some(Series::new(labels, samples)))
     }
 
     /// Label values of `name` among series matching `matchers`.

@@ -800,6 +800,7 @@ impl Head {
                     Ok(Series {
                         labels: s.labels.clone(),
                         samples: Vec::new(),
+                        start_times: Vec::new(),
                     })
                 });
             }
@@ -808,6 +809,7 @@ impl Head {
                 Ok(samples) => Some(Ok(Series {
                     labels: s.labels.clone(),
                     samples,
+                    start_times: Vec::new(),
                 })),
                 Err(e) => Some(Err(e)),
             }
@@ -969,6 +971,7 @@ impl Head {
                 Ok(samples) => Some(Ok(Series {
                     labels: s.labels.clone(),
                     samples,
+                    start_times: Vec::new(),
                 })),
                 Err(e) => Some(Err(e)),
             }
@@ -1360,6 +1363,7 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
             (!s.is_empty()).then_some(Series {
                 labels: l,
                 samples: s,
+                start_times: Vec::new(),
             })
         })
         .collect();
