@@ -204,6 +204,17 @@ pub async fn run_reconciler(
         };
         for g in groups.all() {
             let desired = desired_voters(&ring, g.id(), rf);
+            let me = cluster.node_id();
+            // Before anything else: a leader left without its quorum (openraft's
+            // leader does not step down by itself) can change nothing either.
+            if must_reform(me, &g.voters(), &members)
+                && no_other_holder(me, &state, g.id(), &directory)
+            {
+                if let Err(e) = groups.reform(g.id(), cluster.node_addr()).await {
+                    tracing::warn!(group = g.id(), error = %e, "re-forming the WAL group");
+                }
+                continue;
+            }
             if g.is_leader() {
                 if busy.lock().insert(g.id()) {
                     let (busy, state) = (busy.clone(), state.clone());
@@ -211,14 +222,6 @@ pub async fn run_reconciler(
                         lead_repair(&g, &desired, &state).await;
                         busy.lock().remove(&g.id());
                     });
-                }
-                continue;
-            }
-            let me = cluster.node_id();
-            let voters = g.voters();
-            if must_reform(me, &voters, &members) && no_other_holder(me, &state, g.id(), &directory) {
-                if let Err(e) = groups.reform(g.id(), cluster.node_addr()).await {
-                    tracing::warn!(group = g.id(), error = %e, "re-forming the WAL group");
                 }
                 continue;
             }
@@ -261,8 +264,8 @@ async fn refresh_directory(cluster: &Cluster, state: &ClusterState, directory: &
     *directory.inner.write() = fresh;
 }
 
-/// Whether every other active member answered and none holds `group`: only then
-/// may the last voter re-form it. A replica with a stale view (left out of the
+/// Whether every other active member answered and none holds `group` as a voter
+/// or under another leader: only then may the last voter re-form it. A replica with a stale view (left out of the
 /// group by a leader it never heard from again) must not re-form a group that
 /// lives on elsewhere.
 fn no_other_holder(
@@ -277,7 +280,14 @@ fn no_other_holder(
         .values()
         .filter(|m| m.node_id != me && m.state == MemberState::Active)
         .all(|m| dir.contains_key(&m.node_id));
-    all_answered && !dir.values().flatten().any(|v| v.group_id == group)
+    // A learner this node added (no voter in its own view, following this node)
+    // is no sign of a group living on elsewhere.
+    let elsewhere = dir.iter().any(|(id, views)| {
+        views.iter().any(|v| {
+            v.group_id == group && (v.voters.contains(id) || v.leader.is_some_and(|l| l != me))
+        })
+    });
+    all_answered && !elsewhere
 }
 
 /// Whether the group's leader, as the directory knows it, has this node neither as
