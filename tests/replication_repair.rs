@@ -100,8 +100,11 @@ impl Writes {
                 let got = samples_by_series(&node.web, "repair_test", at_s)?;
                 for s in 0..SERIES {
                     let have = got.get(&s).cloned().unwrap_or_default();
-                    let want: BTreeMap<i64, f64> =
-                        self.acked.iter().map(|i| (self.t(*i), value(*i, s))).collect();
+                    let want: BTreeMap<i64, f64> = self
+                        .acked
+                        .iter()
+                        .map(|i| (self.t(*i), value(*i, s)))
+                        .collect();
                     if have != want {
                         let p = format!(
                             "node {}: series {s}: {} of {} samples, first difference {:?}",
@@ -195,7 +198,11 @@ fn expected_sets(members: &[u64], groups: &[u64]) -> BTreeMap<u64, BTreeSet<u64>
 fn wait_groups_formed(nodes: &[&Node], base_ms: i64) {
     for n in nodes {
         wait_for(&format!("node {}'s WAL group", n.id), nodes, || {
-            let ts = vec![series("repair_probe", &[("node", &n.id.to_string())], &[(base_ms, 1.0)])];
+            let ts = vec![series(
+                "repair_probe",
+                &[("node", &n.id.to_string())],
+                &[(base_ms, 1.0)],
+            )];
             matches!(try_remote_write(&n.web, ts), Ok((204, _))).then_some(())
         });
     }
@@ -257,7 +264,9 @@ fn removed_node_replicas_are_repaired_and_survive_another_loss() {
         }
         ok.then_some(())
     });
-    wait_for("three voters after remove", &rest, || agreed_leader(&rest, 3));
+    wait_for("three voters after remove", &rest, || {
+        agreed_leader(&rest, 3)
+    });
     wait_for_replica_sets(&rest, &expected_sets(&[2, 3, 4], &[1, 2, 3, 4]));
     for n in &rest {
         writes.check_complete(n, &rest);

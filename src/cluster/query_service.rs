@@ -47,7 +47,10 @@ pub struct QueryService {
 }
 
 impl QueryService {
-    pub fn new(local: Arc<dyn Queryable>, grouped: Option<Arc<dyn GroupedStorage>>) -> QueryService {
+    pub fn new(
+        local: Arc<dyn Queryable>,
+        grouped: Option<Arc<dyn GroupedStorage>>,
+    ) -> QueryService {
         QueryService { local, grouped }
     }
 

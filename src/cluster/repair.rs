@@ -100,7 +100,12 @@ pub fn read_plan(
                 .find(|g| g.group_id == *group && g.voters.contains(&p.node_id))?;
             let leads = view.leader == Some(p.node_id);
             // Highest first: live, leads, applied most; then the lowest id.
-            Some((!p.down, leads, view.applied_index, std::cmp::Reverse(p.node_id)))
+            Some((
+                !p.down,
+                leads,
+                view.applied_index,
+                std::cmp::Reverse(p.node_id),
+            ))
         };
         let best = peers
             .iter()
@@ -386,7 +391,10 @@ mod tests {
         let d = desired_voters(&ring, 5, 2);
         assert_eq!(d.len(), 2);
         assert!(!d.contains(&5));
-        assert_eq!(d, desired_voters(&Ring::new([4, 3, 2, 1], 9).unwrap(), 5, 2));
+        assert_eq!(
+            d,
+            desired_voters(&Ring::new([4, 3, 2, 1], 9).unwrap(), 5, 2)
+        );
         // Capped by the cluster size.
         assert_eq!(desired_voters(&ring, 5, 9), set(&[1, 2, 3, 4]));
     }
@@ -425,7 +433,12 @@ mod tests {
         ));
         // A new set with a down majority is not switched to.
         assert!(matches!(
-            repair_step(&set(&[1, 2, 3]), &set(&[4, 5]), &set(&[1, 4, 5]), &set(&[1, 2, 3])),
+            repair_step(
+                &set(&[1, 2, 3]),
+                &set(&[4, 5]),
+                &set(&[1, 4, 5]),
+                &set(&[1, 2, 3])
+            ),
             RepairStep::Wait(_)
         ));
     }
@@ -435,7 +448,10 @@ mod tests {
         let members = set(&[2, 3, 4]);
         assert!(must_reform(2, &set(&[1, 2]), &members));
         assert!(!must_reform(3, &set(&[1, 2]), &members), "not a voter");
-        assert!(!must_reform(2, &set(&[2, 3]), &members), "quorum still possible");
+        assert!(
+            !must_reform(2, &set(&[2, 3]), &members),
+            "quorum still possible"
+        );
         assert!(!must_reform(2, &set(&[2]), &members), "already alone");
         assert!(
             !must_reform(2, &set(&[1, 2, 3]), &members),
@@ -449,8 +465,14 @@ mod tests {
         let members = set(&[1, 2, 3, 4]);
         let local = set(&[1, 4]);
         let dir: BTreeMap<NodeId, Vec<GroupView>> = [
-            (2, vec![view(2, &[2, 3], Some(2), 10), view(3, &[3, 2], Some(3), 5)]),
-            (3, vec![view(3, &[3, 2], Some(3), 7), view(2, &[2, 3], Some(2), 10)]),
+            (
+                2,
+                vec![view(2, &[2, 3], Some(2), 10), view(3, &[3, 2], Some(3), 5)],
+            ),
+            (
+                3,
+                vec![view(3, &[3, 2], Some(3), 7), view(2, &[2, 3], Some(2), 10)],
+            ),
             (4, vec![]),
         ]
         .into();
@@ -467,8 +489,14 @@ mod tests {
         let members = set(&[2, 3, 4]);
         // Group 1's owner was removed; 2 (down) and 3 hold it.
         let dir: BTreeMap<NodeId, Vec<GroupView>> = [
-            (3, vec![view(1, &[2, 3], Some(2), 9), view(3, &[3, 4], Some(3), 1)]),
-            (4, vec![view(4, &[4, 2], None, 1), view(3, &[3, 4], Some(3), 1)]),
+            (
+                3,
+                vec![view(1, &[2, 3], Some(2), 9), view(3, &[3, 4], Some(3), 1)],
+            ),
+            (
+                4,
+                vec![view(4, &[4, 2], None, 1), view(3, &[3, 4], Some(3), 1)],
+            ),
         ]
         .into();
         let peers = vec![peer(2, true), peer(3, false), peer(4, false)];
@@ -479,7 +507,11 @@ mod tests {
         // missing by the fan-out) rather than the group left out silently.
         assert_eq!(
             got,
-            vec![(2, Some(vec![2])), (3, Some(vec![1, 3])), (4, Some(vec![4]))]
+            vec![
+                (2, Some(vec![2])),
+                (3, Some(vec![1, 3])),
+                (4, Some(vec![4]))
+            ]
         );
     }
 

@@ -9,6 +9,7 @@
 //! restarted and the group elected a new leader meanwhile), the batch is forwarded
 //! to that leader over the `WalGroups.Write` RPC; leadership is not taken back.
 
+use super::query_service::GroupedStorage;
 use super::raft::group::{forward_write, GroupWriteError, WalGroup, WalGroups};
 use super::ring::Ring;
 use super::runtime::Cluster;
@@ -19,7 +20,6 @@ use crate::storage::{
     merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints,
     SeriesRef, SeriesSet, StorageError,
 };
-use super::query_service::GroupedStorage;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

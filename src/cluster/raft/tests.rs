@@ -52,13 +52,19 @@ async fn append_as_new_term_follows_the_log_in_a_higher_term() {
         [(2, crate::cluster::state::NodeAddr::default())].into();
     // An empty log with a vote in term 7: the entry is the first one, in term 8.
     let id = log
-        .append_as_new_term(2, EntryPayload::Membership(Membership::new(vec![voters.clone()], nodes.clone())))
+        .append_as_new_term(
+            2,
+            EntryPayload::Membership(Membership::new(vec![voters.clone()], nodes.clone())),
+        )
         .await
         .unwrap();
     assert_eq!(id, LogId::new(CommittedLeaderId::new(8, 2), 0));
     // Again: after the previous one, one term higher.
     let id2 = log
-        .append_as_new_term(2, EntryPayload::Membership(Membership::new(vec![voters], nodes)))
+        .append_as_new_term(
+            2,
+            EntryPayload::Membership(Membership::new(vec![voters], nodes)),
+        )
         .await
         .unwrap();
     assert_eq!(id2, LogId::new(CommittedLeaderId::new(9, 2), 1));
