@@ -160,11 +160,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             cfg.db.clone(),
         )
     });
-    let local: Arc<dyn crate::storage::Queryable> = match &groups {
-        Some(g) => Arc::new(crate::cluster::replication::LocalGroups::new(
-            g.clone(),
-            db.clone(),
-        )),
+    let local_groups = groups
+        .as_ref()
+        .map(|g| crate::cluster::replication::LocalGroups::new(g.clone(), db.clone()));
+    let local: Arc<dyn crate::storage::Queryable> = match &local_groups {
+        Some(l) => Arc::new(l.clone()),
         None => db.clone(),
     };
 
@@ -173,6 +173,9 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let started = crate::cluster::Cluster::start(
         cfg.cluster.clone(),
         local.clone(),
+        local_groups
+            .clone()
+            .map(|l| Arc::new(l) as Arc<dyn crate::cluster::query_service::GroupedStorage>),
         groups.clone(),
         shutdown.clone(),
     )
@@ -198,11 +201,21 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         }
     };
     let mut commit_stats = None;
+    // What the other members hold, refreshed by the reconciler; the fan-out plans
+    // its reads with it.
+    let directory = crate::cluster::repair::GroupDirectory::default();
     let appendable: Arc<dyn crate::storage::Appendable> = match &groups {
         Some(g) => {
             tokio::spawn(crate::cluster::replication::run_group_setup(
                 cluster.clone(),
                 g.clone(),
+                cfg.cluster.replication_factor,
+                shutdown.clone(),
+            ));
+            tokio::spawn(crate::cluster::repair::run_reconciler(
+                cluster.clone(),
+                g.clone(),
+                directory.clone(),
                 cfg.cluster.replication_factor,
                 shutdown.clone(),
             ));
@@ -218,18 +231,20 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     };
 
     // Every reader (PromQL, the API, /federate, rules) reads the whole cluster; a
-    // node without cluster flags reads its own storage directly. A node holding a
+    // node without cluster flags reads its own storage directly. Each WAL group is
+    // read from one replica (this node's when it holds one), so a node holding a
     // replica of every group answers from them alone.
-    let queryable: Arc<dyn crate::storage::Queryable> = match &groups {
-        Some(g) => {
-            let held = crate::cluster::replication::LocalGroups::new(g.clone(), db.clone());
-            let c = cluster.clone();
+    let queryable: Arc<dyn crate::storage::Queryable> = match &local_groups {
+        Some(held) => {
+            let (held, c, directory) = (held.clone(), cluster.clone(), directory.clone());
             let peers: crate::cluster::PeersFn = Arc::new(move || {
-                if held.holds_all(c.state().members.keys().copied()) {
-                    Vec::new()
-                } else {
-                    c.peers()
-                }
+                let members = c.state().members.keys().copied().collect();
+                crate::cluster::repair::read_plan(
+                    c.peers(),
+                    &held.held(),
+                    &members,
+                    &directory.snapshot(),
+                )
             });
             Arc::new(crate::cluster::FanoutQueryable::new(
                 local.clone(),

@@ -39,6 +39,7 @@ fn peer(id: u64, grpc: &str) -> Peer {
         grpc_address: grpc.to_string(),
         http_address: String::new(),
         down: false,
+        groups: None,
     }
 }
 

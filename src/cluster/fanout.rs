@@ -14,6 +14,12 @@
 //! data out with a warning (`Querier::warnings`), or fails the read when
 //! `--cluster.partial-response=false`. A member marked down is not asked and counts
 //! as failed the same way.
+//!
+//! With WAL groups, `PeersFn` may give each peer the groups to read from it
+//! (`Peer::groups`, worked out by `repair::read_plan` so each group is read from one
+//! replica): the requests then carry that filter and no group's samples arrive
+//! twice. Without it a peer answers with every group it holds and the merge keeps
+//! identical timestamps once.
 
 use super::pb;
 use super::query_service::{matchers_to_pb, series_from_pb, MESSAGE_BYTES_MAX};
@@ -49,6 +55,9 @@ pub struct Peer {
     pub http_address: String,
     /// Marked down by the cluster: not asked, its data counts as missing.
     pub down: bool,
+    /// The WAL groups to read from this peer (besides its pre-cluster storage);
+    /// `None`: every group it holds.
+    pub groups: Option<Vec<u64>>,
 }
 
 /// The members other than this node, asked at the start of every read.
@@ -170,7 +179,7 @@ impl FanoutQuerier {
     /// A peer that cannot be asked becomes a warning at once (or the error).
     fn start<T: Send + 'static>(
         &self,
-        call: impl Fn(Channel, Duration) -> PeerFuture<T>,
+        call: impl Fn(Option<pb::GroupFilter>, Channel, Duration) -> PeerFuture<T>,
     ) -> Result<Pending<'_, T>, StorageError> {
         // Channels spawn their connection task, so they are made inside the runtime
         // even when this thread is not one of its (a plain thread in tests).
@@ -190,7 +199,11 @@ impl FanoutQuerier {
                     continue;
                 }
             };
-            let fut = call(channel, timeout);
+            let filter = peer
+                .groups
+                .as_ref()
+                .map(|ids| pb::GroupFilter { ids: ids.clone() });
+            let fut = call(filter, channel, timeout);
             let tx = tx.clone();
             let i = asked.len();
             asked.push(peer);
@@ -326,10 +339,16 @@ impl Querier for FanoutQuerier {
             hint_start_ms: hints.start_ms,
             hint_end_ms: hints.end_ms,
             series_only: hints.series_only,
+            groups: None,
         };
         // Peers first, so they work while the local read runs.
-        let pending =
-            self.start(|channel, timeout| Box::pin(fetch_select(channel, req.clone(), timeout)))?;
+        let pending = self.start(|groups, channel, timeout| {
+            let req = pb::SelectRequest {
+                groups,
+                ..req.clone()
+            };
+            Box::pin(fetch_select(channel, req, timeout))
+        })?;
         let local: Vec<Series> = self
             .local
             .select(hints, matchers)?
@@ -350,9 +369,13 @@ impl Querier for FanoutQuerier {
             max_time_ms: self.maxt,
             name: name.to_string(),
             matchers: matchers_to_pb(matchers),
+            groups: None,
         };
-        let pending = self.start(|channel, timeout| {
-            let req = req.clone();
+        let pending = self.start(|groups, channel, timeout| {
+            let req = pb::LabelValuesRequest {
+                groups,
+                ..req.clone()
+            };
             Box::pin(async move {
                 query_client(channel)
                     .label_values(request(req, timeout))
@@ -372,9 +395,13 @@ impl Querier for FanoutQuerier {
             min_time_ms: self.mint,
             max_time_ms: self.maxt,
             matchers: matchers_to_pb(matchers),
+            groups: None,
         };
-        let pending = self.start(|channel, timeout| {
-            let req = req.clone();
+        let pending = self.start(|groups, channel, timeout| {
+            let req = pb::LabelNamesRequest {
+                groups,
+                ..req.clone()
+            };
             Box::pin(async move {
                 query_client(channel)
                     .label_names(request(req, timeout))

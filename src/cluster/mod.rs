@@ -9,8 +9,10 @@
 //! `failure` (the leader's failure detector and ring scheduling), `assign` (who owns
 //! which target or rule group when), `query_service` (the `Query` gRPC service over a
 //! node's local storage), `fanout` (the `Queryable` that reads every member and
-//! merges), `wal_batch` (the sample batch a WAL group entry carries) and
-//! `replication` (WAL groups' voters, the replicated appender, the local read side).
+//! merges), `wal_batch` (the sample batch a WAL group entry carries),
+//! `replication` (WAL groups' voters, the replicated appender, the local read side)
+//! and `repair` (the reconciler that repairs WAL groups' replica sets, and the plan
+//! that reads each group from one replica).
 
 pub mod assign;
 pub mod failure;
@@ -18,6 +20,7 @@ pub mod fanout;
 pub mod pb;
 pub mod query_service;
 pub mod raft;
+pub mod repair;
 pub mod replication;
 pub mod ring;
 pub mod runtime;

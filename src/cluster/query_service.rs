@@ -5,10 +5,14 @@
 //! runs on the blocking pool (the `storage::Querier` seam is synchronous) and
 //! streams series in batches; when the client goes away the batch send fails and
 //! the read stops. Label lookups, which read only the index, answer in place.
+//!
+//! A request may name the WAL groups it wants (`GroupFilter`): the fan-out reads
+//! each group from one replica, so a node is then asked only for its pre-cluster
+//! storage and the groups assigned to it (`GroupedStorage`).
 
 use super::pb;
 use crate::labels::{Labels, LabelsDecodeError, MatchType, Matcher};
-use crate::storage::{Queryable, Sample, SelectHints, Series, StorageError};
+use crate::storage::{Querier, Queryable, Sample, SelectHints, Series, StorageError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -20,21 +24,63 @@ const BATCH_SAMPLES_MAX: usize = 64 * 1024;
 /// Batches buffered between the reading thread and the gRPC stream.
 const BATCHES_BUFFERED_MAX: usize = 4;
 
+/// A node's local storage read by WAL group: its pre-cluster storage plus the
+/// named groups only.
+pub trait GroupedStorage: Send + Sync {
+    /// A querier over the pre-cluster storage and `groups`; an error naming the
+    /// group when this node holds one of them no longer (or not yet).
+    fn querier_for_groups(
+        &self,
+        mint: i64,
+        maxt: i64,
+        groups: &[u64],
+    ) -> Result<Box<dyn Querier>, StorageError>;
+}
+
 /// Serves `Select`, `LabelNames` and `LabelValues` from this node's local storage.
 pub struct QueryService {
     /// The node's own storage (never the fan-out queryable).
     local: Arc<dyn Queryable>,
+    /// The same storage by WAL group, for requests that name groups (none on a
+    /// node without WAL groups: such a request is then refused).
+    grouped: Option<Arc<dyn GroupedStorage>>,
 }
 
 impl QueryService {
-    pub fn new(local: Arc<dyn Queryable>) -> QueryService {
-        QueryService { local }
+    pub fn new(
+        local: Arc<dyn Queryable>,
+        grouped: Option<Arc<dyn GroupedStorage>>,
+    ) -> QueryService {
+        QueryService { local, grouped }
     }
 
     /// The tonic server for this service, ready to add to a router.
     pub fn server(local: Arc<dyn Queryable>) -> pb::query_server::QueryServer<QueryService> {
-        pb::query_server::QueryServer::new(QueryService::new(local))
-            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+        QueryService::new(local, None).into_server()
+    }
+
+    /// This service as a tonic server, ready to add to a router.
+    pub fn into_server(self) -> pb::query_server::QueryServer<QueryService> {
+        pb::query_server::QueryServer::new(self).max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// The querier a request asks for: every group held, or only those it names.
+    fn querier(
+        &self,
+        mint: i64,
+        maxt: i64,
+        groups: Option<&pb::GroupFilter>,
+    ) -> Result<Box<dyn Querier>, Status> {
+        match (groups, &self.grouped) {
+            (None, _) => self.local.querier(mint, maxt).map_err(storage_status),
+            (Some(f), Some(g)) => g
+                .querier_for_groups(mint, maxt, &f.ids)
+                .map_err(|e| Status::failed_precondition(e.to_string())),
+            (Some(f), None) => Err(Status::failed_precondition(format!(
+                "WAL groups {:?} asked for, but this node holds no WAL groups",
+                f.ids
+            ))),
+        }
     }
 }
 
@@ -146,15 +192,12 @@ fn storage_status(e: StorageError) -> Status {
 /// Reads `select` on the blocking pool and sends batches into `tx` until done, an
 /// error (sent as the stream's last item) or the receiver going away.
 fn stream_select(
-    local: Arc<dyn Queryable>,
+    querier: Box<dyn Querier>,
     req: pb::SelectRequest,
     matchers: Vec<Matcher>,
     tx: tokio::sync::mpsc::Sender<Result<pb::SelectResponse, Status>>,
 ) {
     let run = || -> Result<(), Status> {
-        let querier = local
-            .querier(req.min_time_ms, req.max_time_ms)
-            .map_err(storage_status)?;
         let hints = SelectHints {
             start_ms: req.hint_start_ms,
             end_ms: req.hint_end_ms,
@@ -194,8 +237,8 @@ impl pb::query_server::Query for QueryService {
         let req = req.into_inner();
         let matchers = matchers_from_pb(&req.matchers)?;
         let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_BUFFERED_MAX);
-        let local = self.local.clone();
-        tokio::task::spawn_blocking(move || stream_select(local, req, matchers, tx));
+        let querier = self.querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())?;
+        tokio::task::spawn_blocking(move || stream_select(querier, req, matchers, tx));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))
@@ -210,9 +253,8 @@ impl pb::query_server::Query for QueryService {
         // Answered in place: a label lookup reads the index only and is short, so
         // a hop to the blocking pool would cost more than it saves.
         let names = self
-            .local
-            .querier(req.min_time_ms, req.max_time_ms)
-            .and_then(|q| q.label_names(&matchers))
+            .querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())?
+            .label_names(&matchers)
             .map_err(storage_status)?;
         Ok(Response::new(pb::LabelNamesResponse { names }))
     }
@@ -225,9 +267,8 @@ impl pb::query_server::Query for QueryService {
         let matchers = matchers_from_pb(&req.matchers)?;
         // Answered in place, like `label_names`.
         let values = self
-            .local
-            .querier(req.min_time_ms, req.max_time_ms)
-            .and_then(|q| q.label_values(&req.name, &matchers))
+            .querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())?
+            .label_values(&req.name, &matchers)
             .map_err(storage_status)?;
         Ok(Response::new(pb::LabelValuesResponse { values }))
     }

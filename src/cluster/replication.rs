@@ -9,6 +9,7 @@
 //! restarted and the group elected a new leader meanwhile), the batch is forwarded
 //! to that leader over the `WalGroups.Write` RPC; leadership is not taken back.
 
+use super::query_service::GroupedStorage;
 use super::raft::group::{forward_write, GroupWriteError, WalGroup, WalGroups};
 use super::ring::Ring;
 use super::runtime::Cluster;
@@ -20,7 +21,7 @@ use crate::storage::{
     merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints,
     SeriesRef, SeriesSet, StorageError,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -37,11 +38,16 @@ const LEADER_RETRY: Duration = Duration::from_millis(100);
 /// How often the setup loop checks whether this node's group must be formed.
 const SETUP_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The ring key of WAL group `group` (the id of the node it belongs to).
+pub fn group_key(group: u64) -> String {
+    format!("wal-group/{group}")
+}
+
 /// The voters of the WAL group of node `owner`: the owner and the next `rf - 1`
 /// distinct members after it on the ring, in that order. `rf` is capped by the
 /// number of members; an owner that is no member gets a group of its own.
 pub fn group_voters(ring: &Ring, owner: NodeId, rf: usize) -> Vec<NodeId> {
-    let key = format!("wal-group/{owner}");
+    let key = group_key(owner);
     let mut out = vec![owner];
     for id in ring.successors(key.as_bytes(), ring.members().len()) {
         if out.len() >= rf.max(1) {
@@ -55,8 +61,8 @@ pub fn group_voters(ring: &Ring, owner: NodeId, rf: usize) -> Vec<NodeId> {
 }
 
 /// Forms this node's WAL group once the committed state knows its voters, then
-/// returns. A group that exists already (a restart) is left as it is: repairing
-/// replica sets after membership changes is not done yet.
+/// returns. A group that exists already (a restart) is left as it is: its leader's
+/// reconciler (`repair`) changes replica sets after membership changes.
 pub async fn run_group_setup(
     cluster: Cluster,
     groups: WalGroups,
@@ -374,8 +380,10 @@ async fn commit_to_group(
     }
 }
 
-/// Every group TSDB this node holds (and the node's own pre-cluster `Db`), read as
-/// one: the local side of the fan-out in cluster mode.
+/// Every group TSDB this node holds as a voter (and the node's own pre-cluster
+/// `Db`), read as one: the local side of the fan-out in cluster mode. Cheap to
+/// clone.
+#[derive(Clone)]
 pub struct LocalGroups {
     groups: WalGroups,
     /// The node's own TSDB, which holds what was written before cluster mode.
@@ -387,16 +395,46 @@ impl LocalGroups {
         LocalGroups { groups, base }
     }
 
-    /// Whether this node holds a replica of every group in `owners`.
-    pub fn holds_all(&self, owners: impl IntoIterator<Item = NodeId>) -> bool {
-        owners.into_iter().all(|id| self.groups.get(id).is_some())
+    /// The ids of the groups this node is a voter of. A learner still catching up
+    /// (or a replica not yet told its membership) is not read from: its copy may
+    /// lack what the group committed.
+    pub fn held(&self) -> BTreeSet<u64> {
+        self.voter_groups().iter().map(|g| g.id()).collect()
+    }
+
+    fn voter_groups(&self) -> Vec<WalGroup> {
+        self.groups
+            .all()
+            .into_iter()
+            .filter(WalGroup::is_voter)
+            .collect()
+    }
+}
+
+impl GroupedStorage for LocalGroups {
+    fn querier_for_groups(
+        &self,
+        mint: i64,
+        maxt: i64,
+        groups: &[u64],
+    ) -> Result<Box<dyn Querier>, StorageError> {
+        let mut parts = vec![self.base.querier(mint, maxt)?];
+        for id in groups {
+            let Some(g) = self.groups.get(*id).filter(WalGroup::is_voter) else {
+                return Err(StorageError::Other(format!(
+                    "WAL group {id}: this node holds no voting replica of it (the replica moved)"
+                )));
+            };
+            parts.push(g.db().querier(mint, maxt)?);
+        }
+        Ok(Box::new(MergeQuerier { parts }))
     }
 }
 
 impl Queryable for LocalGroups {
     fn querier(&self, mint: i64, maxt: i64) -> Result<Box<dyn Querier>, StorageError> {
         let mut parts = vec![self.base.querier(mint, maxt)?];
-        for g in self.groups.all() {
+        for g in self.voter_groups() {
             parts.push(g.db().querier(mint, maxt)?);
         }
         Ok(Box::new(MergeQuerier { parts }))

@@ -262,11 +262,13 @@ pub struct Cluster {
 impl Cluster {
     /// Checks the data directory, opens the meta group and starts the gRPC server
     /// (when a listen address is set), which also serves `local` (this node's own
-    /// storage) to the other members' fan-out queries and, with `groups`, the WAL
-    /// groups' Raft RPCs. Forming or joining happens in `run`.
+    /// storage; by WAL group with `grouped`) to the other members' fan-out
+    /// queries and, with `groups`, the WAL groups' Raft RPCs. Forming or joining
+    /// happens in `run`.
     pub async fn start(
         cfg: ClusterConfig,
         local: Arc<dyn crate::storage::Queryable>,
+        grouped: Option<Arc<dyn super::query_service::GroupedStorage>>,
         groups: Option<super::raft::group::WalGroups>,
         shutdown: CancellationToken,
     ) -> Result<Cluster, ClusterError> {
@@ -328,7 +330,7 @@ impl Cluster {
                 .add_service(pb::cluster_server::ClusterServer::new(
                     super::service::ClusterService::new(cluster.clone()),
                 ))
-                .add_service(super::query_service::QueryService::server(local));
+                .add_service(super::query_service::QueryService::new(local, grouped).into_server());
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let stop = shutdown.clone();
@@ -409,6 +411,7 @@ impl Cluster {
                 grpc_address: m.addr.grpc_address.clone(),
                 http_address: m.addr.http_address.clone(),
                 down: m.state == MemberState::Down,
+                groups: None,
             })
             .collect()
     }

@@ -84,6 +84,8 @@ const RAFT_DIR: &str = "raft";
 const TSDB_DIR: &str = "tsdb";
 /// Most log entries kept behind a snapshot for lagging followers.
 const GROUP_LOG_TAIL_MAX: u64 = 1000;
+/// Suffix of a group directory being deleted (`WalGroups::remove`).
+const REMOVING_SUFFIX: &str = ".removing";
 /// Size of one chunk of a snapshot archive sent to a follower.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
@@ -535,6 +537,13 @@ pub struct WalGroup {
     db: Arc<Db>,
     stats: Arc<ApplyStats>,
     pending: Arc<Pending>,
+    /// The group's directory, for `WalGroups::reform` and `WalGroups::remove`.
+    dir: PathBuf,
+    node_id: NodeId,
+    config: Arc<Config>,
+    wal_opts: LogOptions,
+    /// Kept so a re-formed group's new Raft continues from what was applied.
+    sm: GroupStateMachine,
 }
 
 impl WalGroup {
@@ -560,7 +569,7 @@ impl WalGroup {
             segment_size_bytes: raft_opts.group_segment_size_bytes,
             repair: false,
         };
-        let (log, dropped) = open_log(dir, group_id, wal_opts).map_err(storage_err)?;
+        let (log, dropped) = open_log(dir, group_id, wal_opts.clone()).map_err(storage_err)?;
         // A restart starts from the newest snapshot: its head checkpoint goes into
         // the head (the blocks are in the TSDB's directory already), and Raft
         // applies the log after it.
@@ -623,10 +632,10 @@ impl WalGroup {
         );
         let raft = GroupRaft::new(
             node_id,
-            config,
+            config.clone(),
             super::network::Network::group(group_id),
             log,
-            sm,
+            sm.clone(),
         )
         .await
         .map_err(|e| RaftOpError::Fatal(e.to_string()))?;
@@ -636,6 +645,11 @@ impl WalGroup {
             db,
             stats,
             pending: Arc::new(Mutex::new(HashMap::new())),
+            dir: dir.to_path_buf(),
+            node_id,
+            config,
+            wal_opts,
+            sm,
         })
     }
 
@@ -690,6 +704,97 @@ impl WalGroup {
     pub fn voters(&self) -> BTreeSet<NodeId> {
         let m = self.raft.metrics().borrow().clone();
         m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Whether this node is a voter of the group in its replica's view.
+    pub fn is_voter(&self) -> bool {
+        self.voters().contains(&self.node_id)
+    }
+
+    /// The learners of the group's effective membership.
+    pub fn learners(&self) -> BTreeSet<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().learner_ids().collect()
+    }
+
+    /// Whether this replica leads the group now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader == Some(self.node_id) && m.state == openraft::ServerState::Leader
+    }
+
+    /// The last log index this replica applied to its TSDB (0: none).
+    pub fn applied_index(&self) -> u64 {
+        let m = self.raft.metrics().borrow().clone();
+        m.last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Adds `id` as a learner (on the leader) and waits until it has caught up
+    /// with the log, by snapshot first when the log it needs was purged.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        addr: NodeAddr,
+        timeout: Duration,
+    ) -> Result<(), RaftOpError> {
+        let group = self.group_id;
+        match tokio::time::timeout(timeout, self.raft.add_learner(id, addr, true)).await {
+            Err(_) => Err(RaftOpError::Rejected(format!(
+                "WAL group {group}: learner {id} did not catch up within {timeout:?}"
+            ))),
+            Ok(r) => r
+                .map(|_| ())
+                .map_err(|e| RaftOpError::Rejected(format!("WAL group {group}: {e}"))),
+        }
+    }
+
+    /// Makes `voters` the group's voters (on the leader; each must be a caught-up
+    /// learner or a voter already) and removes every other node from the group,
+    /// learners included. openraft goes through a joint configuration, so both the
+    /// old and the new voters must have a quorum.
+    pub async fn set_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+        timeout: Duration,
+    ) -> Result<(), RaftOpError> {
+        use openraft::ChangeMembers;
+        let group = self.group_id;
+        let failed = |e: String| RaftOpError::Rejected(format!("WAL group {group}: {e}"));
+        let change = async {
+            if self.voters() != voters {
+                self.raft
+                    .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            let extra: BTreeSet<NodeId> = self.learners().difference(&voters).copied().collect();
+            if !extra.is_empty() {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveNodes(extra), false)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, change).await {
+            Err(_) => Err(failed(format!(
+                "membership change to {voters:?} not committed within {timeout:?}"
+            ))),
+            Ok(r) => r,
+        }
+    }
+
+    /// What the `WalGroups.Held` RPC says about this replica.
+    fn held(&self) -> pb::HeldGroup {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        pb::HeldGroup {
+            group_id: self.group_id,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            leader_id: m.current_leader,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
     }
 
     /// What appending (`labels`, `t`, `v`) to this group would answer now, as a
@@ -846,6 +951,11 @@ impl WalGroups {
         let mut ids = Vec::new();
         for e in std::fs::read_dir(dir).map_err(io_err)? {
             let e = e.map_err(io_err)?;
+            // A replica whose removal a crash interrupted.
+            if e.file_name().to_string_lossy().ends_with(REMOVING_SUFFIX) {
+                std::fs::remove_dir_all(e.path()).map_err(io_err)?;
+                continue;
+            }
             if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
                 ids.push(id);
             }
@@ -887,6 +997,80 @@ impl WalGroups {
         tracing::info!(group = id, dir = %dir.display(), "opened WAL group");
         self.inner.groups.write().insert(id, g.clone());
         Ok(g)
+    }
+
+    /// What the `WalGroups.Held` RPC answers: every group held, as seen here.
+    pub fn held(&self) -> pb::HeldResponse {
+        pb::HeldResponse {
+            groups: self.all().iter().map(WalGroup::held).collect(),
+        }
+    }
+
+    /// Drops this node's replica of group `id`: stops its Raft and deletes its
+    /// directory (log, TSDB, snapshots). Called once the group's leader removed
+    /// this node from the group, so the data neither answers reads nor keeps the
+    /// disk. The directory is renamed first, so a crash midway leaves nothing that
+    /// `open_existing` would take for a group.
+    pub async fn remove(&self, id: u64) -> Result<(), RaftOpError> {
+        let _opening = self.inner.opening.lock().await;
+        let Some(g) = self.inner.groups.write().remove(&id) else {
+            return Ok(());
+        };
+        g.shutdown().await;
+        let db = g.db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.close()).await;
+        let doomed = self.inner.dir.join(format!("{id}{REMOVING_SUFFIX}"));
+        let storage_err = |e: std::io::Error| RaftOpError::Storage {
+            path: g.dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::rename(&g.dir, &doomed).map_err(storage_err)?;
+        std::fs::remove_dir_all(&doomed).map_err(storage_err)?;
+        tracing::info!(group = id, "dropped this node's replica of the WAL group");
+        Ok(())
+    }
+
+    /// Re-forms group `id` with this node as its only voter: stops its Raft,
+    /// appends that membership as the first entry of a new term, and starts Raft
+    /// again over the same TSDB and state machine, so this node elects itself and
+    /// the reconciler can add replicas. Only for a group whose other voters were
+    /// all removed from the cluster for good: then no quorum can ever form again,
+    /// and this replica holds every entry they could have committed with it.
+    pub async fn reform(&self, id: u64, addr: NodeAddr) -> Result<(), RaftOpError> {
+        let _opening = self.inner.opening.lock().await;
+        let Some(old) = self.get(id) else {
+            return Err(RaftOpError::Rejected(format!(
+                "WAL group {id}: not held by this node"
+            )));
+        };
+        old.shutdown().await;
+        let me = self.inner.node_id;
+        let storage_err = |reason: String| RaftOpError::Storage {
+            path: old.dir.display().to_string(),
+            reason,
+        };
+        let mut log = LogStore::<GroupConfig>::open(&old.dir.join(RAFT_DIR), old.wal_opts.clone())
+            .map_err(|e| storage_err(e.to_string()))?;
+        let voters: BTreeSet<NodeId> = [me].into();
+        let nodes: BTreeMap<NodeId, NodeAddr> = [(me, addr)].into();
+        let membership = openraft::Membership::new(vec![voters], nodes);
+        let log_id = log
+            .append_as_new_term(me, EntryPayload::Membership(membership))
+            .await
+            .map_err(|e| storage_err(e.to_string()))?;
+        let raft = GroupRaft::new(
+            me,
+            old.config.clone(),
+            super::network::Network::group(id),
+            log,
+            old.sm.clone(),
+        )
+        .await
+        .map_err(|e| RaftOpError::Fatal(e.to_string()))?;
+        let g = WalGroup { raft, ..old };
+        self.inner.groups.write().insert(id, g);
+        tracing::warn!(group = id, term = log_id.leader_id.term, index = log_id.index, "re-formed the WAL group with this node as its only voter: its other voters were removed from the cluster");
+        Ok(())
     }
 
     /// The `hearth_wal_group_*` metrics of every group this node holds, in the
@@ -950,6 +1134,31 @@ impl WalGroups {
             for g in &groups {
                 let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", g.id(), get(g.stats()));
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hearth_wal_group_voter 1 for each voter of the WAL group in this replica's view of its membership.\n# TYPE hearth_wal_group_voter gauge"
+        );
+        for g in &groups {
+            for v in g.voters() {
+                let _ = writeln!(
+                    out,
+                    "hearth_wal_group_voter{{group=\"{}\",node=\"{v}\"}} 1",
+                    g.id()
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hearth_wal_group_leader Whether this replica leads the WAL group.\n# TYPE hearth_wal_group_leader gauge"
+        );
+        for g in &groups {
+            let _ = writeln!(
+                out,
+                "hearth_wal_group_leader{{group=\"{}\"}} {}",
+                g.id(),
+                u8::from(g.is_leader())
+            );
         }
         out
     }
@@ -1015,6 +1224,13 @@ impl pb::wal_groups_server::WalGroups for WalGroupsService {
         handle_install_snapshot(&g.raft, req).await
     }
 
+    async fn held(
+        &self,
+        _req: Request<pb::HeldRequest>,
+    ) -> Result<Response<pb::HeldResponse>, Status> {
+        Ok(Response::new(self.groups.held()))
+    }
+
     async fn write(
         &self,
         req: Request<pb::GroupWriteRequest>,
@@ -1033,6 +1249,48 @@ impl pb::wal_groups_server::WalGroups for WalGroupsService {
             Ok(index) => Ok(Response::new(pb::GroupWriteResponse { index })),
             Err(e) => Err(e.to_status()),
         }
+    }
+}
+
+/// One WAL group as one of its replicas sees it (the `WalGroups.Held` RPC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    pub group_id: u64,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    /// The leader the replica knows of.
+    pub leader: Option<NodeId>,
+    /// The last log index the replica applied (0: none).
+    pub applied_index: u64,
+}
+
+impl From<pb::HeldGroup> for GroupView {
+    fn from(g: pb::HeldGroup) -> GroupView {
+        GroupView {
+            group_id: g.group_id,
+            voters: g.voters.into_iter().collect(),
+            learners: g.learners.into_iter().collect(),
+            leader: g.leader_id,
+            applied_index: g.applied_index,
+        }
+    }
+}
+
+/// Asks the node at `address` which WAL groups it holds.
+pub async fn fetch_held(address: &str, timeout: Duration) -> Result<Vec<GroupView>, String> {
+    let channel = super::network::channel(address)?;
+    let mut client = pb::wal_groups_client::WalGroupsClient::new(channel);
+    let mut req = Request::new(pb::HeldRequest {});
+    req.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.held(req)).await {
+        Err(_) => Err(format!("{address}: no answer within {timeout:?}")),
+        Ok(Err(s)) => Err(format!("{address}: {}", s.message())),
+        Ok(Ok(r)) => Ok(r
+            .into_inner()
+            .groups
+            .into_iter()
+            .map(GroupView::from)
+            .collect()),
     }
 }
 

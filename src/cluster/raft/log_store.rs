@@ -234,11 +234,68 @@ impl Inner {
         Ok(out)
     }
 
+    /// Writes one entry at its index (not synced).
+    fn append_one<C: HearthConfig>(&mut self, entry: &Entry<C>) -> Result<(), StorageError<Nid>> {
+        let index = entry.get_log_id().index;
+        let next = self.wal.next_index();
+        if index > next {
+            // After a snapshot was installed past the end of the log, the next
+            // entry follows the snapshot, not the old log.
+            self.wal.reset(index).map_err(io_error)?;
+        } else if index < next {
+            // openraft truncates conflicting entries first; this keeps the
+            // record index equal to the Raft index whatever happens.
+            let keep = index.checked_sub(1);
+            match keep {
+                Some(k) if k + 1 > self.wal.first_index() => {
+                    self.wal.truncate_after(k).map_err(io_error)?
+                }
+                _ => self.wal.reset(index).map_err(io_error)?,
+            }
+        }
+        let payload = C::encode_entry(entry).map_err(|reason| {
+            io_error(std::io::Error::other(format!(
+                "raft log {}: encoding entry {index}: {reason}",
+                self.wal.dir().display()
+            )))
+        })?;
+        self.wal.append(&payload).map_err(io_error)?;
+        self.last = Some(*entry.get_log_id());
+        Ok(())
+    }
+
     fn save_state(&self) -> Result<(), StorageError<Nid>> {
         let bytes =
             serde_json::to_vec(&self.state).map_err(|e| StorageIOError::<Nid>::write_vote(&e))?;
         write_atomic(&self.dir.join(STATE_FILE), &bytes)
             .map_err(|e| StorageIOError::<Nid>::write_vote(&e).into())
+    }
+}
+
+impl<C: HearthConfig> LogStore<C> {
+    /// Appends `payload` as the first entry of a new term led by `me` and records a
+    /// vote for `me` in that term, with no Raft running on this store. Used only
+    /// to re-form a WAL group whose other voters were removed from the cluster for
+    /// good (`WalGroups::reform`): the new term is above every term this replica
+    /// has seen, so the entry supersedes nothing it has, and once Raft restarts the
+    /// entry's membership is in effect and this node can be elected by it.
+    pub async fn append_as_new_term(
+        &mut self,
+        me: Nid,
+        payload: openraft::EntryPayload<C>,
+    ) -> Result<LogId<Nid>, StorageError<Nid>> {
+        let mut inner = self.inner.lock().await;
+        let vote_term = inner.state.vote.map_or(0, |v| v.leader_id().term);
+        let log_term = inner.last.map_or(0, |l| l.leader_id.term);
+        let term = vote_term.max(log_term) + 1;
+        let index = inner.last.map_or(0, |l| l.index + 1);
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(term, me), index);
+        let entry = Entry::<C> { log_id, payload };
+        inner.append_one::<C>(&entry)?;
+        inner.wal.sync().map_err(io_error)?;
+        inner.state.vote = Some(Vote::new(term, me));
+        inner.save_state()?;
+        Ok(log_id)
     }
 }
 
@@ -313,31 +370,7 @@ impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
     {
         let mut inner = self.inner.lock().await;
         for entry in entries {
-            let index = entry.get_log_id().index;
-            let next = inner.wal.next_index();
-            if index > next {
-                // After a snapshot was installed past the end of the log, the next
-                // entry follows the snapshot, not the old log.
-                inner.wal.reset(index).map_err(io_error)?;
-            } else if index < next {
-                // openraft truncates conflicting entries first; this keeps the
-                // record index equal to the Raft index whatever happens.
-                let keep = index.checked_sub(1);
-                match keep {
-                    Some(k) if k + 1 > inner.wal.first_index() => {
-                        inner.wal.truncate_after(k).map_err(io_error)?
-                    }
-                    _ => inner.wal.reset(index).map_err(io_error)?,
-                }
-            }
-            let payload = C::encode_entry(&entry).map_err(|reason| {
-                io_error(std::io::Error::other(format!(
-                    "raft log {}: encoding entry {index}: {reason}",
-                    inner.wal.dir().display()
-                )))
-            })?;
-            inner.wal.append(&payload).map_err(io_error)?;
-            inner.last = Some(*entry.get_log_id());
+            inner.append_one::<C>(&entry)?;
         }
         let synced = inner.wal.sync();
         drop(inner);

@@ -1,0 +1,533 @@
+//! Replica-set repair of WAL groups: the reconciler every node runs, and the read
+//! plan the fan-out uses to read each group from exactly one replica.
+//!
+//! Every `RECONCILE_INTERVAL` each node asks every other active member which
+//! groups it holds (`WalGroups.Held`) and keeps the answers in a `GroupDirectory`.
+//! Then, for every group it holds:
+//!
+//! - as the group's leader, it compares the voters with `desired_voters` over the
+//!   ring of the committed members (down members included: a node marked down is
+//!   not replaced, it comes back). Missing replicas are added as learners and
+//!   caught up (snapshot then log), then the voters are replaced by the desired set
+//!   in one membership change and other nodes leave the group. The change waits
+//!   while a node it needs is down or the new set would not have a live quorum.
+//! - as a replica the ring no longer wants, it drops its copy (log and TSDB) once
+//!   the group's leader says this node left the membership.
+//! - as the last voter of a group whose other voters were all removed from the
+//!   cluster for good (no quorum can form again), it re-forms the group with itself
+//!   as the only voter (`WalGroups::reform`), after which it leads and repairs it.
+//!
+//! Pure parts (`desired_voters`, `read_plan`, `repair_step`) are unit-tested
+//! below; the whole is shown by `tests/replication_repair.rs`.
+
+use super::fanout::Peer;
+use super::raft::group::{fetch_held, GroupView, WalGroup, WalGroups};
+use super::replication::{group_key, group_voters};
+use super::ring::Ring;
+use super::runtime::Cluster;
+use super::state::{ClusterState, MemberState, NodeId};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often a node refreshes its directory and checks the groups it holds.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a `Held` question may take.
+const HELD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new replica may take to catch up before the step is retried.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a membership change may take to commit before it is retried.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The voters group `group` should have: for a group whose owner is a member,
+/// `group_voters` (the owner and its next distinct ring successors); for an
+/// orphaned group (its owner was removed), the `rf` distinct ring successors of the
+/// group's key among the members. Capped by the number of members.
+pub fn desired_voters(ring: &Ring, group: u64, rf: usize) -> BTreeSet<NodeId> {
+    if ring.members().contains(&group) {
+        return group_voters(ring, group, rf).into_iter().collect();
+    }
+    ring.successors(group_key(group).as_bytes(), rf.max(1))
+        .into_iter()
+        .collect()
+}
+
+/// What every other member said it holds, by member. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct GroupDirectory {
+    inner: Arc<RwLock<BTreeMap<NodeId, Vec<GroupView>>>>,
+}
+
+impl GroupDirectory {
+    /// The last answer of every member that answered the last time it was asked.
+    pub fn snapshot(&self) -> BTreeMap<NodeId, Vec<GroupView>> {
+        self.inner.read().clone()
+    }
+}
+
+/// Which groups to read from which peer so that every group is read from exactly
+/// one replica, and the local one when this node holds it (`local`). A group
+/// goes to the live peer that leads it, else the live holder that applied the
+/// most, else the lowest id; with no live holder known, to its owner, which the
+/// fan-out then reports as missing when it is down. Peers with nothing to read are left out when down.
+/// Returns `peers` unchanged (every peer reads every group it holds, and the merge
+/// drops identical timestamps) while some live peer's holdings are unknown, and no
+/// peer at all when this node holds every group.
+pub fn read_plan(
+    peers: Vec<Peer>,
+    local: &BTreeSet<u64>,
+    members: &BTreeSet<NodeId>,
+    directory: &BTreeMap<NodeId, Vec<GroupView>>,
+) -> Vec<Peer> {
+    if peers
+        .iter()
+        .any(|p| !p.down && !directory.contains_key(&p.node_id))
+    {
+        return peers;
+    }
+    let held_by = |id: NodeId| directory.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+    let mut all: BTreeSet<u64> = members.clone();
+    all.extend(directory.values().flatten().map(|g| g.group_id));
+    let mut assigned: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+    for group in all.difference(local) {
+        let rank = |p: &Peer| {
+            // A learner (still catching up) or a replica left out of the group is
+            // never read from.
+            let view = held_by(p.node_id)
+                .iter()
+                .find(|g| g.group_id == *group && g.voters.contains(&p.node_id))?;
+            let leads = view.leader == Some(p.node_id);
+            // Highest first: live, leads, applied most; then the lowest id.
+            Some((
+                !p.down,
+                leads,
+                view.applied_index,
+                std::cmp::Reverse(p.node_id),
+            ))
+        };
+        let best = peers
+            .iter()
+            .filter_map(|p| rank(p).map(|r| (r, p.node_id)))
+            .max();
+        // No known holder: the owner, when it is a peer, so that a down owner is
+        // reported as missing data rather than the group silently left out.
+        let owner = peers.iter().any(|p| p.node_id == *group).then_some(*group);
+        if let Some(id) = best.map(|(_, id)| id).or(owner) {
+            assigned.entry(id).or_default().push(*group);
+        }
+    }
+    if assigned.is_empty() {
+        return Vec::new();
+    }
+    peers
+        .into_iter()
+        .filter_map(|mut p| {
+            let groups = assigned.remove(&p.node_id).unwrap_or_default();
+            if p.down && groups.is_empty() {
+                return None;
+            }
+            p.groups = Some(groups);
+            Some(p)
+        })
+        .collect()
+}
+
+/// What the leader of a group does next to reach `desired`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairStep {
+    /// The group has the desired voters and no other nodes.
+    Done,
+    /// Add this node as a learner and wait until it has caught up.
+    AddLearner(NodeId),
+    /// Replace the voters with the desired set and drop every other node.
+    SetVoters(BTreeSet<NodeId>),
+    /// Nothing can be done now (a needed node is down, or the new set would lack
+    /// a live quorum); the reason, for the log.
+    Wait(String),
+}
+
+/// The next step for a group with `voters` and `learners` towards `desired`;
+/// `live` are the members not marked down.
+pub fn repair_step(
+    voters: &BTreeSet<NodeId>,
+    learners: &BTreeSet<NodeId>,
+    desired: &BTreeSet<NodeId>,
+    live: &BTreeSet<NodeId>,
+) -> RepairStep {
+    if voters == desired && learners.is_empty() {
+        return RepairStep::Done;
+    }
+    for id in desired.difference(voters) {
+        if learners.contains(id) {
+            continue;
+        }
+        if !live.contains(id) {
+            return RepairStep::Wait(format!("node {id}, a desired replica, is down"));
+        }
+        return RepairStep::AddLearner(*id);
+    }
+    let live_new = desired.intersection(live).count();
+    if live_new < desired.len() / 2 + 1 {
+        return RepairStep::Wait(format!(
+            "only {live_new} of the desired voters {desired:?} are live: no quorum"
+        ));
+    }
+    RepairStep::SetVoters(desired.clone())
+}
+
+/// Whether this node (`me`) must re-form `voters`' group alone: every other voter
+/// was removed from the cluster (`members`), so no quorum can ever form again.
+/// With other voters still members, Raft elects among them and nothing is forced;
+/// with fewer than a quorum of them the group waits (and says so in the log).
+pub fn must_reform(me: NodeId, voters: &BTreeSet<NodeId>, members: &BTreeSet<NodeId>) -> bool {
+    let survivors: BTreeSet<NodeId> = voters.intersection(members).copied().collect();
+    voters.len() > 1 && survivors.len() == 1 && survivors.contains(&me)
+}
+
+/// Runs the reconciler until `shutdown`.
+pub async fn run_reconciler(
+    cluster: Cluster,
+    groups: WalGroups,
+    directory: GroupDirectory,
+    rf: usize,
+    shutdown: CancellationToken,
+) {
+    // Groups whose leader-side repair runs now: one change at a time per group.
+    let busy: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let state = cluster.state();
+        refresh_directory(&cluster, &state, &directory).await;
+        let members: BTreeSet<NodeId> = state.members.keys().copied().collect();
+        let Ok(ring) = Ring::new(members.iter().copied(), state.ring_epoch) else {
+            continue;
+        };
+        for g in groups.all() {
+            let desired = desired_voters(&ring, g.id(), rf);
+            let me = cluster.node_id();
+            // Before anything else: a leader left without its quorum (openraft's
+            // leader does not step down by itself) can change nothing either.
+            if must_reform(me, &g.voters(), &members)
+                && no_other_holder(me, &state, g.id(), &directory)
+            {
+                if let Err(e) = groups.reform(g.id(), cluster.node_addr()).await {
+                    tracing::warn!(group = g.id(), error = %e, "re-forming the WAL group");
+                }
+                continue;
+            }
+            if g.is_leader() {
+                if busy.lock().insert(g.id()) {
+                    let (busy, state) = (busy.clone(), state.clone());
+                    tokio::spawn(async move {
+                        lead_repair(&g, &desired, &state).await;
+                        busy.lock().remove(&g.id());
+                    });
+                }
+                continue;
+            }
+            if !desired.contains(&me) && removed_by_leader(me, g.id(), &directory) {
+                if let Err(e) = groups.remove(g.id()).await {
+                    tracing::warn!(group = g.id(), error = %e, "dropping this node's replica");
+                }
+            }
+        }
+    }
+}
+
+/// Asks every other active member what it holds; members that do not answer are
+/// left out of the directory until they do.
+async fn refresh_directory(cluster: &Cluster, state: &ClusterState, directory: &GroupDirectory) {
+    let me = cluster.node_id();
+    let asked: Vec<(NodeId, String)> = state
+        .members
+        .values()
+        .filter(|m| m.node_id != me && m.state == MemberState::Active)
+        .filter(|m| !m.addr.grpc_address.is_empty())
+        .map(|m| (m.node_id, m.addr.grpc_address.clone()))
+        .collect();
+    let mut asking = tokio::task::JoinSet::new();
+    for (id, addr) in asked {
+        asking.spawn(async move { (id, fetch_held(&addr, HELD_TIMEOUT).await) });
+    }
+    let mut fresh = BTreeMap::new();
+    while let Some(done) = asking.join_next().await {
+        match done {
+            Ok((id, Ok(views))) => {
+                fresh.insert(id, views);
+            }
+            Ok((id, Err(e))) => {
+                tracing::debug!(node_id = id, error = %e, "asking which WAL groups a member holds")
+            }
+            Err(e) => tracing::warn!(error = %e, "asking which WAL groups a member holds"),
+        }
+    }
+    *directory.inner.write() = fresh;
+}
+
+/// Whether every other active member answered and none holds `group` as a voter
+/// or under another leader: only then may the last voter re-form it. A replica with a stale view (left out of the
+/// group by a leader it never heard from again) must not re-form a group that
+/// lives on elsewhere.
+fn no_other_holder(
+    me: NodeId,
+    state: &ClusterState,
+    group: u64,
+    directory: &GroupDirectory,
+) -> bool {
+    let dir = directory.inner.read();
+    let all_answered = state
+        .members
+        .values()
+        .filter(|m| m.node_id != me && m.state == MemberState::Active)
+        .all(|m| dir.contains_key(&m.node_id));
+    // A learner this node added (no voter in its own view, following this node)
+    // is no sign of a group living on elsewhere.
+    let elsewhere = dir.iter().any(|(id, views)| {
+        views.iter().any(|v| {
+            v.group_id == group && (v.voters.contains(id) || v.leader.is_some_and(|l| l != me))
+        })
+    });
+    all_answered && !elsewhere
+}
+
+/// Whether the group's leader, as the directory knows it, has this node neither as
+/// voter nor as learner.
+fn removed_by_leader(me: NodeId, group: u64, directory: &GroupDirectory) -> bool {
+    directory.inner.read().iter().any(|(id, views)| {
+        views.iter().any(|v| {
+            v.group_id == group
+                && v.leader == Some(*id)
+                && !v.voters.contains(&me)
+                && !v.learners.contains(&me)
+        })
+    })
+}
+
+/// The leader's side: one step towards `desired`, repeated while steps succeed.
+async fn lead_repair(g: &WalGroup, desired: &BTreeSet<NodeId>, state: &ClusterState) {
+    let live: BTreeSet<NodeId> = state
+        .members
+        .values()
+        .filter(|m| m.state == MemberState::Active)
+        .map(|m| m.node_id)
+        .collect();
+    loop {
+        if !g.is_leader() {
+            return;
+        }
+        let step = repair_step(&g.voters(), &g.learners(), desired, &live);
+        let result = match &step {
+            RepairStep::Done => return,
+            RepairStep::Wait(why) => {
+                tracing::info!(group = g.id(), desired = ?desired, reason = %why, "WAL group repair waits");
+                return;
+            }
+            RepairStep::AddLearner(id) => {
+                let Some(m) = state.members.get(id) else {
+                    return;
+                };
+                tracing::info!(group = g.id(), node_id = id, "adding a WAL group replica");
+                g.add_learner(*id, m.addr.clone(), CATCH_UP_TIMEOUT).await
+            }
+            RepairStep::SetVoters(voters) => {
+                let before = g.voters();
+                let r = g.set_voters(voters.clone(), CHANGE_TIMEOUT).await;
+                if r.is_ok() {
+                    tracing::info!(group = g.id(), before = ?before, after = ?voters, "WAL group voters changed");
+                }
+                r
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(group = g.id(), step = ?step, error = %e, "WAL group repair step failed");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    fn peer(id: NodeId, down: bool) -> Peer {
+        Peer {
+            node_id: id,
+            grpc_address: format!("127.0.0.1:{id}"),
+            http_address: String::new(),
+            down,
+            groups: None,
+        }
+    }
+
+    fn view(group: u64, voters: &[NodeId], leader: Option<NodeId>, applied: u64) -> GroupView {
+        GroupView {
+            group_id: group,
+            voters: set(voters),
+            learners: BTreeSet::new(),
+            leader,
+            applied_index: applied,
+        }
+    }
+
+    #[test]
+    fn desired_voters_of_members_and_orphans() {
+        let ring = Ring::new([1, 2, 3, 4], 1).unwrap();
+        for g in 1..=4 {
+            let d = desired_voters(&ring, g, 2);
+            assert_eq!(d.len(), 2);
+            assert!(d.contains(&g), "an owner keeps a replica of its group");
+        }
+        // Group 5's owner is gone: two of the remaining members, the same on every
+        // node.
+        let d = desired_voters(&ring, 5, 2);
+        assert_eq!(d.len(), 2);
+        assert!(!d.contains(&5));
+        assert_eq!(
+            d,
+            desired_voters(&Ring::new([4, 3, 2, 1], 9).unwrap(), 5, 2)
+        );
+        // Capped by the cluster size.
+        assert_eq!(desired_voters(&ring, 5, 9), set(&[1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn repair_adds_learners_first_then_changes_voters_once() {
+        let live = set(&[2, 3, 4]);
+        let desired = set(&[2, 4]);
+        assert_eq!(
+            repair_step(&set(&[1, 2]), &set(&[]), &desired, &live),
+            RepairStep::AddLearner(4)
+        );
+        assert_eq!(
+            repair_step(&set(&[1, 2]), &set(&[4]), &desired, &live),
+            RepairStep::SetVoters(desired.clone())
+        );
+        assert_eq!(
+            repair_step(&desired, &set(&[]), &desired, &live),
+            RepairStep::Done
+        );
+        // A leftover learner is removed by the same change.
+        assert_eq!(
+            repair_step(&desired, &set(&[3]), &desired, &live),
+            RepairStep::SetVoters(desired.clone())
+        );
+    }
+
+    #[test]
+    fn repair_waits_for_down_nodes_and_never_loses_quorum() {
+        // Node 4 is down: it is not added (and not replaced either: it is still a
+        // member, so the ring still wants it).
+        let live = set(&[1, 2, 3]);
+        assert!(matches!(
+            repair_step(&set(&[1, 2]), &set(&[]), &set(&[1, 4]), &live),
+            RepairStep::Wait(_)
+        ));
+        // A new set with a down majority is not switched to.
+        assert!(matches!(
+            repair_step(
+                &set(&[1, 2, 3]),
+                &set(&[4, 5]),
+                &set(&[1, 4, 5]),
+                &set(&[1, 2, 3])
+            ),
+            RepairStep::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn reform_only_when_every_other_voter_was_removed() {
+        let members = set(&[2, 3, 4]);
+        assert!(must_reform(2, &set(&[1, 2]), &members));
+        assert!(!must_reform(3, &set(&[1, 2]), &members), "not a voter");
+        assert!(
+            !must_reform(2, &set(&[2, 3]), &members),
+            "quorum still possible"
+        );
+        assert!(!must_reform(2, &set(&[2]), &members), "already alone");
+        assert!(
+            !must_reform(2, &set(&[1, 2, 3]), &members),
+            "two survivors elect normally"
+        );
+        assert!(must_reform(2, &set(&[1, 2, 5]), &members));
+    }
+
+    #[test]
+    fn read_plan_reads_each_group_once() {
+        let members = set(&[1, 2, 3, 4]);
+        let local = set(&[1, 4]);
+        let dir: BTreeMap<NodeId, Vec<GroupView>> = [
+            (
+                2,
+                vec![view(2, &[2, 3], Some(2), 10), view(3, &[3, 2], Some(3), 5)],
+            ),
+            (
+                3,
+                vec![view(3, &[3, 2], Some(3), 7), view(2, &[2, 3], Some(2), 10)],
+            ),
+            (4, vec![]),
+        ]
+        .into();
+        let peers = vec![peer(2, false), peer(3, false), peer(4, true)];
+        let plan = read_plan(peers, &local, &members, &dir);
+        let got: Vec<(NodeId, Option<Vec<u64>>)> =
+            plan.iter().map(|p| (p.node_id, p.groups.clone())).collect();
+        // Each group from its leader; the down node 4 holds nothing needed.
+        assert_eq!(got, vec![(2, Some(vec![2])), (3, Some(vec![3]))]);
+    }
+
+    #[test]
+    fn read_plan_prefers_live_replicas_and_knows_orphans() {
+        let members = set(&[2, 3, 4]);
+        // Group 1's owner was removed; 2 (down) and 3 hold it.
+        let dir: BTreeMap<NodeId, Vec<GroupView>> = [
+            (
+                3,
+                vec![view(1, &[2, 3], Some(2), 9), view(3, &[3, 4], Some(3), 1)],
+            ),
+            (
+                4,
+                vec![view(4, &[4, 2], None, 1), view(3, &[3, 4], Some(3), 1)],
+            ),
+        ]
+        .into();
+        let peers = vec![peer(2, true), peer(3, false), peer(4, false)];
+        let plan = read_plan(peers, &set(&[]), &members, &dir);
+        let got: Vec<(NodeId, Option<Vec<u64>>)> =
+            plan.iter().map(|p| (p.node_id, p.groups.clone())).collect();
+        // Group 2 has no known live holder: its down owner is asked (and reported
+        // missing by the fan-out) rather than the group left out silently.
+        assert_eq!(
+            got,
+            vec![
+                (2, Some(vec![2])),
+                (3, Some(vec![1, 3])),
+                (4, Some(vec![4]))
+            ]
+        );
+    }
+
+    #[test]
+    fn read_plan_falls_back_while_holdings_are_unknown() {
+        let peers = vec![peer(2, false), peer(3, false)];
+        let dir: BTreeMap<NodeId, Vec<GroupView>> = [(2, vec![])].into();
+        let plan = read_plan(peers.clone(), &set(&[1]), &set(&[1, 2, 3]), &dir);
+        assert_eq!(plan, peers);
+    }
+
+    #[test]
+    fn read_plan_is_local_when_every_group_is_held() {
+        let dir: BTreeMap<NodeId, Vec<GroupView>> =
+            [(2, vec![view(2, &[1, 2], Some(2), 3)])].into();
+        let plan = read_plan(vec![peer(2, false)], &set(&[1, 2]), &set(&[1, 2]), &dir);
+        assert!(plan.is_empty());
+    }
+}
