@@ -190,6 +190,18 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
         let refs: Vec<&Node> = nodes.iter().collect();
         let mut last = String::new();
         wait_for("node 3 to return every acknowledged sample", &refs, || {
+            // Node 3 answers complete data as soon as it is up (groups it has not
+            // caught up yet are read from a peer), so wait for its own replicas.
+            for g in [1u64, 2] {
+                let installed = metric(
+                    &nodes[2].web,
+                    "hearth_wal_group_snapshots_installed_total",
+                    g,
+                )?;
+                if installed < 1.0 {
+                    return None;
+                }
+            }
             let got = read_all(&nodes[2].web, at_s)?;
             match complete(&got, base_ms, REQUESTS) {
                 Ok(()) => Some(()),

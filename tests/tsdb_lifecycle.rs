@@ -213,9 +213,7 @@ fn assert_block_stats(dir: &Path, m: &BlockMeta, want: &Data) {
 fn series_set(data: &Data) -> hearth::storage::SeriesSet {
     let v: Vec<Result<Series, StorageError>> = data
         .iter()
-        .map(|(l, s)| {
-            Ok(Series::new(l.clone(), s.clone()))
-        })
+        .map(|(l, s)| Ok(Series::new(l.clone(), s.clone())))
         .collect();
     Box::new(v.into_iter())
 }

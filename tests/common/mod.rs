@@ -217,8 +217,27 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    http_timeout(method, addr, path, headers, body, Duration::from_secs(30))
+}
+
+/// `http` that gives up connecting, sending or reading after `timeout` each.
+pub fn http_timeout(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let sock: std::net::SocketAddr = addr.parse().or_else(|_| {
+        use std::net::ToSocketAddrs;
+        addr.to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{addr}: no address")))
+    })?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()

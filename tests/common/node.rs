@@ -18,6 +18,8 @@ pub struct Node {
     pub grpc: String,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// The network namespace the process runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -29,7 +31,17 @@ impl Node {
             grpc: format!("127.0.0.1:{}", free_port()),
             log: dir.join(format!("node{id}.log")),
             child: None,
+            netns: None,
         }
+    }
+
+    /// A node on `ip` (HTTP on :9090, gRPC on :9190) inside network namespace `netns`.
+    pub fn in_netns(dir: &Path, id: u64, netns: &str, ip: &str) -> Node {
+        let mut n = Node::new(dir, id);
+        n.web = format!("{ip}:9090");
+        n.grpc = format!("{ip}:9190");
+        n.netns = Some(netns.to_string());
+        n
     }
 
     pub fn start(&mut self, extra: &[String]) {
@@ -38,7 +50,16 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(hearth_bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs hearth in place: the child's pid is hearth's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, hearth_bin()]);
+                c
+            }
+            None => Command::new(hearth_bin()),
+        };
+        let child = cmd
             .arg(format!("--storage.tsdb.path={}", self.data.display()))
             .arg(format!("--web.listen-address={}", self.web))
             .arg(format!("--cluster.node-id={}", self.id))
@@ -56,6 +77,23 @@ impl Node {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Freezes the process (SIGSTOP): it holds its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe { libc::kill(c.id() as i32, sig) };
         }
     }
 
