@@ -105,11 +105,10 @@ fn leader(nodes: &[Node]) -> Option<usize> {
     agreed_leader(&refs, NODES).map(|(id, _)| id as usize)
 }
 
-// Ignored until issue 8's findings are fixed: on its first runs the harness found
-// acknowledged samples missing from every node after SIGSTOP/SIGKILL faults, and a
-// cluster that did not recover within 60 s after a bridge partition (jepsen/README.md).
+// Out of the default run until it has been shown stable over many runs (issue 8;
+// jepsen/README.md tells what its first runs found).
 #[test]
-#[ignore = "finds acknowledged-sample loss and a stuck recovery (issue 8); run with --ignored"]
+#[ignore = "not yet shown stable over many runs (issue 8); run with --ignored"]
 fn no_acknowledged_sample_is_lost_under_kills_pauses_and_partitions() {
     let seed = env_u64("HEARTH_JEPSEN_SEED").unwrap_or(now_ms() as u64 | 1);
     let chaos = Duration::from_secs(env_u64("HEARTH_JEPSEN_SECONDS").unwrap_or(45));
@@ -131,8 +130,10 @@ fn no_acknowledged_sample_is_lost_under_kills_pauses_and_partitions() {
     }
     let refs: Vec<&Node> = nodes.iter().collect();
     wait_for("a leader with three voters", &refs, || leader(&nodes));
-    // An hour back, so every sample is well inside the head and the read window.
-    let base_ms = now_ms() - 3_600_000;
+    // Five minutes back: inside the head's appendable window (samples older than an
+    // hour before the head's newest, e.g. the nodes' own scrapes, are out of bounds)
+    // for the whole run.
+    let base_ms = now_ms() - 300_000;
     let webs: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.web.clone())).collect();
     let probe = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Writer 0 is the probe: it writes only to confirm a node's group commits.

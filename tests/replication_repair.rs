@@ -52,7 +52,7 @@ struct Writes {
 impl Writes {
     fn new() -> Writes {
         Writes {
-            base_ms: now_ms() - 3_600_000,
+            base_ms: now_ms() - 600_000,
             acked: BTreeSet::new(),
         }
     }

@@ -200,6 +200,16 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
     )
     .unwrap_or(0.0);
 
+    // Node 3 answered through its peers while its own copy caught up; before it
+    // is left alone, its replica of group 1 must have applied what the others did.
+    {
+        let refs: Vec<&Node> = nodes.iter().collect();
+        wait_for("node 3's copy of group 1 to catch up", &refs, || {
+            let applied = |n: &Node| metric(&n.web, "hearth_wal_group_applied_index", 1);
+            let others = applied(&nodes[0])?.max(applied(&nodes[1])?);
+            (applied(&nodes[2])? >= others).then_some(())
+        });
+    }
     // Node 3 alone still returns everything.
     nodes[0].kill();
     nodes[1].kill();

@@ -173,6 +173,8 @@ pub struct ApplyStats {
     /// Log entries applied since this process opened the group (after a restart,
     /// those after the newest snapshot).
     pub entries_applied: AtomicU64,
+    /// Log index of the last entry applied, by entry or snapshot (0: none).
+    pub applied_index: AtomicU64,
     /// Snapshots this replica built.
     pub snapshots_built: AtomicU64,
     /// Snapshots this replica installed from a leader.
@@ -374,6 +376,9 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         for entry in entries {
             let log_id = *entry.get_log_id();
             self.stats.entries_applied.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .applied_index
+                .store(log_id.index, Ordering::Relaxed);
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => self.apply_batch(log_id, batch)?,
@@ -437,6 +442,7 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
             .fetch_add(1, Ordering::Relaxed);
         self.stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
         self.stats.snapshot_index.store(index, Ordering::Relaxed);
+        self.stats.applied_index.store(index, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1079,7 +1085,7 @@ impl WalGroups {
         use std::fmt::Write as _;
         let groups = self.all();
         let mut out = String::new();
-        let metrics: [MetricDef; 8] = [
+        let metrics: [MetricDef; 9] = [
             (
                 "hearth_wal_group_snapshots_built_total",
                 "counter",
@@ -1127,6 +1133,12 @@ impl WalGroups {
                 "counter",
                 "Log entries applied since the group was opened.",
                 |s| s.entries_applied.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_applied_index",
+                "gauge",
+                "Log index of the last entry this replica applied (by entry or snapshot).",
+                |s| s.applied_index.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, get) in metrics {
