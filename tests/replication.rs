@@ -79,19 +79,7 @@ fn acknowledged_samples_survive_sigkill_of_any_node() {
     // Every node's group must be formed before its writes can be acknowledged.
     {
         let refs: Vec<&Node> = nodes.iter().collect();
-        for n in &nodes {
-            wait_for(&format!("node {}'s WAL group", n.id), &refs, || {
-                let ts = vec![series(
-                    "rep_probe",
-                    &[("node", &n.id.to_string())],
-                    &[(base_ms, 1.0)],
-                )];
-                match try_remote_write(&n.web, ts) {
-                    Ok((204, _)) => Some(()),
-                    _ => None,
-                }
-            });
-        }
+        wait_groups_formed(&refs, "rep_probe", base_ms);
     }
 
     let webs: Vec<String> = nodes.iter().map(|n| n.web.clone()).collect();

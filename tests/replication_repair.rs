@@ -194,20 +194,6 @@ fn expected_sets(members: &[u64], groups: &[u64]) -> BTreeMap<u64, BTreeSet<u64>
         .collect()
 }
 
-/// Waits until a remote write to each node is acknowledged: its group is formed.
-fn wait_groups_formed(nodes: &[&Node], base_ms: i64) {
-    for n in nodes {
-        wait_for(&format!("node {}'s WAL group", n.id), nodes, || {
-            let ts = vec![series(
-                "repair_probe",
-                &[("node", &n.id.to_string())],
-                &[(base_ms, 1.0)],
-            )];
-            matches!(try_remote_write(&n.web, ts), Ok((204, _))).then_some(())
-        });
-    }
-}
-
 fn cluster_tool(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(hearth_bin())
         .arg("cluster")
@@ -236,7 +222,7 @@ fn removed_node_replicas_are_repaired_and_survive_another_loss() {
     {
         let all: Vec<&Node> = nodes.iter().collect();
         wait_for("a leader with four voters", &all, || agreed_leader(&all, 4));
-        wait_groups_formed(&all, writes.base_ms);
+        wait_groups_formed(&all, "repair_probe", writes.base_ms);
         wait_for_replica_sets(&all, &expected_sets(&[1, 2, 3, 4], &[1, 2, 3, 4]));
         writes.write(&all, 40);
         for n in &all {
@@ -301,7 +287,7 @@ fn joining_node_receives_the_replicas_the_ring_gives_it() {
         wait_for("a leader with three voters", &three, || {
             agreed_leader(&three, 3)
         });
-        wait_groups_formed(&three, writes.base_ms);
+        wait_groups_formed(&three, "repair_probe", writes.base_ms);
         wait_for_replica_sets(&three, &expected_sets(&[1, 2, 3], &[1, 2, 3]));
         writes.write(&three, 30);
     }

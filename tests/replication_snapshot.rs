@@ -66,19 +66,6 @@ fn complete(got: &BTreeMap<usize, BTreeMap<i64, f64>>, base_ms: i64, n: i64) -> 
     Ok(())
 }
 
-/// The value of `name{group="<group>"}` on a node's `/metrics`.
-fn metric(addr: &str, name: &str, group: u64) -> Option<f64> {
-    let (code, body) = http("GET", addr, "/metrics", &[], b"").ok()?;
-    if code != 200 {
-        return None;
-    }
-    let text = String::from_utf8(body).ok()?;
-    let prefix = format!("{name}{{group=\"{group}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Segment files of a group's log on a node.
 fn log_segments(data: &Path, group: u64) -> usize {
     let dir = data.join(format!("cluster/groups/{group}/raft/log"));
@@ -131,19 +118,7 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
             agreed_leader(&refs, 3)
         });
         // Every node's WAL group formed, with all three replicas.
-        for n in &nodes {
-            wait_for(&format!("node {}'s WAL group", n.id), &refs, || {
-                let ts = vec![series(
-                    "snap_probe",
-                    &[("node", &n.id.to_string())],
-                    &[(base_ms - 1000, 1.0)],
-                )];
-                match try_remote_write(&n.web, ts) {
-                    Ok((204, _)) => Some(()),
-                    _ => None,
-                }
-            });
-        }
+        wait_groups_formed(&refs, "snap_probe", base_ms - 1000);
         // A few writes everybody has.
         for i in 0..10 {
             write_acked(&nodes[(i % 2) as usize].web, &refs, base_ms, i);
@@ -166,8 +141,10 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
     let mut purged_total = 0.0;
     for n in &nodes[..2] {
         for g in [1u64, 2] {
-            let built = metric(&n.web, "hearth_wal_group_snapshots_built_total", g).unwrap_or(0.0);
-            let purged = metric(&n.web, "hearth_wal_group_segments_purged_total", g).unwrap_or(0.0);
+            let built =
+                group_metric(&n.web, "hearth_wal_group_snapshots_built_total", g).unwrap_or(0.0);
+            let purged =
+                group_metric(&n.web, "hearth_wal_group_segments_purged_total", g).unwrap_or(0.0);
             let segs = log_segments(&n.data, g);
             println!(
                 "node {} group {g}: {built} snapshots, {purged} segments purged, {segs} left",
@@ -193,7 +170,7 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
             // Node 3 answers complete data as soon as it is up (groups it has not
             // caught up yet are read from a peer), so wait for its own replicas.
             for g in [1u64, 2] {
-                let installed = metric(
+                let installed = group_metric(
                     &nodes[2].web,
                     "hearth_wal_group_snapshots_installed_total",
                     g,
@@ -212,12 +189,16 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
                             .map(|&g| {
                                 format!(
                                     "group {g}: applied {:?} snapshot {:?}",
-                                    metric(
+                                    group_metric(
                                         &nodes[2].web,
                                         "hearth_wal_group_entries_applied_total",
                                         g
                                     ),
-                                    metric(&nodes[2].web, "hearth_wal_group_snapshot_index", g)
+                                    group_metric(
+                                        &nodes[2].web,
+                                        "hearth_wal_group_snapshot_index",
+                                        g
+                                    )
                                 )
                             })
                             .collect();
@@ -232,7 +213,7 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
     let catch_up = started.elapsed();
     let mut snapshot_bytes = 0.0;
     for g in [1u64, 2] {
-        let installed = metric(
+        let installed = group_metric(
             &nodes[2].web,
             "hearth_wal_group_snapshots_installed_total",
             g,
@@ -243,13 +224,13 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
             "node 3 caught up group {g} without a snapshot"
         );
         snapshot_bytes +=
-            metric(&nodes[2].web, "hearth_wal_group_snapshot_bytes", g).unwrap_or(0.0);
+            group_metric(&nodes[2].web, "hearth_wal_group_snapshot_bytes", g).unwrap_or(0.0);
     }
 
     // Node 1 restarts: it opens its groups from their newest snapshots and applies
     // only the log after them.
     let snap_index =
-        metric(&nodes[0].web, "hearth_wal_group_snapshot_index", 1).expect("snapshot index");
+        group_metric(&nodes[0].web, "hearth_wal_group_snapshot_index", 1).expect("snapshot index");
     assert!(snap_index > 0.0);
     nodes[0].stop();
     nodes[0].start(&args);
@@ -260,10 +241,10 @@ fn a_replica_behind_the_purged_log_catches_up_by_snapshot_and_restarts_resume_fr
             complete(&got, base_ms, REQUESTS).ok()
         });
     }
-    let reapplied = metric(&nodes[0].web, "hearth_wal_group_entries_applied_total", 1)
+    let reapplied = group_metric(&nodes[0].web, "hearth_wal_group_entries_applied_total", 1)
         .expect("entries applied");
     let resumed_at =
-        metric(&nodes[0].web, "hearth_wal_group_snapshot_index", 1).expect("snapshot index");
+        group_metric(&nodes[0].web, "hearth_wal_group_snapshot_index", 1).expect("snapshot index");
     println!(
         "node 1 group 1: resumed from snapshot at {resumed_at}, re-applied {reapplied} entries"
     );

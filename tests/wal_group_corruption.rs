@@ -54,19 +54,6 @@ fn check(got: &BTreeMap<usize, BTreeMap<i64, f64>>, base_ms: i64, n: i64) -> Res
     Ok(complete)
 }
 
-/// The value of `name{group="<group>"}` on a node's `/metrics`.
-fn metric(addr: &str, name: &str, group: u64) -> Option<f64> {
-    let (code, body) = http("GET", addr, "/metrics", &[], b"").ok()?;
-    if code != 200 {
-        return None;
-    }
-    let text = String::from_utf8(body).ok()?;
-    let prefix = format!("{name}{{group=\"{group}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Segment files of a group's log on a node, oldest first.
 fn log_segments(data: &Path, group: u64) -> Vec<PathBuf> {
     let dir = data.join(format!("cluster/groups/{group}/raft/log"));
@@ -122,12 +109,7 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
         wait_for("a leader with three voters", &refs, || {
             agreed_leader(&refs, 3)
         });
-        for n in &nodes {
-            wait_for(&format!("node {}'s WAL group", n.id), &refs, || {
-                let ts = vec![series("corrupt_probe", &[], &[(base_ms - 1000, 1.0)])];
-                matches!(try_remote_write(&n.web, ts), Ok((204, _))).then_some(())
-            });
-        }
+        wait_groups_formed(&refs, "corrupt_probe", base_ms - 1000);
         for i in 0..REQUESTS {
             write_acked(&nodes[(i % 2) as usize].web, &refs, base_ms, i);
         }
@@ -177,13 +159,13 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
     }
     let resync = started.elapsed();
     assert_eq!(
-        metric(&nodes[2].web, "hearth_wal_group_replicas_dropped_total", 1),
+        group_metric(&nodes[2].web, "hearth_wal_group_replicas_dropped_total", 1),
         Some(1.0),
         "node 3 does not report dropping its copy of group 1"
     );
     for g in [2u64, 3] {
         assert_eq!(
-            metric(&nodes[2].web, "hearth_wal_group_replicas_dropped_total", g),
+            group_metric(&nodes[2].web, "hearth_wal_group_replicas_dropped_total", g),
             Some(0.0),
             "node 3 dropped its intact copy of group {g}"
         );
@@ -193,7 +175,7 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
         log.contains("WAL group log is damaged"),
         "node 3's log does not say what happened:\n{log}"
     );
-    let installed = metric(
+    let installed = group_metric(
         &nodes[2].web,
         "hearth_wal_group_snapshots_installed_total",
         1,
@@ -205,7 +187,7 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
     {
         let refs: Vec<&Node> = nodes.iter().collect();
         wait_for("node 3's copy of group 1 to catch up", &refs, || {
-            let applied = |n: &Node| metric(&n.web, "hearth_wal_group_applied_index", 1);
+            let applied = |n: &Node| group_metric(&n.web, "hearth_wal_group_applied_index", 1);
             let others = applied(&nodes[0])?.max(applied(&nodes[1])?);
             (applied(&nodes[2])? >= others).then_some(())
         });

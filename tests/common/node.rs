@@ -215,3 +215,31 @@ pub fn initial_peers_flag(nodes: &[Node]) -> String {
     let addrs: Vec<&str> = nodes.iter().map(|n| n.grpc.as_str()).collect();
     format!("--cluster.initial-peers={}", addrs.join(","))
 }
+
+/// Waits until a remote write of `probe{node="<id>"}` at `t_ms` to each node is
+/// acknowledged: every node's WAL group is formed and commits.
+pub fn wait_groups_formed(nodes: &[&Node], probe: &str, t_ms: i64) {
+    for n in nodes {
+        wait_for(&format!("node {}'s WAL group", n.id), nodes, || {
+            let ts = vec![series(
+                probe,
+                &[("node", &n.id.to_string())],
+                &[(t_ms, 1.0)],
+            )];
+            matches!(try_remote_write(&n.web, ts), Ok((204, _))).then_some(())
+        });
+    }
+}
+
+/// The value of `name{group="<group>"}` on a node's `/metrics`.
+pub fn group_metric(addr: &str, name: &str, group: u64) -> Option<f64> {
+    let (code, body) = http("GET", addr, "/metrics", &[], b"").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let text = String::from_utf8(body).ok()?;
+    let prefix = format!("{name}{{group=\"{group}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
