@@ -8,7 +8,12 @@
 //!   as `<n>ms`;
 //! - the `anchored` and `smoothed` modifiers: removed from the text and recorded on
 //!   the selector they follow as a marker matcher (`MODIFIER_LABEL`), which the
-//!   evaluator reads and never passes to storage.
+//!   evaluator reads and never passes to storage. After a subquery or any other
+//!   expression they are refused with Prometheus's messages;
+//! - the `@` modifier's argument is checked as Prometheus 3 reads it: a signed
+//!   number or duration (`@ 1m` is `@ 60`), `start()` or `end()`; anything else
+//!   (`@ (1 + 2)`, `@ step()`: Prometheus has no duration expressions there) is
+//!   refused with its "unexpected … in @, expected timestamp".
 //!
 //! `step()` and `range()` depend on the query, so a query that uses them is
 //! rewritten again (and parsed again) when it runs.
@@ -45,9 +50,8 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
     let b = q.as_bytes();
     let mut out = String::with_capacity(q.len() + 16);
     let mut uses_params = false;
-    // Where the most recent vector selector can take a marker matcher: the output
-    // position, and whether a comma must follow the inserted matcher.
-    let mut last_selector: Option<(usize, bool)> = None;
+    // What the text so far ends with, for an `anchored`/`smoothed` that follows.
+    let mut tail = Tail::Nothing;
     // Input offsets of `{` that open an `info()` label selector.
     let mut info_selectors: Vec<usize> = Vec::new();
     let mut i = 0;
@@ -58,6 +62,7 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                 let end = skip_string(b, i);
                 out.push_str(&q[i..end]);
                 i = end;
+                tail = Tail::Other;
             }
             b'#' => {
                 let end = q[i..].find('\n').map(|n| i + n).unwrap_or(b.len());
@@ -71,6 +76,9 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                 };
                 out.push('[');
                 let inner = &q[i + 1..close];
+                if inner.contains(':') {
+                    tail = Tail::Subquery;
+                }
                 let mut parts = Vec::new();
                 for (k, part) in inner.split(':').enumerate() {
                     // Only the range and the step are duration expressions.
@@ -108,7 +116,11 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                     out.push_str(INFO_SELECTOR_LABEL);
                     out.push_str(if empty { "=\"1\"" } else { "=\"1\"," });
                 }
-                last_selector = Some((out.len(), !empty));
+                tail = Tail::Selector {
+                    pos: out.len(),
+                    comma: !empty,
+                    modifier: None,
+                };
                 let end = (close + 1).min(b.len());
                 out.push_str(&q[i + 1..end]);
                 i = end;
@@ -153,19 +165,50 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                             }
                         }
                     }
-                    "anchored" | "smoothed" if last_selector.is_some() => {
-                        if let Some((pos, comma)) = last_selector.take() {
-                            let m = format!("{MODIFIER_LABEL}=\"{lower}\"");
-                            let ins = if pos > 0 && out.as_bytes()[pos - 1] == b'{' {
-                                if comma {
-                                    format!("{m},")
-                                } else {
-                                    m
+                    "anchored" | "smoothed" if tail != Tail::Nothing => {
+                        let modifier = if lower == "anchored" {
+                            "anchored"
+                        } else {
+                            "smoothed"
+                        };
+                        match &mut tail {
+                            Tail::Selector {
+                                pos,
+                                comma,
+                                modifier: set,
+                            } => match set {
+                                None => {
+                                    let m = format!("{MODIFIER_LABEL}=\"{modifier}\"");
+                                    let ins = if *pos > 0 && out.as_bytes()[*pos - 1] == b'{' {
+                                        if *comma {
+                                            format!("{m},")
+                                        } else {
+                                            m
+                                        }
+                                    } else {
+                                        format!("{{{m}}}")
+                                    };
+                                    out.insert_str(*pos, &ins);
+                                    *set = Some(modifier);
                                 }
-                            } else {
-                                format!("{{{m}}}")
-                            };
-                            out.insert_str(pos, &ins);
+                                Some(prev) if *prev != modifier => {
+                                    return Err(
+                                        "anchored and smoothed modifiers cannot be used together"
+                                            .into(),
+                                    );
+                                }
+                                Some(_) => {}
+                            },
+                            Tail::Subquery => {
+                                return Err(format!(
+                                    "{modifier} modifier is not supported for subqueries"
+                                ));
+                            }
+                            // `Tail::Nothing` is left out by the guard: the word is a
+                            // metric name there.
+                            Tail::Other | Tail::Nothing => {
+                                return Err(format!("{modifier} modifier not implemented"));
+                            }
                         }
                     }
                     _ => {
@@ -181,13 +224,47 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
                                 }
                             }
                         }
-                        if !is_call && !is_keyword(&lower) {
-                            last_selector = Some((out.len(), false));
+                        if is_call {
+                            tail = Tail::Nothing;
+                        } else if lower == "inf" || lower == "nan" {
+                            tail = Tail::Other;
+                        } else if !is_keyword(&lower) {
+                            tail = Tail::Selector {
+                                pos: out.len(),
+                                comma: false,
+                                modifier: None,
+                            };
+                        } else {
+                            tail = Tail::Nothing;
                         }
                     }
                 }
             }
+            b'@' => {
+                out.push('@');
+                i = at_modifier(q, i + 1, &mut out)?;
+            }
+            b')' => {
+                out.push(')');
+                i += 1;
+                tail = Tail::Other;
+            }
+            c if c.is_ascii_digit()
+                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>
+            {
+                // A number literal: copied whole.
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                out.push_str(&q[start..i]);
+                tail = Tail::Other;
+            }
             _ => {
+                if !c.is_ascii_whitespace() {
+                    // An operator, `(`, `,` and the like: what follows starts anew.
+                    tail = Tail::Nothing;
+                }
                 out.push(c as char);
                 // Keep multi-byte characters whole.
                 if !c.is_ascii() {
@@ -205,6 +282,115 @@ pub(crate) fn rewrite(q: &str, params: DurationParams) -> Result<Rewritten, Stri
         text: out,
         uses_params,
     })
+}
+
+/// What the rewritten text ends with, as far as an `anchored` or `smoothed` keyword
+/// after it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tail {
+    /// Nothing a modifier could follow (the start, an operator, `(`, `,`): the word
+    /// is a metric name there.
+    Nothing,
+    /// A vector or range selector, with its `offset`/`@` if any: the marker matcher
+    /// goes at output position `pos` (inside its braces when `pos` follows `{`, with
+    /// a comma after it when they hold matchers), once.
+    Selector {
+        pos: usize,
+        comma: bool,
+        modifier: Option<&'static str>,
+    },
+    /// A subquery (`x[5m:1m]`), which Prometheus refuses modifiers on.
+    Subquery,
+    /// Any other expression (a call, an aggregation, parentheses, a literal).
+    Other,
+}
+
+/// Copies the argument of the `@` modifier that starts at input offset `i` (just
+/// after the `@`) and returns the offset after it. Prometheus 3 takes a signed
+/// number or duration there, or `start()`/`end()`: a duration is written back in
+/// seconds (`promql-parser` reads only numbers there), and anything else is
+/// Prometheus's parse error.
+fn at_modifier(q: &str, i: usize, out: &mut String) -> Result<usize, String> {
+    let b = q.as_bytes();
+    let mut j = i;
+    let mut sign = "";
+    loop {
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        match b.get(j) {
+            Some(b'-') if sign.is_empty() => sign = "-",
+            Some(b'+') if sign.is_empty() => sign = "+",
+            _ => break,
+        }
+        j += 1;
+    }
+    let start = j;
+    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_') {
+        j += 1;
+    }
+    let word = &q[start..j];
+    let lower = word.to_ascii_lowercase();
+    let unexpected = |what: String| {
+        Err(format!(
+            "{} parse error: unexpected {what} in @, expected timestamp",
+            go_position(q, start)
+        ))
+    };
+    if word.is_empty() {
+        return match q[start..].chars().next() {
+            None => unexpected("end of input".into()),
+            Some(c) => unexpected(format!("{:?}", c.to_string())),
+        };
+    }
+    if sign.is_empty() && (lower == "start" || lower == "end") {
+        // `start()` / `end()`: copied; the parser checks the parentheses.
+        if let Some(open) = next_non_space(b, j).filter(|&k| b[k] == b'(') {
+            if let Some(close) = next_non_space(b, open + 1).filter(|&k| b[k] == b')') {
+                j = close + 1;
+            }
+        }
+        out.push_str(&q[i..j]);
+        return Ok(j);
+    }
+    if !(b[start].is_ascii_digit() || b[start] == b'.' || lower == "inf" || lower == "nan") {
+        // Prometheus names keywords by themselves and other words as identifiers.
+        return unexpected(match lower.as_str() {
+            "step" | "range" | "start" | "end" => format!("{word:?}"),
+            _ => format!("identifier {word:?}"),
+        });
+    }
+    if is_literal(word) && word.parse::<f64>().is_err() && !word.starts_with("0x") {
+        // A duration (`1m30s`): seconds, as Prometheus 3 reads it.
+        match parse_number_or_duration(word) {
+            Some(v) => {
+                out.push(' ');
+                out.push_str(sign);
+                out.push_str(&format!("{v}"));
+                return Ok(j);
+            }
+            None => {
+                return Err(format!(
+                    "{} parse error: bad number or duration syntax: {word:?}",
+                    go_position(q, start)
+                ))
+            }
+        }
+    }
+    out.push_str(&q[i..j]);
+    Ok(j)
+}
+
+/// `line:col:` of byte offset `pos` as Prometheus's parse errors print it (1-based,
+/// columns in bytes).
+fn go_position(q: &str, pos: usize) -> String {
+    let before = &q.as_bytes()[..pos.min(q.len())];
+    let line = 1 + before.iter().filter(|&&c| c == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |n| n + 1);
+    format!("{line}:{}:", pos - line_start + 1)
 }
 
 fn is_keyword(w: &str) -> bool {
@@ -714,5 +900,67 @@ mod tests {
             rw(r#"x{a="b"} offset 1m smoothed"#),
             format!("x{{{MODIFIER_LABEL}=\"smoothed\",a=\"b\"}} offset 1m ")
         );
+    }
+
+    #[test]
+    fn modifiers_after_other_expressions_are_refused() {
+        assert_eq!(
+            rw("x[5m:1m] anchored"),
+            "error: anchored modifier is not supported for subqueries"
+        );
+        assert_eq!(
+            rw("rate(x[1m])[5m:1m] offset 1m smoothed"),
+            "error: smoothed modifier is not supported for subqueries"
+        );
+        assert_eq!(
+            rw("sum(x) anchored"),
+            "error: anchored modifier not implemented"
+        );
+        assert_eq!(
+            rw("(x[5m]) smoothed"),
+            "error: smoothed modifier not implemented"
+        );
+        assert_eq!(
+            rw("x[5m] anchored smoothed"),
+            "error: anchored and smoothed modifiers cannot be used together"
+        );
+        // The same modifier twice is accepted, as in Prometheus.
+        assert_eq!(
+            rw("x anchored anchored"),
+            format!("x{{{MODIFIER_LABEL}=\"anchored\"}}  ")
+        );
+        // After `@ start()` and `offset` the selector still takes one.
+        assert_eq!(
+            rw("x[5m] @ start() offset 1m anchored"),
+            format!("x{{{MODIFIER_LABEL}=\"anchored\"}}[5m] @ start() offset 1m ")
+        );
+        // Where no expression ends, the word is a metric name.
+        assert_eq!(rw("anchored + 1"), "anchored + 1");
+    }
+
+    #[test]
+    fn at_modifier_arguments() {
+        assert_eq!(rw("x @ 100"), "x @ 100");
+        assert_eq!(rw("x @ -1.5e3"), "x @ -1.5e3");
+        assert_eq!(rw("x @ 1m30s"), "x @ 90");
+        assert_eq!(rw("x[5m] @ -1m"), "x[5m] @ -60");
+        assert_eq!(rw("x @ end ( )"), "x @ end ( )");
+        assert_eq!(
+            rw("x @ (1 + 2)"),
+            "error: 1:5: parse error: unexpected \"(\" in @, expected timestamp"
+        );
+        assert_eq!(
+            rw("x @ step()"),
+            "error: 1:5: parse error: unexpected \"step\" in @, expected timestamp"
+        );
+        assert_eq!(
+            rw("x @ foo"),
+            "error: 1:5: parse error: unexpected identifier \"foo\" in @, expected timestamp"
+        );
+        assert_eq!(
+            rw("sum(x)\n @"),
+            "error: 2:3: parse error: unexpected end of input in @, expected timestamp"
+        );
+        assert_eq!(rw(r#"x{a="@ (1)"}"#), r#"x{a="@ (1)"}"#);
     }
 }

@@ -219,3 +219,65 @@ fn range_query_steps_reuse_windows_correctly_backwards_and_forwards() {
     }
     assert_eq!(series.len(), 2);
 }
+
+fn parse_error(q: &str) -> String {
+    match parse(q) {
+        Ok(_) => panic!("{q:?} parsed"),
+        Err(QueryError::Parse(m)) => m,
+        Err(other) => panic!("{q:?}: not a parse error: {other:?}"),
+    }
+}
+
+#[test]
+fn anchored_and_smoothed_only_follow_selectors() {
+    // Prometheus 3 refuses the modifiers after a subquery and after anything that
+    // is not a selector, and both on one selector.
+    assert_eq!(
+        parse_error("max_over_time(c[5m:1m] anchored)"),
+        "anchored modifier is not supported for subqueries"
+    );
+    assert_eq!(
+        parse_error("rate(c[1m])[5m:1m] offset 1m smoothed"),
+        "smoothed modifier is not supported for subqueries"
+    );
+    assert_eq!(
+        parse_error("sum(c) anchored"),
+        "anchored modifier not implemented"
+    );
+    assert_eq!(
+        parse_error("rate(c[5m] anchored smoothed)"),
+        "anchored and smoothed modifiers cannot be used together"
+    );
+    // On a range selector (with its offset) the modifier still applies: an
+    // anchored window adds the sample at its start.
+    let s = store();
+    let plain = instant(&s, "increase(c{job=\"a\"}[1m] offset 30s)", 540_000);
+    let anchored = instant(
+        &s,
+        "increase(c{job=\"a\"}[1m] offset 30s anchored)",
+        540_000,
+    );
+    assert_ne!(plain, anchored);
+}
+
+#[test]
+fn at_modifier_takes_a_number_or_a_duration_only() {
+    let s = store();
+    // A duration is seconds, as in Prometheus 3.
+    assert_eq!(instant(&s, "c @ 2m", 0), instant(&s, "c @ 120", 0));
+    assert_eq!(instant(&s, "c @ 1m30s", 0), instant(&s, "c @ 90", 0));
+    assert_ne!(instant(&s, "c @ 1m30s", 0), instant(&s, "c @ 2m", 0));
+    // Prometheus has no duration expressions after `@`: it stops at the token.
+    assert_eq!(
+        parse_error("c @ (60 + 60)"),
+        "1:5: parse error: unexpected \"(\" in @, expected timestamp"
+    );
+    assert_eq!(
+        parse_error("c @ step()"),
+        "1:5: parse error: unexpected \"step\" in @, expected timestamp"
+    );
+    assert_eq!(
+        parse_error("rate(c[1m] @ )"),
+        "1:14: parse error: unexpected \")\" in @, expected timestamp"
+    );
+}
