@@ -39,7 +39,7 @@ pub enum MatcherError {
 }
 
 /// How a regex matcher decides, chosen once at construction so that the common
-/// shapes (`foo`, `a|b|c`, `.*`, `.+`) never run the regex engine.
+/// shapes (`foo`, `a|b|c`, `.*`, `.+`, `foo.*`) never run the regex engine.
 #[derive(Debug, Clone)]
 enum Fast {
     /// The pattern has no metacharacters: plain equality.
@@ -50,6 +50,8 @@ enum Fast {
     Any,
     /// `.+`: anything non-empty matches.
     NonEmpty,
+    /// A literal followed by `.*` (`p1.*`): a prefix test.
+    Prefix(String),
     /// Anything else goes to the compiled regex.
     Regex(Regex),
 }
@@ -110,6 +112,7 @@ impl Matcher {
             Some(Fast::Set(set)) => set.binary_search_by(|s| s.as_str().cmp(value)).is_ok(),
             Some(Fast::Any) => true,
             Some(Fast::NonEmpty) => !value.is_empty(),
+            Some(Fast::Prefix(p)) => value.starts_with(p.as_str()),
             Some(Fast::Regex(re)) => re.is_match(value),
             None => unreachable!("regex matcher built without a compiled pattern"),
         }
@@ -142,25 +145,25 @@ impl fmt::Display for Matcher {
 }
 
 fn compile(name: &str, pattern: &str) -> Result<Fast, MatcherError> {
-    // Compile the real regex even when a fast path applies, so that invalid
-    // patterns are always rejected with the engine's own message.
-    let re = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| MatcherError::BadRegex {
-        name: name.to_string(),
-        pattern: pattern.to_string(),
-        reason: e.to_string(),
-    })?;
+    // Patterns made of plain characters, alternations of them and a trailing
+    // `.*` are valid by construction: they skip compiling a regex, which costs
+    // more than the rest of a small query. Anything else is compiled, so invalid
+    // patterns are rejected with the engine's own message.
+    let is_plain = |s: &str| {
+        s.chars()
+            .all(|c| c.is_alphanumeric() || "_-:/ ,=@".contains(c))
+    };
     if pattern == ".*" {
         return Ok(Fast::Any);
     }
     if pattern == ".+" {
         return Ok(Fast::NonEmpty);
     }
-    let is_plain = |s: &str| {
-        s.chars()
-            .all(|c| c.is_alphanumeric() || "_-:/ ,=@".contains(c))
-    };
     if is_plain(pattern) {
         return Ok(Fast::Literal(pattern.to_string()));
+    }
+    if let Some(prefix) = pattern.strip_suffix(".*").filter(|p| is_plain(p)) {
+        return Ok(Fast::Prefix(prefix.to_string()));
     }
     if pattern.contains('|') && pattern.split('|').all(is_plain) {
         let mut set: Vec<String> = pattern.split('|').map(str::to_string).collect();
@@ -168,6 +171,11 @@ fn compile(name: &str, pattern: &str) -> Result<Fast, MatcherError> {
         set.dedup();
         return Ok(Fast::Set(set));
     }
+    let re = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| MatcherError::BadRegex {
+        name: name.to_string(),
+        pattern: pattern.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(Fast::Regex(re))
 }
 
@@ -201,9 +209,11 @@ mod tests {
 
     #[test]
     fn fast_paths_agree_with_the_regex() {
-        let pats = ["abc", "a|b|c", ".*", ".+", "a|", "x.y", "(a|b)c", "a-b:c"];
+        let pats = [
+            "abc", "a|b|c", ".*", ".+", "a|", "x.y", "(a|b)c", "a-b:c", "a.*", "ab.*", ".*.*",
+        ];
         let vals = [
-            "", "a", "b", "c", "abc", "x y", "xzy", "ac", "bc", "a-b:c", "\n",
+            "", "a", "b", "c", "abc", "x y", "xzy", "ac", "bc", "a-b:c", "\n", "ab\nc",
         ];
         for p in pats {
             let re = Regex::new(&format!("^(?s:{p})$")).unwrap();

@@ -681,7 +681,12 @@ impl<'a> Evaluator<'a> {
                 .map_err(|e| QueryError::Storage(e.to_string()))?
             {
                 let mut s = s.map_err(|e| QueryError::Storage(e.to_string()))?;
-                s.retain_samples(|p| p.t >= mint && p.t <= maxt);
+                // Storage may return samples outside the range; the TSDB does
+                // not, and then the samples need no second pass.
+                let inside = |p: &storage::Sample| p.t >= mint && p.t <= maxt;
+                if !(s.samples.first().is_none_or(inside) && s.samples.last().is_none_or(inside)) {
+                    s.retain_samples(inside);
+                }
                 // Raw samples stay in memory for the whole query, so they count
                 // towards `max_samples` too: a selector over too much data fails
                 // with Prometheus's error instead of exhausting memory.
@@ -1644,13 +1649,18 @@ pub(super) fn format_float_plain(f: f64) -> String {
 /// Neumaier's compensated summation step, as Prometheus's `kahanSumInc`.
 pub(super) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
+    // Both compensations are computed and one is selected, rather than
+    // branching on the magnitudes: the branch is unpredictable on real data,
+    // and this is the inner loop of sums, averages and regressions. The
+    // arithmetic is the same as Prometheus's `kahanSumInc`.
+    let big_sum = (sum - t) + inc;
+    let big_inc = (inc - t) + sum;
+    let d = if sum.abs() >= inc.abs() {
+        big_sum
     } else {
-        c + ((inc - t) + sum)
+        big_inc
     };
+    let c = if t.is_infinite() { 0.0 } else { c + d };
     (t, c)
 }
 

@@ -87,6 +87,18 @@ pub fn merge_samples(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
         return b.to_vec();
     }
     let mut out = Vec::with_capacity(a.len() + b.len());
+    // Copies of a series in different blocks usually do not overlap in time:
+    // then the merge is two copies.
+    if a[a.len() - 1].t < b[0].t {
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+        return out;
+    }
+    if b[b.len() - 1].t < a[0].t {
+        out.extend_from_slice(b);
+        out.extend_from_slice(a);
+        return out;
+    }
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         if a[i].t < b[j].t {

@@ -324,7 +324,22 @@ impl Block {
                 continue;
             }
             let mut it = XorIterator::new(data);
-            samples.extend(it.by_ref().filter(|s| s.t >= mint && s.t <= maxt));
+            if c.mint >= mint && c.maxt <= maxt {
+                // All of the chunk is kept: room for it at once (the header's
+                // count is at most u16::MAX). A chunk cut by the range reserves
+                // nothing, so memory stays in proportion to the samples kept.
+                samples.reserve(it.num_samples());
+            }
+            // Samples are in time order: decoding stops at the first one after
+            // `maxt` (the rest of the chunk is not needed).
+            for s in it.by_ref() {
+                if s.t > maxt {
+                    break;
+                }
+                if s.t >= mint {
+                    samples.push(s);
+                }
+            }
             if let Some(e) = it.error() {
                 return Err(StorageError::Corruption {
                     path: self.dir.join("chunks").display().to_string(),

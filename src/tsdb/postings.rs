@@ -250,7 +250,10 @@ pub fn postings_for_matchers<S: PostingsSource + ?Sized>(
             }
             intersect_with.push(list);
         } else {
-            subtract.push(rejected_postings(source, m)?);
+            // Each rejected value's list is subtracted by itself: a union of
+            // them first would copy every one (often most of the index) only to
+            // be subtracted once.
+            subtract.extend(rejected_postings(source, m)?);
         }
     }
 
@@ -284,11 +287,12 @@ fn matching_postings<S: PostingsSource + ?Sized>(
     Ok(union_many(lists))
 }
 
-/// The series whose value of `m.name` is non-empty and rejected by `m`.
+/// The series whose value of `m.name` is non-empty and rejected by `m`, as one
+/// list per rejected value.
 fn rejected_postings<S: PostingsSource + ?Sized>(
     source: &S,
     m: &Matcher,
-) -> Result<Vec<u64>, S::Error> {
+) -> Result<Vec<Vec<u64>>, S::Error> {
     if m.name.is_empty() {
         return Ok(Vec::new());
     }
@@ -300,10 +304,16 @@ fn rejected_postings<S: PostingsSource + ?Sized>(
         MatchType::Equal | MatchType::Regexp => None,
     };
     if let Some(values) = inverse.as_ref().and_then(|i| i.set_matches()) {
-        return postings_of_values(source, &m.name, &values);
+        let mut lists = Vec::with_capacity(values.len());
+        for v in values {
+            // A series never stores an empty value; "" stands for the label's absence.
+            if !v.is_empty() {
+                lists.push(source.postings(&m.name, v)?);
+            }
+        }
+        return Ok(lists);
     }
-    let lists = source.postings_for_values(&m.name, &mut |v| !m.matches(v))?;
-    Ok(union_many(lists))
+    source.postings_for_values(&m.name, &mut |v| !m.matches(v))
 }
 
 fn postings_of_values<S: PostingsSource + ?Sized>(
