@@ -15,6 +15,7 @@
 mod common;
 
 mod checker;
+mod lease;
 mod nemesis;
 mod net;
 

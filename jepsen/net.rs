@@ -85,6 +85,12 @@ impl Net {
         format!("{}.{node}", self.subnet)
     }
 
+    /// The host's address on the nodes' network: servers the test runs (e.g. a
+    /// scrape target) listen on it and every node reaches them.
+    pub fn host_ip(&self) -> String {
+        format!("{}.254", self.subnet)
+    }
+
     /// The namespace to run node `node` in.
     pub fn namespace(&self, node: usize) -> String {
         self.ns(node)

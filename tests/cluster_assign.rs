@@ -11,12 +11,10 @@
 mod common;
 
 use common::node::*;
+use common::scrape_log::*;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Number of synthetic targets.
@@ -31,57 +29,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-/// Scrape requests answered, as (target id, wall-clock ms).
-type RequestLog = Arc<Mutex<Vec<(usize, i64)>>>;
-
-/// Serves `synthetic_value 1` on any path and logs the `tid` query parameter of
-/// each request.
-fn start_synthetic_server() -> (String, RequestLog) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let log: RequestLog = Arc::default();
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let log = log2.clone();
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut req = Vec::new();
-                let mut buf = [0u8; 2048];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let at = now_ms();
-                let line = String::from_utf8_lossy(&req)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let tid = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|p| p.split_once("tid="))
-                    .and_then(|(_, t)| t.split('&').next())
-                    .and_then(|t| t.parse::<usize>().ok());
-                if let Some(t) = tid {
-                    log.lock().unwrap().push((t, at));
-                }
-                let body = "# TYPE synthetic_value gauge\nsynthetic_value 1\n";
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes());
-            });
-        }
-    });
-    (addr, log)
 }
 
 fn write_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
@@ -186,64 +133,6 @@ fn up_samples(n: &Node, window_s: u64) -> BTreeMap<usize, BTreeSet<i64>> {
     out
 }
 
-/// Checks that the times within `[from, to)` fall one into each of consecutive
-/// scrape slots: the target's slots are one interval apart at its phase (taken as
-/// the median phase of the times), and a time belongs to the slot it follows by up
-/// to 900 ms (a late request on a loaded machine) or precedes by up to 100 ms.
-/// Returns the largest and smallest spacing of consecutive times.
-fn one_per_slot(times: &[i64], from: i64, to: i64) -> Result<(i64, i64), String> {
-    let ts: Vec<i64> = times
-        .iter()
-        .copied()
-        .filter(|t| (from..to).contains(t))
-        .collect();
-    if ts.len() < 2 {
-        return Err(format!(
-            "fewer than two scrapes in [{from}, {to}): {times:?}"
-        ));
-    }
-    let t0 = ts[0];
-    let mut phases: Vec<i64> = ts
-        .iter()
-        .map(|t| {
-            let m = (t - t0).rem_euclid(INTERVAL_MS);
-            if m > INTERVAL_MS / 2 {
-                m - INTERVAL_MS
-            } else {
-                m
-            }
-        })
-        .collect();
-    phases.sort_unstable();
-    let phase = t0 + phases[phases.len() / 2] - INTERVAL_MS / 10;
-    let slots: Vec<i64> = ts
-        .iter()
-        .map(|t| (t - phase).div_euclid(INTERVAL_MS))
-        .collect();
-    for (i, w) in slots.windows(2).enumerate() {
-        if w[1] == w[0] {
-            return Err(format!(
-                "scraped twice in one slot, at {} and {}: {ts:?}",
-                ts[i],
-                ts[i + 1]
-            ));
-        }
-        if w[1] > w[0] + 1 {
-            return Err(format!(
-                "{} slot(s) missed between {} and {}: {ts:?}",
-                w[1] - w[0] - 1,
-                ts[i],
-                ts[i + 1]
-            ));
-        }
-    }
-    let gaps: Vec<i64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
-    Ok((
-        gaps.iter().copied().max().unwrap_or(0),
-        gaps.iter().copied().min().unwrap_or(0),
-    ))
-}
-
 /// Asserts `one_per_slot` for every target within `[from, to)`; returns the largest
 /// gap and the smallest spacing seen.
 fn assert_no_gap_or_double(
@@ -255,7 +144,7 @@ fn assert_no_gap_or_double(
     let (mut max_gap, mut min_spacing) = (0, i64::MAX);
     for tid in 0..TARGETS {
         let ts = times.get(&tid).map(Vec::as_slice).unwrap_or(&[]);
-        match one_per_slot(ts, from, to) {
+        match one_per_slot(ts, from, to, INTERVAL_MS) {
             Ok((max, min)) => {
                 max_gap = max_gap.max(max);
                 min_spacing = min_spacing.min(min);
@@ -266,21 +155,10 @@ fn assert_no_gap_or_double(
     (max_gap, min_spacing)
 }
 
-fn request_times(log: &RequestLog) -> BTreeMap<usize, Vec<i64>> {
-    let mut out: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
-    for (tid, t) in log.lock().unwrap().iter() {
-        out.entry(*tid).or_default().push(*t);
-    }
-    for v in out.values_mut() {
-        v.sort_unstable();
-    }
-    out
-}
-
 #[test]
 fn targets_split_over_the_ring_move_on_join_without_gaps_and_fail_over_on_kill() {
     let tmp = tempfile::tempdir().unwrap();
-    let (synthetic, log) = start_synthetic_server();
+    let (synthetic, log) = start_synthetic_server("127.0.0.1");
     let config = write_config(tmp.path(), &synthetic);
     let mut nodes: Vec<Node> = (1..=4).map(|i| Node::new(tmp.path(), i)).collect();
     let common_flags = vec![
@@ -483,7 +361,7 @@ fn targets_split_over_the_ring_move_on_join_without_gaps_and_fail_over_on_kill()
         .filter(|(tid, _)| !orphans.contains(tid))
         .collect();
     for (tid, ts) in &steady {
-        if let Err(e) = one_per_slot(ts, killed_at - 2000, end) {
+        if let Err(e) = one_per_slot(ts, killed_at - 2000, end, INTERVAL_MS) {
             panic!("target {tid} through the failure: {e}");
         }
     }
@@ -494,7 +372,7 @@ fn targets_split_over_the_ring_move_on_join_without_gaps_and_fail_over_on_kill()
         .collect();
     for (tid, ts) in &after {
         let first_after = ts.iter().copied().find(|t| *t > killed_at).unwrap();
-        if let Err(e) = one_per_slot(ts, first_after, end) {
+        if let Err(e) = one_per_slot(ts, first_after, end, INTERVAL_MS) {
             panic!("orphan {tid} after the failover: {e}");
         }
     }

@@ -6,11 +6,34 @@
 //! at its `at_ms`, and every node holds the same plans, so for every scrape slot (or
 //! rule evaluation time) exactly one node decides it is the owner, even though the
 //! nodes learn of a new plan at slightly different moments.
+//!
+//! Work also needs a lease: a node owns nothing while it has not known for a
+//! while that a majority of the voters is in touch with it (its meta leader
+//! confirmed leadership with a majority and probed it, or it is that leader). A
+//! node cut off from the majority is marked down by the leader after
+//! `--cluster.failure-timeout` and its work moves to the others; its lease runs
+//! out a little earlier (`lease_for`), so it stops before they start and no
+//! target is scraped, and no rule evaluated, twice while a partition lasts.
 
 use super::ring::Ring;
 use super::state::{ClusterState, NodeId, RingPlan};
 use parking_lot::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How much earlier than the leader's failure timeout a node's lease runs out:
+/// one probe interval for the last probe's travel and the leader's 200 ms checks,
+/// plus slack for a busy machine.
+const LEASE_MARGIN: Duration = Duration::from_millis(1_500);
+
+/// How long a node keeps its work after it last knew a majority was in touch
+/// with it, for a leader that marks silent members down after `failure_timeout`.
+pub fn lease_for(failure_timeout: Duration) -> Duration {
+    failure_timeout
+        .saturating_sub(LEASE_MARGIN)
+        .max(failure_timeout / 2)
+}
 
 /// Which work this node does. Implemented by the cluster's `AssignmentHandle` and,
 /// for a manager used on its own, by `OwnAll`.
@@ -53,6 +76,9 @@ pub struct Assignment {
     /// The plans (their `at_ms` and rings), oldest first; `None` for a plan without
     /// active members (no owner).
     plans: Vec<(RingPlan, Option<Ring>)>,
+    /// Whether this node is the only member: it is then its own majority and
+    /// needs no lease.
+    alone: bool,
 }
 
 impl Assignment {
@@ -71,6 +97,7 @@ impl Assignment {
                     )
                 })
                 .collect(),
+            alone: state.members.keys().all(|id| *id == me),
         }
     }
 
@@ -94,6 +121,7 @@ impl Assignment {
 
     fn same_source(&self, state: &ClusterState) -> bool {
         self.seed == state.cluster_id.as_deref().map(seed_for_cluster)
+            && self.alone == state.members.keys().all(|id| *id == self.me)
             && self.plans.len() == state.ring_plans.len()
             && self
                 .plans
@@ -117,31 +145,85 @@ impl Ownership for Assignment {
 ///
 /// It owns nothing until it is marked caught up (`set_caught_up`): a restarted
 /// node's replayed plans may still give it work that moved away while it was down,
-/// and it must not scrape that work until it has heard the leader's log.
+/// and it must not scrape that work until it has heard the leader's log. Nor while
+/// its lease has run out (see the module's documentation).
 #[derive(Debug)]
 pub struct AssignmentHandle {
     current: RwLock<Arc<Assignment>>,
-    caught_up: std::sync::atomic::AtomicBool,
+    caught_up: AtomicBool,
+    /// The clock of `contact`.
+    started: Instant,
+    /// When this node last knew a majority was in touch with it: milliseconds
+    /// since `started`, plus one (0: never).
+    contact: AtomicU64,
+    /// How long a contact keeps the work, in milliseconds (`u64::MAX`: no lease
+    /// is kept, as for a handle not driven by a running cluster).
+    lease_ms: AtomicU64,
+    /// Whether the lease was found run out the last time it was looked at (to
+    /// log each change once).
+    lapsed: AtomicBool,
 }
 
 impl AssignmentHandle {
     pub fn new(state: &ClusterState, me: NodeId) -> AssignmentHandle {
         AssignmentHandle {
             current: RwLock::new(Arc::new(Assignment::from_state(state, me))),
-            caught_up: std::sync::atomic::AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
+            started: Instant::now(),
+            contact: AtomicU64::new(0),
+            lease_ms: AtomicU64::new(u64::MAX),
+            lapsed: AtomicBool::new(false),
         }
     }
 
+    /// Makes work depend on a lease of `lease` after each contact.
+    pub fn set_lease(&self, lease: Duration) {
+        self.lease_ms.store(
+            lease.as_millis().min(u64::MAX as u128 - 1) as u64,
+            Ordering::Release,
+        );
+    }
+
+    /// Records that at `at` a majority of the voters was in touch with this node.
+    pub fn note_contact(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.started).as_millis() as u64 + 1;
+        self.contact.fetch_max(ms, Ordering::AcqRel);
+    }
+
     /// Lets the assignment own work from now on (once this node has applied the
-    /// log of a leader it heard from since it started).
+    /// log of a leader it heard from since it started). Hearing the leader's log
+    /// counts as a contact.
     pub fn set_caught_up(&self) {
-        self.caught_up
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.note_contact(Instant::now());
+        self.caught_up.store(true, Ordering::Release);
     }
 
     /// Whether `set_caught_up` was called.
     pub fn caught_up(&self) -> bool {
-        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// Whether the lease holds now (always for a node alone in its cluster).
+    fn leased(&self, a: &Assignment) -> bool {
+        let lease = self.lease_ms.load(Ordering::Acquire);
+        if a.alone || lease == u64::MAX {
+            return true;
+        }
+        let contact = self.contact.load(Ordering::Acquire);
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let held = contact != 0 && now.saturating_sub(contact) < lease;
+        if self.lapsed.swap(!held, Ordering::AcqRel) == held {
+            if held {
+                tracing::info!("in touch with a majority again: taking work from the ring");
+            } else {
+                tracing::warn!(
+                    silent_ms = now.saturating_sub(contact),
+                    lease_ms = lease,
+                    "no contact with a majority of the cluster within the lease: doing no scrapes or rule evaluations until it comes back"
+                );
+            }
+        }
+        held
     }
 
     /// The assignment right now.
@@ -163,7 +245,11 @@ impl AssignmentHandle {
 
 impl Ownership for AssignmentHandle {
     fn owns(&self, key: &[u8], at_ms: i64) -> bool {
-        self.caught_up() && self.current.read().owns(key, at_ms)
+        if !self.caught_up() {
+            return false;
+        }
+        let a = self.current.read();
+        self.leased(&a) && a.owns(key, at_ms)
     }
     fn scrape_seed(&self) -> Option<u64> {
         self.current.read().seed
@@ -245,5 +331,47 @@ mod tests {
         assert_eq!(h.scrape_seed(), Some(seed_for_cluster("c")));
         let fresh = AssignmentHandle::new(&s, 1);
         assert!(!fresh.owns(b"k", 10), "nothing before catching up");
+    }
+
+    #[test]
+    fn work_needs_a_fresh_contact_with_a_majority() {
+        let mut s = state(3);
+        schedule(&mut s, 0);
+        let h = AssignmentHandle::new(&s, 1);
+        let mine = (0..100u32)
+            .map(|k| format!("job\u{ff}target{k}").into_bytes())
+            .find(|k| h.get().owner(k, 10) == Some(1))
+            .expect("node 1 owns some of 100 keys");
+        h.set_lease(Duration::from_millis(200));
+        h.set_caught_up();
+        assert!(h.owns(&mine, 10), "catching up is a contact");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!h.owns(&mine, 10), "the lease ran out");
+        h.note_contact(Instant::now() - Duration::from_millis(300));
+        assert!(!h.owns(&mine, 10), "an older contact does not renew it");
+        h.note_contact(Instant::now());
+        assert!(h.owns(&mine, 10), "a new contact renews it");
+
+        // Alone in its cluster, a node is its own majority.
+        let mut one = state(1);
+        schedule(&mut one, 0);
+        let alone = AssignmentHandle::new(&one, 1);
+        alone.set_lease(Duration::from_millis(1));
+        alone.set_caught_up();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(alone.owns(b"k", 10));
+    }
+
+    #[test]
+    fn the_lease_ends_before_the_leader_marks_the_node_down() {
+        for secs in [1, 4, 15, 60] {
+            let t = Duration::from_secs(secs);
+            let lease = lease_for(t);
+            assert!(lease < t && lease >= t / 2, "{t:?} -> {lease:?}");
+        }
+        assert_eq!(
+            lease_for(Duration::from_secs(15)),
+            Duration::from_millis(13_500)
+        );
     }
 }

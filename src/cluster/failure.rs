@@ -3,10 +3,18 @@
 //! answered for `--cluster.failure-timeout` and active again when it answers, and
 //! after every ring epoch change commits the plan saying from when the new ring is
 //! in force (`Command::ScheduleRing`).
+//!
+//! Each probe interval the leader also confirms with a majority of the voters
+//! that it still leads (a heartbeat round). While that holds within the work
+//! lease, it renews its own lease and its probes carry one to the members
+//! (`assign`'s "work leases"); a leader cut off from the majority stops renewing
+//! them, and its members' and its own work stop before the majority's new leader
+//! hands that work to others.
 
-use super::runtime::{peer_status, Cluster};
+use super::runtime::{status_request, Cluster};
 use super::state::{ClusterState, Command, MemberState, NodeId};
 use super::RaftRole;
+use crate::cluster::pb;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -54,6 +62,14 @@ struct Detector {
     last_probe: Option<Instant>,
     probes: tokio::task::JoinSet<(NodeId, bool, Instant)>,
     leading: bool,
+    /// How long a majority's confirmation keeps work leased.
+    lease: Duration,
+    /// When a majority last confirmed this node's leadership (the time the
+    /// confirmation was asked for).
+    confirmed: Option<Instant>,
+    /// The confirmation in flight; it answers when it was asked for, if a majority
+    /// confirmed.
+    confirming: Option<tokio::task::JoinHandle<Option<Instant>>>,
 }
 
 /// Runs the leader's duties until `shutdown`; does nothing on other nodes.
@@ -64,6 +80,9 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
         last_probe: None,
         probes: tokio::task::JoinSet::new(),
         leading: false,
+        lease: super::assign::lease_for(timeout),
+        confirmed: None,
+        confirming: None,
     };
     loop {
         tokio::select! {
@@ -86,6 +105,10 @@ impl Detector {
                 self.last_ok.clear();
                 self.probes.abort_all();
                 self.last_probe = None;
+                self.confirmed = None;
+                if let Some(c) = self.confirming.take() {
+                    c.abort();
+                }
             }
             return;
         }
@@ -106,18 +129,43 @@ impl Detector {
                 self.last_ok.insert(id, at);
             }
         }
+        if let Some(c) = self.confirming.take_if(|c| c.is_finished()) {
+            // Finished: awaiting it does not wait.
+            if let Ok(Some(at)) = c.await {
+                self.confirmed = Some(self.confirmed.map_or(at, |c| c.max(at)));
+                cluster.assignment().note_contact(at.into_std());
+            }
+        }
+        let leased = self
+            .confirmed
+            .is_some_and(|at| now.duration_since(at) < self.lease);
         if self
             .last_probe
             .is_none_or(|t| now.duration_since(t) >= PROBE_INTERVAL)
         {
             self.last_probe = Some(now);
+            let applied_index = cluster.raft().view().last_applied_index.unwrap_or(0);
+            if self.confirming.is_none() {
+                let raft = cluster.raft().clone();
+                self.confirming = Some(tokio::spawn(async move {
+                    let asked = Instant::now();
+                    match tokio::time::timeout(PROBE_TIMEOUT, raft.confirm_leadership()).await {
+                        Ok(Ok(())) => Some(asked),
+                        _ => None,
+                    }
+                }));
+            }
             for m in state.members.values() {
                 if m.node_id == me || m.addr.grpc_address.is_empty() {
                     continue;
                 }
                 let (id, addr) = (m.node_id, m.addr.grpc_address.clone());
                 self.probes.spawn(async move {
-                    let ok = peer_status(&addr, PROBE_TIMEOUT).await.is_ok();
+                    let req = pb::StatusRequest {
+                        lease: leased,
+                        applied_index,
+                    };
+                    let ok = status_request(&addr, req, PROBE_TIMEOUT).await.is_ok();
                     (id, ok, Instant::now())
                 });
             }

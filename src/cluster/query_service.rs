@@ -2,9 +2,11 @@
 //! another node (`fanout`), plus the protobuf conversions both sides use.
 //!
 //! The service never fans out again, so a cluster query costs one hop. `Select`
-//! runs on the blocking pool (the `storage::Querier` seam is synchronous) and
-//! streams series in batches; when the client goes away the batch send fails and
-//! the read stops. Label lookups, which read only the index, answer in place.
+//! reads its first batch in place and answers a selection that fits in it with
+//! one message; a bigger one continues on the blocking pool (the
+//! `storage::Querier` seam is synchronous) and streams series in batches; when the
+//! client goes away the batch send fails and the read stops. Label lookups, which
+//! read only the index, answer in place.
 //!
 //! A request may name the WAL groups it wants (`GroupFilter`): the fan-out reads
 //! each group from one replica, so a node is then asked only for its pre-cluster
@@ -12,7 +14,7 @@
 
 use super::pb;
 use crate::labels::{Labels, LabelsDecodeError, MatchType, Matcher};
-use crate::storage::{Querier, Queryable, Sample, SelectHints, Series, StorageError};
+use crate::storage::{Querier, Queryable, Sample, SelectHints, Series, SeriesSet, StorageError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -189,58 +191,118 @@ fn storage_status(e: StorageError) -> Status {
     Status::internal(e.to_string())
 }
 
-/// Reads `select` on the blocking pool and sends batches into `tx` until done, an
-/// error (sent as the stream's last item) or the receiver going away.
-fn stream_select(
-    querier: Box<dyn Querier>,
-    req: pb::SelectRequest,
-    matchers: Vec<Matcher>,
-    tx: tokio::sync::mpsc::Sender<Result<pb::SelectResponse, Status>>,
-) {
-    let run = || -> Result<(), Status> {
-        let hints = SelectHints {
-            start_ms: req.hint_start_ms,
-            end_ms: req.hint_end_ms,
-            series_only: req.series_only,
-        };
-        let mut batch = pb::SelectResponse::default();
-        let mut samples = 0usize;
-        for s in querier.select(&hints, &matchers).map_err(storage_status)? {
-            let s = s.map_err(storage_status)?;
-            samples += if req.series_only { 0 } else { s.samples.len() };
-            batch.series.push(series_to_pb(&s, req.series_only));
-            if batch.series.len() >= BATCH_SERIES_MAX || samples >= BATCH_SAMPLES_MAX {
-                if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
-                    return Ok(()); // The client went away.
-                }
-                samples = 0;
-            }
+/// A `Select` answer being built: batches of at most `BATCH_SERIES_MAX` series
+/// or about `BATCH_SAMPLES_MAX` samples.
+struct Batcher {
+    series_only: bool,
+    batch: pb::SelectResponse,
+    samples: usize,
+}
+
+impl Batcher {
+    fn new(series_only: bool) -> Batcher {
+        Batcher {
+            series_only,
+            batch: pb::SelectResponse::default(),
+            samples: 0,
         }
-        if !batch.series.is_empty() {
-            let _ = tx.blocking_send(Ok(batch));
+    }
+
+    /// Adds `s`; returns a full batch when this one is full.
+    fn push(&mut self, s: &Series) -> Option<pb::SelectResponse> {
+        self.samples += if self.series_only { 0 } else { s.samples.len() };
+        self.batch.series.push(series_to_pb(s, self.series_only));
+        if self.batch.series.len() >= BATCH_SERIES_MAX || self.samples >= BATCH_SAMPLES_MAX {
+            self.samples = 0;
+            return Some(std::mem::take(&mut self.batch));
         }
-        Ok(())
-    };
-    if let Err(status) = run() {
-        let _ = tx.blocking_send(Err(status));
+        None
+    }
+
+    /// The last, partly filled batch, if any.
+    fn finish(self) -> Option<pb::SelectResponse> {
+        (!self.batch.series.is_empty()).then_some(self.batch)
     }
 }
 
+/// Reads the rest of `set` on the blocking pool and sends batches into `tx` until
+/// done, an error (sent as the stream's last item) or the receiver going away.
+fn stream_rest(
+    set: SeriesSet,
+    mut batcher: Batcher,
+    tx: tokio::sync::mpsc::Sender<Result<pb::SelectResponse, Status>>,
+) {
+    for s in set {
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(storage_status(e)));
+                return;
+            }
+        };
+        if let Some(full) = batcher.push(&s) {
+            if tx.blocking_send(Ok(full)).is_err() {
+                return; // The client went away.
+            }
+        }
+    }
+    if let Some(last) = batcher.finish() {
+        let _ = tx.blocking_send(Ok(last));
+    }
+}
+
+/// The `Select` stream: one message ready at once, or batches from a reader.
+type SelectStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SelectResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::query_server::Query for QueryService {
-    type SelectStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SelectResponse, Status>>;
+    type SelectStream = SelectStream;
 
+    /// A selection that fits one batch (one series of a dashboard panel, a
+    /// `count` over a few hundred series) is read here, on the gRPC task, and
+    /// answered in one message: the blocking-pool hop and the channel cost more
+    /// than such a read. A bigger one continues on the blocking pool from where the
+    /// first batch ended, so a runtime worker is never held for longer than one
+    /// batch's read.
     async fn select(
         &self,
         req: Request<pb::SelectRequest>,
     ) -> Result<Response<Self::SelectStream>, Status> {
         let req = req.into_inner();
         let matchers = matchers_from_pb(&req.matchers)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_BUFFERED_MAX);
         let querier = self.querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())?;
-        tokio::task::spawn_blocking(move || stream_select(querier, req, matchers, tx));
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
+        let hints = SelectHints {
+            start_ms: req.hint_start_ms,
+            end_ms: req.hint_end_ms,
+            series_only: req.series_only,
+        };
+        let mut set = querier.select(&hints, &matchers).map_err(storage_status)?;
+        let mut batcher = Batcher::new(req.series_only);
+        let first = loop {
+            match set.next() {
+                None => {
+                    let last = batcher.finish().into_iter().map(Ok);
+                    return Ok(Response::new(Box::pin(tokio_stream::iter(last))));
+                }
+                Some(Err(e)) => return Err(storage_status(e)),
+                Some(Ok(s)) => {
+                    if let Some(full) = batcher.push(&s) {
+                        break full;
+                    }
+                }
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_BUFFERED_MAX);
+        // Capacity is at least one, so the first batch always fits.
+        let _ = tx.try_send(Ok(first));
+        tokio::task::spawn_blocking(move || {
+            // The querier outlives its series set.
+            let _querier = querier;
+            stream_rest(set, batcher, tx)
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 

@@ -307,6 +307,7 @@ impl Cluster {
         };
         let raft = MetaRaft::open(&cfg.dir, cfg.node_id, &cfg.raft).await?;
         let assignment = Arc::new(AssignmentHandle::new(&raft.state(), cfg.node_id));
+        assignment.set_lease(super::assign::lease_for(cfg.failure_timeout));
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 cfg,
@@ -850,9 +851,18 @@ pub async fn peer_status(
     address: &str,
     timeout: Duration,
 ) -> Result<pb::StatusResponse, tonic::Status> {
+    status_request(address, pb::StatusRequest::default(), timeout).await
+}
+
+/// Sends `req` to the `Status` RPC of the node at `address`.
+pub(super) async fn status_request(
+    address: &str,
+    req: pb::StatusRequest,
+    timeout: Duration,
+) -> Result<pb::StatusResponse, tonic::Status> {
     let channel = super::raft::channel(address).map_err(tonic::Status::invalid_argument)?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
-    let mut req = tonic::Request::new(pb::StatusRequest {});
+    let mut req = tonic::Request::new(req);
     req.set_timeout(timeout);
     match tokio::time::timeout(timeout, client.status(req)).await {
         Ok(r) => r.map(|r| r.into_inner()),

@@ -226,8 +226,18 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        let req = req.into_inner();
+        if req.lease
+            && self.cluster.raft().view().last_applied_index.unwrap_or(0) >= req.applied_index
+        {
+            // The leader vouches that a majority is in touch with it, and so with
+            // this node, which has applied what the leader had.
+            self.cluster
+                .assignment()
+                .note_contact(std::time::Instant::now());
+        }
         let initialized = self
             .cluster
             .raft()

@@ -5,6 +5,7 @@
 
 pub mod node;
 pub mod process;
+pub mod scrape_log;
 pub mod tls;
 
 use std::io::{Read, Write};

@@ -363,6 +363,17 @@ impl MetaRaft {
         }
     }
 
+    /// Confirms that this node still leads: a majority of the voters answered a
+    /// heartbeat sent by this call. Fails when it does not lead or cannot reach a
+    /// majority (it may then wait for a while: callers bound it with a timeout).
+    pub async fn confirm_leadership(&self) -> Result<(), RaftOpError> {
+        match self.raft.get_read_log_id().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::Fatal(f)) => Err(RaftOpError::Fatal(f.to_string())),
+            Err(RaftError::APIError(e)) => Err(RaftOpError::Rejected(e.to_string())),
+        }
+    }
+
     /// A watch of this node's view that wakes on each later change (role, leader,
     /// log, applied entries). Keep it across waits so no change is missed.
     pub fn watch(&self) -> RaftWatch {
