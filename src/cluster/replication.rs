@@ -15,13 +15,13 @@ use super::ring::Ring;
 use super::runtime::Cluster;
 use super::state::{NodeAddr, NodeId};
 use super::wal_batch::{self, BatchSeries};
+use crate::fxhash::HashMap as FxHashMap;
 use crate::labels::{Labels, Matcher};
 use crate::storage::check_order;
 use crate::storage::{
     merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints,
     SeriesRef, SeriesSet, StorageError,
 };
-use crate::fxhash::HashMap as FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;

@@ -287,8 +287,7 @@ impl<'a> SeriesView<'a> {
                     _ => lr.skip(wire_type)?,
                 }
             }
-            let name =
-                std::str::from_utf8(name).map_err(|_| DecodeError::Utf8 { what: "name" })?;
+            let name = std::str::from_utf8(name).map_err(|_| DecodeError::Utf8 { what: "name" })?;
             let value =
                 std::str::from_utf8(value).map_err(|_| DecodeError::Utf8 { what: "value" })?;
             out.push((name, value));
@@ -301,17 +300,16 @@ impl<'a> SeriesView<'a> {
 mod tests {
     use super::super::prompb;
     use super::*;
-    use prost::Message;
     use proptest::prelude::*;
+    use prost::Message;
 
     fn arb_request() -> impl Strategy<Value = prompb::WriteRequest> {
         let label = ("[a-z_]{0,6}", "[a-zA-Z0-9 é]{0,6}")
             .prop_map(|(name, value)| prompb::Label { name, value });
-        let sample =
-            (any::<i64>(), any::<u64>()).prop_map(|(timestamp, v)| prompb::Sample {
-                value: f64::from_bits(v),
-                timestamp,
-            });
+        let sample = (any::<i64>(), any::<u64>()).prop_map(|(timestamp, v)| prompb::Sample {
+            value: f64::from_bits(v),
+            timestamp,
+        });
         let series = (
             proptest::collection::vec(label, 0..5),
             proptest::collection::vec(sample, 0..5),
@@ -425,7 +423,14 @@ mod tests {
         let mut ts = Vec::new();
         for (tag, body) in [
             (0x0a, label("a", "1")),
-            (0x12, prompb::Sample { value: 1.0, timestamp: 5 }.encode_to_vec()),
+            (
+                0x12,
+                prompb::Sample {
+                    value: 1.0,
+                    timestamp: 5,
+                }
+                .encode_to_vec(),
+            ),
             (0x0a, label("__name__", "m")),
         ] {
             ts.push(tag);
@@ -472,10 +477,19 @@ mod tests {
         // A group (wire type 3).
         assert!(decode(&[0x1b]).is_err());
         // Field number 0.
-        assert!(matches!(decode(&[0x02, 0x00]), Err(DecodeError::FieldZero { .. })));
+        assert!(matches!(
+            decode(&[0x02, 0x00]),
+            Err(DecodeError::FieldZero { .. })
+        ));
         // An eleven-byte varint.
-        assert!(matches!(decode(&[0xff; 11]), Err(DecodeError::Varint { .. })));
+        assert!(matches!(
+            decode(&[0xff; 11]),
+            Err(DecodeError::Varint { .. })
+        ));
         // A length past the end.
-        assert!(matches!(decode(&[0x0a, 0x05, 0x00]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode(&[0x0a, 0x05, 0x00]),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 }

@@ -381,18 +381,30 @@ mod tests {
         let a = [("__name__", "m"), ("job", "a")];
         let b = [("__name__", "m"), ("job", "b")];
         f.receiver
-            .write_body(&body(vec![series(&a, &[(1000, 1.0)]), series(&b, &[(1000, 2.0)])]))
+            .write_body(&body(vec![
+                series(&a, &[(1000, 1.0)]),
+                series(&b, &[(1000, 2.0)]),
+            ]))
             .unwrap();
         assert_eq!(f.receiver.cache.len(), 2);
         f.receiver
-            .write_body(&body(vec![series(&a, &[(2000, 3.0)]), series(&b, &[(2000, 4.0)])]))
+            .write_body(&body(vec![
+                series(&a, &[(2000, 3.0)]),
+                series(&b, &[(2000, 4.0)]),
+            ]))
             .unwrap();
         assert_eq!(f.receiver.cache.len(), 2);
         assert_eq!(
             stored(&f.db, "m"),
             vec![
-                ("{__name__=\"m\", job=\"a\"}".to_string(), vec![(1000, 1.0), (2000, 3.0)]),
-                ("{__name__=\"m\", job=\"b\"}".to_string(), vec![(1000, 2.0), (2000, 4.0)]),
+                (
+                    "{__name__=\"m\", job=\"a\"}".to_string(),
+                    vec![(1000, 1.0), (2000, 3.0)]
+                ),
+                (
+                    "{__name__=\"m\", job=\"b\"}".to_string(),
+                    vec![(1000, 2.0), (2000, 4.0)]
+                ),
             ]
         );
     }
@@ -402,7 +414,12 @@ mod tests {
         let f = fixture();
         f.receiver
             .write_body(&body(vec![series(
-                &[("zone", "z"), ("empty", ""), ("__name__", "m"), ("job", "j")],
+                &[
+                    ("zone", "z"),
+                    ("empty", ""),
+                    ("__name__", "m"),
+                    ("job", "j"),
+                ],
                 &[(1000, 1.0)],
             )]))
             .unwrap();
@@ -490,7 +507,10 @@ mod tests {
                 Err(e) => panic!("cut at {cut}: {e:?}"),
             }
         }
-        assert!(refused > raw.len() / 2, "only {refused} truncations refused");
+        assert!(
+            refused > raw.len() / 2,
+            "only {refused} truncations refused"
+        );
 
         // Invalid UTF-8 in a label value ("bc" is the last label's value).
         let mut bad = raw.clone();
@@ -510,10 +530,10 @@ mod tests {
         let f = fixture();
         let a = [("__name__", "m")];
         // Older than the first copy's sample: refused, though the store has neither.
-        let m = bad_request(
-            f.receiver
-                .write_body(&body(vec![series(&a, &[(2000, 1.0)]), series(&a, &[(1000, 1.0)])])),
-        );
+        let m = bad_request(f.receiver.write_body(&body(vec![
+            series(&a, &[(2000, 1.0)]),
+            series(&a, &[(1000, 1.0)]),
+        ])));
         assert_eq!(m, "out of order sample");
         // An identical duplicate and a newer sample: accepted.
         f.receiver
@@ -524,7 +544,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             stored(&f.db, "m"),
-            vec![("{__name__=\"m\"}".to_string(), vec![(2000, 1.0), (3000, 2.0)])]
+            vec![(
+                "{__name__=\"m\"}".to_string(),
+                vec![(2000, 1.0), (3000, 2.0)]
+            )]
         );
     }
 }

@@ -132,10 +132,7 @@ async fn remote_write(State(s): State<WebState>, body: Bytes) -> Response {
         )
             .into_response();
     }
-    let result = tokio::task::spawn_blocking(move || {
-        s.remote_receiver.write_body(&body)
-    })
-    .await;
+    let result = tokio::task::spawn_blocking(move || s.remote_receiver.write_body(&body)).await;
     match result {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(WriteError::BadRequest(m))) => (StatusCode::BAD_REQUEST, m + "\n").into_response(),
