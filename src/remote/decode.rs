@@ -350,7 +350,10 @@ mod tests {
             .collect()
     }
 
-    fn bits(ts: &[prompb::TimeSeries]) -> Vec<(Vec<(String, String)>, Vec<(i64, u64)>)> {
+    /// Each series' label pairs and (timestamp, value bits).
+    type Bits = Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>;
+
+    fn bits(ts: &[prompb::TimeSeries]) -> Bits {
         ts.iter()
             .map(|s| {
                 (

@@ -159,8 +159,11 @@ impl CachedSeries {
 /// each other. Keyed by the bytes' 64-bit hash; the bytes are compared too, and a
 /// hash shared by two different label encodings just leaves the second uncached.
 struct SeriesCache {
-    shards: Vec<Mutex<FxHashMap<u64, (Box<[u8]>, Arc<CachedSeries>)>>>,
+    shards: Vec<CacheShard>,
 }
+
+/// Label-bytes hash → (label bytes, series).
+type CacheShard = Mutex<FxHashMap<u64, (Box<[u8]>, Arc<CachedSeries>)>>;
 
 impl SeriesCache {
     fn new() -> SeriesCache {
@@ -169,7 +172,7 @@ impl SeriesCache {
         }
     }
 
-    fn shard(&self, hash: u64) -> &Mutex<FxHashMap<u64, (Box<[u8]>, Arc<CachedSeries>)>> {
+    fn shard(&self, hash: u64) -> &CacheShard {
         // The top bits pick the shard; the map hashes the whole word again.
         &self.shards[(hash >> 58) as usize % CACHE_SHARDS]
     }
