@@ -428,7 +428,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             }
             out
         }),
-        appendable: appendable.clone(),
+        remote_receiver: Arc::new(crate::remote::Receiver::new(appendable.clone())),
         remote_write_enabled: cfg.enable_remote_write_receiver,
         delete_series: cfg.enable_admin_api.then_some(delete_series),
         quit: cfg.enable_lifecycle.then(|| shutdown.clone()),

@@ -420,7 +420,7 @@ fn query_waits_for_a_concurrency_slot() {
     let store = Arc::new(MemStorage::new());
     let state = hearth::web::WebState {
         metrics: Arc::new(String::new),
-        appendable: store.clone(),
+        remote_receiver: Arc::new(hearth::remote::Receiver::new(store.clone())),
         remote_write_enabled: false,
         delete_series: None,
         quit: None,

@@ -24,7 +24,7 @@ fn serve(store: MemStorage, opts: EngineOptions) -> String {
     let store = Arc::new(store);
     let state = WebState {
         metrics: Arc::new(String::new),
-        appendable: store.clone(),
+        remote_receiver: Arc::new(hearth::remote::Receiver::new(store.clone())),
         remote_write_enabled: false,
         delete_series: None,
         quit: None,

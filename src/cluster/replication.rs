@@ -15,13 +15,14 @@ use super::ring::Ring;
 use super::runtime::Cluster;
 use super::state::{NodeAddr, NodeId};
 use super::wal_batch::{self, BatchSeries};
+use crate::fxhash::HashMap as FxHashMap;
 use crate::labels::{Labels, Matcher};
 use crate::storage::check_order;
 use crate::storage::{
     merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints,
     SeriesRef, SeriesSet, StorageError,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -214,18 +215,36 @@ impl ReplicatedAppendable {
     }
 }
 
-impl Appendable for ReplicatedAppendable {
-    fn appender(&self) -> Box<dyn Appender> {
-        Box::new(ReplicatedAppender {
+impl ReplicatedAppendable {
+    fn new_appender(&self, whole_batches: bool) -> ReplicatedAppender {
+        let local = self.groups.get(self.node_id);
+        // The leader checks every sample of the batch before logging it
+        // (`WalGroup::write`); for a writer that refuses whole batches anyway,
+        // checking them here too when this node leads would do it twice.
+        let check_local = !(whole_batches && local.as_ref().is_some_and(WalGroup::leads));
+        ReplicatedAppender {
             groups: self.groups.clone(),
             node_id: self.node_id,
             runtime: self.runtime.clone(),
             timeout: self.timeout,
             stats: self.stats.clone(),
-            local: self.groups.get(self.node_id),
+            local: local.filter(|_| check_local),
             series: Vec::new(),
-            index: HashMap::new(),
-        })
+            index: FxHashMap::default(),
+        }
+    }
+}
+
+impl Appendable for ReplicatedAppendable {
+    fn appender(&self) -> Box<dyn Appender> {
+        Box::new(self.new_appender(false))
+    }
+
+    /// Like `appender`, but when this node leads its group, samples are not
+    /// checked against its replica in `append`: the leader's check of the whole
+    /// batch at commit refuses them instead, with the same `AppendError`.
+    fn batch_appender(&self) -> Box<dyn Appender> {
+        Box::new(self.new_appender(true))
     }
 }
 
@@ -237,11 +256,12 @@ struct ReplicatedAppender {
     timeout: Duration,
     stats: Arc<CommitStats>,
     /// This node's replica of its group, which `append` checks samples against
-    /// (None until the group is opened: then only the leader checks).
+    /// (None until the group is opened, or for a batch appender on the leader:
+    /// then only the leader checks, at commit).
     local: Option<WalGroup>,
     series: Vec<BatchSeries>,
     /// Position of each series in `series`.
-    index: HashMap<Labels, usize>,
+    index: FxHashMap<Labels, usize>,
 }
 
 impl Appender for ReplicatedAppender {

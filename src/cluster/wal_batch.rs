@@ -3,8 +3,8 @@
 //! own TSDB without shared state), encoded once by the appender and decoded by every
 //! replica's state machine.
 
-use crate::encoding::{put_uvarint, put_uvarint_str, put_varint, DecodeError, Decoder};
-use crate::labels::{Labels, LabelsBuilder};
+use crate::encoding::{put_uvarint, put_varint, DecodeError, Decoder};
+use crate::labels::{Labels, LabelsDecodeError};
 use crate::storage::Sample;
 
 /// The format version, the batch's first byte.
@@ -25,6 +25,8 @@ pub enum BatchError {
         count: u64,
         left: usize,
     },
+    #[error("wal batch: {0}")]
+    Labels(#[from] LabelsDecodeError),
     #[error("wal batch: {0} trailing bytes")]
     Trailing(usize),
 }
@@ -42,11 +44,10 @@ pub fn encode(series: &[BatchSeries]) -> Vec<u8> {
     buf.push(VERSION);
     put_uvarint(&mut buf, series.len() as u64);
     for s in series {
-        put_uvarint(&mut buf, s.labels.len() as u64);
-        for l in s.labels.iter() {
-            put_uvarint_str(&mut buf, l.name);
-            put_uvarint_str(&mut buf, l.value);
-        }
+        // The label pairs are written as `Labels` stores them (uvarint length and
+        // bytes, name then value, sorted by name), so they are copied as they are.
+        put_uvarint(&mut buf, s.labels.iter_bytes().count() as u64);
+        buf.extend_from_slice(s.labels.encoded());
         put_uvarint(&mut buf, s.samples.len() as u64);
         let mut prev = 0i64;
         for smp in &s.samples {
@@ -73,8 +74,24 @@ fn count(d: &mut Decoder<'_>, what: &'static str, min_bytes: usize) -> Result<us
     Ok(n as usize)
 }
 
-/// Decodes a batch written by `encode`.
-pub fn decode(b: &[u8]) -> Result<Vec<BatchSeries>, BatchError> {
+/// A decoded batch whose label sets are still bytes of the batch, so a replica
+/// that knows a series by those bytes (`Labels::encoded`) skips building it.
+#[derive(Debug, Clone, Default)]
+pub struct BatchView<'a> {
+    /// Each series' label pairs, unchecked (`labels` checks them), and its
+    /// samples in `samples`.
+    pub series: Vec<(&'a [u8], std::ops::Range<usize>)>,
+    pub samples: Vec<Sample>,
+}
+
+/// The label set of one series of a `BatchView`, checked (UTF-8, sorted, unique,
+/// no empty value).
+pub fn labels(encoded: &[u8]) -> Result<Labels, BatchError> {
+    Ok(Labels::from_encoded(encoded)?)
+}
+
+/// Decodes a batch written by `encode`, leaving label sets as bytes.
+pub fn decode_view(b: &[u8]) -> Result<BatchView<'_>, BatchError> {
     let mut d = Decoder::new(b);
     let version = d.u8()?;
     if version != VERSION {
@@ -82,17 +99,22 @@ pub fn decode(b: &[u8]) -> Result<Vec<BatchSeries>, BatchError> {
     }
     // A series takes at least two bytes (two zero counts).
     let n = count(&mut d, "series", 2)?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = BatchView {
+        series: Vec::with_capacity(n),
+        samples: Vec::new(),
+    };
     for _ in 0..n {
         let nl = count(&mut d, "label", 2)?;
-        let mut lb = LabelsBuilder::new();
-        for _ in 0..nl {
-            let name = d.uvarint_str()?;
-            let value = d.uvarint_str()?;
-            lb.set(name, value);
+        // The pairs are `Labels::encoded` bytes: only delimited here.
+        let start = d.position();
+        for _ in 0..2 * nl {
+            let n = d.uvarint()?;
+            d.bytes(usize::try_from(n).unwrap_or(usize::MAX))?;
         }
+        let labels = &b[start..d.position()];
         let ns = count(&mut d, "sample", 9)?;
-        let mut samples = Vec::with_capacity(ns);
+        let first = out.samples.len();
+        out.samples.reserve(ns);
         let mut prev = 0i64;
         for _ in 0..ns {
             let t = prev.wrapping_add(d.varint()?);
@@ -100,20 +122,31 @@ pub fn decode(b: &[u8]) -> Result<Vec<BatchSeries>, BatchError> {
             let raw = d.bytes(8)?;
             let mut a = [0u8; 8];
             a.copy_from_slice(raw);
-            samples.push(Sample {
+            out.samples.push(Sample {
                 t,
                 v: f64::from_bits(u64::from_le_bytes(a)),
             });
         }
-        out.push(BatchSeries {
-            labels: lb.build(),
-            samples,
-        });
+        out.series.push((labels, first..out.samples.len()));
     }
     if !d.is_empty() {
         return Err(BatchError::Trailing(d.remaining()));
     }
     Ok(out)
+}
+
+/// Decodes a batch written by `encode`.
+pub fn decode(b: &[u8]) -> Result<Vec<BatchSeries>, BatchError> {
+    let view = decode_view(b)?;
+    view.series
+        .iter()
+        .map(|(l, r)| {
+            Ok(BatchSeries {
+                labels: labels(l)?,
+                samples: view.samples[r.clone()].to_vec(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -97,6 +97,15 @@ pub trait Appendable: Send + Sync {
     /// A new transaction. Nothing it appends is visible to readers or durable until
     /// `commit` returns `Ok`.
     fn appender(&self) -> Box<dyn Appender>;
+
+    /// A transaction for a writer that treats any refused sample as a refusal of
+    /// the whole transaction and rolls it back (the remote-write receiver). The
+    /// store may then report a refusal at `commit` instead of at `append`, which
+    /// lets a replicated store check each sample once instead of twice. By
+    /// default the same as `appender`.
+    fn batch_appender(&self) -> Box<dyn Appender> {
+        self.appender()
+    }
 }
 
 /// One append transaction. It is consumed by `commit` or `rollback`, so it cannot be

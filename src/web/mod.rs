@@ -7,7 +7,6 @@ pub mod extras;
 
 use crate::labels::Matcher;
 use crate::remote::{self, WriteError};
-use crate::storage::Appendable;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -35,8 +34,9 @@ pub type ClusterStatusFn = Arc<
 pub struct WebState {
     /// Renders the server's own metrics in the text exposition format.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
-    /// Where remote-write requests append.
-    pub appendable: Arc<dyn Appendable>,
+    /// Decodes remote-write requests and appends them (to the `Db`, or the
+    /// replicated appender in cluster mode).
+    pub remote_receiver: Arc<remote::Receiver>,
     /// Serves `POST /api/v1/write` (`--web.enable-remote-write-receiver`).
     pub remote_write_enabled: bool,
     /// Serves the admin API (`--web.enable-admin-api`) when set.
@@ -132,11 +132,7 @@ async fn remote_write(State(s): State<WebState>, body: Bytes) -> Response {
         )
             .into_response();
     }
-    let result = tokio::task::spawn_blocking(move || {
-        let req = remote::decode_write_request(&body)?;
-        remote::write(s.appendable.as_ref(), &req)
-    })
-    .await;
+    let result = tokio::task::spawn_blocking(move || s.remote_receiver.write_body(&body)).await;
     match result {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(WriteError::BadRequest(m))) => (StatusCode::BAD_REQUEST, m + "\n").into_response(),

@@ -18,7 +18,7 @@ use crate::cluster::state::{NodeAddr, NodeId};
 use crate::cluster::wal_batch::{self, BatchSeries};
 use crate::labels::Labels;
 use crate::storage::check_order;
-use crate::storage::AppendError;
+use crate::storage::{AppendError, SeriesRef};
 use crate::tsdb::db::{Db, DbOptions};
 use crate::wal::LogOptions;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -30,7 +30,7 @@ use openraft::{
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +165,7 @@ struct PendingLast {
 /// Series of entries proposed but not applied yet: a later batch is checked
 /// against them as well as against the TSDB, so concurrent writes cannot log a
 /// sample that applying would then drop.
-type Pending = Mutex<HashMap<Labels, PendingLast>>;
+type Pending = Mutex<crate::fxhash::HashMap<Labels, PendingLast>>;
 
 /// Counters of one group's state machine, for tests and `/metrics`.
 #[derive(Debug, Default)]
@@ -218,7 +218,15 @@ struct GroupStateMachine {
     /// Held while entries are applied and while a snapshot is taken or installed,
     /// so a snapshot is the TSDB exactly as its last log id left it.
     apply_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Series applied before, by the hash of their label bytes in batches: the
+    /// label set and the TSDB's series ref (which the TSDB checks against the
+    /// labels, so a stale one after a snapshot install only costs a lookup).
+    series: Arc<Mutex<crate::fxhash::HashMap<u64, (Labels, SeriesRef)>>>,
 }
+
+/// Most series a state machine remembers (`GroupStateMachine::series`); past it
+/// the map is emptied and refilled by the series still written.
+const APPLY_SERIES_CACHE_MAX: usize = 1 << 20;
 
 /// What a snapshot's `meta.json` holds: openraft's snapshot metadata.
 type GroupSnapshotMeta = SnapshotMeta<Nid, NodeAddr>;
@@ -260,18 +268,30 @@ impl GroupStateMachine {
     /// way a TSDB append treats them; a batch that does not decode stops the group
     /// rather than apply something else than what the leader logged.
     fn apply_batch(&self, log_id: LogId<Nid>, batch: &Batch) -> Result<(), StorageError<Nid>> {
-        let series = crate::cluster::wal_batch::decode(&batch.0).map_err(|e| {
+        let bad = |e: wal_batch::BatchError| {
             apply_error(
                 log_id,
                 format!("WAL group {} entry {}: {e}", self.group_id, log_id.index),
             )
-        })?;
+        };
+        let view = wal_batch::decode_view(&batch.0).map_err(bad)?;
         let mut app = crate::storage::Appendable::appender(self.db.as_ref());
         let (mut applied, mut refused) = (0u64, 0u64);
-        for s in &series {
-            let mut series_ref = 0;
-            for smp in &s.samples {
-                match app.append(series_ref, &s.labels, smp.t, smp.v) {
+        let mut known = self.series.lock();
+        if known.len() > APPLY_SERIES_CACHE_MAX {
+            known.clear();
+        }
+        for (encoded, samples) in &view.series {
+            // A series applied before is known by its label bytes: no `Labels`
+            // to build, and the TSDB's ref from last time.
+            let hash = xxhash_rust::xxh3::xxh3_64(encoded);
+            let (labels, mut series_ref) = match known.get(&hash) {
+                Some((l, r)) if l.encoded() == *encoded => (l.clone(), *r),
+                _ => (wal_batch::labels(encoded).map_err(bad)?, 0),
+            };
+            let before = series_ref;
+            for smp in &view.samples[samples.clone()] {
+                match app.append(series_ref, &labels, smp.t, smp.v) {
                     Ok(r) => {
                         series_ref = r;
                         applied += 1;
@@ -283,7 +303,11 @@ impl GroupStateMachine {
                     Err(_) => refused += 1,
                 }
             }
+            if series_ref != before {
+                known.insert(hash, (labels, series_ref));
+            }
         }
+        drop(known);
         app.commit()
             .map_err(|e| apply_error(log_id, e.to_string()))?;
         self.stats
@@ -617,6 +641,7 @@ impl WalGroup {
             applied: Arc::new(Mutex::new(applied)),
             stats: stats.clone(),
             apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+            series: Arc::new(Mutex::new(Default::default())),
         };
         let entries = raft_opts.group_snapshot_entries.max(1);
         let config = Config {
@@ -650,7 +675,7 @@ impl WalGroup {
             raft,
             db,
             stats,
-            pending: Arc::new(Mutex::new(HashMap::new())),
+            pending: Arc::new(Mutex::new(Default::default())),
             dir: dir.to_path_buf(),
             node_id,
             config,
@@ -704,6 +729,12 @@ impl WalGroup {
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, addr))
+    }
+
+    /// Whether this node is the group's leader as far as it knows (no clone of
+    /// the Raft metrics, unlike `leader`).
+    pub fn leads(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
     }
 
     /// The voters of the group's effective membership.
