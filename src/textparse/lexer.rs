@@ -16,11 +16,13 @@ const EXCERPT_BYTES_MAX: usize = 40;
 
 /// A failure found while scanning: where it happened and what was wrong. The
 /// parser turns it into a [`ParseError`], counting lines only then, so the happy
-/// path never pays for line bookkeeping.
+/// path never pays for line bookkeeping. Public (though not nameable outside
+/// `textparse`) because `parser::Format`, which a public type is generic over,
+/// returns it.
 #[derive(Debug)]
-pub(crate) struct Fail {
-    pub pos: usize,
-    pub message: String,
+pub struct Fail {
+    pub(crate) pos: usize,
+    pub(crate) message: String,
 }
 
 pub(crate) type Scan<T> = Result<T, Fail>;
