@@ -1304,7 +1304,12 @@ fn labels_reports_a_repeated_label_name_and_ends_the_parse() {
 #[test]
 fn deferred_label_sets_keep_their_errors_and_their_order() {
     assert_fails(prom, b"a{b=c} x\n", 1, "expected label value in quotes");
-    assert_fails(om, b"a{b=c} x\n# EOF\n", 1, "expected label value in quotes");
+    assert_fails(
+        om,
+        b"a{b=c} x\n# EOF\n",
+        1,
+        "expected label value in quotes",
+    );
     // A repeated name is found when the labels are built, after the value, as
     // it was before label sets were deferred.
     assert_fails(prom, b"a{b=\"1\",b=\"2\"} x\n", 1, "invalid value");
