@@ -1,13 +1,28 @@
-//! Benchmarks for the exposition parsers on a node_exporter-like scrape of 10k series
-//! and on a body shaped like `synth_exporter.py`'s (the peers harness's load).
+//! Benchmarks for the exposition parsers, in MB/s and in samples/s, on:
 //!
-//! Each body is parsed two ways: with every sample's label set built (`Iterator`),
-//! and with `next_raw` alone, as the scrape loop does for series it already knows.
-//! Throughput is reported in bytes; each body's size and sample count are printed
-//! once so samples per second can be derived from the same run.
+//! * the body of a real `prometheus-node-exporter` (the Debian package), started on
+//!   a free local port and scraped once when the bench starts;
+//! * bodies of the peers harness's `synth_exporter.py` (`--print`), read from
+//!   `../shared/tools/peers/` (or `$SYNTH_EXPORTER`) when the bench starts: the
+//!   default target of the side-by-side load (2000 series, 3 labels) and a wider
+//!   one (10000 series, 6 labels);
+//! * a generated node_exporter-like OpenMetrics body of 10k series (the only
+//!   OpenMetrics body).
+//!
+//! Each body is parsed two ways: `full`, with every sample's label set built (the
+//! `Iterator`: what a sample of a series the scrape loop has not seen costs), and
+//! `raw`, with `next_raw` alone (what a sample of a known series costs the scrape
+//! loop). Each is measured twice, once with the throughput in bytes and once in
+//! samples, since criterion reports one unit per measurement. A body whose source
+//! is missing is skipped with a message.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use hearth::textparse::{Entry, OpenMetricsParser, PromParser, RawEntry, TextFormat, TextParser};
+use hearth::textparse::{Entry, OpenMetricsParser, RawEntry, TextFormat, TextParser};
 
 const SERIES: usize = 10_000;
 
@@ -111,77 +126,6 @@ fn exposition(openmetrics: bool) -> String {
     out
 }
 
-/// A body like `synth_exporter.py --series 2000` serves: counters, gauges and
-/// classic histograms with three short labels each.
-fn synth_exposition() -> String {
-    let mut out = String::new();
-    let les = [
-        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
-    ];
-    let mut n = 0usize;
-    let mut m = 0usize;
-    while n < 2000 {
-        let labels = |i: usize| {
-            format!(
-                "zone=\"z{}\",svc=\"s{}\",pod=\"p{}\"",
-                i % 5,
-                i / 5 % 5,
-                i / 25
-            )
-        };
-        match m % 3 {
-            0 => {
-                out += &format!("# HELP synth_events_{m:03}_total Synthetic counter {m}.\n# TYPE synth_events_{m:03}_total counter\n");
-                for i in 0..50 {
-                    out += &format!(
-                        "synth_events_{m:03}_total{{{}}} {}\n",
-                        labels(i),
-                        1000 + i * 37 + m
-                    );
-                    n += 1;
-                }
-            }
-            1 => {
-                out += &format!("# HELP synth_level_{m:03} Synthetic gauge {m}.\n# TYPE synth_level_{m:03} gauge\n");
-                for i in 0..50 {
-                    out += &format!(
-                        "synth_level_{m:03}{{{}}} {}.{}\n",
-                        labels(i),
-                        i * 3 + m,
-                        i % 10
-                    );
-                    n += 1;
-                }
-            }
-            _ => {
-                out += &format!("# HELP synth_latency_{m:03}_seconds Synthetic histogram {m}.\n# TYPE synth_latency_{m:03}_seconds histogram\n");
-                for i in 0..5 {
-                    for (j, le) in les.iter().enumerate() {
-                        out += &format!(
-                            "synth_latency_{m:03}_seconds_bucket{{{},le=\"{le}\"}} {}\n",
-                            labels(i),
-                            j * 11 + i
-                        );
-                    }
-                    out += &format!(
-                        "synth_latency_{m:03}_seconds_sum{{{}}} {}.25\n",
-                        labels(i),
-                        40 + i
-                    );
-                    out += &format!(
-                        "synth_latency_{m:03}_seconds_count{{{}}} {}\n",
-                        labels(i),
-                        11 * 11 + i
-                    );
-                    n += les.len() + 2;
-                }
-            }
-        }
-        m += 1;
-    }
-    out
-}
-
 /// Samples in `body` read with `next_raw`, without building label sets.
 fn count_raw_samples(format: TextFormat, body: &[u8]) -> usize {
     let mut p = TextParser::new(format, body);
@@ -216,46 +160,122 @@ fn count_samples<'a>(
     samples
 }
 
+/// The body of a real node_exporter, or why there is none.
+fn node_exporter_body() -> Result<Vec<u8>, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("prometheus-node-exporter")
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("prometheus-node-exporter did not start: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        match http_get(&addr, "/metrics") {
+            Ok(b) => break Ok(b),
+            Err(e) if Instant::now() > deadline => break Err(format!("scraping it: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    body
+}
+
+/// The body of a plain HTTP/1.0 GET (no gzip asked for).
+fn http_get(addr: &str, path: &str) -> std::io::Result<Vec<u8>> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    if !resp.starts_with(b"HTTP/1.1 200") && !resp.starts_with(b"HTTP/1.0 200") {
+        return Err(std::io::Error::other("status is not 200"));
+    }
+    Ok(resp.split_off(split + 4))
+}
+
+/// A body `synth_exporter.py --print` renders with `args`, or why there is none.
+fn synth_body(args: &[&str]) -> Result<Vec<u8>, String> {
+    let script = std::env::var_os("SYNTH_EXPORTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/tools/peers/synth_exporter.py")
+        });
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--print")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err(format!(
+            "{} {args:?} failed: {}",
+            script.display(),
+            out.status
+        ));
+    }
+    Ok(out.stdout)
+}
+
 fn bench(c: &mut Criterion) {
-    let prom = exposition(false);
-    let om = exposition(true);
-    let samples = count_samples(PromParser::new(prom.as_bytes()));
+    let mut bodies: Vec<(&str, TextFormat, Vec<u8>)> = Vec::new();
+    match node_exporter_body() {
+        Ok(b) => bodies.push(("node_exporter", TextFormat::Prometheus, b)),
+        Err(e) => eprintln!("skipping the node_exporter body: {e}"),
+    }
+    for (name, args) in [
+        ("synth_2k_series", &[][..]),
+        (
+            "synth_10k_series_6_labels",
+            &["--series", "10000", "--labels-per-series", "6"][..],
+        ),
+    ] {
+        match synth_body(args) {
+            Ok(b) => bodies.push((name, TextFormat::Prometheus, b)),
+            Err(e) => eprintln!("skipping the {name} body: {e}"),
+        }
+    }
+    bodies.push((
+        "openmetrics_generated_10k_series",
+        TextFormat::OpenMetrics,
+        exposition(true).into_bytes(),
+    ));
     assert_eq!(
-        samples,
-        count_samples(OpenMetricsParser::new(om.as_bytes()))
+        count_samples(OpenMetricsParser::new(&bodies.last().expect("pushed").2)),
+        count_raw_samples(TextFormat::OpenMetrics, &bodies.last().expect("pushed").2),
     );
-    eprintln!("exposition: {} bytes, {samples} samples", prom.len());
 
     let mut g = c.benchmark_group("textparse");
-    g.throughput(Throughput::Bytes(prom.len() as u64));
-    g.bench_function("prometheus_10k_series", |b| {
-        b.iter(|| count_samples(PromParser::new(black_box(prom.as_bytes()))))
-    });
-    g.throughput(Throughput::Bytes(om.len() as u64));
-    g.bench_function("openmetrics_10k_series", |b| {
-        b.iter(|| count_samples(OpenMetricsParser::new(black_box(om.as_bytes()))))
-    });
-    g.throughput(Throughput::Bytes(prom.len() as u64));
-    g.bench_function("prometheus_10k_series_raw", |b| {
-        b.iter(|| count_raw_samples(TextFormat::Prometheus, black_box(prom.as_bytes())))
-    });
-    g.throughput(Throughput::Bytes(om.len() as u64));
-    g.bench_function("openmetrics_10k_series_raw", |b| {
-        b.iter(|| count_raw_samples(TextFormat::OpenMetrics, black_box(om.as_bytes())))
-    });
-    let synth = synth_exposition();
-    let synth_samples = count_samples(PromParser::new(synth.as_bytes()));
-    eprintln!(
-        "synth exposition: {} bytes, {synth_samples} samples",
-        synth.len()
-    );
-    g.throughput(Throughput::Bytes(synth.len() as u64));
-    g.bench_function("prometheus_synth_2k_series", |b| {
-        b.iter(|| count_samples(PromParser::new(black_box(synth.as_bytes()))))
-    });
-    g.bench_function("prometheus_synth_2k_series_raw", |b| {
-        b.iter(|| count_raw_samples(TextFormat::Prometheus, black_box(synth.as_bytes())))
-    });
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    for (name, format, body) in &bodies {
+        let samples = count_raw_samples(*format, body);
+        assert_eq!(samples, count_samples(TextParser::new(*format, body)));
+        eprintln!("{name}: {} bytes, {samples} samples", body.len());
+        for (unit, throughput) in [
+            ("bytes", Throughput::Bytes(body.len() as u64)),
+            ("samples", Throughput::Elements(samples as u64)),
+        ] {
+            g.throughput(throughput);
+            g.bench_function(format!("{name}/full/{unit}"), |b| {
+                b.iter(|| count_samples(TextParser::new(*format, black_box(body))))
+            });
+            g.bench_function(format!("{name}/raw/{unit}"), |b| {
+                b.iter(|| count_raw_samples(*format, black_box(body)))
+            });
+        }
+    }
     g.finish();
 }
 

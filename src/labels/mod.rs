@@ -125,6 +125,12 @@ impl Labels {
         self.get(METRIC_NAME)
     }
 
+    /// Whether both are clones of one label set (share one buffer): a cheap test
+    /// that implies equality, for callers that usually hold the same set.
+    pub fn ptr_eq(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+
     /// A 64-bit hash of the label set that is stable across processes and versions
     /// (FNV-1a over names and values with separators), for sharding and maps.
     pub fn stable_hash(&self) -> u64 {

@@ -27,6 +27,8 @@ pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,appl
 /// Largest body read when the job sets no `body_size_limit`: a safety limit, far
 /// above any real exposition.
 pub const BODY_BYTES_MAX: u64 = 1 << 30;
+/// Largest body buffer reserved up front from a `Content-Length` header.
+const PRESIZE_BYTES_MAX: u64 = 16 << 20;
 /// Largest credentials file read.
 const CREDENTIALS_FILE_BYTES_MAX: u64 = 64 << 10;
 
@@ -260,7 +262,11 @@ impl HttpClient {
             n => n.min(BODY_BYTES_MAX),
         };
         let mut body = resp.into_body();
-        let mut raw = Vec::new();
+        // Sized from Content-Length when there is one, so a large body is not
+        // copied again at every doubling; capped, since the header is the
+        // target's word.
+        let announced = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+        let mut raw = Vec::with_capacity(announced.min(limit).min(PRESIZE_BYTES_MAX) as usize);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| req_err(error_chain(&e)))?;
             if let Ok(data) = frame.into_data() {

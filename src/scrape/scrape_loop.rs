@@ -148,6 +148,10 @@ pub struct LoopState {
     attempt: u64,
     last_committed: u64,
     report_refs: [SeriesRef; 5],
+    /// The label sets of the report series and the target labels they were built
+    /// from: built once, not at every scrape (the same buffers also make the
+    /// head's check of a series ref a pointer comparison).
+    report_labels: Option<(Labels, [Labels; 5])>,
     /// Metadata by family name, with the attempt that last saw it.
     metadata: HashMap<String, (MetricMetadata, u64)>,
     /// Whether `metadata` changed since `take_changed_metadata` last looked.
@@ -388,10 +392,23 @@ impl LoopState {
         t_ms: i64,
         values: [f64; 5],
     ) -> Result<(), String> {
-        for (i, name) in REPORT_SERIES.iter().enumerate() {
-            let mut b = target_labels.builder();
-            b.set(METRIC_NAME, name);
-            match app.append(self.report_refs[i], &b.build(), t_ms, values[i]) {
+        if self
+            .report_labels
+            .as_ref()
+            .is_some_and(|(target, _)| target != target_labels)
+        {
+            self.report_labels = None;
+        }
+        let (_, built) = self.report_labels.get_or_insert_with(|| {
+            let built = REPORT_SERIES.map(|name| {
+                let mut b = target_labels.builder();
+                b.set(METRIC_NAME, name);
+                b.build()
+            });
+            (target_labels.clone(), built)
+        });
+        for (i, labels) in built.iter().enumerate() {
+            match app.append(self.report_refs[i], labels, t_ms, values[i]) {
                 Ok(r) => self.report_refs[i] = r,
                 Err(
                     AppendError::OutOfOrder

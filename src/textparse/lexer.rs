@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::float::normalize_float_label;
-use super::{MetricType, ParseError, RawEntry};
+use super::{MetricType, ParseError};
 use crate::labels::{Label, Labels, LABEL_STRING_LEN_MAX, METRIC_NAME};
 
 /// Most labels one series (or exemplar) may carry. Real expositions have a handful;
@@ -16,11 +16,13 @@ const EXCERPT_BYTES_MAX: usize = 40;
 
 /// A failure found while scanning: where it happened and what was wrong. The
 /// parser turns it into a [`ParseError`], counting lines only then, so the happy
-/// path never pays for line bookkeeping.
+/// path never pays for line bookkeeping. Public (though not nameable outside
+/// `textparse`) because `parser::Format`, which a public type is generic over,
+/// returns it.
 #[derive(Debug)]
-pub(crate) struct Fail {
-    pub pos: usize,
-    pub message: String,
+pub struct Fail {
+    pub(crate) pos: usize,
+    pub(crate) message: String,
 }
 
 pub(crate) type Scan<T> = Result<T, Fail>;
@@ -56,6 +58,7 @@ pub(crate) enum Piece {
 
 /// The exposition being parsed, with its UTF-8 view when the whole body is valid
 /// UTF-8 (the normal case), which makes every slice of it a free `&str`.
+#[derive(Clone)]
 pub(crate) struct Lexer<'a> {
     pub b: &'a [u8],
     text: Option<&'a str>,
@@ -209,6 +212,38 @@ impl<'a> Lexer<'a> {
         )
     }
 
+    /// Moves past the label set whose `{` is at the cursor without parsing it, to
+    /// just after the first `}` outside quoted strings (where a successful parse of
+    /// the set ends too). Returns false, without moving, when the set looks unusual:
+    /// a newline outside quotes (or inside them unless `raw_newline`), a backslash
+    /// before a newline or the end, no closing brace. The caller then parses the set
+    /// at once, which finds the exact error.
+    #[inline]
+    pub fn skip_label_set(&mut self, raw_newline: bool) -> bool {
+        let b = self.b;
+        let mut i = self.pos + 1;
+        let mut quoted = false;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'"' => quoted = !quoted,
+                b'\\' if quoted => {
+                    if matches!(b.get(i + 1), None | Some(b'\n')) {
+                        return false;
+                    }
+                    i += 1;
+                }
+                b'\n' if !quoted || !raw_newline => return false,
+                b'}' if !quoted => {
+                    self.pos = i + 1;
+                    return true;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        false
+    }
+
     /// Scans a double-quoted string whose opening quote is at the cursor, leaving
     /// the cursor after the closing quote. Any byte may follow a backslash except
     /// a newline, as in Prometheus's lexers; `raw_newline` says whether a bare
@@ -294,26 +329,6 @@ impl<'a> Lexer<'a> {
             line,
             column: pos - line_start + 1,
             message: fail.message,
-        }
-    }
-}
-
-/// What a parser's `next_raw` returns for one scanned entry: the entry, `None` at
-/// the end, or the error; the end and an error both mark the parser `done`.
-pub(crate) fn finish<'a>(
-    done: &mut bool,
-    lex: &Lexer<'a>,
-    scanned: Scan<Option<RawEntry<'a>>>,
-) -> Option<Result<RawEntry<'a>, ParseError>> {
-    match scanned {
-        Ok(Some(entry)) => Some(Ok(entry)),
-        Ok(None) => {
-            *done = true;
-            None
-        }
-        Err(fail) => {
-            *done = true;
-            Some(Err(lex.error(fail)))
         }
     }
 }

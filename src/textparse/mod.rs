@@ -36,6 +36,7 @@
 mod float;
 mod lexer;
 mod openmetrics;
+mod parser;
 mod prom;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ use crate::labels::Labels;
 pub use float::{normal_nan, NORMAL_NAN_BITS};
 pub use lexer::LABELS_PER_SERIES_MAX;
 pub use openmetrics::OpenMetricsParser;
+pub use parser::Parser;
 pub use prom::PromParser;
 
 /// The type a `# TYPE` line declares for a metric family.
@@ -135,10 +137,9 @@ pub enum Entry<'a> {
     Comment,
 }
 
-/// A sample as [`PromParser::next_raw`] and [`OpenMetricsParser::next_raw`] yield
-/// it, before its label set is built: `series` is the series exactly as written
-/// (the metric name and the `{...}` label set, byte for byte, without the value),
-/// so a caller can recognise a series it has seen before by these bytes alone, as
+/// A sample as [`Parser::next_raw`] yields it, before its label set is built:
+/// `series` is the series exactly as written (the metric name and the `{...}`
+/// label set, byte for byte, without the value), so a caller can recognise a series it has seen before by these bytes alone, as
 /// Prometheus's scrape cache does. The same bytes always mean the same labels, except
 /// that `le` and `quantile` values are normalised only after a `# TYPE` line saying
 /// histogram or summary.

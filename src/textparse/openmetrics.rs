@@ -9,8 +9,9 @@ use super::float::{normal_nan, parse_go_float};
 use super::lexer::{
     is_metric_start, quote_bytes, unescape, LabelScratch, LabelSyntax, Lexer, Piece, Scan,
 };
+use super::parser::{Cursor, Format, Parser};
 use super::prom::value_error;
-use super::{Entry, Exemplar, MetricType, ParseError, RawEntry, RawSample};
+use super::{Entry, Exemplar, MetricType, RawEntry, RawSample};
 
 const SYNTAX: LabelSyntax = LabelSyntax {
     openmetrics: true,
@@ -27,73 +28,26 @@ const EXEMPLAR_MARK: &[u8] = b" # {";
 
 const NO_EOF: &str = "data does not end with # EOF";
 
-/// Parses an OpenMetrics text exposition. Yields entries in order and stops after
-/// the first error or at `# EOF`.
-pub struct OpenMetricsParser<'a> {
-    lex: Lexer<'a>,
-    /// Label pairs of the sample being parsed, reused across samples.
-    labels: LabelScratch,
-    /// Label pairs of its exemplar.
+/// OpenMetrics' grammar; see [`Parser`].
+#[derive(Default)]
+pub struct OpenMetrics {
+    /// Label pairs of the sample's exemplar, reused across samples.
     exemplar_labels: LabelScratch,
-    /// The type from the most recent `# TYPE` line; see `PromParser::kind`.
-    kind: MetricType,
-    /// Where the last sample's line starts, for errors found building its labels.
-    sample_start: usize,
-    done: bool,
 }
 
-impl<'a> OpenMetricsParser<'a> {
-    pub fn new(body: &'a [u8]) -> OpenMetricsParser<'a> {
-        OpenMetricsParser {
-            lex: Lexer::new(body),
-            labels: LabelScratch::default(),
-            exemplar_labels: LabelScratch::default(),
-            kind: MetricType::Unknown,
-            sample_start: 0,
-            done: false,
-        }
-    }
+/// Parses an OpenMetrics text exposition. Yields entries in order and stops after
+/// the first error or at `# EOF`.
+pub type OpenMetricsParser<'a> = Parser<'a, OpenMetrics>;
 
-    /// The next entry without building the sample's label set; see
-    /// [`PromParser::next_raw`](super::PromParser::next_raw).
-    pub fn next_raw(&mut self) -> Option<Result<RawEntry<'a>, ParseError>> {
-        if self.done {
-            return None;
-        }
-        let scanned = self.next_entry();
-        super::lexer::finish(&mut self.done, &self.lex, scanned)
-    }
-
-    /// The labels of the sample [`OpenMetricsParser::next_raw`] returned last.
-    pub fn labels(&mut self) -> Result<crate::labels::Labels, ParseError> {
-        self.labels
-            .build(&self.lex, self.sample_start)
-            .map_err(|fail| {
-                self.done = true;
-                self.lex.error(fail)
-            })
-    }
-
-    /// Rejects quoted metric and label names outside the legacy charset, as
-    /// Prometheus does with `metric_name_validation_scheme: legacy`.
-    pub fn with_legacy_names(mut self) -> Self {
-        self.lex.legacy_names = true;
-        self
-    }
-
-    /// Byte offset of the next unparsed input, for progress and line counting.
-    pub fn offset(&self) -> usize {
-        self.lex.pos
-    }
-
-    fn next_entry(&mut self) -> Scan<Option<RawEntry<'a>>> {
-        let lex = &self.lex;
+impl<'a> Format<'a> for OpenMetrics {
+    fn next_entry(&mut self, cur: &mut Cursor<'a>) -> Scan<Option<RawEntry<'a>>> {
+        let lex = &cur.lex;
         let start = lex.pos;
         match lex.peek() {
             None => Err(lex.fail_plain(start, NO_EOF.to_string())),
-            Some(b'#') => self.metadata().map(|e| e.map(RawEntry::Other)),
+            Some(b'#') => metadata(cur).map(|e| e.map(RawEntry::Other)),
             Some(c) if is_metric_start(c) || c == b'{' => {
-                self.sample().map(|s| Some(RawEntry::Sample(s)))
+                sample(cur, &mut self.exemplar_labels).map(|s| Some(RawEntry::Sample(s)))
             }
             Some(b'\n') => {
                 Err(lex.fail_plain(start, "blank line (OpenMetrics allows none)".to_string()))
@@ -104,65 +58,66 @@ impl<'a> OpenMetricsParser<'a> {
             Some(_) => Err(lex.invalid_metric_name(start)),
         }
     }
+}
 
-    /// `# HELP`, `# TYPE`, `# UNIT` or `# EOF`; `Ok(None)` at a valid end.
-    fn metadata(&mut self) -> Scan<Option<Entry<'a>>> {
-        let lex = &mut self.lex;
-        let start = lex.pos;
-        let rest = lex.rest();
-        if rest.starts_with(b"# EOF") {
-            lex.pos += 5;
-            if lex.peek() == Some(b'\n') {
-                lex.pos += 1;
-            }
-            if !lex.at_end() {
-                return Err(lex.fail(lex.pos, "unexpected content after # EOF"));
-            }
-            return Ok(None);
+/// `# HELP`, `# TYPE`, `# UNIT` or `# EOF`; `Ok(None)` at a valid end.
+fn metadata<'a>(cur: &mut Cursor<'a>) -> Scan<Option<Entry<'a>>> {
+    let lex = &mut cur.lex;
+    let start = lex.pos;
+    let rest = lex.rest();
+    if rest.starts_with(b"# EOF") {
+        lex.pos += 5;
+        if lex.peek() == Some(b'\n') {
+            lex.pos += 1;
         }
-        let keyword = match rest.get(..7) {
-            Some(b"# HELP ") => "HELP",
-            Some(b"# TYPE ") => "TYPE",
-            Some(b"# UNIT ") => "UNIT",
-            _ => {
-                let end = lex.line_end(start);
-                return Err(lex.fail_plain(
-                    start,
-                    format!(
-                        "invalid comment {}: OpenMetrics allows only # HELP, # TYPE, # UNIT and # EOF",
-                        quote_bytes(&lex.b[start..end])
-                    ),
-                ));
-            }
-        };
-        lex.pos += 7;
-        let metric_family = lex.meta_name(keyword)?;
-        if lex.peek() != Some(b' ') {
-            return Err(lex.fail(
-                lex.pos,
-                &format!("expected a space and text after the metric name in # {keyword}"),
-            ));
+        if !lex.at_end() {
+            return Err(lex.fail(lex.pos, "unexpected content after # EOF"));
         }
-        let text_start = lex.pos + 1;
-        let end = lex.line_end(text_start);
-        if end == lex.b.len() {
-            return Err(lex.fail_plain(end, NO_EOF.to_string()));
-        }
-        lex.pos = end + 1;
-        let text = &lex.b[text_start..end];
-        let Some(text_str) = lex.str_at(text_start, end) else {
+        return Ok(None);
+    }
+    let keyword = match rest.get(..7) {
+        Some(b"# HELP ") => "HELP",
+        Some(b"# TYPE ") => "TYPE",
+        Some(b"# UNIT ") => "UNIT",
+        _ => {
+            let end = lex.line_end(start);
             return Err(lex.fail_plain(
-                text_start,
-                format!("{} text {} is not valid UTF-8", keyword, quote_bytes(text)),
+                start,
+                format!(
+                    "invalid comment {}: OpenMetrics allows only # HELP, # TYPE, # UNIT and # EOF",
+                    quote_bytes(&lex.b[start..end])
+                ),
             ));
-        };
-        let entry = match keyword {
-            "HELP" => Entry::Help {
-                metric_family,
-                help: unescape(text_str, true),
-            },
-            "TYPE" => {
-                let kind = match text {
+        }
+    };
+    lex.pos += 7;
+    let metric_family = lex.meta_name(keyword)?;
+    if lex.peek() != Some(b' ') {
+        return Err(lex.fail(
+            lex.pos,
+            &format!("expected a space and text after the metric name in # {keyword}"),
+        ));
+    }
+    let text_start = lex.pos + 1;
+    let end = lex.line_end(text_start);
+    if end == lex.b.len() {
+        return Err(lex.fail_plain(end, NO_EOF.to_string()));
+    }
+    lex.pos = end + 1;
+    let text = &lex.b[text_start..end];
+    let Some(text_str) = lex.str_at(text_start, end) else {
+        return Err(lex.fail_plain(
+            text_start,
+            format!("{} text {} is not valid UTF-8", keyword, quote_bytes(text)),
+        ));
+    };
+    let entry = match keyword {
+        "HELP" => Entry::Help {
+            metric_family,
+            help: unescape(text_str, true),
+        },
+        "TYPE" => {
+            let kind = match text {
                     b"counter" => MetricType::Counter,
                     b"gauge" => MetricType::Gauge,
                     b"histogram" => MetricType::Histogram,
@@ -181,110 +136,129 @@ impl<'a> OpenMetricsParser<'a> {
                         ))
                     }
                 };
-                self.kind = kind;
-                Entry::Type {
-                    metric_family,
-                    kind,
-                }
+            cur.kind = kind;
+            Entry::Type {
+                metric_family,
+                kind,
             }
-            _ => {
-                // A unit, when given, must be the last component of the name.
-                let unit = text_str;
-                let fits = unit.is_empty()
-                    || metric_family
-                        .strip_suffix(unit)
-                        .is_some_and(|head| head.ends_with('_'));
-                if !fits {
-                    return Err(lex.fail_plain(
-                        text_start,
-                        format!(
-                            "unit {} is not a suffix of metric {} (want \"<name>_{}\")",
-                            quote_bytes(unit.as_bytes()),
-                            quote_bytes(metric_family.as_bytes()),
-                            unit
-                        ),
-                    ));
-                }
-                Entry::Unit {
-                    metric_family,
-                    unit,
-                }
-            }
-        };
-        Ok(Some(entry))
-    }
-
-    /// Scans one sample line, collecting its label pairs without building them.
-    fn sample(&mut self) -> Scan<RawSample<'a>> {
-        let lex = &mut self.lex;
-        let start = lex.pos;
-        self.sample_start = start;
-        self.labels.clear();
-        let mut name = None;
-        if let Some((s, e)) = lex.metric_name() {
-            match lex.peek() {
-                Some(b' ' | b'{') => {}
-                None => return Err(lex.fail(lex.pos, "expected a space and value after metric")),
-                Some(c) if c.is_ascii_whitespace() => {
-                    return Err(lex.fail(lex.pos, "expected a space and value after metric"))
-                }
-                Some(_) => return Err(lex.invalid_metric_name(start)),
-            }
-            name = Some(Piece::Body { start: s, end: e });
         }
-        if lex.peek() == Some(b'{') {
-            if let Some(quoted) = self.labels.parse_label_set(lex, SYNTAX, self.kind)? {
+        _ => {
+            // A unit, when given, must be the last component of the name.
+            let unit = text_str;
+            let fits = unit.is_empty()
+                || metric_family
+                    .strip_suffix(unit)
+                    .is_some_and(|head| head.ends_with('_'));
+            if !fits {
+                return Err(lex.fail_plain(
+                    text_start,
+                    format!(
+                        "unit {} is not a suffix of metric {} (want \"<name>_{}\")",
+                        quote_bytes(unit.as_bytes()),
+                        quote_bytes(metric_family.as_bytes()),
+                        unit
+                    ),
+                ));
+            }
+            Entry::Unit {
+                metric_family,
+                unit,
+            }
+        }
+    };
+    Ok(Some(entry))
+}
+
+/// Scans one sample line, collecting its label pairs without building them.
+fn sample<'a>(cur: &mut Cursor<'a>, exemplar_labels: &mut LabelScratch) -> Scan<RawSample<'a>> {
+    let start = cur.lex.pos;
+    cur.sample_start = start;
+    cur.labels.clear();
+    cur.deferred = None;
+    let mut name = None;
+    if let Some((s, e)) = cur.lex.metric_name() {
+        let lex = &cur.lex;
+        match lex.peek() {
+            Some(b' ' | b'{') => {}
+            None => return Err(lex.fail(lex.pos, "expected a space and value after metric")),
+            Some(c) if c.is_ascii_whitespace() => {
+                return Err(lex.fail(lex.pos, "expected a space and value after metric"))
+            }
+            Some(_) => return Err(lex.invalid_metric_name(start)),
+        }
+        name = Some(Piece::Body { start: s, end: e });
+    }
+    if cur.lex.peek() == Some(b'{') {
+        // Skipped over after a plain metric name; see `prom::sample`.
+        let deferred = name.is_some_and(|n| cur.defer_label_set(n, SYNTAX, false));
+        if !deferred {
+            let lex = &mut cur.lex;
+            if let Some(quoted) = cur.labels.parse_label_set(lex, SYNTAX, cur.kind)? {
                 if name.is_some() {
                     return Err(lex.fail_plain(start, "metric name given twice".to_string()));
                 }
                 name = Some(quoted);
             }
         }
-        let Some(name) = name else {
-            return Err(lex.fail_plain(start, "metric name missing from label set".to_string()));
-        };
-        self.labels.push_metric_name(lex, name, start)?;
-        let series_end = lex.pos;
+    }
+    let Some(name) = name else {
+        return Err(cur
+            .lex
+            .fail_plain(start, "metric name missing from label set".to_string()));
+    };
+    if cur.deferred.is_none() {
+        cur.labels.push_metric_name(&cur.lex, name, start)?;
+    }
+    let series_end = cur.lex.pos;
+    let rest = value_and_rest(&mut cur.lex, exemplar_labels);
+    let (value, timestamp_ms, exemplar) = cur.first_error(rest)?;
+    Ok(RawSample {
+        series: &cur.lex.b[start..series_end],
+        value,
+        timestamp_ms,
+        exemplar,
+    })
+}
 
-        if lex.peek() != Some(b' ') {
-            return Err(lex.fail(lex.pos, "expected a space and value after metric"));
+/// Scans a sample's value, optional timestamp and optional exemplar, through the
+/// end of the line.
+fn value_and_rest(
+    lex: &mut Lexer<'_>,
+    exemplar_labels: &mut LabelScratch,
+) -> Scan<(f64, Option<i64>, Option<Exemplar>)> {
+    if lex.peek() != Some(b' ') {
+        return Err(lex.fail(lex.pos, "expected a space and value after metric"));
+    }
+    lex.pos += 1;
+    let value = float_token(lex, "value")?;
+    let value = if value.is_nan() { normal_nan() } else { value };
+
+    let mut timestamp_ms = None;
+    let mut exemplar = None;
+    match lex.peek() {
+        None => return Err(lex.fail_plain(lex.pos, NO_EOF.to_string())),
+        Some(b'\n') => lex.pos += 1,
+        _ if lex.rest().starts_with(EXEMPLAR_MARK) => {
+            exemplar = Some(parse_exemplar(lex, exemplar_labels)?);
         }
-        lex.pos += 1;
-        let value = float_token(lex, "value")?;
-        let value = if value.is_nan() { normal_nan() } else { value };
-
-        let mut timestamp_ms = None;
-        let mut exemplar = None;
-        match lex.peek() {
-            None => return Err(lex.fail_plain(lex.pos, NO_EOF.to_string())),
-            Some(b'\n') => lex.pos += 1,
-            _ if lex.rest().starts_with(EXEMPLAR_MARK) => {
-                exemplar = Some(parse_exemplar(lex, &mut self.exemplar_labels)?);
-            }
-            _ => {
-                lex.pos += 1;
-                timestamp_ms = Some(timestamp_token(lex, "timestamp")?);
-                match lex.peek() {
-                    None => return Err(lex.fail_plain(lex.pos, NO_EOF.to_string())),
-                    Some(b'\n') => lex.pos += 1,
-                    _ if lex.rest().starts_with(EXEMPLAR_MARK) => {
-                        exemplar = Some(parse_exemplar(lex, &mut self.exemplar_labels)?);
-                    }
-                    _ => {
-                        return Err(
-                            lex.fail(lex.pos, "expected end of line or exemplar after timestamp")
-                        )
-                    }
+        _ => {
+            lex.pos += 1;
+            timestamp_ms = Some(timestamp_token(lex, "timestamp")?);
+            match lex.peek() {
+                None => return Err(lex.fail_plain(lex.pos, NO_EOF.to_string())),
+                Some(b'\n') => lex.pos += 1,
+                _ if lex.rest().starts_with(EXEMPLAR_MARK) => {
+                    exemplar = Some(parse_exemplar(lex, exemplar_labels)?);
+                }
+                _ => {
+                    return Err(
+                        lex.fail(lex.pos, "expected end of line or exemplar after timestamp")
+                    )
                 }
             }
         }
-        Ok(RawSample {
-            series: &lex.b[start..series_end],
-            value,
-            timestamp_ms,
-            exemplar,
-        })
     }
+    Ok((value, timestamp_ms, exemplar))
 }
 
 /// Reads a float token (up to a space, newline or the end) at the cursor.
@@ -351,16 +325,4 @@ fn parse_exemplar(lex: &mut Lexer<'_>, labels: &mut LabelScratch) -> Scan<Exempl
         value,
         timestamp_ms,
     })
-}
-
-impl<'a> Iterator for OpenMetricsParser<'a> {
-    type Item = Result<Entry<'a>, ParseError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        Some(match self.next_raw()? {
-            Ok(RawEntry::Sample(s)) => self.labels().map(|labels| s.into_entry(labels)),
-            Ok(RawEntry::Other(e)) => Ok(e),
-            Err(e) => Err(e),
-        })
-    }
 }

@@ -1297,3 +1297,39 @@ fn labels_reports_a_repeated_label_name_and_ends_the_parse() {
     assert!(e.message.contains("duplicate label name"), "{e}");
     assert!(p.next_raw().is_none());
 }
+
+/// After a plain metric name, `next_raw` only skips the label set and `labels`
+/// parses it: its errors are those of an immediate parse, and they come before an
+/// error later on the same line.
+#[test]
+fn deferred_label_sets_keep_their_errors_and_their_order() {
+    assert_fails(prom, b"a{b=c} x\n", 1, "expected label value in quotes");
+    assert_fails(
+        om,
+        b"a{b=c} x\n# EOF\n",
+        1,
+        "expected label value in quotes",
+    );
+    // A repeated name is found when the labels are built, after the value, as
+    // it was before label sets were deferred.
+    assert_fails(prom, b"a{b=\"1\",b=\"2\"} x\n", 1, "invalid value");
+    // `next_raw` alone accepts the set: a scrape loop that knows the series by
+    // its text never parses it again. `labels` finds the error and ends the parse.
+    let mut p = PromParser::new(b"a{b=c} 1\nd 2\n");
+    match p.next_raw() {
+        Some(Ok(RawEntry::Sample(s))) => assert_eq!(s.series, b"a{b=c}"),
+        other => panic!("want a raw sample, got {other:?}"),
+    }
+    let e = p.labels().unwrap_err();
+    assert!(e.message.contains("expected label value in quotes"), "{e}");
+    assert!(p.next_raw().is_none());
+    // Braces and escaped quotes inside values do not end the set early.
+    let mut p = PromParser::new(b"a{b=\"}\\\"}\",c=\"{\"} 1\n");
+    match p.next_raw() {
+        Some(Ok(RawEntry::Sample(s))) => assert_eq!(s.series, b"a{b=\"}\\\"}\",c=\"{\"}"),
+        other => panic!("want a raw sample, got {other:?}"),
+    }
+    let labels = p.labels().unwrap();
+    assert_eq!(labels.get("b"), "}\"}");
+    assert_eq!(labels.get("c"), "{");
+}

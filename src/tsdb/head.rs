@@ -203,12 +203,88 @@ impl HashSlot {
     }
 }
 
-/// The series registry: by label hash and by ref. Both maps use the Fx hasher:
-/// every appended sample looks its series up by ref.
+/// Slots in one page of a `RefTable`.
+const REF_PAGE_SLOTS: usize = 1024;
+
+/// The series by ref, in pages of `REF_PAGE_SLOTS` consecutive refs. Every
+/// appended sample looks its series up here. Refs are handed out in increasing
+/// order and a target's series are usually created together, so the series of
+/// one scrape sit side by side in a few pages: a lookup is a probe of the small
+/// page map (which stays in cache) and an index, where a map keyed by ref cost a
+/// cache miss or two per sample. A page is dropped when its last series is.
+#[derive(Debug, Default)]
+struct RefTable {
+    pages: FxMap<u64, Box<RefPage>>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct RefPage {
+    slots: Box<[Option<Arc<MemSeries>>]>,
+    used: usize,
+}
+
+impl RefTable {
+    fn split(series_ref: u64) -> (u64, usize) {
+        let slots = REF_PAGE_SLOTS as u64;
+        (series_ref / slots, (series_ref % slots) as usize)
+    }
+
+    fn get(&self, series_ref: &u64) -> Option<&Arc<MemSeries>> {
+        let (page, slot) = Self::split(*series_ref);
+        self.pages.get(&page)?.slots[slot].as_ref()
+    }
+
+    fn contains_key(&self, series_ref: &u64) -> bool {
+        self.get(series_ref).is_some()
+    }
+
+    fn insert(&mut self, series_ref: u64, series: Arc<MemSeries>) {
+        let (page, slot) = Self::split(series_ref);
+        let page = self.pages.entry(page).or_insert_with(|| {
+            Box::new(RefPage {
+                slots: (0..REF_PAGE_SLOTS).map(|_| None).collect(),
+                used: 0,
+            })
+        });
+        if page.slots[slot].replace(series).is_none() {
+            page.used += 1;
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, series_ref: &u64) -> Option<Arc<MemSeries>> {
+        let (page_no, slot) = Self::split(*series_ref);
+        let page = self.pages.get_mut(&page_no)?;
+        let removed = page.slots[slot].take()?;
+        page.used -= 1;
+        self.len -= 1;
+        if page.used == 0 {
+            self.pages.remove(&page_no);
+        }
+        Some(removed)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every series, in no particular order.
+    fn values(&self) -> impl Iterator<Item = &Arc<MemSeries>> {
+        self.pages.values().flat_map(|p| p.slots.iter().flatten())
+    }
+
+    /// Every series ref, in no particular order.
+    fn keys(&self) -> impl Iterator<Item = &u64> {
+        self.values().map(|s| &s.series_ref)
+    }
+}
+
+/// The series registry: by label hash and by ref.
 #[derive(Debug, Default)]
 struct SeriesIndex {
     by_hash: FxMap<u64, HashSlot>,
-    by_ref: FxMap<u64, Arc<MemSeries>>,
+    by_ref: RefTable,
 }
 
 impl SeriesIndex {
@@ -1277,9 +1353,12 @@ impl HeadAppender {
             return None;
         }
         let idx = self.head.series.read();
+        // The caller passes the label set it got the ref with, which is nearly
+        // always the series' own (shared) buffer: comparing the pointers first
+        // spares reading both label sets.
         idx.by_ref
             .get(&series_ref)
-            .filter(|s| &s.labels == labels)
+            .filter(|s| s.labels.ptr_eq(labels) || &s.labels == labels)
             .cloned()
     }
 }
