@@ -87,13 +87,15 @@ fn comment_or_metadata<'a>(cur: &mut Cursor<'a>) -> Scan<Entry<'a>> {
             b"histogram" => MetricType::Histogram,
             b"summary" => MetricType::Summary,
             b"untyped" => MetricType::Unknown,
-            _ => return Err(lex.fail_plain(
-                text_at,
-                format!(
+            _ => {
+                return Err(lex.fail_plain(
+                    text_at,
+                    format!(
                     "invalid metric type {} (want counter, gauge, histogram, summary or untyped)",
                     super::lexer::quote_bytes(text)
                 ),
-            )),
+                ))
+            }
         };
         cur.kind = kind;
         return Ok(Entry::Type {
