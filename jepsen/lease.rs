@@ -6,7 +6,9 @@
 //! whatever reached storage).
 
 use crate::common::node::{agreed_leader, initial_peers_flag, wait_for, Node};
-use crate::common::scrape_log::{no_double, start_synthetic_server, RequestLog};
+use crate::common::scrape_log::{
+    no_double, now_ms, start_synthetic_server, synthetic_scrape_configs, RequestLog,
+};
 use crate::net::Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -16,22 +18,11 @@ const TARGETS: usize = 12;
 const INTERVAL_MS: i64 = 1000;
 const FAILURE_TIMEOUT_S: i64 = 4;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn write_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
-    let mut yml = format!(
-        "global:\n  scrape_interval: {INTERVAL_MS}ms\n  scrape_timeout: {INTERVAL_MS}ms\nscrape_configs:\n  - job_name: synthetic\n    relabel_configs:\n      - source_labels: [tid]\n        target_label: __param_tid\n    static_configs:\n"
+    let yml = format!(
+        "global:\n  scrape_interval: {INTERVAL_MS}ms\n  scrape_timeout: {INTERVAL_MS}ms\n{}",
+        synthetic_scrape_configs(target, TARGETS)
     );
-    for i in 0..TARGETS {
-        yml.push_str(&format!(
-            "      - targets: ['{target}']\n        labels: {{tid: '{i}'}}\n"
-        ));
-    }
     let path = dir.join("prometheus.yml");
     std::fs::write(&path, yml).unwrap();
     path

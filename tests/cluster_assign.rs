@@ -24,13 +24,6 @@ const FAILURE_TIMEOUT_S: i64 = 3;
 /// Number of rule groups, assigned by the same ring.
 const GROUPS: usize = 12;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 fn write_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
     let mut rules = String::from("groups:\n");
     for g in 0..GROUPS {
@@ -39,14 +32,10 @@ fn write_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
         ));
     }
     std::fs::write(dir.join("rules.yml"), rules).unwrap();
-    let mut yml = String::from(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nrule_files: [rules.yml]\nscrape_configs:\n  - job_name: synthetic\n    relabel_configs:\n      - source_labels: [tid]\n        target_label: __param_tid\n    static_configs:\n",
+    let yml = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nrule_files: [rules.yml]\n{}",
+        synthetic_scrape_configs(target, TARGETS)
     );
-    for i in 0..TARGETS {
-        yml.push_str(&format!(
-            "      - targets: ['{target}']\n        labels: {{tid: '{i}'}}\n"
-        ));
-    }
     let path = dir.join("prometheus.yml");
     std::fs::write(&path, yml).unwrap();
     path

@@ -201,14 +201,7 @@ fn sample<'a>(cur: &mut Cursor<'a>, exemplar_labels: &mut LabelScratch) -> Scan<
             }
         }
     }
-    let Some(name) = name else {
-        return Err(cur
-            .lex
-            .fail_plain(start, "metric name missing from label set".to_string()));
-    };
-    if cur.deferred.is_none() {
-        cur.labels.push_metric_name(&cur.lex, name, start)?;
-    }
+    cur.metric_name(name, start)?;
     let series_end = cur.lex.pos;
     let rest = value_and_rest(&mut cur.lex, exemplar_labels);
     let (value, timestamp_ms, exemplar) = cur.first_error(rest)?;

@@ -90,6 +90,21 @@ impl Cursor<'_> {
         self.labels.push_metric_name(&lex, d.name, d.start)
     }
 
+    /// Records the sample's metric name, found before or inside its label set
+    /// (`None`: neither had one, an error at `start`), unless its label set was
+    /// deferred (`complete_labels` records it then).
+    pub(super) fn metric_name(&mut self, name: Option<Piece>, start: usize) -> Scan<()> {
+        let Some(name) = name else {
+            return Err(self
+                .lex
+                .fail_plain(start, "metric name missing from label set".to_string()));
+        };
+        if self.deferred.is_none() {
+            self.labels.push_metric_name(&self.lex, name, start)?;
+        }
+        Ok(())
+    }
+
     /// `result` of scanning the rest of a sample line, except that an error in a
     /// deferred label set, which comes earlier on the line, wins over `result`'s.
     pub(super) fn first_error<T>(&mut self, result: Scan<T>) -> Scan<T> {

@@ -150,14 +150,7 @@ fn sample<'a>(cur: &mut Cursor<'a>) -> Scan<RawSample<'a>> {
         series_end = cur.lex.pos;
         cur.lex.skip_blanks();
     }
-    let Some(name) = name else {
-        return Err(cur
-            .lex
-            .fail_plain(start, "metric name missing from label set".to_string()));
-    };
-    if cur.deferred.is_none() {
-        cur.labels.push_metric_name(&cur.lex, name, start)?;
-    }
+    cur.metric_name(name, start)?;
     let rest = value_and_timestamp(&mut cur.lex);
     let (value, timestamp_ms) = cur.first_error(rest)?;
     Ok(RawSample {

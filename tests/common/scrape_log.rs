@@ -8,11 +8,27 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A `scrape_configs` section (YAML, at the top level) with one job, `synthetic`,
+/// of `targets` targets at `address`, told apart by their `tid` label, which
+/// relabeling passes as the `tid` query parameter.
+pub fn synthetic_scrape_configs(address: &str, targets: usize) -> String {
+    let mut yml = String::from(
+        "scrape_configs:\n  - job_name: synthetic\n    relabel_configs:\n      - source_labels: [tid]\n        target_label: __param_tid\n    static_configs:\n",
+    );
+    for i in 0..targets {
+        yml.push_str(&format!(
+            "      - targets: ['{address}']\n        labels: {{tid: '{i}'}}\n"
+        ));
+    }
+    yml
 }
 
 /// One scrape request answered.
