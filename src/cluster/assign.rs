@@ -212,7 +212,10 @@ impl AssignmentHandle {
         let contact = self.contact.load(Ordering::Acquire);
         let now = self.started.elapsed().as_millis() as u64 + 1;
         let held = contact != 0 && now.saturating_sub(contact) < lease;
-        if self.lapsed.swap(!held, Ordering::AcqRel) == held {
+        // Written only when it changes: every scrape loop reads it.
+        if self.lapsed.load(Ordering::Acquire) == held
+            && self.lapsed.swap(!held, Ordering::AcqRel) == held
+        {
             if held {
                 tracing::info!("in touch with a majority again: taking work from the ring");
             } else {
