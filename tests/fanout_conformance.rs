@@ -250,6 +250,7 @@ fn a_dead_or_hung_peer_gives_a_warning_or_an_error_without_partial_responses() {
         start_ms: 0,
         end_ms: 2000,
         series_only: false,
+        newest_only: false,
     };
     let sel = [Matcher::equal("__name__", "m")];
 

@@ -209,6 +209,7 @@ fn promtool_reads_blocks_cut_from_the_head() {
             start_ms: i64::MIN,
             end_ms: i64::MAX,
             series_only: false,
+            newest_only: false,
         };
         for s in block
             .select(i64::MIN, i64::MAX, &hints, &[all_matcher()])

@@ -57,6 +57,7 @@ fn samples(db: &Db, selector: &str) -> Vec<(String, Vec<Sample>)> {
         start_ms: i64::MIN,
         end_ms: i64::MAX,
         series_only: false,
+        newest_only: false,
     };
     q.select(&hints, &matchers)
         .unwrap_or_else(|e| panic!("select: {e}"))

@@ -56,6 +56,7 @@ fn hints() -> SelectHints {
         start_ms: i64::MIN,
         end_ms: i64::MAX,
         series_only: false,
+        newest_only: false,
     }
 }
 

@@ -339,6 +339,7 @@ impl Querier for FanoutQuerier {
             hint_start_ms: hints.start_ms,
             hint_end_ms: hints.end_ms,
             series_only: hints.series_only,
+            newest_only: hints.newest_only,
             groups: None,
         };
         // Peers first, so they work while the local read runs.

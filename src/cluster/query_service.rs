@@ -130,22 +130,27 @@ pub(crate) fn matchers_from_pb(ms: &[pb::LabelMatcher]) -> Result<Vec<Matcher>, 
 /// Bytes per sample on the wire: timestamp and value, 8 bytes each.
 const SAMPLE_BYTES: usize = 16;
 
-/// A series to protobuf; `series_only` leaves the samples out. The label set goes
-/// as its storage bytes and the samples as fixed 16-byte pairs, so encoding is two
-/// copies and no per-label allocation.
-pub(crate) fn series_to_pb(s: &Series, series_only: bool) -> pb::Series {
-    let mut samples = Vec::new();
-    if !series_only {
-        samples.reserve_exact(s.samples.len() * SAMPLE_BYTES);
-        for p in &s.samples {
-            samples.extend_from_slice(&p.t.to_le_bytes());
-            samples.extend_from_slice(&p.v.to_bits().to_le_bytes());
-        }
+/// A series to protobuf with `samples` (all of the series' samples, some of
+/// them, or none for the series API). The label set goes as its storage bytes and
+/// the samples as fixed 16-byte pairs, so encoding is two copies and no per-label
+/// allocation.
+pub(crate) fn series_to_pb(s: &Series, samples: &[Sample]) -> pb::Series {
+    let mut bytes = Vec::with_capacity(samples.len() * SAMPLE_BYTES);
+    for p in samples {
+        bytes.extend_from_slice(&p.t.to_le_bytes());
+        bytes.extend_from_slice(&p.v.to_bits().to_le_bytes());
     }
     pb::Series {
         labels: s.labels.encoded().to_vec(),
-        samples,
+        samples: bytes,
     }
+}
+
+/// The newest sample at or before `t` (a stale marker too), as a slice of zero
+/// or one sample: all that an instant selector evaluated only at `t` reads.
+fn newest_at(samples: &[Sample], t: i64) -> &[Sample] {
+    let end = samples.partition_point(|p| p.t <= t);
+    &samples[end.saturating_sub(1)..end]
 }
 
 /// Why a series from a peer cannot be used.
@@ -195,14 +200,18 @@ fn storage_status(e: StorageError) -> Status {
 /// or about `BATCH_SAMPLES_MAX` samples.
 struct Batcher {
     series_only: bool,
+    /// `Some(t)`: send only each series' newest sample at or before `t`
+    /// (`SelectHints::newest_only`).
+    newest_at: Option<i64>,
     batch: pb::SelectResponse,
     samples: usize,
 }
 
 impl Batcher {
-    fn new(series_only: bool) -> Batcher {
+    fn new(hints: &SelectHints) -> Batcher {
         Batcher {
-            series_only,
+            series_only: hints.series_only,
+            newest_at: hints.newest_only.then_some(hints.end_ms),
             batch: pb::SelectResponse::default(),
             samples: 0,
         }
@@ -210,8 +219,13 @@ impl Batcher {
 
     /// Adds `s`; returns a full batch when this one is full.
     fn push(&mut self, s: &Series) -> Option<pb::SelectResponse> {
-        self.samples += if self.series_only { 0 } else { s.samples.len() };
-        self.batch.series.push(series_to_pb(s, self.series_only));
+        let samples = match (self.series_only, self.newest_at) {
+            (true, _) => &[][..],
+            (false, Some(t)) => newest_at(&s.samples, t),
+            (false, None) => &s.samples[..],
+        };
+        self.samples += samples.len();
+        self.batch.series.push(series_to_pb(s, samples));
         if self.batch.series.len() >= BATCH_SERIES_MAX || self.samples >= BATCH_SAMPLES_MAX {
             self.samples = 0;
             return Some(std::mem::take(&mut self.batch));
@@ -276,9 +290,10 @@ impl pb::query_server::Query for QueryService {
             start_ms: req.hint_start_ms,
             end_ms: req.hint_end_ms,
             series_only: req.series_only,
+            newest_only: req.newest_only,
         };
         let mut set = querier.select(&hints, &matchers).map_err(storage_status)?;
-        let mut batcher = Batcher::new(req.series_only);
+        let mut batcher = Batcher::new(&hints);
         let first = loop {
             match set.next() {
                 None => {
@@ -357,9 +372,40 @@ mod tests {
                 }).collect(),
                 start_times: Vec::new(),
             };
-            let back = series_from_pb(series_to_pb(&s, false)).unwrap();
+            let back = series_from_pb(series_to_pb(&s, &s.samples)).unwrap();
             prop_assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn newest_only_sends_one_sample_per_series() {
+        let s = Series::new(
+            Labels::from_pairs(&[("a", "1")]),
+            [1000, 2000, 3000]
+                .iter()
+                .map(|&t| Sample { t, v: t as f64 })
+                .collect(),
+        );
+        let sent = |hints: &SelectHints| {
+            let mut b = Batcher::new(hints);
+            assert!(b.push(&s).is_none());
+            let batch = b.finish().expect("one batch");
+            series_from_pb(batch.series[0].clone()).unwrap().samples
+        };
+        let mut hints = SelectHints {
+            start_ms: 0,
+            end_ms: 2500,
+            series_only: false,
+            newest_only: false,
+        };
+        assert_eq!(sent(&hints).len(), 3);
+        hints.newest_only = true;
+        assert_eq!(sent(&hints), [Sample { t: 2000, v: 2000.0 }]);
+        hints.end_ms = 500;
+        assert!(sent(&hints).is_empty());
+        hints.series_only = true;
+        hints.end_ms = 2500;
+        assert!(sent(&hints).is_empty());
     }
 
     #[test]

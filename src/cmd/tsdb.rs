@@ -165,6 +165,7 @@ pub fn dump(
         start_ms: min_time,
         end_ms: max_time,
         series_only: false,
+        newest_only: false,
     };
     let mut sets: Vec<SeriesSet> = Vec::new();
     // The head first: its sample wins when a timestamp is also in a block.
@@ -245,6 +246,7 @@ pub fn analyze(
         start_ms: i64::MIN,
         end_ms: i64::MAX,
         series_only: true,
+        newest_only: false,
     };
     let all = Matcher::new(MatchType::Regexp, "__name__", ".*")
         .map_err(|e| ToolError::Usage(e.to_string()))?;

@@ -190,6 +190,10 @@ pub(super) struct Evaluator<'a> {
     deadline: Option<Instant>,
     /// Data range (inclusive ms) each selector needs, keyed by the selector's address.
     ranges: HashMap<usize, (i64, i64)>,
+    /// Per selector, `Some(t)` while every use plans it as an instant vector
+    /// evaluated only at `t`: it then reads only each series' newest sample at or
+    /// before `t` (`SelectHints::newest_only`).
+    instant_at: HashMap<usize, Option<i64>>,
     /// Series read for each selector, once per query.
     data: HashMap<usize, Rc<Vec<storage::Series>>>,
     /// The same for range selectors without `anchored`/`smoothed`, without stale
@@ -258,6 +262,7 @@ pub(super) fn run(
         deadline: (opts.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms)),
         ranges: HashMap::default(),
+        instant_at: HashMap::default(),
         data: HashMap::default(),
         matrix_data: HashMap::default(),
         cursors: HashMap::default(),
@@ -507,10 +512,16 @@ impl<'a> Evaluator<'a> {
                     self.ref_time(&vs.at, &vs.offset, lo),
                     self.ref_time(&vs.at, &vs.offset, hi),
                 );
-                let after = match range_mod(vs) {
+                let mode = range_mod(vs);
+                let after = match mode {
                     RangeMod::Smoothed => self.opts.lookback_delta_ms,
                     _ => 0,
                 };
+                let at = (l == h && matches!(mode, RangeMod::None)).then_some(h);
+                self.instant_at
+                    .entry(key(vs))
+                    .and_modify(|t| *t = t.filter(|&t| Some(t) == at))
+                    .or_insert(at);
                 self.extend(
                     key(vs),
                     l.saturating_sub(self.opts.lookback_delta_ms - 1),
@@ -673,6 +684,7 @@ impl<'a> Evaluator<'a> {
             start_ms: mint,
             end_ms: maxt,
             series_only: false,
+            newest_only: self.instant_at.get(&k) == Some(&Some(maxt)),
         };
         let mut all: Vec<storage::Series> = Vec::new();
         for ms in &sets {
@@ -1021,6 +1033,7 @@ impl<'a> Evaluator<'a> {
             start_ms: mint,
             end_ms: t,
             series_only: false,
+            newest_only: true,
         };
         let mut out = Vec::new();
         for s in querier

@@ -358,6 +358,7 @@ mod tests {
             start_ms: i64::MIN,
             end_ms: i64::MAX,
             series_only: false,
+            newest_only: false,
         };
         q.select(&hints, &[Matcher::equal("__name__", name)])
             .unwrap()

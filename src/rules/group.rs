@@ -499,6 +499,7 @@ impl Rule {
             start_ms: mint_ms,
             end_ms: ts_ms,
             series_only: false,
+            newest_only: false,
         };
         let matchers = [
             crate::labels::Matcher::equal("__name__", "ALERTS_FOR_STATE"),

@@ -794,6 +794,7 @@ mod tests {
             start_ms: i64::MIN,
             end_ms: i64::MAX,
             series_only: false,
+            newest_only: false,
         };
         let all = crate::labels::Matcher::new(crate::labels::MatchType::Regexp, "__name__", ".+")
             .unwrap();

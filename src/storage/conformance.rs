@@ -18,6 +18,7 @@ pub fn run_all<S: Appendable + Queryable>(make: &dyn Fn() -> S) {
     label_names_and_values(&make());
     series_ref_hints_are_honoured(&make());
     range_bounds_are_inclusive(&make());
+    newest_only_keeps_the_newest_sample(&make());
 }
 
 fn lbls(pairs: &[(&str, &str)]) -> Labels {
@@ -35,6 +36,7 @@ pub fn select_all<Q: Queryable + ?Sized>(q: &Q, matchers: &[Matcher]) -> Vec<Ser
         start_ms: i64::MIN,
         end_ms: i64::MAX,
         series_only: false,
+        newest_only: false,
     };
     querier
         .select(&hints, matchers)
@@ -230,6 +232,7 @@ fn range_bounds_are_inclusive<S: Appendable + Queryable>(s: &S) {
         start_ms: 2000,
         end_ms: 4000,
         series_only: false,
+        newest_only: false,
     };
     let got: Vec<Series> = q
         .select(&hints, &[Matcher::equal("__name__", "bounds")])
@@ -241,5 +244,51 @@ fn range_bounds_are_inclusive<S: Appendable + Queryable>(s: &S) {
         ts,
         [2000, 3000, 4000],
         "[mint, maxt] is inclusive at both ends"
+    );
+}
+
+/// `newest_only` may drop older samples but must keep each series' newest one at
+/// or before `end_ms`, a stale marker too (it hides the series from an instant
+/// selector), and must not return anything after `end_ms` in its place.
+fn newest_only_keeps_the_newest_sample<S: Appendable + Queryable>(s: &S) {
+    let live = lbls(&[("__name__", "newest"), ("s", "live")]);
+    let stale = lbls(&[("__name__", "newest"), ("s", "stale")]);
+    let mut rows: Vec<(Labels, i64, f64)> = (1..=5)
+        .map(|i| (live.clone(), i * 1000, i as f64))
+        .collect();
+    rows.extend([
+        (stale.clone(), 1000, 1.0),
+        (stale.clone(), 3000, stale_nan()),
+    ]);
+    append_commit(s, &rows);
+    let q = s.querier(1000, 5000).expect("querier");
+    let hints = SelectHints {
+        start_ms: 1000,
+        end_ms: 3500,
+        series_only: false,
+        newest_only: true,
+    };
+    let got: Vec<Series> = q
+        .select(&hints, &[Matcher::equal("__name__", "newest")])
+        .expect("select")
+        .map(|s| s.expect("series"))
+        .collect();
+    assert_eq!(got.len(), 2, "both series are selected: {got:?}");
+    for (series, want_t) in got.iter().zip([3000, 3000]) {
+        let newest = series.samples.iter().rev().find(|p| p.t <= 3500);
+        assert_eq!(
+            newest.map(|p| p.t),
+            Some(want_t),
+            "newest sample at or before end_ms of {} is kept: {series:?}",
+            series.labels
+        );
+    }
+    assert!(
+        got[1]
+            .samples
+            .last()
+            .is_some_and(|p| p.t <= 3500 && p.v.is_nan()),
+        "the stale marker is the newest sample kept: {:?}",
+        got[1]
     );
 }

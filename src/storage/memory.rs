@@ -162,7 +162,16 @@ struct MemQuerier {
 impl MemQuerier {
     /// Series matching every matcher with their samples in range; series without
     /// samples in range are left out, as the TSDB does.
-    fn matching(&self, matchers: &[Matcher], with_samples: bool) -> Vec<Series> {
+    /// The matching series with samples in the querier's range; with
+    /// `newest_at`, only each one's newest sample at or before that time (the
+    /// `SelectHints::newest_only` hint, honoured here so that the PromQL
+    /// conformance suite checks that the engine only gives it where it holds).
+    fn matching(
+        &self,
+        matchers: &[Matcher],
+        with_samples: bool,
+        newest_at: Option<i64>,
+    ) -> Vec<Series> {
         let inner = self.store.read();
         let mut out = Vec::new();
         for (labels, stored) in &inner.series {
@@ -170,8 +179,12 @@ impl MemQuerier {
                 continue;
             }
             let samples = &stored.samples;
-            let lo = samples.partition_point(|s| s.t < self.mint);
-            let hi = samples.partition_point(|s| s.t <= self.maxt);
+            let mut lo = samples.partition_point(|s| s.t < self.mint);
+            let mut hi = samples.partition_point(|s| s.t <= self.maxt);
+            if let Some(t) = newest_at {
+                hi = hi.min(samples.partition_point(|s| s.t <= t));
+                lo = lo.max(hi.saturating_sub(1));
+            }
             if lo >= hi {
                 continue;
             }
@@ -191,13 +204,14 @@ impl MemQuerier {
 
 impl Querier for MemQuerier {
     fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<SeriesSet, StorageError> {
-        let series = self.matching(matchers, !hints.series_only);
+        let newest_at = hints.newest_only.then_some(hints.end_ms);
+        let series = self.matching(matchers, !hints.series_only, newest_at);
         Ok(Box::new(series.into_iter().map(Ok)))
     }
 
     fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
         let mut set = BTreeSet::new();
-        for s in self.matching(matchers, false) {
+        for s in self.matching(matchers, false, None) {
             let v = s.labels.get(name);
             if !v.is_empty() {
                 set.insert(v.to_string());
@@ -208,7 +222,7 @@ impl Querier for MemQuerier {
 
     fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
         let mut set = BTreeSet::new();
-        for s in self.matching(matchers, false) {
+        for s in self.matching(matchers, false, None) {
             for l in s.labels.iter() {
                 set.insert(l.name.to_string());
             }

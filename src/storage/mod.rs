@@ -155,6 +155,10 @@ pub struct SelectHints {
     pub end_ms: i64,
     /// Only the label sets are needed, not samples (the series API).
     pub series_only: bool,
+    /// Only each series' newest sample at or before `end_ms` is needed (stale
+    /// marker or not): an instant vector selector evaluated at a single time. A
+    /// querier may leave the older samples out; it must keep that one.
+    pub newest_only: bool,
 }
 
 /// One series with its samples in the queried range, in time order.

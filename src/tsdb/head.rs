@@ -168,6 +168,36 @@ impl PostingsSource for MemPostings {
         Ok(self.sorted_values(name))
     }
 
+    fn remove_postings(
+        &self,
+        name: &str,
+        value: &str,
+        refs: &mut Vec<u64>,
+    ) -> Result<(), Infallible> {
+        if let Some(list) = self.by_label.get(name).and_then(|v| v.get(value)) {
+            postings::remove_listed(refs, list.len(), |i| list[i]);
+        }
+        Ok(())
+    }
+
+    fn remove_values(
+        &self,
+        name: &str,
+        reject: &mut dyn FnMut(&str) -> bool,
+        refs: &mut Vec<u64>,
+    ) -> Result<(), Infallible> {
+        let Some(values) = self.by_label.get(name) else {
+            return Ok(());
+        };
+        for (_, list) in values.iter().filter(|(v, _)| reject(v)) {
+            if refs.is_empty() {
+                break;
+            }
+            postings::remove_listed(refs, list.len(), |i| list[i]);
+        }
+        Ok(())
+    }
+
     fn postings_for_values(
         &self,
         name: &str,
@@ -1454,6 +1484,27 @@ pub fn read_wal_series(dir: &Path) -> Result<Vec<Series>, TsdbError> {
 mod tests {
     use super::*;
     use crate::wal::FsyncPolicy;
+
+    proptest::proptest! {
+        /// The head's own overrides (lists searched in place, not copied) select
+        /// what matching every series by hand selects.
+        #[test]
+        fn mem_postings_agree_with_brute_force(
+            series in postings::tests::label_sets(),
+            ms in postings::tests::matchers(),
+        ) {
+            let mut index = MemPostings::default();
+            for (r, l) in series.iter().enumerate() {
+                index.add(r as u64, l);
+            }
+            proptest::prop_assert_eq!(
+                index.select(&ms),
+                postings::tests::brute_force(&series, &ms),
+                "matchers {:?}",
+                ms
+            );
+        }
+    }
 
     fn open_head(dir: &Path) -> Arc<Head> {
         let opts = HeadOptions {

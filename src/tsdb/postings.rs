@@ -1,4 +1,4 @@
-//! Operations on sorted postings lists: intersection, union and difference, and the
+//! Operations on sorted postings lists: intersection, union and removal, and the
 //! matcher-to-postings algorithm shared by the block index and the head's in-memory index.
 //!
 //! A postings list is a strictly increasing list of series references. Every function
@@ -17,22 +17,51 @@ const GALLOP_RATIO: usize = 16;
 /// doubling the step from `from` and then bisecting the last step. Costs
 /// O(log distance), which is what makes walking a short list against a long one cheap.
 fn gallop(list: &[u64], from: usize, target: u64) -> usize {
-    let n = list.len();
-    if from >= n || list[from] >= target {
+    gallop_by(list.len(), from, target, |i| list[i])
+}
+
+/// `gallop` over a sorted list of `len` entries read through `get`, for lists
+/// that are not `u64` slices (a block index's big-endian postings).
+fn gallop_by(len: usize, from: usize, target: u64, get: impl Fn(usize) -> u64) -> usize {
+    if from >= len || get(from) >= target {
         return from;
     }
-    // Invariant: list[lo] < target.
+    // Invariant: get(lo) < target.
     let mut lo = from;
     let mut step = 1;
     let mut hi = from + step;
-    while hi < n && list[hi] < target {
+    while hi < len && get(hi) < target {
         lo = hi;
         step *= 2;
         hi = lo + step;
     }
-    let hi = hi.min(n);
-    // list[lo] < target, and list[hi] >= target or hi == n.
-    lo + 1 + list[lo + 1..hi].partition_point(|&x| x < target)
+    // get(lo) < target, and get(hi) >= target or hi >= len: bisect (lo, hi).
+    let mut hi = hi.min(len);
+    lo += 1;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if get(mid) < target {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Removes from `refs` (sorted) every reference in the sorted list of `len`
+/// entries read through `get`, in place. Each reference gallops from where the
+/// last one stopped, so a few references against a long list cost a few
+/// searches and the list is never copied or decoded as a whole.
+pub fn remove_listed(refs: &mut Vec<u64>, len: usize, get: impl Fn(usize) -> u64) {
+    if len == 0 {
+        return;
+    }
+    let mut j = 0;
+    refs.retain(|&x| {
+        j = gallop_by(len, j, x, &get);
+        j == len || get(j) != x
+    });
 }
 
 fn debug_assert_sorted(list: &[u64]) {
@@ -130,57 +159,6 @@ pub fn union_many(mut lists: Vec<Vec<u64>>) -> Vec<u64> {
     lists.pop().unwrap_or_default()
 }
 
-/// The references in `a` that are not in `b`.
-pub fn difference(a: &[u64], b: &[u64]) -> Vec<u64> {
-    debug_assert_sorted(a);
-    debug_assert_sorted(b);
-    if a.is_empty() || b.is_empty() {
-        return a.to_vec();
-    }
-    let mut out = Vec::with_capacity(a.len());
-    if a.len() / b.len() >= GALLOP_RATIO {
-        // Few removals from a long list: copy the runs between them.
-        let mut i = 0;
-        for &y in b {
-            let k = gallop(a, i, y);
-            out.extend_from_slice(&a[i..k]);
-            i = k;
-            if i == a.len() {
-                break;
-            }
-            if a[i] == y {
-                i += 1;
-            }
-        }
-        out.extend_from_slice(&a[i..]);
-        return out;
-    }
-    if b.len() / a.len() >= GALLOP_RATIO {
-        // A short list against a long exclusion list: look each one up.
-        let mut j = 0;
-        for &x in a {
-            j = gallop(b, j, x);
-            if j == b.len() || b[j] != x {
-                out.push(x);
-            }
-        }
-        return out;
-    }
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let (x, y) = (a[i], b[j]);
-        if x < y {
-            out.push(x);
-            i += 1;
-        } else {
-            i += (x == y) as usize;
-            j += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out
-}
-
 /// An index that can answer postings queries: the block index reader and the
 /// head's in-memory index both implement it, so that `postings_for_matchers` is
 /// written once.
@@ -196,6 +174,37 @@ pub trait PostingsSource {
 
     /// The values of label `name`, sorted and unique; empty when the label is unknown.
     fn label_values(&self, name: &str) -> Result<Vec<String>, Self::Error>;
+
+    /// Removes from `refs` (sorted) the series with label `name` set to `value`.
+    /// The default reads the list; an index overrides it to search its list in
+    /// place, which matters when `refs` is short and the list is long.
+    fn remove_postings(
+        &self,
+        name: &str,
+        value: &str,
+        refs: &mut Vec<u64>,
+    ) -> Result<(), Self::Error> {
+        let list = self.postings(name, value)?;
+        remove_listed(refs, list.len(), |i| list[i]);
+        Ok(())
+    }
+
+    /// Removes from `refs` (sorted) the series whose value of `name` is one for
+    /// which `reject` returns true. The default reads the matching lists.
+    fn remove_values(
+        &self,
+        name: &str,
+        reject: &mut dyn FnMut(&str) -> bool,
+        refs: &mut Vec<u64>,
+    ) -> Result<(), Self::Error> {
+        for list in self.postings_for_values(name, reject)? {
+            if refs.is_empty() {
+                break;
+            }
+            remove_listed(refs, list.len(), |i| list[i]);
+        }
+        Ok(())
+    }
 
     /// The postings lists of every value of `name` for which `keep` returns true.
     /// The default walks `label_values`; an index can override it to test values
@@ -238,7 +247,7 @@ pub fn postings_for_matchers<S: PostingsSource + ?Sized>(
         .collect();
 
     let mut intersect_with = Vec::new();
-    let mut subtract = Vec::new();
+    let mut negative = Vec::new();
     for m in matchers {
         let positive = matches!(m.kind, MatchType::Equal | MatchType::Regexp);
         if !m.matches_empty() || (positive && must_be_set.contains(m.name.as_str())) {
@@ -250,10 +259,7 @@ pub fn postings_for_matchers<S: PostingsSource + ?Sized>(
             }
             intersect_with.push(list);
         } else {
-            // Each rejected value's list is subtracted by itself: a union of
-            // them first would copy every one (often most of the index) only to
-            // be subtracted once.
-            subtract.extend(rejected_postings(source, m)?);
+            negative.push(m);
         }
     }
 
@@ -262,11 +268,15 @@ pub fn postings_for_matchers<S: PostingsSource + ?Sized>(
     } else {
         intersect_many(intersect_with)
     };
-    for s in &subtract {
+    // Rejected series are removed from the result only now, list by list and in
+    // place: the rejected values' lists are often most of the index (`zone!~"…"`)
+    // while the result is a few series, so neither a union of them nor a copy of
+    // any is made.
+    for m in negative {
         if result.is_empty() {
             break;
         }
-        result = difference(&result, s);
+        remove_rejected(source, m, &mut result)?;
     }
     Ok(result)
 }
@@ -287,14 +297,15 @@ fn matching_postings<S: PostingsSource + ?Sized>(
     Ok(union_many(lists))
 }
 
-/// The series whose value of `m.name` is non-empty and rejected by `m`, as one
-/// list per rejected value.
-fn rejected_postings<S: PostingsSource + ?Sized>(
+/// Removes from `refs` the series whose value of `m.name` is non-empty and
+/// rejected by `m`.
+fn remove_rejected<S: PostingsSource + ?Sized>(
     source: &S,
     m: &Matcher,
-) -> Result<Vec<Vec<u64>>, S::Error> {
+    refs: &mut Vec<u64>,
+) -> Result<(), S::Error> {
     if m.name.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     // For negative matchers the rejected values are those of the positive form,
     // which is often a short literal set that needs no scan of all values.
@@ -304,16 +315,15 @@ fn rejected_postings<S: PostingsSource + ?Sized>(
         MatchType::Equal | MatchType::Regexp => None,
     };
     if let Some(values) = inverse.as_ref().and_then(|i| i.set_matches()) {
-        let mut lists = Vec::with_capacity(values.len());
         for v in values {
             // A series never stores an empty value; "" stands for the label's absence.
-            if !v.is_empty() {
-                lists.push(source.postings(&m.name, v)?);
+            if !v.is_empty() && !refs.is_empty() {
+                source.remove_postings(&m.name, v, refs)?;
             }
         }
-        return Ok(lists);
+        return Ok(());
     }
-    source.postings_for_values(&m.name, &mut |v| !m.matches(v))
+    source.remove_values(&m.name, &mut |v| !m.matches(v), refs)
 }
 
 fn postings_of_values<S: PostingsSource + ?Sized>(
@@ -362,9 +372,11 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn difference_matches_model(a in sorted_list(), b in sorted_list()) {
+        fn remove_listed_matches_model(a in sorted_list(), b in sorted_list()) {
             let want: Vec<u64> = set(&a).difference(&set(&b)).copied().collect();
-            prop_assert_eq!(difference(&a, &b), want);
+            let mut got = a.clone();
+            remove_listed(&mut got, b.len(), |i| b[i]);
+            prop_assert_eq!(got, want);
         }
 
         #[test]

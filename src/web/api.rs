@@ -487,6 +487,7 @@ pub async fn series(
             start_ms: start,
             end_ms: end,
             series_only: true,
+            newest_only: false,
         };
         let mut all: Vec<Labels> = Vec::new();
         for ms in &sets {

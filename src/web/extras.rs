@@ -252,6 +252,7 @@ pub fn federate_samples(
         start_ms: mint,
         end_ms: maxt,
         series_only: false,
+        newest_only: true,
     };
     let mut by_labels: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
     for ms in sets {
@@ -423,6 +424,7 @@ pub fn cardinality_stats(
         start_ms: mint,
         end_ms: maxt,
         series_only: true,
+        newest_only: false,
     };
     let all = Matcher::new(MatchType::Regexp, "__name__", ".+")
         .map_err(|e| crate::storage::StorageError::Other(e.to_string()))?;

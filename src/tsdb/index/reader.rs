@@ -320,8 +320,9 @@ impl IndexReader {
             .map_err(|_| self.corrupt(e.value_offset, "label value is not UTF-8".to_string()))
     }
 
-    /// Decodes the postings list at `offset`, checking its CRC and order.
-    fn read_postings(&self, offset: u64) -> Result<Vec<u64>, IndexError> {
+    /// The entries of the postings list at `offset` (big-endian `u32`s), CRC and
+    /// length checked but not decoded.
+    fn postings_entries(&self, offset: u64) -> Result<&[u8], IndexError> {
         let body = self.section(offset, "postings list")?;
         let mut d = Decoder::new(body);
         let count = d.be_u32().map_err(|e| self.decode_err(offset + 4, e))? as usize;
@@ -334,9 +335,28 @@ impl IndexReader {
                 ),
             ));
         }
-        let mut out = Vec::with_capacity(count);
+        Ok(&body[4..])
+    }
+
+    /// Removes from `refs` the series of the postings list at `offset`, searching
+    /// the list where it lies instead of decoding it. The order of its entries is
+    /// trusted here (the CRC is checked); `read_postings` checks it.
+    fn remove_listed_at(&self, offset: u64, refs: &mut Vec<u64>) -> Result<(), IndexError> {
+        let entries = self.postings_entries(offset)?;
+        let at = |i: usize| {
+            let b = &entries[4 * i..4 * i + 4];
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64
+        };
+        postings::remove_listed(refs, entries.len() / 4, at);
+        Ok(())
+    }
+
+    /// Decodes the postings list at `offset`, checking its CRC and order.
+    fn read_postings(&self, offset: u64) -> Result<Vec<u64>, IndexError> {
+        let entries = self.postings_entries(offset)?;
+        let mut out = Vec::with_capacity(entries.len() / 4);
         let mut prev: Option<u32> = None;
-        for chunk in body[4..].chunks_exact(4) {
+        for chunk in entries.chunks_exact(4) {
             let id = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
             if prev.is_some_and(|p| p >= id) {
                 return Err(
@@ -571,6 +591,38 @@ impl PostingsSource for IndexReader {
 
     fn label_values(&self, name: &str) -> Result<Vec<String>, IndexError> {
         IndexReader::label_values(self, name)
+    }
+
+    fn remove_postings(
+        &self,
+        name: &str,
+        value: &str,
+        refs: &mut Vec<u64>,
+    ) -> Result<(), IndexError> {
+        match self.find_value(name, value)? {
+            Some(e) => self.remove_listed_at(e.postings_offset, refs),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_values(
+        &self,
+        name: &str,
+        reject: &mut dyn FnMut(&str) -> bool,
+        refs: &mut Vec<u64>,
+    ) -> Result<(), IndexError> {
+        let Some(n) = self.find_name(name) else {
+            return Ok(());
+        };
+        for e in &self.values[n.start..n.end] {
+            if refs.is_empty() {
+                break;
+            }
+            if reject(self.value_str(e)?) {
+                self.remove_listed_at(e.postings_offset, refs)?;
+            }
+        }
+        Ok(())
     }
 
     fn postings_for_values(
