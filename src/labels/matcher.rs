@@ -4,7 +4,7 @@
 //! that a series lacks has the value "" for matching, so `{a=""}` selects the series
 //! without `a` and `{a=~".*"}` selects every series.
 
-use regex::Regex;
+use regex_automata::meta::{self, Regex};
 use std::fmt;
 
 /// The four kinds of label matcher.
@@ -127,13 +127,28 @@ impl Matcher {
     /// For `=` and for regexes that are a literal or a set of literals, the exact
     /// values that match; `None` when the set is open-ended.
     pub fn set_matches(&self) -> Option<Vec<&str>> {
-        match (&self.kind, &self.fast) {
-            (MatchType::Equal, _) => Some(vec![self.value.as_str()]),
-            (MatchType::Regexp, Some(Fast::Literal(s))) => Some(vec![s.as_str()]),
-            (MatchType::Regexp, Some(Fast::Set(set))) => {
-                Some(set.iter().map(|s| s.as_str()).collect())
-            }
-            _ => None,
+        match self.kind {
+            MatchType::Equal | MatchType::Regexp => self.literal_values(),
+            MatchType::NotEqual | MatchType::NotRegexp => None,
+        }
+    }
+
+    /// For `!=` and for negated regexes that are a literal or a set of literals,
+    /// the exact values that this matcher rejects; `None` when the set is open-ended.
+    pub fn rejected_set(&self) -> Option<Vec<&str>> {
+        match self.kind {
+            MatchType::NotEqual | MatchType::NotRegexp => self.literal_values(),
+            MatchType::Equal | MatchType::Regexp => None,
+        }
+    }
+
+    /// The value, or the regex's literal values, when the pattern is that closed.
+    fn literal_values(&self) -> Option<Vec<&str>> {
+        match &self.fast {
+            None => Some(vec![self.value.as_str()]),
+            Some(Fast::Literal(s)) => Some(vec![s.as_str()]),
+            Some(Fast::Set(set)) => Some(set.iter().map(|s| s.as_str()).collect()),
+            Some(Fast::Any | Fast::NonEmpty | Fast::Prefix(_) | Fast::Regex(_)) => None,
         }
     }
 }
@@ -171,12 +186,31 @@ fn compile(name: &str, pattern: &str) -> Result<Fast, MatcherError> {
         set.dedup();
         return Ok(Fast::Set(set));
     }
-    let re = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| MatcherError::BadRegex {
-        name: name.to_string(),
-        pattern: pattern.to_string(),
-        reason: e.to_string(),
-    })?;
+    // No fully built DFA: building one costs more than a query's whole selection
+    // and a label value is matched a handful of times per query, which the lazy
+    // DFA does as fast. Otherwise the `regex` crate's defaults.
+    let config = meta::Config::new().dfa(false);
+    let re = meta::Builder::new()
+        .configure(config)
+        .build(&format!("^(?s:{pattern})$"))
+        .map_err(|e| MatcherError::BadRegex {
+            name: name.to_string(),
+            pattern: pattern.to_string(),
+            reason: build_error_text(&e),
+        })?;
     Ok(Fast::Regex(re))
+}
+
+/// A build error in the words the `regex` crate uses (the parser's message, or
+/// the size limit).
+fn build_error_text(e: &meta::BuildError) -> String {
+    if let Some(limit) = e.size_limit() {
+        return format!("Compiled regex exceeds size limit of {limit} bytes.");
+    }
+    match e.syntax_error() {
+        Some(syntax) => syntax.to_string(),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +250,7 @@ mod tests {
             "", "a", "b", "c", "abc", "x y", "xzy", "ac", "bc", "a-b:c", "\n", "ab\nc",
         ];
         for p in pats {
-            let re = Regex::new(&format!("^(?s:{p})$")).unwrap();
+            let re = regex::Regex::new(&format!("^(?s:{p})$")).unwrap();
             let mm = m(MatchType::Regexp, p);
             let nm = m(MatchType::NotRegexp, p);
             for v in vals {
@@ -234,6 +268,31 @@ mod tests {
         );
         assert_eq!(m(MatchType::Regexp, "a.*").set_matches(), None);
         assert_eq!(m(MatchType::Equal, "x").set_matches(), Some(vec!["x"]));
+    }
+
+    #[test]
+    fn bad_regex_reason_is_the_regex_crates() {
+        for p in ["(", "a{2,1}", "[z-a]", "\\"] {
+            let want = regex::Regex::new(&format!("^(?s:{p})$"))
+                .unwrap_err()
+                .to_string();
+            match Matcher::new(MatchType::Regexp, "job", p) {
+                Err(MatcherError::BadRegex { reason, .. }) => assert_eq!(reason, want, "{p}"),
+                Ok(_) => panic!("{p} compiled"),
+            }
+        }
+    }
+
+    #[test]
+    fn rejected_set_is_the_negated_literals() {
+        assert_eq!(m(MatchType::NotEqual, "x").rejected_set(), Some(vec!["x"]));
+        assert_eq!(
+            m(MatchType::NotRegexp, "b|a").rejected_set(),
+            Some(vec!["a", "b"])
+        );
+        assert_eq!(m(MatchType::NotRegexp, "z[0-2]").rejected_set(), None);
+        assert_eq!(m(MatchType::Regexp, "a").rejected_set(), None);
+        assert_eq!(m(MatchType::NotRegexp, "a").set_matches(), None);
     }
 
     #[test]

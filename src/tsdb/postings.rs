@@ -307,14 +307,9 @@ fn remove_rejected<S: PostingsSource + ?Sized>(
     if m.name.is_empty() {
         return Ok(());
     }
-    // For negative matchers the rejected values are those of the positive form,
-    // which is often a short literal set that needs no scan of all values.
-    let inverse = match m.kind {
-        MatchType::NotEqual => Some(Matcher::equal(&m.name, &m.value)),
-        MatchType::NotRegexp => Matcher::new(MatchType::Regexp, &m.name, &m.value).ok(),
-        MatchType::Equal | MatchType::Regexp => None,
-    };
-    if let Some(values) = inverse.as_ref().and_then(|i| i.set_matches()) {
+    // The rejected values are often a short literal set (`!=`, `!~"a|b"`) that
+    // needs no scan of all values.
+    if let Some(values) = m.rejected_set() {
         for v in values {
             // A series never stores an empty value; "" stands for the label's absence.
             if !v.is_empty() && !refs.is_empty() {
