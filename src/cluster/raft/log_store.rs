@@ -482,6 +482,10 @@ impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
             inner.append_one(entry)?;
         }
         let synced = inner.wal.sync();
+        if synced.is_err() {
+            // What was not synced must not be served from memory either.
+            inner.forget_recent();
+        }
         drop(inner);
         match synced {
             Ok(()) => {
