@@ -16,26 +16,37 @@
 #
 #   cargo build --release && benches/remote_write.sh
 #   HEARTH_BIN=... TARGETS=50 SERIES=2000 INTERVAL=5 DURATION=120 OUT=dir benches/remote_write.sh
+#   SYSTEMS="cluster" INTERVAL=1 benches/remote_write.sh   # only some systems
+#     (of: single cluster prometheus victoriametrics); INTERVAL=1 sends 100k samples/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS=../shared/tools/peers
+PEERS=${PEERS:-../shared/tools/peers}
 BIN=${HEARTH_BIN:-target/release/hearth}
 TARGETS=${TARGETS:-50}
 SERIES=${SERIES:-2000}
 INTERVAL=${INTERVAL:-5}
 DURATION=${DURATION:-120}
 OUT=${OUT:-target/peerbench/remote-write-$(date +%Y%m%d-%H%M%S)}
+SYSTEMS=" ${SYSTEMS:-single cluster prometheus victoriametrics} "
 export SOURCE=remote_write
 mkdir -p "$OUT"
 BIN=$(realpath "$BIN")
 LOAD=("$TARGETS" "$SERIES" "$INTERVAL" "$DURATION")
 cat /proc/loadavg >"$OUT/loadavg-before.txt"
-"$PEERS/run_hearth.sh" --server-bin "$BIN" "${LOAD[@]}" "$OUT/hearth-single" || true
-HEARTH_CLUSTER_BIN=$BIN HEARTH_CLUSTER_METRICS_OUT=$(realpath "$OUT")/cluster-node1-metrics.txt \
-  "$PEERS/run_hearth.sh" --server-bin "$PWD/benches/hearth_cluster3.sh" "${LOAD[@]}" \
-  "$OUT/hearth-cluster-rf3" || true
-"$PEERS/run_prometheus.sh" "${LOAD[@]}" "$OUT/prometheus" || true
-"$PEERS/run_victoriametrics.sh" "${LOAD[@]}" "$OUT/victoriametrics" || true
+if [[ $SYSTEMS == *" single "* ]]; then
+  "$PEERS/run_hearth.sh" --server-bin "$BIN" "${LOAD[@]}" "$OUT/hearth-single" || true
+fi
+if [[ $SYSTEMS == *" cluster "* ]]; then
+  HEARTH_CLUSTER_BIN=$BIN HEARTH_CLUSTER_METRICS_OUT=$(realpath "$OUT")/cluster-node1-metrics.txt \
+    "$PEERS/run_hearth.sh" --server-bin "$PWD/benches/hearth_cluster3.sh" "${LOAD[@]}" \
+    "$OUT/hearth-cluster-rf3" || true
+fi
+if [[ $SYSTEMS == *" prometheus "* ]]; then
+  "$PEERS/run_prometheus.sh" "${LOAD[@]}" "$OUT/prometheus" || true
+fi
+if [[ $SYSTEMS == *" victoriametrics "* ]]; then
+  "$PEERS/run_victoriametrics.sh" "${LOAD[@]}" "$OUT/victoriametrics" || true
+fi
 cat /proc/loadavg >"$OUT/loadavg-after.txt"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/table.md"

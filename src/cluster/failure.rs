@@ -160,12 +160,15 @@ impl Detector {
                     continue;
                 }
                 let (id, addr) = (m.node_id, m.addr.grpc_address.clone());
+                let channels = cluster.peer_channels().clone();
                 self.probes.spawn(async move {
                     let req = pb::StatusRequest {
                         lease: leased,
                         applied_index,
                     };
-                    let ok = status_request(&addr, req, PROBE_TIMEOUT).await.is_ok();
+                    let ok = status_request(&channels, &addr, req, PROBE_TIMEOUT)
+                        .await
+                        .is_ok();
                     (id, ok, Instant::now())
                 });
             }

@@ -202,7 +202,7 @@ pub async fn run_reconciler(
             _ = shutdown.cancelled() => return,
         }
         let state = cluster.state();
-        refresh_directory(&cluster, &state, &directory).await;
+        refresh_directory(&cluster, &groups, &state, &directory).await;
         let members: BTreeSet<NodeId> = state.members.keys().copied().collect();
         let Ok(ring) = Ring::new(members.iter().copied(), state.ring_epoch) else {
             continue;
@@ -241,7 +241,12 @@ pub async fn run_reconciler(
 
 /// Asks every other active member what it holds; members that do not answer are
 /// left out of the directory until they do.
-async fn refresh_directory(cluster: &Cluster, state: &ClusterState, directory: &GroupDirectory) {
+async fn refresh_directory(
+    cluster: &Cluster,
+    groups: &WalGroups,
+    state: &ClusterState,
+    directory: &GroupDirectory,
+) {
     let me = cluster.node_id();
     let asked: Vec<(NodeId, String)> = state
         .members
@@ -252,7 +257,8 @@ async fn refresh_directory(cluster: &Cluster, state: &ClusterState, directory: &
         .collect();
     let mut asking = tokio::task::JoinSet::new();
     for (id, addr) in asked {
-        asking.spawn(async move { (id, fetch_held(&addr, HELD_TIMEOUT).await) });
+        let channels = groups.peer_channels().clone();
+        asking.spawn(async move { (id, fetch_held(&channels, &addr, HELD_TIMEOUT).await) });
     }
     let mut fresh = BTreeMap::new();
     while let Some(done) = asking.join_next().await {

@@ -373,7 +373,14 @@ async fn commit_to_group(
         let result = match leader {
             Some((_, (id, addr))) if id != me => {
                 stats.forwarded.fetch_add(1, Relaxed);
-                forward_write(&addr.grpc_address, me, batch.clone(), left).await
+                forward_write(
+                    groups.peer_channels(),
+                    &addr.grpc_address,
+                    me,
+                    batch.clone(),
+                    left,
+                )
+                .await
             }
             Some((g, _)) => g.write(series, batch.clone(), left).await,
             None => Err(GroupWriteError::NotLeader {

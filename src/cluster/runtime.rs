@@ -251,6 +251,8 @@ struct Inner {
     identity: parking_lot::Mutex<Identity>,
     /// Who owns which work when, refreshed from the committed plans.
     assignment: Arc<AssignmentHandle>,
+    /// Connections to peers for the failure detector's status probes.
+    channels: super::raft::PeerChannels,
 }
 
 /// Handle to the running cluster on this node. Cheap to clone.
@@ -260,6 +262,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The connections to peers the failure detector's probes reuse.
+    pub(super) fn peer_channels(&self) -> &super::raft::PeerChannels {
+        &self.inner.channels
+    }
+
     /// Checks the data directory, opens the meta group and starts the gRPC server
     /// (when a listen address is set), which also serves `local` (this node's own
     /// storage; by WAL group with `grouped`) to the other members' fan-out
@@ -315,6 +322,7 @@ impl Cluster {
                 identity_path,
                 identity: parking_lot::Mutex::new(identity),
                 assignment,
+                channels: super::raft::PeerChannels::default(),
             }),
         };
         // From the start, not only once formed or joined: a joining node must follow
@@ -851,25 +859,34 @@ pub async fn peer_status(
     address: &str,
     timeout: Duration,
 ) -> Result<pb::StatusResponse, tonic::Status> {
-    status_request(address, pb::StatusRequest::default(), timeout).await
+    let channels = super::raft::PeerChannels::default();
+    status_request(&channels, address, pb::StatusRequest::default(), timeout).await
 }
 
-/// Sends `req` to the `Status` RPC of the node at `address`.
+/// Sends `req` to the `Status` RPC of the node at `address`, over `channels`'
+/// connection to it (dropped if the call fails).
 pub(super) async fn status_request(
+    channels: &super::raft::PeerChannels,
     address: &str,
     req: pb::StatusRequest,
     timeout: Duration,
 ) -> Result<pb::StatusResponse, tonic::Status> {
-    let channel = super::raft::channel(address).map_err(tonic::Status::invalid_argument)?;
+    let channel = channels
+        .get(address)
+        .map_err(tonic::Status::invalid_argument)?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
     let mut req = tonic::Request::new(req);
     req.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.status(req)).await {
+    let answer = match tokio::time::timeout(timeout, client.status(req)).await {
         Ok(r) => r.map(|r| r.into_inner()),
         Err(_) => Err(tonic::Status::deadline_exceeded(format!(
             "{address}: no answer within {timeout:?}"
         ))),
+    };
+    if answer.is_err() {
+        channels.forget(address);
     }
+    answer
 }
 
 fn now_ms() -> i64 {

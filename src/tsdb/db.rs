@@ -661,6 +661,17 @@ impl Db {
     pub fn check_append(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
         self.head.check_append(labels, t, v)
     }
+
+    /// `check_append` for a caller that has `labels.map_hash()` at hand already.
+    pub fn check_append_hashed(
+        &self,
+        labels: &Labels,
+        hash: u64,
+        t: i64,
+        v: f64,
+    ) -> Result<bool, AppendError> {
+        self.head.check_append_hashed(labels, hash, t, v)
+    }
 }
 
 impl Appendable for Db {

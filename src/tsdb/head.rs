@@ -348,7 +348,7 @@ impl SeriesIndex {
         let Some(s) = self.by_ref.remove(&series_ref) else {
             return;
         };
-        let hash = s.labels.stable_hash();
+        let hash = s.labels.map_hash();
         let std::collections::hash_map::Entry::Occupied(mut e) = self.by_hash.entry(hash) else {
             return;
         };
@@ -700,7 +700,7 @@ impl Head {
         if idx.by_ref.contains_key(&series_ref) {
             return series_ref;
         }
-        let hash = labels.stable_hash();
+        let hash = labels.map_hash();
         if let Some(existing) = idx.get_by_labels(hash, &labels) {
             return existing.series_ref;
         }
@@ -734,7 +734,7 @@ impl Head {
     /// Finds or creates the series for `labels`; a new series is logged to the WAL.
     /// The series for `labels`, created (and logged to the WAL) if it is new.
     fn get_or_create(&self, labels: &Labels) -> Result<Arc<MemSeries>, AppendError> {
-        let hash = labels.stable_hash();
+        let hash = labels.map_hash();
         if let Some(s) = self.series.read().get_by_labels(hash, labels) {
             return Ok(s.clone());
         }
@@ -860,14 +860,22 @@ impl Head {
     /// the series or changing anything: `Ok(true)` to append, `Ok(false)` for an
     /// identical duplicate, or the refusal (out of bounds, out of order, duplicate).
     pub fn check_append(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
+        self.check_append_hashed(labels, labels.map_hash(), t, v)
+    }
+
+    /// `check_append` with `hash` = `labels.map_hash()`, computed by the caller.
+    pub fn check_append_hashed(
+        &self,
+        labels: &Labels,
+        hash: u64,
+        t: i64,
+        v: f64,
+    ) -> Result<bool, AppendError> {
+        debug_assert_eq!(hash, labels.map_hash());
         if t < self.appendable_min_valid_time() {
             return Err(AppendError::OutOfBounds);
         }
-        let series = self
-            .series
-            .read()
-            .get_by_labels(labels.stable_hash(), labels)
-            .cloned();
+        let series = self.series.read().get_by_labels(hash, labels).cloned();
         match series {
             Some(s) => check_order(s.data.lock().last, t, v),
             None => Ok(true),

@@ -12,7 +12,7 @@
 use super::group_snapshot;
 use super::log_store::{self, LogOpenError, LogStore};
 use super::service::{handle_append, handle_install_snapshot, handle_vote};
-use super::{HearthConfig, Nid, Payload, RaftOpError, RaftOptions};
+use super::{HearthConfig, Nid, Payload, PeerChannels, RaftOpError, RaftOptions};
 use crate::cluster::pb;
 use crate::cluster::state::{NodeAddr, NodeId};
 use crate::cluster::wal_batch::{self, BatchSeries};
@@ -39,17 +39,31 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// A sample batch (`cluster::wal_batch`), carried as encoded bytes: the leader
-/// encodes it once, and the same bytes go to the log and to every replica.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Batch(pub Vec<u8>);
+/// encodes it once, and the same bytes go to the log and to every replica. Shared
+/// between clones: openraft clones entries to replicate and apply them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch(pub Arc<[u8]>);
 
 impl Payload for Batch {
     fn to_bytes(&self) -> Vec<u8> {
-        self.0.clone()
+        self.0.to_vec()
     }
 
     fn from_bytes(b: &[u8]) -> Result<Batch, String> {
-        Ok(Batch(b.to_vec()))
+        Ok(Batch(b.into()))
+    }
+}
+
+/// As bytes, like the `Vec<u8>` it was (openraft wants entries serializable).
+impl Serialize for Batch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Batch, D::Error> {
+        Ok(Batch(Vec::<u8>::deserialize(d)?.into()))
     }
 }
 
@@ -165,7 +179,40 @@ struct PendingLast {
 /// Series of entries proposed but not applied yet: a later batch is checked
 /// against them as well as against the TSDB, so concurrent writes cannot log a
 /// sample that applying would then drop.
-type Pending = Mutex<crate::fxhash::HashMap<Labels, PendingLast>>;
+type Pending = Mutex<crate::fxhash::HashMap<PendingKey, PendingLast>>;
+
+/// A label set as the key of `Pending`, with its `Labels::map_hash` computed
+/// once per batch series: the map is probed two to four times per series and
+/// batch (check, record, forget), and label sets are long.
+#[derive(Clone)]
+struct PendingKey {
+    hash: u64,
+    labels: Labels,
+}
+
+impl PendingKey {
+    fn new(labels: &Labels) -> PendingKey {
+        PendingKey {
+            hash: labels.map_hash(),
+            labels: labels.clone(),
+        }
+    }
+}
+
+impl std::hash::Hash for PendingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for PendingKey {
+    fn eq(&self, other: &PendingKey) -> bool {
+        self.hash == other.hash
+            && (self.labels.ptr_eq(&other.labels) || self.labels == other.labels)
+    }
+}
+
+impl Eq for PendingKey {}
 
 /// Counters of one group's state machine, for tests and `/metrics`.
 #[derive(Debug, Default)]
@@ -541,17 +588,17 @@ fn drop_copy(dir: &Path) -> std::io::Result<()> {
 /// batch is applied here or failed (or the write is abandoned), which forgets them.
 struct Admitted<'a> {
     pending: &'a Pending,
-    series: Vec<Labels>,
+    series: Vec<PendingKey>,
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         let mut pending = self.pending.lock();
-        for labels in &self.series {
-            if let Some(p) = pending.get_mut(labels) {
+        for key in &self.series {
+            if let Some(p) = pending.get_mut(key) {
                 p.entries -= 1;
                 if p.entries == 0 {
-                    pending.remove(labels);
+                    pending.remove(key);
                 }
             }
         }
@@ -839,57 +886,53 @@ impl WalGroup {
     /// checked against samples proposed here and not applied yet, else against
     /// this replica's TSDB.
     pub fn check_sample(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
-        let pending = self.pending.lock().get(labels).map(|p| (p.t, p.v_bits));
-        self.check_after(pending, labels, t, v)
-    }
-
-    fn check_after(
-        &self,
-        last: Option<(i64, u64)>,
-        labels: &Labels,
-        t: i64,
-        v: f64,
-    ) -> Result<bool, AppendError> {
-        match last {
+        let key = PendingKey::new(labels);
+        let pending = self.pending.lock().get(&key).map(|p| (p.t, p.v_bits));
+        match pending {
             Some(last) => check_order(Some(last), t, v),
-            None => self.db.check_append(labels, t, v),
+            None => self.db.check_append_hashed(labels, key.hash, t, v),
         }
     }
 
     /// Checks every sample of `series` and, if none is refused, records the
     /// batch's newest sample per series as pending. Returns the series recorded.
-    fn admit(&self, series: &[BatchSeries]) -> Result<Vec<Labels>, GroupWriteError> {
+    fn admit(&self, series: &[BatchSeries]) -> Result<Vec<PendingKey>, GroupWriteError> {
+        let keys: Vec<PendingKey> = series.iter().map(|s| PendingKey::new(&s.labels)).collect();
         let mut pending = self.pending.lock();
         let mut newest = Vec::with_capacity(series.len());
-        for s in series {
-            let mut last = pending.get(&s.labels).map(|p| (p.t, p.v_bits));
+        for (s, key) in series.iter().zip(keys) {
+            let mut last = pending.get(&key).map(|p| (p.t, p.v_bits));
             for smp in &s.samples {
-                let append = self
-                    .check_after(last, &s.labels, smp.t, smp.v)
-                    .map_err(|error| GroupWriteError::Refused {
-                        group: self.group_id,
-                        error,
-                        series: s.labels.to_string(),
-                        t: smp.t,
-                    })?;
+                let checked = match last {
+                    Some(last) => check_order(Some(last), smp.t, smp.v),
+                    None => self
+                        .db
+                        .check_append_hashed(&key.labels, key.hash, smp.t, smp.v),
+                };
+                let append = checked.map_err(|error| GroupWriteError::Refused {
+                    group: self.group_id,
+                    error,
+                    series: s.labels.to_string(),
+                    t: smp.t,
+                })?;
                 if append {
                     last = Some((smp.t, smp.v.to_bits()));
                 }
             }
             if let Some(l) = last {
-                newest.push((&s.labels, l));
+                newest.push((key, l));
             }
         }
         let mut admitted = Vec::with_capacity(newest.len());
-        for (labels, (t, v_bits)) in newest {
-            let p = pending.entry(labels.clone()).or_insert(PendingLast {
+        for (key, (t, v_bits)) in newest {
+            let p = pending.entry(key.clone()).or_insert(PendingLast {
                 t,
                 v_bits,
                 entries: 0,
             });
             (p.t, p.v_bits) = (t, v_bits);
             p.entries += 1;
-            admitted.push(labels.clone());
+            admitted.push(key);
         }
         Ok(admitted)
     }
@@ -913,7 +956,7 @@ impl WalGroup {
 
     async fn propose(&self, batch: Vec<u8>, timeout: Duration) -> Result<u64, GroupWriteError> {
         let group = self.group_id;
-        match tokio::time::timeout(timeout, self.raft.client_write(Batch(batch))).await {
+        match tokio::time::timeout(timeout, self.raft.client_write(Batch(batch.into()))).await {
             Err(_) => Err(GroupWriteError::Timeout { group, timeout }),
             Ok(Ok(resp)) => Ok(resp.log_id.index),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
@@ -959,6 +1002,8 @@ struct GroupsInner {
     groups: RwLock<BTreeMap<u64, WalGroup>>,
     /// Held while a group is being opened, so it is opened once.
     opening: tokio::sync::Mutex<()>,
+    /// Connections to peers for `Held` and forwarded writes.
+    channels: PeerChannels,
 }
 
 impl WalGroups {
@@ -972,6 +1017,7 @@ impl WalGroups {
                 db,
                 groups: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::Mutex::new(()),
+                channels: PeerChannels::default(),
             }),
         }
     }
@@ -1001,6 +1047,11 @@ impl WalGroups {
             self.get_or_open(id).await?;
         }
         Ok(())
+    }
+
+    /// The connections to peers that `fetch_held` and `forward_write` reuse.
+    pub fn peer_channels(&self) -> &PeerChannels {
+        &self.inner.channels
     }
 
     /// The group `id` if this node holds it.
@@ -1320,12 +1371,20 @@ impl From<pb::HeldGroup> for GroupView {
 }
 
 /// Asks the node at `address` which WAL groups it holds.
-pub async fn fetch_held(address: &str, timeout: Duration) -> Result<Vec<GroupView>, String> {
-    let channel = super::network::channel(address)?;
+pub async fn fetch_held(
+    channels: &PeerChannels,
+    address: &str,
+    timeout: Duration,
+) -> Result<Vec<GroupView>, String> {
+    let channel = channels.get(address)?;
     let mut client = pb::wal_groups_client::WalGroupsClient::new(channel);
     let mut req = Request::new(pb::HeldRequest {});
     req.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.held(req)).await {
+    let answer = tokio::time::timeout(timeout, client.held(req)).await;
+    if !matches!(answer, Ok(Ok(_))) {
+        channels.forget(address);
+    }
+    match answer {
         Err(_) => Err(format!("{address}: no answer within {timeout:?}")),
         Ok(Err(s)) => Err(format!("{address}: {}", s.message())),
         Ok(Ok(r)) => Ok(r
@@ -1343,6 +1402,7 @@ const FORWARDED_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends `batch` to `address`, the leader of group `group_id`, and waits for the
 /// commit.
 pub async fn forward_write(
+    channels: &PeerChannels,
     address: &str,
     group_id: u64,
     batch: Vec<u8>,
@@ -1352,12 +1412,26 @@ pub async fn forward_write(
         group: group_id,
         reason,
     };
-    let channel = super::network::channel(address).map_err(fatal)?;
+    let channel = channels.get(address).map_err(fatal)?;
     let mut client = pb::wal_groups_client::WalGroupsClient::new(channel)
         .max_encoding_message_size(crate::cluster::query_service::MESSAGE_BYTES_MAX);
     let mut req = Request::new(pb::GroupWriteRequest { group_id, batch });
     req.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.write(req)).await {
+    let answer = tokio::time::timeout(timeout, client.write(req)).await;
+    // A refusal or "not the leader" is an answer; anything else may be the
+    // connection's fault.
+    let answered = match &answer {
+        Ok(Ok(_)) => true,
+        Ok(Err(s)) => matches!(
+            s.code(),
+            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+        ),
+        Err(_) => false,
+    };
+    if !answered {
+        channels.forget(address);
+    }
+    match answer {
         Err(_) => Err(GroupWriteError::Timeout {
             group: group_id,
             timeout,

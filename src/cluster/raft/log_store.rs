@@ -7,6 +7,13 @@
 //! File operations run inline on the async caller: openraft calls the store from
 //! one task per group and waits for the flush anyway, so a blocking fsync here
 //! costs one runtime worker for its duration and keeps the store simple.
+//!
+//! The newest entries appended are also kept in memory (`Inner::recent`): openraft
+//! reads every entry back right after appending it, to send it to each follower
+//! and to apply it once committed, and serving those reads from memory spares
+//! opening, reading, checking and decoding the segment files each time. The
+//! files stay the only durable copy: the tail is a cache of them, emptied on
+//! every truncation and never read past what was appended.
 
 use super::{HearthConfig, Nid};
 use crate::cluster::write_atomic;
@@ -16,12 +23,14 @@ use openraft::{
     Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// Name of the file holding the vote and the last purged log id.
@@ -31,6 +40,14 @@ const LOG_DIR: &str = "log";
 /// Most entries one read returns, so a lagging follower gets its catch-up in
 /// bounded batches.
 const READ_ENTRIES_MAX: u64 = 4096;
+/// Most entries kept in memory after they are appended (`Inner::recent`).
+const RECENT_ENTRIES_MAX: usize = 256;
+/// Most bytes (of their log records) those entries may take.
+const RECENT_BYTES_MAX: usize = 32 << 20;
+/// How often at most the committed log id is written to `STATE_FILE`
+/// (`save_committed`): it is a hint for restarts, not needed for safety, and
+/// writing it atomically costs two fsyncs.
+const COMMITTED_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What `STATE_FILE` holds.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -43,24 +60,33 @@ struct PersistedState {
     committed: Option<LogId<Nid>>,
 }
 
-struct Inner {
+struct Inner<C: HearthConfig> {
     dir: PathBuf,
     wal: Log,
     state: PersistedState,
     /// Id of the last entry in the log, or `last_purged` when the log is empty.
     last: Option<LogId<Nid>>,
+    /// The newest entries appended, by consecutive index, the last one being
+    /// `last` (empty or a suffix of the log): what `read_range` serves without
+    /// touching the files. Bounded by `RECENT_ENTRIES_MAX` and `RECENT_BYTES_MAX`.
+    recent: VecDeque<(Entry<C>, usize)>,
+    /// Sum of the record sizes in `recent`.
+    recent_bytes: usize,
+    /// When `STATE_FILE` was last written (`save_committed` waits
+    /// `COMMITTED_SAVE_INTERVAL` after it).
+    committed_saved: Option<Instant>,
 }
 
 /// The Raft log store. Cheap to clone: clones share one log (openraft reads through
 /// a clone while appending through the original).
-pub struct LogStore<C> {
-    inner: Arc<Mutex<Inner>>,
+pub struct LogStore<C: HearthConfig> {
+    inner: Arc<Mutex<Inner<C>>>,
     /// Segment files deleted by purges, for `/metrics`.
     segments_purged: Arc<AtomicU64>,
     config: PhantomData<fn() -> C>,
 }
 
-impl<C> Clone for LogStore<C> {
+impl<C: HearthConfig> Clone for LogStore<C> {
     fn clone(&self) -> LogStore<C> {
         LogStore {
             inner: self.inner.clone(),
@@ -70,7 +96,7 @@ impl<C> Clone for LogStore<C> {
     }
 }
 
-impl<C> LogStore<C> {
+impl<C: HearthConfig> LogStore<C> {
     /// The count of segment files purges deleted (shared with the store).
     pub fn segments_purged(&self) -> Arc<AtomicU64> {
         self.segments_purged.clone()
@@ -168,8 +194,11 @@ impl<C: HearthConfig> LogStore<C> {
             wal,
             state,
             last: None,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            committed_saved: None,
         };
-        inner.last = inner.read_last::<C>().map_err(storage)?;
+        inner.last = inner.read_last().map_err(storage)?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             segments_purged: Arc::new(AtomicU64::new(0)),
@@ -178,17 +207,17 @@ impl<C: HearthConfig> LogStore<C> {
     }
 }
 
-impl Inner {
+impl<C: HearthConfig> Inner<C> {
     /// First index that holds a live (not purged) entry.
     fn live_start(&self) -> u64 {
         let after_purged = self.state.last_purged.map_or(0, |l| l.index + 1);
         after_purged.max(self.wal.first_index())
     }
 
-    fn read_last<C: HearthConfig>(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
+    fn read_last(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
         let next = self.wal.next_index();
         if next > self.live_start() {
-            let e = self.read_range::<C>(next - 1, next)?;
+            let e = self.read_range(next - 1, next)?;
             if let Some(e) = e.last() {
                 return Ok(Some(*e.get_log_id()));
             }
@@ -196,17 +225,16 @@ impl Inner {
         Ok(self.state.last_purged)
     }
 
-    fn read_range<C: HearthConfig>(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry<C>>, StorageError<Nid>> {
+    fn read_range(&mut self, start: u64, end: u64) -> Result<Vec<Entry<C>>, StorageError<Nid>> {
         let start = start.max(self.live_start());
         let end = end
             .min(self.wal.next_index())
             .min(start.saturating_add(READ_ENTRIES_MAX));
         if start >= end {
             return Ok(Vec::new());
+        }
+        if let Some(cached) = self.read_recent(start, end) {
+            return Ok(cached);
         }
         let mut out = Vec::with_capacity((end - start) as usize);
         for rec in self.wal.reader(start).map_err(read_error)? {
@@ -234,10 +262,73 @@ impl Inner {
         Ok(out)
     }
 
+    /// The entries [start, end) from `recent`, if it holds all of them.
+    fn read_recent(&self, start: u64, end: u64) -> Option<Vec<Entry<C>>> {
+        let first = self.recent.front()?.0.get_log_id().index;
+        let last = self.recent.back()?.0.get_log_id().index;
+        if start < first || end > last + 1 {
+            return None;
+        }
+        let skip = (start - first) as usize;
+        let out: Vec<Entry<C>> = self
+            .recent
+            .iter()
+            .skip(skip)
+            .take((end - start) as usize)
+            .map(|(e, _)| e.clone())
+            .collect();
+        debug_assert!(out
+            .iter()
+            .zip(start..)
+            .all(|(e, i)| e.get_log_id().index == i));
+        Some(out)
+    }
+
+    /// Keeps `entry`, just written with a record of `bytes` bytes, in `recent`.
+    fn remember(&mut self, entry: Entry<C>, bytes: usize) {
+        let index = entry.get_log_id().index;
+        if self
+            .recent
+            .back()
+            .is_some_and(|(e, _)| e.get_log_id().index + 1 != index)
+        {
+            self.forget_recent();
+        }
+        self.recent.push_back((entry, bytes));
+        self.recent_bytes += bytes;
+        while self.recent.len() > RECENT_ENTRIES_MAX || self.recent_bytes > RECENT_BYTES_MAX {
+            let Some((_, b)) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_bytes -= b;
+        }
+    }
+
+    fn forget_recent(&mut self) {
+        self.recent.clear();
+        self.recent_bytes = 0;
+    }
+
+    /// Drops the entries up to `index` (inclusive) from `recent`.
+    fn forget_recent_through(&mut self, index: u64) {
+        while let Some((e, b)) = self.recent.front() {
+            if e.get_log_id().index > index {
+                break;
+            }
+            self.recent_bytes -= *b;
+            self.recent.pop_front();
+        }
+    }
+
     /// Writes one entry at its index (not synced).
-    fn append_one<C: HearthConfig>(&mut self, entry: &Entry<C>) -> Result<(), StorageError<Nid>> {
+    fn append_one(&mut self, entry: Entry<C>) -> Result<(), StorageError<Nid>> {
         let index = entry.get_log_id().index;
         let next = self.wal.next_index();
+        if index != next {
+            // Whatever follows, the tail in memory no longer ends where the
+            // log does.
+            self.forget_recent();
+        }
         if index > next {
             // After a snapshot was installed past the end of the log, the next
             // entry follows the snapshot, not the old log.
@@ -253,22 +344,28 @@ impl Inner {
                 _ => self.wal.reset(index).map_err(io_error)?,
             }
         }
-        let payload = C::encode_entry(entry).map_err(|reason| {
+        let payload = C::encode_entry(&entry).map_err(|reason| {
             io_error(std::io::Error::other(format!(
                 "raft log {}: encoding entry {index}: {reason}",
                 self.wal.dir().display()
             )))
         })?;
-        self.wal.append(&payload).map_err(io_error)?;
+        if let Err(e) = self.wal.append(&payload) {
+            self.forget_recent();
+            return Err(io_error(e));
+        }
         self.last = Some(*entry.get_log_id());
+        self.remember(entry, payload.len());
         Ok(())
     }
 
-    fn save_state(&self) -> Result<(), StorageError<Nid>> {
+    fn save_state(&mut self) -> Result<(), StorageError<Nid>> {
         let bytes =
             serde_json::to_vec(&self.state).map_err(|e| StorageIOError::<Nid>::write_vote(&e))?;
         write_atomic(&self.dir.join(STATE_FILE), &bytes)
-            .map_err(|e| StorageIOError::<Nid>::write_vote(&e).into())
+            .map_err(|e| StorageIOError::<Nid>::write_vote(&e))?;
+        self.committed_saved = Some(Instant::now());
+        Ok(())
     }
 }
 
@@ -291,7 +388,7 @@ impl<C: HearthConfig> LogStore<C> {
         let index = inner.last.map_or(0, |l| l.index + 1);
         let log_id = LogId::new(openraft::CommittedLeaderId::new(term, me), index);
         let entry = Entry::<C> { log_id, payload };
-        inner.append_one::<C>(&entry)?;
+        inner.append_one(entry)?;
         inner.wal.sync().map_err(io_error)?;
         inner.state.vote = Some(Vote::new(term, me));
         inner.save_state()?;
@@ -314,7 +411,7 @@ impl<C: HearthConfig> RaftLogReader<C> for LogStore<C> {
             Bound::Excluded(e) => *e,
             Bound::Unbounded => u64::MAX,
         };
-        self.inner.lock().await.read_range::<C>(start, end)
+        self.inner.lock().await.read_range(start, end)
     }
 }
 
@@ -348,6 +445,18 @@ impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
             return Ok(());
         }
         inner.state.committed = committed;
+        // openraft calls this on every commit, and an atomic write costs two
+        // fsyncs. The committed id only lets a restarted replica apply its log
+        // before it hears from a leader (who then says how far to apply), so it
+        // is written at most every `COMMITTED_SAVE_INTERVAL`; the vote, which
+        // safety needs, is written each time it changes (`save_vote`), and
+        // carries the newest committed id known with it.
+        let due = inner
+            .committed_saved
+            .is_none_or(|at| at.elapsed() >= COMMITTED_SAVE_INTERVAL);
+        if !due {
+            return Ok(());
+        }
         inner.save_state()
     }
 
@@ -370,9 +479,13 @@ impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
     {
         let mut inner = self.inner.lock().await;
         for entry in entries {
-            inner.append_one::<C>(&entry)?;
+            inner.append_one(entry)?;
         }
         let synced = inner.wal.sync();
+        if synced.is_err() {
+            // What was not synced must not be served from memory either.
+            inner.forget_recent();
+        }
         drop(inner);
         match synced {
             Ok(()) => {
@@ -398,8 +511,9 @@ impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
         } else {
             inner.wal.reset(index).map_err(io_error)?;
         }
+        inner.forget_recent();
         inner.wal.sync().map_err(io_error)?;
-        inner.last = inner.read_last::<C>()?;
+        inner.last = inner.read_last()?;
         Ok(())
     }
 
@@ -416,6 +530,7 @@ impl<C: HearthConfig> RaftLogStorage<C> for LogStore<C> {
         // store already ignores.
         inner.state.last_purged = Some(log_id);
         inner.save_state()?;
+        inner.forget_recent_through(log_id.index);
         let removed = if log_id.index + 1 >= inner.wal.next_index() {
             let before = inner.wal.segments().len();
             inner.wal.reset(log_id.index + 1).map_err(io_error)?;

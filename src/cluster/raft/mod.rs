@@ -19,7 +19,7 @@ mod state_machine;
 #[cfg(test)]
 mod tests;
 
-pub use network::channel;
+pub use network::{channel, PeerChannels};
 pub use service::RaftService;
 
 use crate::cluster::pb;
@@ -55,7 +55,7 @@ pub(crate) trait HearthConfig:
     Node = NodeAddr,
     Entry = openraft::Entry<Self>,
     SnapshotData = Cursor<Vec<u8>>,
-    D: Payload,
+    D: Payload + Clone,
 >
 {
     /// Encodes an entry as one log record.

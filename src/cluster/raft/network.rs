@@ -69,6 +69,36 @@ pub fn channel(address: &str) -> Result<Channel, String> {
         .connect_lazy())
 }
 
+/// Channels to peers by gRPC address, for the calls other than Raft's own that
+/// recur every second or more often (the failure detector's status probes, the
+/// reconciler's `Held`, forwarded writes): one HTTP/2 connection per peer is kept
+/// and reused instead of connecting and tearing down one per call. A call that
+/// fails `forget`s its channel, so the next one connects afresh (the peer may have
+/// restarted, or the old connection may be stuck behind a healed partition).
+/// Cheap to clone; clones share the channels.
+#[derive(Clone, Default)]
+pub struct PeerChannels {
+    channels: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    /// The channel to `address`, made (connecting lazily) on first use.
+    pub fn get(&self, address: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock();
+        if let Some(c) = map.get(address) {
+            return Ok(c.clone());
+        }
+        let c = channel(address)?;
+        map.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Drops the channel to `address` after a call on it failed.
+    pub fn forget(&self, address: &str) {
+        self.channels.lock().remove(address);
+    }
+}
+
 impl<C: HearthConfig> RaftNetworkFactory<C> for Network {
     type Network = PeerClient;
 

@@ -76,3 +76,58 @@ async fn append_as_new_term_follows_the_log_in_a_higher_term() {
     assert_eq!(entries.len(), 2);
     assert!(matches!(entries[1].payload, EntryPayload::Membership(_)));
 }
+
+/// The entries kept in memory after appending answer reads exactly as the files
+/// would: past their bound, after a truncation and re-append in a new term, and
+/// after a purge. Every read is compared with a fresh store opened on the same
+/// files, which has nothing in memory.
+#[tokio::test]
+async fn reads_served_from_memory_match_the_files() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft");
+    let mut log = LogStore::<TypeConfig>::open(&path, wal_opts()).unwrap();
+    let entry = |term: u64, index: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Blank,
+    };
+    let ids = |es: Vec<Entry<TypeConfig>>| -> Vec<(u64, u64)> {
+        es.iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    };
+    async fn same(
+        log: &mut LogStore<TypeConfig>,
+        path: &std::path::Path,
+        range: std::ops::Range<u64>,
+    ) -> Vec<Entry<TypeConfig>> {
+        let from_memory = log.try_get_log_entries(range.clone()).await.unwrap();
+        let mut fresh = LogStore::<TypeConfig>::open(path, wal_opts()).unwrap();
+        let from_files = fresh.try_get_log_entries(range).await.unwrap();
+        assert_eq!(from_memory, from_files);
+        from_memory
+    }
+    // More entries than the tail keeps: old ones come from the files.
+    log.blocking_append((0..300).map(|i| entry(1, i)))
+        .await
+        .unwrap();
+    assert_eq!(ids(same(&mut log, &path, 0..300).await).len(), 300);
+    assert_eq!(ids(same(&mut log, &path, 290..300).await)[0], (1, 290));
+    // Truncate and append again in term 2: the old term-1 entries are gone.
+    log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 295))
+        .await
+        .unwrap();
+    log.blocking_append((295..298).map(|i| entry(2, i)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(same(&mut log, &path, 293..300).await),
+        vec![(1, 293), (1, 294), (2, 295), (2, 296), (2, 297)]
+    );
+    // Purged entries are not served, from memory or files.
+    log.purge(LogId::new(CommittedLeaderId::new(2, 1), 296))
+        .await
+        .unwrap();
+    assert_eq!(ids(same(&mut log, &path, 290..298).await), vec![(2, 297)]);
+}
