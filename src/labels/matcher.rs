@@ -186,6 +186,9 @@ fn compile(name: &str, pattern: &str) -> Result<Fast, MatcherError> {
         set.dedup();
         return Ok(Fast::Set(set));
     }
+    if let Some(re) = COMPILED.lock().get(pattern) {
+        return Ok(Fast::Regex(re.clone()));
+    }
     // No fully built DFA: building one costs more than a query's whole selection
     // and a label value is matched a handful of times per query, which the lazy
     // DFA does as fast. Otherwise the `regex` crate's defaults.
@@ -198,8 +201,22 @@ fn compile(name: &str, pattern: &str) -> Result<Fast, MatcherError> {
             pattern: pattern.to_string(),
             reason: build_error_text(&e),
         })?;
+    let mut compiled = COMPILED.lock();
+    if compiled.len() >= COMPILED_MAX {
+        compiled.clear();
+    }
+    compiled.insert(pattern.to_string(), re.clone());
     Ok(Fast::Regex(re))
 }
+
+/// Patterns compiled recently, by pattern: dashboards and rules send the same
+/// selectors over and over, and compiling costs more than a small selection. A
+/// clone shares the compiled program. Emptied when full.
+static COMPILED: std::sync::LazyLock<parking_lot::Mutex<std::collections::HashMap<String, Regex>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Most patterns `COMPILED` holds.
+const COMPILED_MAX: usize = 256;
 
 /// A build error in the words the `regex` crate uses (the parser's message, or
 /// the size limit).
