@@ -284,7 +284,7 @@ mod tests {
     #[test]
     fn short_decimals_edges() {
         for (text, want) in [
-            ("0.5", 0.5),
+            ("0.5", 0.5f64),
             ("-0.0", -0.0),
             ("3.", 3.0),
             (".25", 0.25),
