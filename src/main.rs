@@ -53,8 +53,11 @@ struct ServerFlags {
     #[arg(long = "storage.tsdb.max-block-duration", value_parser = parse_duration_ms)]
     max_block_duration_ms: Option<i64>,
 
-    /// fsync the WAL on every commit (true), or leave flushing to the OS (false).
-    #[arg(long = "storage.tsdb.wal-fsync", default_value_t = true, action = clap::ArgAction::Set)]
+    /// fsync the WAL on every commit (true), or, as Prometheus, only when a WAL
+    /// segment is closed (false). Either way every commit is written to the WAL file
+    /// before it is acknowledged; without fsync a crash of the machine (not of the
+    /// process) can lose the commits of the active segment.
+    #[arg(long = "storage.tsdb.wal-fsync", default_value_t = false, action = clap::ArgAction::Set)]
     wal_fsync: bool,
 
     /// Truncate the WAL at a corrupted record instead of refusing to start.
@@ -636,7 +639,7 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
                     fsync: if flags.wal_fsync {
                         hearth::wal::FsyncPolicy::Always
                     } else {
-                        hearth::wal::FsyncPolicy::Never
+                        hearth::wal::FsyncPolicy::SegmentClose
                     },
                     repair: flags.wal_repair,
                     ..Default::default()

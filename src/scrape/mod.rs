@@ -14,6 +14,7 @@
 
 pub mod http;
 pub mod scrape_loop;
+mod series_cache;
 pub mod target;
 pub mod tls;
 

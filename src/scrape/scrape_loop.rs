@@ -9,12 +9,12 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ScrapeConfig;
-use crate::fxhash::HashMap as FxMap;
 use crate::labels::{Labels, LabelsBuilder, METRIC_NAME};
 use crate::storage::{stale_nan, AppendError, Appendable, Appender, SeriesRef};
 use crate::textparse::{Entry, MetricType, RawEntry, TextFormat, TextParser};
 
 use super::http::HttpClient;
+use super::series_cache::SeriesCache;
 use super::target::Target;
 use crate::cluster::Ownership;
 
@@ -114,23 +114,20 @@ pub struct LoopControl {
     pub kill: CancellationToken,
 }
 
-/// What the cache knows about one series as the target writes it.
+/// What the cache knows about one series as the target writes it, and whether it
+/// was in the last committed scrape (staleness, as Prometheus's `seriesCur`).
 struct CacheEntry {
     /// The series after target labels and metric relabeling; None when dropped.
     labels: Option<Labels>,
-    /// `labels`' hash, the key of its staleness entry.
+    /// `labels`' hash: two entries with the same hash are one series for
+    /// staleness (two spellings of one series, or relabeling that joins them).
     labels_hash: u64,
     series_ref: SeriesRef,
     last_attempt: u64,
-}
-
-struct StaleEntry {
-    /// The series' final labels (shared with its cache entry).
-    labels: Labels,
-    series_ref: SeriesRef,
-    /// Attempt that last appended this series (maybe not committed).
+    /// Attempt that last appended this series with staleness tracking (maybe not
+    /// committed).
     pending_attempt: u64,
-    /// Attempt whose commit last included this series.
+    /// Attempt whose commit last included this series; 0 once it was marked stale.
     committed_attempt: u64,
 }
 
@@ -139,12 +136,9 @@ struct StaleEntry {
 pub struct LoopState {
     /// Keyed by the series text as the target writes it (name and label set, see
     /// `RawSample::series`), so a known series costs a lookup: no label set is
-    /// built, labeled or relabeled again. Series dropped by relabeling are kept
-    /// too, with no labels.
-    cache: FxMap<Box<[u8]>, CacheEntry>,
-    /// Series of the last committed scrape, keyed by their final labels' hash (as
-    /// Prometheus's `seriesCur`).
-    stale: FxMap<u64, StaleEntry>,
+    /// built, labeled or relabeled again, and its staleness state is in the same
+    /// entry. Series dropped by relabeling are kept too, with no labels.
+    cache: SeriesCache<CacheEntry>,
     attempt: u64,
     last_committed: u64,
     report_refs: [SeriesRef; 5],
@@ -197,6 +191,7 @@ impl LoopState {
         let sample_limit = cfg.sample_limit.unwrap_or(0);
         let mut sample_limit_hit = false;
         let mut parser = TextParser::new(format, body);
+        self.cache.begin_pass();
         while let Some(entry) = parser.next_raw() {
             let sample = match entry {
                 Ok(RawEntry::Sample(sample)) => sample,
@@ -207,14 +202,21 @@ impl LoopState {
                 Err(e) => return Err((st, AppendFailure::Parse(e.to_string()))),
             };
             st.total += 1;
-            let (entry, is_new) = match self.cache.get_mut(sample.series) {
-                Some(entry) => (entry, false),
+            let (id, is_new) = match self.cache.find(sample.series) {
+                Some(id) => (id, false),
                 None => {
                     let new = new_cache_entry(cfg, target_labels, &mut parser, attempt)
                         .map_err(|failure| (st.clone(), failure))?;
-                    (self.cache.entry(sample.series.into()).or_insert(new), true)
+                    let id = self.cache.insert(sample.series, new).ok_or_else(|| {
+                        (
+                            st.clone(),
+                            AppendFailure::Storage("series cache full".into()),
+                        )
+                    })?;
+                    (id, true)
                 }
             };
+            let entry = self.cache.get_mut(id);
             entry.last_attempt = attempt;
             let Some(final_labels) = &entry.labels else {
                 continue;
@@ -244,65 +246,72 @@ impl LoopState {
             }
             // Series with their own timestamps are not marked stale, unless asked.
             if honored_ts.is_none() || cfg.track_timestamps_staleness {
-                let r = entry.series_ref;
-                let s = self
-                    .stale
-                    .entry(entry.labels_hash)
-                    .or_insert_with(|| StaleEntry {
-                        labels: final_labels.clone(),
-                        series_ref: r,
-                        pending_attempt: attempt,
-                        committed_attempt: 0,
-                    });
-                s.pending_attempt = attempt;
-                if s.series_ref != r {
-                    // Another series with the same hash (or the same series under a
-                    // new ref): keep the ref and labels together.
-                    s.series_ref = r;
-                    s.labels = final_labels.clone();
-                }
+                entry.pending_attempt = attempt;
             }
         }
         if sample_limit_hit {
             return Err((st, AppendFailure::SampleLimit));
         }
-        // Everything in the last committed scrape but not in this one is stale now.
-        let prev = self.last_committed;
-        let mut stale_err = None;
-        self.stale.retain(|_, s| {
-            if s.pending_attempt == attempt {
-                return true;
-            }
-            if prev != 0 && s.committed_attempt == prev {
-                match app.append(s.series_ref, &s.labels, t_ms, stale_nan()) {
-                    Ok(_)
-                    | Err(
-                        AppendError::OutOfOrder
-                        | AppendError::DuplicateSampleForTimestamp
-                        | AppendError::OutOfBounds,
-                    ) => {}
-                    Err(e) => stale_err = Some(e.to_string()),
-                }
-            }
-            false
-        });
-        if let Some(e) = stale_err {
-            return Err((st, AppendFailure::Storage(e)));
-        }
+        self.append_stale_markers(app, t_ms)
+            .map_err(|e| (st.clone(), AppendFailure::Storage(e)))?;
         Ok(st)
+    }
+
+    /// Appends a staleness marker at `t_ms` for every series of the last committed
+    /// scrape that this attempt did not append: once per label hash, and not when
+    /// another spelling of the series was appended.
+    fn append_stale_markers(&mut self, app: &mut dyn Appender, t_ms: i64) -> Result<(), String> {
+        let (attempt, prev) = (self.attempt, self.last_committed);
+        if prev == 0 {
+            return Ok(());
+        }
+        let mut gone: Vec<(u64, SeriesRef, Labels)> = Vec::new();
+        for e in self.cache.values_mut() {
+            if e.committed_attempt != prev || e.pending_attempt == attempt {
+                continue;
+            }
+            // Marked once: a later attempt does not mark it again.
+            e.committed_attempt = 0;
+            if let Some(l) = &e.labels {
+                gone.push((e.labels_hash, e.series_ref, l.clone()));
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut skip: crate::fxhash::HashSet<u64> = self
+            .cache
+            .values()
+            .filter(|e| e.pending_attempt == attempt)
+            .map(|e| e.labels_hash)
+            .collect();
+        for (hash, series_ref, labels) in gone {
+            if !skip.insert(hash) {
+                continue;
+            }
+            match app.append(series_ref, &labels, t_ms, stale_nan()) {
+                Ok(_)
+                | Err(
+                    AppendError::OutOfOrder
+                    | AppendError::DuplicateSampleForTimestamp
+                    | AppendError::OutOfBounds,
+                ) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
     }
 
     /// Records that the last `append_body` was committed.
     pub fn committed(&mut self) {
         let a = self.attempt;
-        for s in self.stale.values_mut() {
-            if s.pending_attempt == a {
-                s.committed_attempt = a;
-            }
-        }
         self.last_committed = a;
-        self.cache
-            .retain(|_, e| e.last_attempt + CACHE_KEEP_SCRAPES >= a);
+        self.cache.retain(|e| {
+            if e.pending_attempt == a {
+                e.committed_attempt = a;
+            }
+            e.last_attempt + CACHE_KEEP_SCRAPES >= a
+        });
         let before = self.metadata.len();
         self.metadata
             .retain(|_, (_, seen)| *seen + METADATA_KEEP_SCRAPES >= a);
@@ -443,6 +452,8 @@ fn new_cache_entry(
         labels,
         series_ref: 0,
         last_attempt: attempt,
+        pending_attempt: 0,
+        committed_attempt: 0,
     })
 }
 
@@ -877,6 +888,47 @@ mod tests {
                 (
                     "{__name__=\"m\", exported_job=\"inner\", instance=\"h:1\", job=\"a\", x=\"1\"}".to_string(),
                     vec!["1".into(), "2".into(), "3".into()],
+                ),
+            ]
+        );
+    }
+    #[test]
+    fn stale_markers_once_per_disappearance() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::tsdb::db::Db::open(dir.path(), Default::default()).unwrap();
+        let cfg = job("scrape_configs:\n  - job_name: a\n");
+        let mut state = LoopState::default();
+        scrape(&mut state, &db, &cfg, "a 1\nb 1\n", 1000).unwrap();
+        scrape(&mut state, &db, &cfg, "a 2\n", 2000).unwrap();
+        scrape(&mut state, &db, &cfg, "a 3\n", 3000).unwrap();
+        // Back under another spelling, then gone with the old spelling still cached.
+        scrape(&mut state, &db, &cfg, "a 4\nb{} 4\n", 4000).unwrap();
+        scrape(&mut state, &db, &cfg, "a 5\nb 5\n", 5000).unwrap();
+        scrape(&mut state, &db, &cfg, "", 6000).unwrap();
+        scrape(&mut state, &db, &cfg, "", 7000).unwrap();
+        assert_eq!(
+            stored(&db),
+            vec![
+                (
+                    "{__name__=\"a\", instance=\"h:1\", job=\"a\"}".to_string(),
+                    vec![
+                        "1".into(),
+                        "2".into(),
+                        "3".into(),
+                        "4".into(),
+                        "5".into(),
+                        "stale".into()
+                    ],
+                ),
+                (
+                    "{__name__=\"b\", instance=\"h:1\", job=\"a\"}".to_string(),
+                    vec![
+                        "1".into(),
+                        "stale".into(),
+                        "4".into(),
+                        "5".into(),
+                        "stale".into()
+                    ],
                 ),
             ]
         );

@@ -58,6 +58,9 @@ fn parse_go_float_syntax(s: &[u8]) -> Result<f64, FloatError> {
         let v = n as f64;
         return Ok(if negative { -v } else { v });
     }
+    if let Some(v) = short_decimal(digits) {
+        return Ok(if negative { -v } else { v });
+    }
     if let Some(v) = parse_special(s) {
         return Ok(v);
     }
@@ -72,6 +75,38 @@ fn parse_go_float_syntax(s: &[u8]) -> Result<f64, FloatError> {
         return Err(FloatError::OutOfRange);
     }
     Ok(v)
+}
+
+/// Exact powers of ten up to 10^15.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// An unsigned decimal with a point and at most 15 digits in all (`57.85`,
+/// `0.025`, `3.`): the digits as an integer, which is exact in an f64, divided by
+/// an exact power of ten. One correctly rounded division gives the correctly
+/// rounded value (Clinger's fast path, the first thing a general parser tries, but
+/// without its scanning and checks). None for anything else.
+fn short_decimal(digits: &[u8]) -> Option<f64> {
+    if digits.len() > 16 {
+        return None;
+    }
+    let mut n = 0u64;
+    let mut point = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => n = n * 10 + u64::from(c - b'0'),
+            b'.' if point.is_none() => point = Some(i),
+            _ => return None,
+        }
+    }
+    let point = point?;
+    let frac_len = digits.len() - point - 1;
+    // A lone point is not a number; more than 15 digits may not be exact.
+    if digits.len() < 2 || digits.len() - 1 > 15 {
+        return None;
+    }
+    Some(n as f64 / POW10[frac_len])
 }
 
 /// `Inf`, `Infinity` with an optional sign and `NaN` without one, any case, as Go's
@@ -233,6 +268,38 @@ pub(crate) fn normalize_float_label(raw: &str, out: &mut String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The short-decimal path gives what the general parser gives.
+        #[test]
+        fn short_decimals_match_the_general_parser(int in 0u64..10_000_000, frac in 0u64..100_000_000, frac_len in 0usize..9, neg: bool) {
+            let frac = format!("{frac:08}");
+            let text = format!("{}{int}.{}", if neg { "-" } else { "" }, &frac[..frac_len]);
+            let want: f64 = text.parse().unwrap();
+            let got = parse_go_float(text.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "{}", text);
+        }
+    }
+
+    #[test]
+    fn short_decimals_edges() {
+        for (text, want) in [
+            ("0.5", 0.5f64),
+            ("-0.0", -0.0),
+            ("3.", 3.0),
+            (".25", 0.25),
+            ("57.85", 57.85),
+            ("123456789.012345", 123456789.012345),
+            ("0.000000000000001", 1e-15),
+            ("1234567890.1234567", 1234567890.1234567),
+        ] {
+            let got = parse_go_float(text.as_bytes()).unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{text}");
+        }
+        assert!(parse_go_float(b".").is_err());
+        assert!(parse_go_float(b"1.2.3").is_err());
+        assert!(parse_go_float(b"-.").is_err());
+    }
 
     #[test]
     fn accepts_go_float_syntax() {

@@ -1239,11 +1239,12 @@ impl Head {
         Ok(())
     }
 
-    /// Flushes the WAL to disk (on shutdown).
+    /// Flushes the WAL to disk (on shutdown): written out and, unless its policy is
+    /// `Never`, fsynced.
     pub fn sync(&self) -> Result<(), TsdbError> {
         if let Some(w) = self.wal.lock().as_mut() {
             w.flush_series()?;
-            w.log.sync()?;
+            w.log.fsync()?;
         }
         self.chunk_files.sync()?;
         Ok(())

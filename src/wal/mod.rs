@@ -9,9 +9,11 @@
 //! index (`reset`). `checkpoint` writes a set of records into a `checkpoint.N`
 //! directory in the same format, for the TSDB's head truncation.
 //!
-//! Durability: `append` only buffers. `sync` is the durability point: it writes the
-//! buffer out and, with `FsyncPolicy::Always`, fsyncs. The byte format is in
-//! `docs/format/wal.md`.
+//! Durability: `append` only buffers. `sync` is the commit point: it writes the
+//! buffer out to the file (so a crash of the process loses nothing synced) and, with
+//! `FsyncPolicy::Always`, fsyncs it (so neither does a crash of the machine). With
+//! `FsyncPolicy::SegmentClose` a segment is fsynced when it is closed, as in
+//! Prometheus's WAL. The byte format is in `docs/format/wal.md`.
 
 pub mod checkpoint;
 mod reader;
@@ -84,6 +86,12 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wal
 pub enum FsyncPolicy {
     /// fsync on every `sync()` (a commit), on segment cuts and on directory changes.
     Always,
+    /// What Prometheus's WAL does: `sync()` writes to the file without fsync; a
+    /// segment is fsynced when it is closed (a cut, `close`, `fsync`), and segment
+    /// creations and deletions fsync the directory. A crash of the process loses
+    /// nothing synced; a crash of the machine can lose what was synced into the
+    /// active segment since it was started, and can leave that segment damaged.
+    SegmentClose,
     /// Never fsync; leave it to the OS. For tests and benchmarks only: a machine
     /// crash can lose acknowledged records and leave damage that needs `repair`.
     Never,
@@ -164,6 +172,8 @@ pub struct Log {
     buf: Vec<u8>,
     /// Set after a failed write: the file's state is unknown, so refuse further use.
     broken: bool,
+    /// Segment fsyncs since the log was opened.
+    fsyncs: u64,
 }
 
 impl Log {
@@ -214,6 +224,7 @@ impl Log {
             flushed_bytes,
             buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
             broken: false,
+            fsyncs: 0,
         })
     }
 
@@ -273,17 +284,39 @@ impl Log {
 
     /// Writes buffered records to the file and, with `FsyncPolicy::Always`, fsyncs
     /// it. The durability point: records appended before a successful `sync` survive
-    /// a crash.
+    /// a crash of the process, and with `Always` a crash of the machine.
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.check_usable()?;
         self.flush()?;
         if self.opts.fsync == FsyncPolicy::Always {
-            let path = self.active_path();
-            if let Err(e) = self.file.sync_data() {
-                self.broken = true;
-                return Err(io_err("fsync", &path)(e));
-            }
+            self.fsync_active()?;
         }
+        Ok(())
+    }
+
+    /// Writes buffered records to the file and fsyncs it, unless the policy is
+    /// `Never`: what a clean shutdown does under any other policy.
+    pub fn fsync(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        self.flush()?;
+        if self.opts.fsync != FsyncPolicy::Never {
+            self.fsync_active()?;
+        }
+        Ok(())
+    }
+
+    /// How many times the log fsynced a segment file since it was opened.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs
+    }
+
+    fn fsync_active(&mut self) -> Result<(), WalError> {
+        let path = self.active_path();
+        if let Err(e) = self.file.sync_data() {
+            self.broken = true;
+            return Err(io_err("fsync", &path)(e));
+        }
+        self.fsyncs += 1;
         Ok(())
     }
 
@@ -340,7 +373,7 @@ impl Log {
         let file = open_append(&path)?;
         file.set_len(offset)
             .map_err(io_err("truncate segment", &path))?;
-        if self.opts.fsync == FsyncPolicy::Always {
+        if self.opts.fsync != FsyncPolicy::Never {
             file.sync_all().map_err(io_err("fsync", &path))?;
         }
         let seg = &mut self.segments[si];
@@ -416,9 +449,10 @@ impl Log {
         })
     }
 
-    /// Syncs and closes the log.
+    /// Syncs and closes the log; the active segment is fsynced unless the policy
+    /// is `Never`.
     pub fn close(mut self) -> Result<(), WalError> {
-        self.sync()
+        self.fsync()
     }
 
     fn active(&self) -> &Segment {
@@ -464,12 +498,10 @@ impl Log {
     /// Makes a new segment the active one. The buffer must be flushed.
     fn start_segment(&mut self, header: SegmentHeader) -> Result<(), WalError> {
         assert!(self.buf.is_empty());
-        if self.opts.fsync == FsyncPolicy::Always {
-            let path = self.active_path();
-            if let Err(e) = self.file.sync_data() {
-                self.broken = true;
-                return Err(io_err("fsync", &path)(e));
-            }
+        // The segment being closed is fsynced before the next one exists, so a
+        // crash never leaves a later segment after a damaged one.
+        if self.opts.fsync != FsyncPolicy::Never {
+            self.fsync_active()?;
         }
         let number = self.active().number + 1;
         let file = match create_segment(&self.dir, number, header, self.opts.fsync) {
@@ -492,7 +524,7 @@ impl Log {
     }
 
     fn sync_dir(&self) -> Result<(), WalError> {
-        if self.opts.fsync == FsyncPolicy::Always {
+        if self.opts.fsync != FsyncPolicy::Never {
             sync_dir(&self.dir)?;
         }
         Ok(())
@@ -557,7 +589,7 @@ fn create_segment(
         .map_err(io_err("create segment", &path))?;
     file.write_all(&header.encode())
         .map_err(io_err("write segment header", &path))?;
-    if fsync == FsyncPolicy::Always {
+    if fsync != FsyncPolicy::Never {
         file.sync_all().map_err(io_err("fsync", &path))?;
         sync_dir(dir)?;
     }

@@ -242,6 +242,60 @@ fn fsync_always_paths() {
     assert_eq!(read_all(&mut log, 100), vec![(100, b"x".to_vec())]);
 }
 
+/// `SegmentClose` writes every sync to the file (a reopen sees it) but fsyncs only
+/// segments being closed, and on `fsync`/`close`; `Always` fsyncs every sync.
+#[test]
+fn segment_close_policy_fsyncs_closed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_size_bytes: 1 << 20,
+        fsync: FsyncPolicy::SegmentClose,
+        repair: false,
+    };
+    let mut log = Log::open(dir.path(), o.clone()).unwrap();
+    for i in 0..10 {
+        log.append(&record(i)).unwrap();
+        log.sync().unwrap();
+    }
+    assert_eq!(log.fsync_count(), 0);
+    // Synced records are in the file: a second log opened on the same directory
+    // (as after a crash of the process) reads them all.
+    {
+        let mut other = Log::open(dir.path(), o.clone()).unwrap();
+        assert_eq!(read_all(&mut other, 0).len(), 10);
+    }
+    log.cut_segment().unwrap();
+    assert_eq!(log.fsync_count(), 1);
+    log.append(b"x").unwrap();
+    log.sync().unwrap();
+    assert_eq!(log.fsync_count(), 1);
+    log.fsync().unwrap();
+    assert_eq!(log.fsync_count(), 2);
+    log.close().unwrap();
+    let mut log = Log::open(dir.path(), o).unwrap();
+    assert_eq!(read_all(&mut log, 10), vec![(10, b"x".to_vec())]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let always = LogOptions {
+        segment_size_bytes: 1 << 20,
+        fsync: FsyncPolicy::Always,
+        repair: false,
+    };
+    let mut log = Log::open(dir.path(), always).unwrap();
+    for i in 0..3 {
+        log.append(&record(i)).unwrap();
+        log.sync().unwrap();
+    }
+    assert_eq!(log.fsync_count(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), opts(1 << 20)).unwrap();
+    log.append(b"y").unwrap();
+    log.sync().unwrap();
+    log.cut_segment().unwrap();
+    log.fsync().unwrap();
+    assert_eq!(log.fsync_count(), 0);
+}
+
 #[test]
 fn reader_errors_when_segment_shrinks_underneath() {
     let dir = tempfile::tempdir().unwrap();
