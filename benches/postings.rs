@@ -4,7 +4,7 @@
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
-use hearth::tsdb::postings::{difference, intersect, union_many};
+use hearth::tsdb::postings::{intersect, remove_listed, union_many};
 
 /// `n` sorted references spaced by `step`, starting at `offset`.
 fn list(n: u64, step: u64, offset: u64) -> Vec<u64> {
@@ -42,16 +42,32 @@ fn bench_union(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_difference(c: &mut Criterion) {
-    let mut g = c.benchmark_group("difference");
+fn bench_remove(c: &mut Criterion) {
+    let mut g = c.benchmark_group("remove_listed");
     let a = list(1_000_000, 1, 0);
     let b = list(1_000, 1_000, 0);
     g.throughput(Throughput::Elements(1_000_000));
     g.bench_function("1M_minus_1k", |bench| {
-        bench.iter(|| difference(black_box(&a), black_box(&b)))
+        bench.iter_batched(
+            || a.clone(),
+            |mut refs| remove_listed(&mut refs, b.len(), |i| b[i]),
+            BatchSize::LargeInput,
+        )
+    });
+    // A small positive result against a list that is a third of the index (a
+    // negative matcher such as `zone!~"z[0-2]"`).
+    let few = list(100, 3_000, 1);
+    let third = list(333_333, 3, 0);
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("100_minus_333k", |bench| {
+        bench.iter_batched(
+            || few.clone(),
+            |mut refs| remove_listed(&mut refs, third.len(), |i| third[i]),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }
 
-criterion_group!(benches, bench_intersect, bench_union, bench_difference);
+criterion_group!(benches, bench_intersect, bench_union, bench_remove);
 criterion_main!(benches);
