@@ -289,15 +289,7 @@ impl LoopState {
             if !skip.insert(hash) {
                 continue;
             }
-            match app.append(series_ref, &labels, t_ms, stale_nan()) {
-                Ok(_)
-                | Err(
-                    AppendError::OutOfOrder
-                    | AppendError::DuplicateSampleForTimestamp
-                    | AppendError::OutOfBounds,
-                ) => {}
-                Err(e) => return Err(e.to_string()),
-            }
+            refused_is_fine(app.append(series_ref, &labels, t_ms, stale_nan()))?;
         }
         Ok(())
     }
@@ -417,17 +409,28 @@ impl LoopState {
             (target_labels.clone(), built)
         });
         for (i, labels) in built.iter().enumerate() {
-            match app.append(self.report_refs[i], labels, t_ms, values[i]) {
-                Ok(r) => self.report_refs[i] = r,
-                Err(
-                    AppendError::OutOfOrder
-                    | AppendError::DuplicateSampleForTimestamp
-                    | AppendError::OutOfBounds,
-                ) => {}
-                Err(e) => return Err(e.to_string()),
+            if let Some(r) =
+                refused_is_fine(app.append(self.report_refs[i], labels, t_ms, values[i]))?
+            {
+                self.report_refs[i] = r;
             }
         }
         Ok(())
+    }
+}
+
+/// The result of a stale marker's or report sample's append: a refusal for its
+/// time (out of order, duplicate, out of bounds) is no error, just no ref;
+/// anything else fails the scrape with its text.
+fn refused_is_fine(r: Result<SeriesRef, AppendError>) -> Result<Option<SeriesRef>, String> {
+    match r {
+        Ok(r) => Ok(Some(r)),
+        Err(
+            AppendError::OutOfOrder
+            | AppendError::DuplicateSampleForTimestamp
+            | AppendError::OutOfBounds,
+        ) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
