@@ -1,7 +1,8 @@
 //! Replica-set repair of WAL groups with real `hearth` processes on loopback.
 //!
 //! Four nodes with RF=2: samples written through remote write stay readable from
-//! the survivors when one node is SIGKILLed; after `hearth cluster remove` every
+//! the survivors when one node is SIGKILLed, those it acknowledged in the moment
+//! before the kill included; after `hearth cluster remove` every
 //! group's voters (as its leader reports them in `hearth_wal_group_voter`) and
 //! holders become the set the ring gives over the remaining members, the removed
 //! replicas are gone, and every acknowledged sample survives the SIGKILL of a
@@ -126,6 +127,117 @@ impl Writes {
     }
 }
 
+/// Writers sending remote writes to one node at once, each to its own series
+/// (`s` = writer), until that node is killed: what each had acknowledged, and
+/// the one request it had in flight when it stopped (may or may not be stored).
+struct Burst {
+    base_ms: i64,
+    acked: Vec<BTreeSet<i64>>,
+    in_flight: Vec<Option<i64>>,
+}
+
+/// Milliseconds between a burst writer's consecutive requests.
+const BURST_STEP_MS: i64 = 10;
+const BURST_WRITERS: usize = 4;
+
+impl Burst {
+    fn value(t: i64, s: usize) -> f64 {
+        (t % 1_000_000) as f64 + s as f64 / 10.0
+    }
+
+    /// Writes to `node` from `BURST_WRITERS` threads, kills `node` after
+    /// `kill_after` while they still write, and returns what they saw.
+    fn until_killed(node: &mut Node, base_ms: i64, kill_after: std::time::Duration) -> Burst {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..BURST_WRITERS)
+            .map(|s| {
+                let (web, stop) = (node.web.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut acked = BTreeSet::new();
+                    for i in 0.. {
+                        let t = base_ms + i * BURST_STEP_MS;
+                        if stop.load(Ordering::Relaxed) {
+                            return (acked, None);
+                        }
+                        let ts = vec![series(
+                            "repair_burst",
+                            &[("s", &s.to_string())],
+                            &[(t, Burst::value(t, s))],
+                        )];
+                        match try_remote_write(&web, ts) {
+                            Ok((204, _)) => {
+                                acked.insert(t);
+                            }
+                            _ => return (acked, Some(t)),
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        std::thread::sleep(kill_after);
+        node.kill();
+        stop.store(true, Ordering::Relaxed);
+        let mut burst = Burst {
+            base_ms,
+            acked: Vec::new(),
+            in_flight: Vec::new(),
+        };
+        for w in writers {
+            let (acked, in_flight) = w.join().expect("burst writer");
+            burst.acked.push(acked);
+            burst.in_flight.push(in_flight);
+        }
+        burst
+    }
+
+    /// Waits until `node` returns every acknowledged sample of the burst, and
+    /// nothing that was not sent.
+    fn check_complete(&self, node: &Node, all: &[&Node]) {
+        let last = self.acked.iter().filter_map(|a| a.last()).max();
+        let at_s = (last.copied().unwrap_or(self.base_ms) + 60_000) / 1000;
+        let mut said = String::new();
+        wait_for(
+            &format!("node {} to return every acknowledged burst sample", node.id),
+            all,
+            || {
+                let got = samples_by_series(&node.web, "repair_burst", at_s)?;
+                for (s, acked) in self.acked.iter().enumerate() {
+                    let have = got.get(&s).cloned().unwrap_or_default();
+                    let missing = acked
+                        .iter()
+                        .find(|t| have.get(t) != Some(&Burst::value(**t, s)));
+                    let unsent = have.iter().find(|(t, v)| {
+                        !(acked.contains(t) || self.in_flight[s] == Some(**t))
+                            || **v != Burst::value(**t, s)
+                    });
+                    assert!(
+                        unsent.is_none(),
+                        "node {}: burst series {s} holds a sample never sent: {unsent:?}",
+                        node.id
+                    );
+                    if let Some(t) = missing {
+                        let p = format!(
+                            "node {}: burst series {s}: {} of {} acknowledged samples, \
+                             missing t={t}",
+                            node.id,
+                            have.len(),
+                            acked.len()
+                        );
+                        if p != said {
+                            eprintln!("waiting: {p}");
+                            said = p;
+                        }
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        );
+    }
+}
+
 /// One node's view of the WAL groups it holds, from its `/metrics`: group ->
 /// (whether it leads it, the voters it knows).
 fn group_views(node: &Node) -> Option<BTreeMap<u64, (bool, BTreeSet<u64>)>> {
@@ -230,13 +342,22 @@ fn removed_node_replicas_are_repaired_and_survive_another_loss() {
         }
     }
 
-    // One node dies: everything acknowledged stays readable from the others,
-    // including the samples its own group holds.
-    nodes[0].kill();
-    println!("killed node 1");
+    // One node dies while writers send to it: everything acknowledged stays
+    // readable from the others, including the samples its own group holds and
+    // those acknowledged just before the kill (the other voter of its group
+    // must know they are committed, as it cannot elect itself alone).
+    let burst = Burst::until_killed(
+        &mut nodes[0],
+        writes.t(writes.acked.len() as i64 + 100),
+        std::time::Duration::from_millis(700),
+    );
+    let burst_acked: usize = burst.acked.iter().map(|a| a.len()).sum();
+    println!("killed node 1 during a burst: {burst_acked} burst writes acknowledged");
+    assert!(burst_acked > 0, "the burst wrote nothing before the kill");
     let rest: Vec<&Node> = nodes[1..].iter().collect();
     for n in &rest {
         writes.check_complete(n, &rest);
+        burst.check_complete(n, &rest);
     }
 
     // It is removed for good: its group and every group it was a replica of get
@@ -256,6 +377,7 @@ fn removed_node_replicas_are_repaired_and_survive_another_loss() {
     wait_for_replica_sets(&rest, &expected_sets(&[2, 3, 4], &[1, 2, 3, 4]));
     for n in &rest {
         writes.check_complete(n, &rest);
+        burst.check_complete(n, &rest);
     }
     // The repaired groups take writes again.
     writes.write(&rest, 12);
@@ -266,10 +388,11 @@ fn removed_node_replicas_are_repaired_and_survive_another_loss() {
     let last: Vec<&Node> = nodes[2..].iter().collect();
     for n in &last {
         writes.check_complete(n, &last);
+        burst.check_complete(n, &last);
     }
     println!(
         "FIGURE repair_acked_samples={}",
-        writes.acked.len() * SERIES
+        writes.acked.len() * SERIES + burst_acked
     );
 }
 

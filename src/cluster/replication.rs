@@ -396,6 +396,9 @@ async fn commit_to_group(
                     "not committed within {timeout:?} (no quorum?)"
                 )))
             }
+            Err(e @ GroupWriteError::Unconfirmed { .. }) => {
+                return Err(AppendError::Unavailable(e.to_string()))
+            }
             // The leader moved or is being elected: ask again shortly. A forwarded
             // write that failed in transport may have been committed anyway; the
             // retry then appends the same samples again, which apply drops as

@@ -21,7 +21,7 @@ use crate::storage::check_order;
 use crate::storage::{AppendError, SeriesRef};
 use crate::tsdb::db::{Db, DbOptions};
 use crate::wal::LogOptions;
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Config, Entry, EntryPayload, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder, SnapshotMeta,
@@ -102,6 +102,8 @@ const GROUP_LOG_TAIL_MAX: u64 = 1000;
 const REMOVING_SUFFIX: &str = ".removing";
 /// Size of one chunk of a snapshot archive sent to a follower.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+/// How long `WalGroup::tell_commit` waits before asking the other voter again.
+const TELL_COMMIT_RETRY: Duration = Duration::from_millis(50);
 
 /// A write to a WAL group failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -115,6 +117,13 @@ pub enum GroupWriteError {
     Timeout { group: u64, timeout: Duration },
     #[error("WAL group {group}: {reason}")]
     Fatal { group: u64, reason: String },
+    /// Committed, but the group's other voter did not hear of the commit within
+    /// the time left (`WalGroup::tell_commit`): not acknowledged.
+    #[error(
+        "WAL group {group}: committed, but the other replica did not confirm \
+         learning of it within {timeout:?}"
+    )]
+    Unconfirmed { group: u64, timeout: Duration },
     /// A sample of the batch is refused (out of order, duplicate with another
     /// value, out of bounds) against what the group holds: nothing was logged.
     #[error("WAL group {group}: {error} (series {series}, timestamp {t})")]
@@ -621,6 +630,9 @@ pub struct WalGroup {
     wal_opts: LogOptions,
     /// Kept so a re-formed group's new Raft continues from what was applied.
     sm: GroupStateMachine,
+    /// When the newest `tell_commit` round that succeeded started; the lock lets
+    /// one round run at a time, for every write waiting.
+    told: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl WalGroup {
@@ -728,6 +740,7 @@ impl WalGroup {
             config,
             wal_opts,
             sm,
+            told: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -947,11 +960,84 @@ impl WalGroup {
         batch: Vec<u8>,
         timeout: Duration,
     ) -> Result<u64, GroupWriteError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let _admitted = Admitted {
             pending: &self.pending,
             series: self.admit(series)?,
         };
-        self.propose(batch, timeout).await
+        let index = self.propose(batch, timeout).await?;
+        self.tell_commit(deadline, timeout).await?;
+        Ok(index)
+    }
+
+    /// In a group of two voters, waits until the other voter knows that what this
+    /// leader committed so far is committed. A follower learns of a commit from
+    /// the leader's next message; should the leader die before sending it, the
+    /// survivor holds the entry on disk but cannot apply it, and alone it cannot
+    /// elect itself to commit it: an acknowledged sample would be unreadable
+    /// until the leader returns or is removed. With three or more voters the
+    /// survivors elect a leader, which commits it.
+    ///
+    /// One round (openraft's read-index heartbeats, which carry the leader's
+    /// commit index and which the voter answers only once it has taken it) serves
+    /// every write committed before the round started; writes committed during a
+    /// round wait for the next.
+    async fn tell_commit(
+        &self,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<(), GroupWriteError> {
+        let two_voters = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .get_joint_config()
+                .iter()
+                .any(|c| c.len() == 2)
+        };
+        if !two_voters {
+            return Ok(());
+        }
+        let committed_at = std::time::Instant::now();
+        let group = self.group_id;
+        let unconfirmed = GroupWriteError::Unconfirmed { group, timeout };
+        let Ok(mut told) = tokio::time::timeout_at(deadline, self.told.lock()).await else {
+            return Err(unconfirmed);
+        };
+        loop {
+            if told.is_some_and(|t| t >= committed_at) {
+                return Ok(());
+            }
+            let started = std::time::Instant::now();
+            match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+                Err(_) => return Err(unconfirmed),
+                Ok(Ok(_)) => *told = Some(started),
+                // Another leader was elected: with two voters that took this
+                // voter's vote, and the new leader's log holds the entry, which
+                // it commits before anything else.
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                    return Ok(())
+                }
+                // No answer from the other voter in time: ask again until the
+                // deadline.
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                    tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + TELL_COMMIT_RETRY),
+                    )
+                    .await;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(unconfirmed);
+                    }
+                }
+                Ok(Err(e)) => {
+                    return Err(GroupWriteError::Fatal {
+                        group,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
     }
 
     async fn propose(&self, batch: Vec<u8>, timeout: Duration) -> Result<u64, GroupWriteError> {
