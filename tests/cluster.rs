@@ -36,6 +36,16 @@ fn three_nodes_form_a_cluster_a_fourth_joins_leader_fails_over_restart_keeps_mem
             1,
             "{states:?}"
         );
+        // Every member answered with its clock; on one machine they agree.
+        for m in s["members"].as_array().unwrap() {
+            let offset = m["clockOffsetSeconds"].as_f64();
+            assert!(
+                offset.is_some_and(|o| o.abs() < 1.0),
+                "node {}: member {} has clock offset {offset:?}",
+                n.id,
+                m["nodeId"]
+            );
+        }
     }
 
     // A fourth node joins through a follower, which forwards to the leader.

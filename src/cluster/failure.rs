@@ -11,7 +11,7 @@
 //! them, and its members' and its own work stop before the majority's new leader
 //! hands that work to others.
 
-use super::runtime::{status_request, Cluster};
+use super::runtime::{clock_offset_ms, clock_skewed, status_request, Cluster};
 use super::state::{ClusterState, Command, MemberState, NodeId};
 use super::RaftRole;
 use crate::cluster::pb;
@@ -28,6 +28,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long one proposal may take before the leader tries again later.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a member whose clock stays off is warned about again.
+const SKEW_WARN_EVERY: Duration = Duration::from_secs(300);
 /// How far in the future a new ring takes over when a live member loses work (a
 /// node joined or came back): long enough for every node to have applied the plan
 /// before it is in force, so the old owner scrapes exactly up to it and the new
@@ -60,7 +62,9 @@ struct Detector {
     /// until it answers again.
     last_ok: HashMap<NodeId, Instant>,
     last_probe: Option<Instant>,
-    probes: tokio::task::JoinSet<(NodeId, bool, Instant)>,
+    /// Each probe's member, whether it answered, when, and its clock offset
+    /// (`clock_offset_ms`).
+    probes: tokio::task::JoinSet<(NodeId, bool, Instant, Option<(i64, i64)>)>,
     leading: bool,
     /// How long a majority's confirmation keeps work leased.
     lease: Duration,
@@ -70,6 +74,8 @@ struct Detector {
     /// The confirmation in flight; it answers when it was asked for, if a majority
     /// confirmed.
     confirming: Option<tokio::task::JoinHandle<Option<Instant>>>,
+    /// When the clock of each member whose clock disagrees was last warned about.
+    skew_warned: HashMap<NodeId, Instant>,
 }
 
 /// Runs the leader's duties until `shutdown`; does nothing on other nodes.
@@ -83,6 +89,7 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
         lease: super::assign::lease_for(timeout),
         confirmed: None,
         confirming: None,
+        skew_warned: HashMap::new(),
     };
     loop {
         tokio::select! {
@@ -98,6 +105,31 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
 }
 
 impl Detector {
+    /// Warns (at most once per `SKEW_WARN_EVERY` and member) when a member's
+    /// clock disagrees with this node's by more than a handoff tolerates.
+    fn check_clock(&mut self, id: NodeId, offset_ms: i64, uncertainty_ms: i64, at: Instant) {
+        if !clock_skewed(offset_ms, uncertainty_ms) {
+            self.skew_warned.remove(&id);
+            return;
+        }
+        if self
+            .skew_warned
+            .get(&id)
+            .is_some_and(|t| at.duration_since(*t) < SKEW_WARN_EVERY)
+        {
+            return;
+        }
+        self.skew_warned.insert(id, at);
+        tracing::warn!(
+            node_id = id,
+            offset_ms,
+            uncertainty_ms,
+            "member's wall clock disagrees with the leader's: targets and rule groups that \
+             move between nodes may be scraped or evaluated twice, or skipped, around a \
+             handoff; synchronise the clocks (NTP)"
+        );
+    }
+
     async fn step(&mut self, cluster: &Cluster) {
         if cluster.raft().view().role != RaftRole::Leader {
             if self.leading {
@@ -125,8 +157,11 @@ impl Detector {
             }
         }
         while let Some(r) = self.probes.try_join_next() {
-            if let Ok((id, true, at)) = r {
+            if let Ok((id, true, at, offset)) = r {
                 self.last_ok.insert(id, at);
+                if let Some((offset_ms, uncertainty_ms)) = offset {
+                    self.check_clock(id, offset_ms, uncertainty_ms, at);
+                }
             }
         }
         if let Some(c) = self.confirming.take_if(|c| c.is_finished()) {
@@ -166,10 +201,13 @@ impl Detector {
                         lease: leased,
                         applied_index,
                     };
-                    let ok = status_request(&channels, &addr, req, PROBE_TIMEOUT)
-                        .await
-                        .is_ok();
-                    (id, ok, Instant::now())
+                    let sent = now_ms();
+                    let answer = status_request(&channels, &addr, req, PROBE_TIMEOUT).await;
+                    let offset = answer
+                        .as_ref()
+                        .ok()
+                        .and_then(|a| clock_offset_ms(sent, a.wall_clock_ms, now_ms()));
+                    (id, answer.is_ok(), Instant::now(), offset)
                 });
             }
         }
@@ -239,6 +277,22 @@ mod tests {
     use super::*;
     use crate::cluster::state::{NodeAddr, RingPlan};
     use std::collections::BTreeMap;
+
+    #[test]
+    fn clock_offsets_are_estimated_from_the_round_trip_and_judged_with_its_uncertainty() {
+        // Asked at 1000, answered (peer's clock) 5040, received at 1100: the
+        // answer is taken as made at 1050, so the peer runs 3990 ms ahead, ±50.
+        assert_eq!(clock_offset_ms(1000, 5040, 1100), Some((3990, 50)));
+        assert_eq!(clock_offset_ms(1000, 900, 1000), Some((-100, 0)));
+        // A peer that sends no clock gives no estimate.
+        assert_eq!(clock_offset_ms(1000, 0, 1100), None);
+        // Warned about only when surely beyond a quarter of the handoff delay.
+        let limit = HANDOFF_DELAY_MS / 4;
+        assert!(clock_skewed(3990, 50));
+        assert!(clock_skewed(-(limit + 51), 50));
+        assert!(!clock_skewed(limit + 50, 50), "within the uncertainty");
+        assert!(!clock_skewed(-100, 0));
+    }
 
     #[test]
     fn new_rings_take_over_later_only_when_a_live_member_hands_work_over() {

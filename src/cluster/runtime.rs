@@ -202,6 +202,9 @@ pub struct MemberStatus {
     /// Scrape targets the ring in force gives this member, counted over the
     /// targets this node discovers (every node discovers the same).
     pub owned_targets: u64,
+    /// The member's wall clock minus this node's, estimated from its answer
+    /// (0 for this node; None when it did not answer or sent no clock).
+    pub clock_offset_seconds: Option<f64>,
 }
 
 /// The cluster as this node sees it (`GET /api/v1/status/cluster`).
@@ -785,6 +788,7 @@ impl Cluster {
                 raft_state: None,
                 reachable: false,
                 owned_targets: 0,
+                clock_offset_seconds: None,
             })
             .collect();
         // Before the first membership is applied, show the effective one.
@@ -805,6 +809,7 @@ impl Cluster {
                     raft_state: None,
                     reachable: false,
                     owned_targets: 0,
+                    clock_offset_seconds: None,
                 })
                 .collect();
         }
@@ -813,17 +818,22 @@ impl Cluster {
             if m.node_id == self.node_id() {
                 m.raft_state = Some(view.role.as_str().to_string());
                 m.reachable = true;
+                m.clock_offset_seconds = Some(0.0);
             } else if ask_peers && !m.grpc_address.is_empty() {
                 let addr = m.grpc_address.clone();
-                asks.spawn(
-                    async move { (i, peer_status(&addr, Duration::from_millis(500)).await) },
-                );
+                asks.spawn(async move {
+                    let sent = now_ms();
+                    let r = peer_status(&addr, Duration::from_millis(500)).await;
+                    (i, sent, now_ms(), r)
+                });
             }
         }
-        while let Some(Ok((i, r))) = asks.join_next().await {
+        while let Some(Ok((i, sent, received, r))) = asks.join_next().await {
             if let Ok(s) = r {
+                let offset = clock_offset_ms(sent, s.wall_clock_ms, received);
                 members[i].raft_state = Some(s.raft_state);
                 members[i].reachable = true;
+                members[i].clock_offset_seconds = offset.map(|(o, _)| o as f64 / 1000.0);
             }
         }
         ClusterStatus {
@@ -845,6 +855,34 @@ impl Cluster {
         self.inner.raft.shutdown().await;
     }
 }
+
+/// A peer's clock offset from a `Status` answer: its wall clock minus this
+/// node's, in ms, taking the answer as made halfway through the round trip
+/// (`sent_ms` to `received_ms` on this node's clock), and the estimate's
+/// uncertainty (half the round trip). None when the peer sent no clock.
+pub(super) fn clock_offset_ms(
+    sent_ms: i64,
+    answered_ms: i64,
+    received_ms: i64,
+) -> Option<(i64, i64)> {
+    if answered_ms == 0 {
+        return None;
+    }
+    let half_trip = (received_ms - sent_ms).max(0) / 2;
+    Some((answered_ms - (sent_ms + half_trip), half_trip))
+}
+
+/// Whether a peer's clock offset (`clock_offset_ms`) is surely beyond what a
+/// ring handoff tolerates: a handoff is planned `HANDOFF_DELAY_MS` ahead on the
+/// leader's clock, and a node whose clock runs ahead by about that much would
+/// reach the handoff time before it learned of the plan.
+pub(super) fn clock_skewed(offset_ms: i64, uncertainty_ms: i64) -> bool {
+    offset_ms.abs() - uncertainty_ms > CLOCK_SKEW_WARN_MS
+}
+
+/// The clock offset between members beyond which the failure detector warns
+/// (`clock_skewed`): a quarter of the handoff delay.
+const CLOCK_SKEW_WARN_MS: i64 = super::failure::HANDOFF_DELAY_MS / 4;
 
 /// Transport failures worth retrying: the peer may just not be up yet.
 fn retryable(s: &tonic::Status) -> bool {
@@ -889,7 +927,7 @@ pub(super) async fn status_request(
     answer
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

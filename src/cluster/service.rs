@@ -280,6 +280,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 })
                 .collect(),
             ring_epoch: st.ring_epoch,
+            wall_clock_ms: super::runtime::now_ms(),
         }))
     }
 }
