@@ -56,15 +56,17 @@ pub fn takeover_time_ms(state: &ClusterState, members: &BTreeSet<NodeId>, now_ms
 }
 
 /// The leader's view of its members' health.
+/// A probe's member, whether it answered, when, and its clock offset with the
+/// estimate's uncertainty (`clock_offset_ms`).
+type ProbeResult = (NodeId, bool, Instant, Option<(i64, i64)>);
+
 struct Detector {
     timeout: Duration,
     /// When each member last answered a probe. A member marked down has no entry
     /// until it answers again.
     last_ok: HashMap<NodeId, Instant>,
     last_probe: Option<Instant>,
-    /// Each probe's member, whether it answered, when, and its clock offset
-    /// (`clock_offset_ms`).
-    probes: tokio::task::JoinSet<(NodeId, bool, Instant, Option<(i64, i64)>)>,
+    probes: tokio::task::JoinSet<ProbeResult>,
     leading: bool,
     /// How long a majority's confirmation keeps work leased.
     lease: Duration,
