@@ -106,10 +106,7 @@ fn leader(nodes: &[Node]) -> Option<usize> {
     agreed_leader(&refs, NODES).map(|(id, _)| id as usize)
 }
 
-// Out of the default run until it has been shown stable over many runs (issue 8;
-// jepsen/README.md tells what its first runs found).
 #[test]
-#[ignore = "not yet shown stable over many runs (issue 8); run with --ignored"]
 fn no_acknowledged_sample_is_lost_under_kills_pauses_and_partitions() {
     let seed = env_u64("HEARTH_JEPSEN_SEED").unwrap_or(now_ms() as u64 | 1);
     let chaos = Duration::from_secs(env_u64("HEARTH_JEPSEN_SECONDS").unwrap_or(45));
