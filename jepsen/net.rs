@@ -55,18 +55,28 @@ pub struct Net {
     nodes: usize,
     /// Currently cut pairs (a < b), for `heal` and the log.
     cut: BTreeSet<(usize, usize)>,
+    /// Held while the namespaces exist: the tests of this binary run one `Net`
+    /// at a time (their names and subnet come from the process id, and two
+    /// clusters on two cores would disturb each other's timing).
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Taken by each `Net` for its lifetime.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Net {
     /// Creates `nodes` namespaces (`<prefix>-n1` …) on one /24, node i at `.i`,
     /// the host at `.254`.
     pub fn new(nodes: usize) -> Result<Net, NetError> {
+        // A test that failed while holding it leaves nothing behind (`Drop`).
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let pid = std::process::id();
         let net = Net {
             prefix: format!("hj{pid}"),
             subnet: format!("10.{}.{}", 200 + pid % 50, (pid / 50) % 250),
             nodes,
             cut: BTreeSet::new(),
+            _serial: serial,
         };
         net.create()?;
         Ok(net)
