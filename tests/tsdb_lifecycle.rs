@@ -1641,3 +1641,83 @@ fn a_snapshot_of_blocks_and_a_head_checkpoint_reproduces_the_database() {
     assert!(taken > 0, "samples past the blocks go to the head");
     assert_exactly_once(&db, &data);
 }
+
+/// The `newest_only` hint over blocks and head, with deletes in both: at any
+/// time, each series' newest sample at or before it (and after the querier's
+/// start) is the one a full select gives, and nothing after that time comes back.
+#[test]
+fn newest_only_gives_each_series_newest_sample_from_blocks_and_head() {
+    use hearth::storage::Queryable;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), opts()).unwrap();
+    let mut data = Data::new();
+    // Five hours of 4 series every 30 s: compaction cuts blocks of the first
+    // hours; the rest stays in the head.
+    append_range(&db, &mut data, 4, A18, A18 + 5 * HOUR_MS, 30_000);
+    db.compact().unwrap();
+    assert!(!db.blocks().is_empty(), "compaction cut a block");
+    // Deletes in a block and in the head, the second one covering the series'
+    // newest samples, so an older sample is the newest left.
+    let (s1, s2) = (series_labels(1), series_labels(2));
+    let (d1_min, d1_max) = (A18 + HOUR_MS, A18 + HOUR_MS + 10 * MIN_MS);
+    db.delete(&[Matcher::equal("series", "1")], d1_min, d1_max)
+        .unwrap();
+    remove_range(&mut data, &s1, d1_min, d1_max);
+    let (d2_min, d2_max) = (A18 + 4 * HOUR_MS, A18 + 5 * HOUR_MS);
+    db.delete(&[Matcher::equal("series", "2")], d2_min, d2_max)
+        .unwrap();
+    remove_range(&mut data, &s2, d2_min, d2_max);
+
+    let lookback = 5 * MIN_MS;
+    let ends = [
+        A18 - 1,
+        A18,
+        A18 + 15_000,
+        A18 + HOUR_MS + 5 * MIN_MS,
+        A18 + HOUR_MS + 12 * MIN_MS,
+        A18 + 2 * HOUR_MS - 1,
+        A18 + 2 * HOUR_MS,
+        A18 + 3 * HOUR_MS + 29_999,
+        A18 + 4 * HOUR_MS + 1,
+        A18 + 5 * HOUR_MS - 30_000,
+        A18 + 6 * HOUR_MS,
+    ];
+    for end in ends {
+        let q = db.querier(end - lookback, end).unwrap();
+        let hints = SelectHints {
+            start_ms: end - lookback,
+            end_ms: end,
+            series_only: false,
+            newest_only: true,
+        };
+        let got: BTreeMap<Labels, Sample> = collect(q.select(&hints, &all()).unwrap())
+            .into_iter()
+            .map(|s| {
+                let newest = *s.samples.last().expect("a selected series has a sample");
+                assert!(
+                    s.samples
+                        .iter()
+                        .all(|p| p.t <= end && p.t >= end - lookback),
+                    "{}: samples outside [{}, {end}]: {:?}",
+                    s.labels,
+                    end - lookback,
+                    s.samples
+                );
+                (s.labels, newest)
+            })
+            .collect();
+        let want: BTreeMap<Labels, Sample> = data
+            .iter()
+            .filter_map(|(l, samples)| {
+                let p = samples.iter().rev().find(|p| p.t <= end)?;
+                (p.t >= end - lookback).then(|| (l.clone(), *p))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            want,
+            "newest samples at {end} (A18 + {} ms)",
+            end - A18
+        );
+    }
+}

@@ -288,8 +288,9 @@ impl Block {
         let ids = self.index.postings_for_matchers(matchers).map_err(io_err)?;
         let block = self.clone();
         let series_only = hints.series_only;
+        let newest_at = hints.newest_only.then_some(hints.end_ms.min(maxt));
         Ok(Box::new(ids.into_iter().filter_map(
-            move |id| match block.read_series(id, mint, maxt, series_only) {
+            move |id| match block.read_series(id, mint, maxt, series_only, newest_at) {
                 Ok(Some(s)) => Some(Ok(s)),
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),
@@ -297,14 +298,18 @@ impl Block {
         )))
     }
 
+    /// One series' samples in [mint, maxt]; with `newest_at`, only its newest
+    /// sample in [mint, newest_at] (`SelectHints::newest_only`).
     fn read_series(
         &self,
         id: u64,
         mint: i64,
         maxt: i64,
         series_only: bool,
+        newest_at: Option<i64>,
     ) -> Result<Option<Series>, StorageError> {
         let (labels, metas) = self.index.series(id).map_err(io_err)?;
+        let maxt = newest_at.unwrap_or(maxt);
         let in_range = metas.iter().any(|c| c.maxt >= mint && c.mint <= maxt);
         if !in_range {
             return Ok(None);
@@ -316,13 +321,24 @@ impl Block {
                 start_times: Vec::new(),
             }));
         }
+        let deleted = self.tombstones.read().get(id).cloned();
+        let disjoint = metas.windows(2).all(|w| w[0].maxt < w[1].mint);
+        if newest_at.is_some() && deleted.is_none() && disjoint {
+            // The newest sample is in the newest chunk that starts in range, or
+            // nowhere in range: the chunks before it end before it starts.
+            let Some(c) = metas.iter().rev().find(|c| c.mint <= maxt) else {
+                return Ok(None);
+            };
+            let newest = self.newest_in_chunk(c, maxt)?;
+            return Ok(newest
+                .filter(|s| s.t >= mint)
+                .map(|s| Series::new(labels, vec![s])));
+        }
         let mut samples: Vec<Sample> = Vec::new();
         for c in metas.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
-            let (enc, data) = self.chunks.chunk(c.chunk_ref).map_err(io_err)?;
-            if enc != ENCODING_XOR {
-                // Native-histogram chunks are not supported yet; they are skipped.
+            let Some(data) = self.xor_chunk(c)? else {
                 continue;
-            }
+            };
             let mut it = XorIterator::new(data);
             if c.mint >= mint && c.maxt <= maxt {
                 // All of the chunk is kept: room for it at once (the header's
@@ -340,20 +356,47 @@ impl Block {
                     samples.push(s);
                 }
             }
-            if let Some(e) = it.error() {
-                return Err(StorageError::Corruption {
-                    path: self.dir.join("chunks").display().to_string(),
-                    reason: format!("chunk {:#x}: {e}", c.chunk_ref),
-                });
-            }
+            self.check_decoded(c, &it)?;
         }
-        if let Some(iv) = self.tombstones.read().get(id) {
+        if let Some(iv) = deleted {
             samples.retain(|s| !iv.contains(s.t));
+        }
+        if newest_at.is_some() && samples.len() > 1 {
+            samples.drain(..samples.len() - 1);
         }
         if samples.is_empty() {
             return Ok(None);
         }
         Ok(Some(Series::new(labels, samples)))
+    }
+
+    /// A chunk's bytes, or None for an encoding other than XOR (native-histogram
+    /// chunks are not supported yet; they are skipped).
+    fn xor_chunk(&self, c: &ChunkMeta) -> Result<Option<&[u8]>, StorageError> {
+        let (enc, data) = self.chunks.chunk(c.chunk_ref).map_err(io_err)?;
+        Ok((enc == ENCODING_XOR).then_some(data))
+    }
+
+    /// The newest sample of chunk `c` at or before `at`.
+    fn newest_in_chunk(&self, c: &ChunkMeta, at: i64) -> Result<Option<Sample>, StorageError> {
+        let Some(data) = self.xor_chunk(c)? else {
+            return Ok(None);
+        };
+        let mut it = XorIterator::new(data);
+        let newest = it.by_ref().take_while(|s| s.t <= at).last();
+        self.check_decoded(c, &it)?;
+        Ok(newest)
+    }
+
+    /// A decoding error of chunk `c` as the corruption it is.
+    fn check_decoded(&self, c: &ChunkMeta, it: &XorIterator<'_>) -> Result<(), StorageError> {
+        match it.error() {
+            Some(e) => Err(StorageError::Corruption {
+                path: self.dir.join("chunks").display().to_string(),
+                reason: format!("chunk {:#x}: {e}", c.chunk_ref),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Label values of `name` among series matching `matchers`.
@@ -437,7 +480,7 @@ impl Block {
         let ids = self.index.all_postings().map_err(io_err)?;
         let block = self.clone();
         Ok(Box::new(ids.into_iter().filter_map(move |id| {
-            match block.read_series(id, mint, maxt, false) {
+            match block.read_series(id, mint, maxt, false, None) {
                 Ok(Some(s)) => Some(Ok(s)),
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),

@@ -900,6 +900,7 @@ impl Head {
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         let head = self.clone();
         let series_only = hints.series_only;
+        let newest_at = hints.newest_only.then_some(hints.end_ms.min(maxt));
         Ok(Box::new(series.into_iter().filter_map(move |s| {
             if series_only {
                 // Only series with data in the range, as blocks answer (and as
@@ -918,7 +919,11 @@ impl Head {
                     })
                 });
             }
-            match head.series_samples(&s, mint, maxt) {
+            let samples = match newest_at {
+                Some(at) => head.newest_sample(&s, mint, at),
+                None => head.series_samples(&s, mint, maxt),
+            };
+            match samples {
                 Ok(samples) if samples.is_empty() => None,
                 Ok(samples) => Some(Ok(Series {
                     labels: s.labels.clone(),
@@ -928,6 +933,34 @@ impl Head {
                 Err(e) => Some(Err(e)),
             }
         })))
+    }
+
+    /// The newest sample of one series in [mint, at], tombstones applied (none
+    /// or one). The series' last committed sample answers without decoding
+    /// anything when it is not after `at` and nothing of the series is deleted.
+    fn newest_sample(
+        &self,
+        s: &MemSeries,
+        mint: i64,
+        at: i64,
+    ) -> Result<Vec<Sample>, StorageError> {
+        if self.tombstones.read().get(s.series_ref).is_none() {
+            if let Some((t, bits)) = s.data.lock().last.filter(|(t, _)| *t <= at) {
+                return Ok(if t >= mint {
+                    vec![Sample {
+                        t,
+                        v: f64::from_bits(bits),
+                    }]
+                } else {
+                    Vec::new()
+                });
+            }
+        }
+        let mut samples = self.series_samples(s, mint, at)?;
+        if samples.len() > 1 {
+            samples.drain(..samples.len() - 1);
+        }
+        Ok(samples)
     }
 
     /// The samples of one series in [mint, maxt], with tombstones applied.
