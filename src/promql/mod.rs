@@ -64,6 +64,8 @@ pub fn format_value(v: f64) -> String {
     eval::format_float_plain(v)
 }
 
+pub use eval::push_float_plain;
+
 /// Most steps a range query may have, as in Prometheus's API.
 pub const RANGE_STEPS_MAX: i64 = 11_000;
 

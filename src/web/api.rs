@@ -259,10 +259,16 @@ fn write_ts(out: &mut String, t: i64) {
         out.push('-');
     }
     let a = t.unsigned_abs();
-    let _ = write!(out, "{}", a / 1000);
+    out.push_str(itoa::Buffer::new().format(a / 1000));
     let frac = a % 1000;
     if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
+        out.push('.');
+        let f = [
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        out.push_str(std::str::from_utf8(&f).unwrap_or("000"));
     }
 }
 
@@ -298,11 +304,7 @@ fn write_point(out: &mut String, t: i64, v: f64) {
     write_ts(out, t);
     out.push_str(",\"");
     // As `promql::format_value`, without a string per point.
-    if v.is_finite() {
-        let _ = write!(out, "{v}");
-    } else {
-        out.push_str(&promql::format_value(v));
-    }
+    promql::push_float_plain(out, v);
     out.push_str("\"]");
 }
 
