@@ -703,11 +703,12 @@ impl WalGroup {
             series: Arc::new(Mutex::new(Default::default())),
         };
         let entries = raft_opts.group_snapshot_entries.max(1);
+        let (heartbeat, election_min, election_max) = raft_opts.group_timing();
         let config = Config {
             cluster_name: format!("hearth-wal-{group_id}"),
-            heartbeat_interval: raft_opts.heartbeat_interval_ms,
-            election_timeout_min: raft_opts.election_timeout_min_ms,
-            election_timeout_max: raft_opts.election_timeout_max_ms,
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(entries),
             // A tail of the log stays for followers a little behind, so they do
             // not need the whole snapshot.

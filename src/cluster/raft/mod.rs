@@ -117,12 +117,21 @@ pub struct RaftOptions {
     pub group_snapshot_entries: u64,
     /// Size of a WAL group's log segments (`--cluster.wal-group.segment-size`).
     pub group_segment_size_bytes: u64,
+    /// How often a WAL group's leader sends heartbeats
+    /// (`--cluster.wal-group.heartbeat-interval`); its followers' election timeout
+    /// is 4 to 6 times this (`group_timing`).
+    pub group_heartbeat_interval_ms: u64,
 }
 
 /// Default of `--cluster.wal-group.snapshot-entries`.
 pub const GROUP_SNAPSHOT_ENTRIES_DEFAULT: u64 = 20_000;
 /// Default of `--cluster.wal-group.segment-size`: 32 MiB.
 pub const GROUP_SEGMENT_SIZE_DEFAULT: u64 = 32 << 20;
+/// Default of `--cluster.wal-group.heartbeat-interval`, in milliseconds. Slower
+/// than the meta group's 150: every node is a voter of RF WAL groups, and their
+/// heartbeats were most of an idle cluster's CPU, while a WAL group's failover
+/// matters less (see `RaftOptions::group_timing`).
+pub const GROUP_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 400;
 
 impl Default for RaftOptions {
     fn default() -> RaftOptions {
@@ -134,7 +143,25 @@ impl Default for RaftOptions {
             fsync: true,
             group_snapshot_entries: GROUP_SNAPSHOT_ENTRIES_DEFAULT,
             group_segment_size_bytes: GROUP_SEGMENT_SIZE_DEFAULT,
+            group_heartbeat_interval_ms: GROUP_HEARTBEAT_INTERVAL_MS_DEFAULT,
         }
+    }
+}
+
+impl RaftOptions {
+    /// A WAL group's heartbeat interval and election timeout range, in
+    /// milliseconds: the heartbeat `group_heartbeat_interval_ms` (at least 10),
+    /// elections after 4 to 6 heartbeat intervals without a leader, as the meta
+    /// group's 150 ms and 600-1200 ms. openraft ticks every 1.5 heartbeat intervals
+    /// and a follower waits for the leader's lease (the timeout's upper bound) plus
+    /// its election timeout, so a group whose leader died has a new one within
+    /// about 12 heartbeat intervals (about 5 s at the default 400 ms; the meta
+    /// group's takes about 2.5 s). Only writes to that group wait for it: a node's
+    /// writes go to its own group, which it leads unless it restarted, and a
+    /// follower's death needs no election.
+    pub fn group_timing(&self) -> (u64, u64, u64) {
+        let hb = self.group_heartbeat_interval_ms.max(10);
+        (hb, hb * 4, hb * 6)
     }
 }
 

@@ -131,3 +131,39 @@ async fn reads_served_from_memory_match_the_files() {
         .unwrap();
     assert_eq!(ids(same(&mut log, &path, 290..298).await), vec![(2, 297)]);
 }
+
+/// Every heartbeat interval `--cluster.wal-group.heartbeat-interval` allows (10 ms
+/// to 10 s) gives WAL groups a timing openraft accepts, with elections only after
+/// several missed heartbeats; the meta group's timing is not changed by it.
+#[test]
+fn wal_group_timing_is_valid_across_the_flag_range() {
+    for hb in [10, 150, 400, 1000, 10_000] {
+        let opts = super::RaftOptions {
+            group_heartbeat_interval_ms: hb,
+            ..Default::default()
+        };
+        let (heartbeat, min, max) = opts.group_timing();
+        assert_eq!(heartbeat, hb);
+        assert!(min >= 4 * heartbeat && max > min, "{hb}: {min}..{max}");
+        let config = openraft::Config {
+            heartbeat_interval: heartbeat,
+            election_timeout_min: min,
+            election_timeout_max: max,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .expect("openraft accepts the WAL group timing");
+        let meta = super::RaftOptions::default();
+        assert_eq!(
+            (opts.heartbeat_interval_ms, opts.election_timeout_min_ms),
+            (meta.heartbeat_interval_ms, meta.election_timeout_min_ms)
+        );
+    }
+    // Below the flag's range the interval is raised to 10 ms, never 0.
+    let zero = super::RaftOptions {
+        group_heartbeat_interval_ms: 0,
+        ..Default::default()
+    };
+    assert_eq!(zero.group_timing().0, 10);
+}
