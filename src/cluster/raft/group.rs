@@ -1022,6 +1022,11 @@ impl WalGroups {
         }
     }
 
+    /// The node this registry's replicas belong to.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
     /// Opens every group found in the registry's directory (a restart: each
     /// replays its committed log into its TSDB).
     pub async fn open_existing(&self) -> Result<(), RaftOpError> {
