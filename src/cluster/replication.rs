@@ -454,15 +454,32 @@ impl GroupedStorage for LocalGroups {
                 // just formed and `run_group_setup` is about to): only the owner
                 // forms its group, so no replica anywhere holds an entry of it and
                 // the answer is nothing, not a missing replica. The read plan asks
-                // the owner for a group nobody holds as a voter yet.
-                Some(g) if *id == self.groups.node_id() && !formed(&g).await? => {}
-                _ => return Err(StorageError::Other(format!(
-                    "WAL group {id}: this node holds no voting replica of it (the replica moved)"
-                ))),
+                // the owner for a group nobody holds as a voter yet. Formed just
+                // now, it shows this node as a voter a moment later.
+                Some(g) if *id == self.groups.node_id() => {
+                    if !formed(&g).await? {
+                        continue;
+                    }
+                    if !g.wait_voter(OWN_GROUP_VOTER_WAIT).await {
+                        return Err(not_held(*id));
+                    }
+                    parts.push(g.db().querier(mint, maxt)?);
+                }
+                _ => return Err(not_held(*id)),
             }
         }
         Ok(Box::new(MergeQuerier { parts }))
     }
+}
+
+/// How long a read waits for this node's own group, once formed, to show this
+/// node as a voter (Raft publishes it milliseconds after forming).
+const OWN_GROUP_VOTER_WAIT: Duration = Duration::from_millis(250);
+
+fn not_held(id: u64) -> StorageError {
+    StorageError::Other(format!(
+        "WAL group {id}: this node holds no voting replica of it (the replica moved)"
+    ))
 }
 
 /// Whether `g`'s replica has ever had a membership (was formed here or joined).
@@ -558,6 +575,17 @@ mod tests {
         groups.get_or_open(me).await.unwrap();
         let q = local.querier_for_groups(0, 10, &[me]).await.unwrap();
         assert_eq!(read(q), 0);
+        // Read right after forming it, before Raft may have published this node
+        // as its voter.
+        let addr = NodeAddr {
+            grpc_address: "127.0.0.1:1".into(),
+            http_address: String::new(),
+        };
+        let own = groups.get(me).unwrap();
+        assert!(own.initialize([(me, addr)].into()).await.unwrap());
+        let q = local.querier_for_groups(0, 10, &[me]).await.unwrap();
+        assert_eq!(read(q), 0);
+        assert!(own.is_voter());
         // Another node's group: a replica opened here and not formed (a learner
         // about to be caught up) may lack what the group committed.
         groups.get_or_open(3).await.unwrap();
