@@ -5,10 +5,11 @@
 //! timestamps are kept once (`storage::merge_series_sets`).
 //!
 //! The `Querier` seam is synchronous while gRPC is async: each read spawns one task
-//! per peer on the runtime captured at construction and waits for their answers on
-//! a std channel. So a querier must be used from a blocking thread (the API, the
-//! rule manager and `/federate` run reads on the blocking pool), never from inside
-//! an async task, where the wait would hold a runtime worker.
+//! on the runtime captured at construction, which drives the calls to every peer
+//! at once (over `query_client`'s connections), and waits on a std channel for all
+//! their answers together. So a querier must be used from a blocking thread (the
+//! API, the rule manager and `/federate` run reads on the blocking pool), never
+//! from inside an async task, where the wait would hold a runtime worker.
 //!
 //! A peer that fails or does not answer within `--cluster.query-timeout` leaves its
 //! data out with a warning (`Querier::warnings`), or fails the read when
@@ -22,6 +23,7 @@
 //! identical timestamps once.
 
 use super::pb;
+use super::query_client::{Connections, PeerConnection};
 use super::query_service::{matchers_to_pb, series_from_pb, MESSAGE_BYTES_MAX};
 use super::state::NodeId;
 use crate::labels::Matcher;
@@ -29,12 +31,10 @@ use crate::storage::{
     merge_series_sets, Querier, Queryable, SelectHints, Series, SeriesSet, StorageError,
 };
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// Default of `--cluster.query-timeout`: how long a read waits for a peer. Shorter
 /// than Prometheus's 2m query timeout so a hung peer costs a dashboard refresh, not
@@ -91,8 +91,9 @@ pub struct FanoutQueryable {
     options: FanoutOptions,
     /// Where peer requests run.
     runtime: tokio::runtime::Handle,
-    /// One lazily connecting channel per gRPC address, reused across queries.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// One HTTP/2 connection per peer, made on first use and reused across
+    /// queries.
+    connections: Connections,
 }
 
 impl FanoutQueryable {
@@ -107,7 +108,7 @@ impl FanoutQueryable {
             peers,
             options,
             runtime: tokio::runtime::Handle::current(),
-            channels: Arc::new(Mutex::new(HashMap::new())),
+            connections: Connections::default(),
         }
     }
 }
@@ -121,7 +122,7 @@ impl Queryable for FanoutQueryable {
             peers: (self.peers)(),
             options: self.options,
             runtime: self.runtime.clone(),
-            channels: self.channels.clone(),
+            connections: self.connections.clone(),
             warnings: Mutex::new(Vec::new()),
         }))
     }
@@ -136,7 +137,7 @@ struct FanoutQuerier {
     peers: Vec<Peer>,
     options: FanoutOptions,
     runtime: tokio::runtime::Handle,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connections: Connections,
     /// Failed peers' messages, each once, in the order they happened.
     warnings: Mutex<Vec<String>>,
 }
@@ -146,26 +147,72 @@ type PeerFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
 /// Requests in flight to the peers, in the order of `asked`.
 struct Pending<'a, T> {
     asked: Vec<&'a Peer>,
-    rx: std::sync::mpsc::Receiver<(usize, Result<T, String>)>,
-    /// When to stop waiting even if a task never reported.
+    /// Every asked peer's answer, in the order of `asked`, once all have one.
+    rx: std::sync::mpsc::Receiver<Vec<Result<T, String>>>,
+    /// When to stop waiting even if the task never reported.
     deadline: std::time::Instant,
 }
 
-fn channel_for(
-    channels: &Mutex<HashMap<String, Channel>>,
-    address: &str,
-) -> Result<Channel, String> {
-    let mut map = channels.lock();
-    if let Some(c) = map.get(address) {
-        return Ok(c.clone());
-    }
-    let c = super::raft::channel(address)?;
-    map.insert(address.to_string(), c.clone());
-    Ok(c)
+/// Drives every peer's call in one task and resolves, in the order of `calls`,
+/// once each has answered, failed or timed out (`with_client`). One task for all
+/// peers rather than one each: every task the requests hop through can wake
+/// another runtime worker and every answer sent to the waiting thread wakes it,
+/// and such wake-ups (not the reads) are most of what a fan-out adds to a small
+/// query.
+async fn join_all<T>(mut calls: Vec<PeerFuture<T>>) -> Vec<Result<T, String>> {
+    let mut answers: Vec<Option<Result<T, String>>> = calls.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (call, answer) in calls.iter_mut().zip(answers.iter_mut()) {
+            if answer.is_some() {
+                continue;
+            }
+            match call.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => *answer = Some(r),
+                std::task::Poll::Pending => done = false,
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    answers.into_iter().flatten().collect()
 }
 
-fn query_client(channel: Channel) -> pb::query_client::QueryClient<Channel> {
-    pb::query_client::QueryClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX)
+type QueryClient = pb::query_client::QueryClient<PeerConnection>;
+
+/// A client over the connection to `address` (connecting first when needed).
+async fn query_client(connections: &Connections, address: &str) -> Result<QueryClient, String> {
+    let c = connections.get(address).await?;
+    let origin = format!("http://{address}")
+        .parse()
+        .map_err(|e| format!("bad address {address:?}: {e}"))?;
+    Ok(QueryClient::with_origin(c, origin).max_decoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// Runs `call` with a client for `address`; a failed or timed-out call drops the
+/// connection, so the next one connects afresh.
+async fn with_client<T>(
+    connections: Connections,
+    address: String,
+    timeout: Duration,
+    call: impl FnOnce(QueryClient) -> PeerFuture<T>,
+) -> Result<T, String> {
+    let attempt = async {
+        let client = query_client(&connections, &address).await?;
+        call(client).await
+    };
+    let r = match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("did not answer within {timeout:?}")),
+    };
+    if r.is_err() {
+        connections.forget(&address);
+    }
+    r
 }
 
 fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -179,40 +226,38 @@ impl FanoutQuerier {
     /// A peer that cannot be asked becomes a warning at once (or the error).
     fn start<T: Send + 'static>(
         &self,
-        call: impl Fn(Option<pb::GroupFilter>, Channel, Duration) -> PeerFuture<T>,
+        call: impl Fn(Option<pb::GroupFilter>, QueryClient, Duration) -> PeerFuture<T>
+            + Send
+            + Sync
+            + 'static,
     ) -> Result<Pending<'_, T>, StorageError> {
-        // Channels spawn their connection task, so they are made inside the runtime
-        // even when this thread is not one of its (a plain thread in tests).
-        let _runtime = self.runtime.enter();
+        let call = Arc::new(call);
         let timeout = self.options.timeout;
-        let (tx, rx) = std::sync::mpsc::channel();
         let mut asked = Vec::new();
+        let mut calls = Vec::new();
         for peer in &self.peers {
             if peer.down {
                 self.fail(peer, "is marked down")?;
                 continue;
             }
-            let channel = match channel_for(&self.channels, &peer.grpc_address) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.fail(peer, &format!("has a bad address: {e}"))?;
-                    continue;
-                }
-            };
             let filter = peer
                 .groups
                 .as_ref()
                 .map(|ids| pb::GroupFilter { ids: ids.clone() });
-            let fut = call(filter, channel, timeout);
-            let tx = tx.clone();
-            let i = asked.len();
+            let call = call.clone();
+            let fut: PeerFuture<T> = Box::pin(with_client(
+                self.connections.clone(),
+                peer.grpc_address.clone(),
+                timeout,
+                move |client| (*call)(filter, client, timeout),
+            ));
+            calls.push(fut);
             asked.push(peer);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if !calls.is_empty() {
             self.runtime.spawn(async move {
-                let r = match tokio::time::timeout(timeout, fut).await {
-                    Ok(r) => r,
-                    Err(_) => Err(format!("did not answer within {timeout:?}")),
-                };
-                let _ = tx.send((i, r));
+                let _ = tx.send(join_all(calls).await);
             });
         }
         Ok(Pending {
@@ -232,11 +277,10 @@ impl FanoutQuerier {
             deadline,
         } = pending;
         let mut answers: Vec<Option<Result<T, String>>> = asked.iter().map(|_| None).collect();
-        for _ in 0..asked.len() {
+        if !asked.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((i, r)) => answers[i] = Some(r),
-                Err(_) => break,
+            if let Ok(all) = rx.recv_timeout(left) {
+                answers = all.into_iter().map(Some).collect();
             }
         }
         let mut out = Vec::with_capacity(asked.len());
@@ -295,11 +339,10 @@ fn status_text(s: &tonic::Status, timeout: Duration) -> String {
 
 /// One peer's whole `Select` answer, checked and sorted by labels.
 async fn fetch_select(
-    channel: Channel,
+    mut client: QueryClient,
     req: pb::SelectRequest,
     timeout: Duration,
 ) -> Result<Vec<Series>, String> {
-    let mut client = query_client(channel);
     let mut stream = client
         .select(request(req, timeout))
         .await
@@ -343,12 +386,12 @@ impl Querier for FanoutQuerier {
             groups: None,
         };
         // Peers first, so they work while the local read runs.
-        let pending = self.start(|groups, channel, timeout| {
+        let pending = self.start(move |groups, client, timeout| {
             let req = pb::SelectRequest {
                 groups,
                 ..req.clone()
             };
-            Box::pin(fetch_select(channel, req, timeout))
+            Box::pin(fetch_select(client, req, timeout))
         })?;
         let local: Vec<Series> = self
             .local
@@ -372,13 +415,14 @@ impl Querier for FanoutQuerier {
             matchers: matchers_to_pb(matchers),
             groups: None,
         };
-        let pending = self.start(|groups, channel, timeout| {
+        let pending = self.start(move |groups, client, timeout| {
             let req = pb::LabelValuesRequest {
                 groups,
                 ..req.clone()
             };
             Box::pin(async move {
-                query_client(channel)
+                let mut client = client;
+                client
                     .label_values(request(req, timeout))
                     .await
                     .map(|r| r.into_inner().values)
@@ -398,13 +442,14 @@ impl Querier for FanoutQuerier {
             matchers: matchers_to_pb(matchers),
             groups: None,
         };
-        let pending = self.start(|groups, channel, timeout| {
+        let pending = self.start(move |groups, client, timeout| {
             let req = pb::LabelNamesRequest {
                 groups,
                 ..req.clone()
             };
             Box::pin(async move {
-                query_client(channel)
+                let mut client = client;
+                client
                     .label_names(request(req, timeout))
                     .await
                     .map(|r| r.into_inner().names)

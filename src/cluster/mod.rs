@@ -18,6 +18,7 @@ pub mod assign;
 pub mod failure;
 pub mod fanout;
 pub mod pb;
+pub mod query_client;
 pub mod query_service;
 pub mod raft;
 pub mod repair;

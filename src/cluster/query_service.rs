@@ -28,10 +28,11 @@ const BATCHES_BUFFERED_MAX: usize = 4;
 
 /// A node's local storage read by WAL group: its pre-cluster storage plus the
 /// named groups only.
+#[tonic::async_trait]
 pub trait GroupedStorage: Send + Sync {
     /// A querier over the pre-cluster storage and `groups`; an error naming the
     /// group when this node holds one of them no longer (or not yet).
-    fn querier_for_groups(
+    async fn querier_for_groups(
         &self,
         mint: i64,
         maxt: i64,
@@ -67,7 +68,7 @@ impl QueryService {
     }
 
     /// The querier a request asks for: every group held, or only those it names.
-    fn querier(
+    async fn querier(
         &self,
         mint: i64,
         maxt: i64,
@@ -77,6 +78,7 @@ impl QueryService {
             (None, _) => self.local.querier(mint, maxt).map_err(storage_status),
             (Some(f), Some(g)) => g
                 .querier_for_groups(mint, maxt, &f.ids)
+                .await
                 .map_err(|e| Status::failed_precondition(e.to_string())),
             (Some(f), None) => Err(Status::failed_precondition(format!(
                 "WAL groups {:?} asked for, but this node holds no WAL groups",
@@ -285,7 +287,9 @@ impl pb::query_server::Query for QueryService {
     ) -> Result<Response<Self::SelectStream>, Status> {
         let req = req.into_inner();
         let matchers = matchers_from_pb(&req.matchers)?;
-        let querier = self.querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())?;
+        let querier = self
+            .querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())
+            .await?;
         let hints = SelectHints {
             start_ms: req.hint_start_ms,
             end_ms: req.hint_end_ms,
@@ -330,7 +334,8 @@ impl pb::query_server::Query for QueryService {
         // Answered in place: a label lookup reads the index only and is short, so
         // a hop to the blocking pool would cost more than it saves.
         let names = self
-            .querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())?
+            .querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())
+            .await?
             .label_names(&matchers)
             .map_err(storage_status)?;
         Ok(Response::new(pb::LabelNamesResponse { names }))
@@ -344,7 +349,8 @@ impl pb::query_server::Query for QueryService {
         let matchers = matchers_from_pb(&req.matchers)?;
         // Answered in place, like `label_names`.
         let values = self
-            .querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())?
+            .querier(req.min_time_ms, req.max_time_ms, req.groups.as_ref())
+            .await?
             .label_values(&req.name, &matchers)
             .map_err(storage_status)?;
         Ok(Response::new(pb::LabelValuesResponse { values }))

@@ -441,8 +441,9 @@ impl LocalGroups {
     }
 }
 
+#[tonic::async_trait]
 impl GroupedStorage for LocalGroups {
-    fn querier_for_groups(
+    async fn querier_for_groups(
         &self,
         mint: i64,
         maxt: i64,
@@ -450,15 +451,47 @@ impl GroupedStorage for LocalGroups {
     ) -> Result<Box<dyn Querier>, StorageError> {
         let mut parts = vec![self.base.querier(mint, maxt)?];
         for id in groups {
-            let Some(g) = self.groups.get(*id).filter(WalGroup::is_voter) else {
-                return Err(StorageError::Other(format!(
-                    "WAL group {id}: this node holds no voting replica of it (the replica moved)"
-                )));
-            };
-            parts.push(g.db().querier(mint, maxt)?);
+            match self.groups.get(*id) {
+                Some(g) if g.is_voter() => parts.push(g.db().querier(mint, maxt)?),
+                // This node's own group, opened but not formed yet (the cluster has
+                // just formed and `run_group_setup` is about to): only the owner
+                // forms its group, so no replica anywhere holds an entry of it and
+                // the answer is nothing, not a missing replica. The read plan asks
+                // the owner for a group nobody holds as a voter yet. Formed just
+                // now, it shows this node as a voter a moment later.
+                Some(g) if *id == self.groups.node_id() => {
+                    if !formed(&g).await? {
+                        continue;
+                    }
+                    if !g.wait_voter(OWN_GROUP_VOTER_WAIT).await {
+                        return Err(not_held(*id));
+                    }
+                    parts.push(g.db().querier(mint, maxt)?);
+                }
+                _ => return Err(not_held(*id)),
+            }
         }
         Ok(Box::new(MergeQuerier { parts }))
     }
+}
+
+/// How long a read waits for this node's own group, once formed, to show this
+/// node as a voter (Raft publishes it milliseconds after forming).
+const OWN_GROUP_VOTER_WAIT: Duration = Duration::from_millis(250);
+
+fn not_held(id: u64) -> StorageError {
+    StorageError::Other(format!(
+        "WAL group {id}: this node holds no voting replica of it (the replica moved)"
+    ))
+}
+
+/// Whether `g`'s replica has ever had a membership (was formed here or joined).
+/// Asked of Raft itself, not its published metrics, which may still show no
+/// membership for a moment after a restart reopens a formed group.
+async fn formed(g: &WalGroup) -> Result<bool, StorageError> {
+    g.is_initialized()
+        .await
+        .map_err(|e| StorageError::Other(format!("WAL group {}: {e}", g.id())))
 }
 
 impl Queryable for LocalGroups {
@@ -515,6 +548,56 @@ impl Querier for MergeQuerier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: right after a cluster formed, the read plan asked each owner
+    /// for its own group, opened but not formed yet, and the owner answered "holds
+    /// no voting replica of it (the replica moved)", a warning on the query.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_owner_asked_for_its_unformed_group_answers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = 2;
+        let groups = WalGroups::new(
+            &dir.path().join("groups"),
+            me,
+            crate::cluster::raft::RaftOptions::default(),
+            crate::tsdb::db::DbOptions::default(),
+        );
+        let base: Arc<dyn Queryable> = Arc::new(crate::storage::memory::MemStorage::new());
+        let local = LocalGroups::new(groups.clone(), base);
+        let read = |q: Box<dyn Querier>| {
+            let hints = SelectHints {
+                start_ms: 0,
+                end_ms: 10,
+                series_only: false,
+                newest_only: false,
+            };
+            let m = [Matcher::new(crate::labels::MatchType::Regexp, "__name__", ".+").unwrap()];
+            q.select(&hints, &m).unwrap().count()
+        };
+
+        groups.get_or_open(me).await.unwrap();
+        let q = local.querier_for_groups(0, 10, &[me]).await.unwrap();
+        assert_eq!(read(q), 0);
+        // Read right after forming it, before Raft may have published this node
+        // as its voter.
+        let addr = NodeAddr {
+            grpc_address: "127.0.0.1:1".into(),
+            http_address: String::new(),
+        };
+        let own = groups.get(me).unwrap();
+        assert!(own.initialize([(me, addr)].into()).await.unwrap());
+        let q = local.querier_for_groups(0, 10, &[me]).await.unwrap();
+        assert_eq!(read(q), 0);
+        assert!(own.is_voter());
+        // Another node's group: a replica opened here and not formed (a learner
+        // about to be caught up) may lack what the group committed.
+        groups.get_or_open(3).await.unwrap();
+        for id in [3, 4] {
+            let e = local.querier_for_groups(0, 10, &[id]).await.err().unwrap();
+            assert!(e.to_string().contains("no voting replica"), "{e}");
+        }
+        groups.shutdown().await;
+    }
 
     #[test]
     fn group_voters_are_the_owner_then_distinct_successors() {

@@ -809,6 +809,26 @@ impl WalGroup {
         self.voters().contains(&self.node_id)
     }
 
+    /// Waits up to `timeout` until the published membership has this node as a
+    /// voter; whether it does. Raft publishes a membership a moment after it took
+    /// effect, so a group formed just now may not show its voters yet.
+    pub async fn wait_voter(&self, timeout: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        let me = self.node_id;
+        let shown = async move {
+            metrics
+                .wait_for(|m| {
+                    m.membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == me)
+                })
+                .await
+                .is_ok()
+        };
+        tokio::time::timeout(timeout, shown).await.unwrap_or(false)
+    }
+
     /// The learners of the group's effective membership.
     pub fn learners(&self) -> BTreeSet<NodeId> {
         let m = self.raft.metrics().borrow().clone();
@@ -1107,6 +1127,11 @@ impl WalGroups {
                 channels: PeerChannels::default(),
             }),
         }
+    }
+
+    /// The node this registry's replicas belong to.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
     }
 
     /// Opens every group found in the registry's directory (a restart: each
