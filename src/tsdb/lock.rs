@@ -5,6 +5,9 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
+/// How long a lock held by someone else is waited for before giving up.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Holds an exclusive `flock` on `<dir>/lock` until dropped.
 #[derive(Debug)]
 pub struct DirLock {
@@ -13,7 +16,8 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Takes the lock, or fails at once naming the file when another process holds it.
+    /// Takes the lock, or fails naming the file when another process still holds
+    /// it after `RETRY_FOR`.
     pub fn acquire(dir: &Path) -> std::io::Result<DirLock> {
         let path = dir.join("lock");
         let file = OpenOptions::new()
@@ -21,19 +25,29 @@ impl DirLock {
             .truncate(false)
             .write(true)
             .open(&path)?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        // A lock this process released a moment ago can still be held by a child
+        // forked by another thread before it execs (the child shares the open
+        // file until then), so a refusal is retried for a short while.
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is shared.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(DirLock { _file: file });
+            }
             let err = std::io::Error::last_os_error();
-            return Err(std::io::Error::new(
-                err.kind(),
-                format!(
-                    "cannot lock {}: {err} (is another hearth or Prometheus using this directory?)",
-                    path.display()
-                ),
-            ));
+            if err.kind() != std::io::ErrorKind::WouldBlock || std::time::Instant::now() >= deadline
+            {
+                return Err(std::io::Error::new(
+                    err.kind(),
+                    format!(
+                        "cannot lock {}: {err} (is another hearth or Prometheus using this directory?)",
+                        path.display()
+                    ),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Ok(DirLock { _file: file })
     }
 }
 
