@@ -11,7 +11,7 @@
 //! them, and its members' and its own work stop before the majority's new leader
 //! hands that work to others.
 
-use super::runtime::{clock_offset_ms, clock_skewed, status_request, Cluster};
+use super::runtime::{clock_offset_ms, clock_skewed, now_ms, status_request, Cluster};
 use super::state::{ClusterState, Command, MemberState, NodeId};
 use super::RaftRole;
 use crate::cluster::pb;
@@ -36,13 +36,6 @@ const SKEW_WARN_EVERY: Duration = Duration::from_secs(300);
 /// owner exactly from it.
 pub const HANDOFF_DELAY_MS: i64 = 2_000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// When a ring of `members` should take over after the plans in `state`: at once
 /// when it only drops members (their work has no live owner to hand it over) or
 /// when there was no ring, else after `HANDOFF_DELAY_MS`.
@@ -55,11 +48,11 @@ pub fn takeover_time_ms(state: &ClusterState, members: &BTreeSet<NodeId>, now_ms
     }
 }
 
-/// The leader's view of its members' health.
 /// A probe's member, whether it answered, when, and its clock offset with the
 /// estimate's uncertainty (`clock_offset_ms`).
 type ProbeResult = (NodeId, bool, Instant, Option<(i64, i64)>);
 
+/// The leader's view of its members' health.
 struct Detector {
     timeout: Duration,
     /// When each member last answered a probe. A member marked down has no entry

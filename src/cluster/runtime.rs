@@ -927,6 +927,7 @@ pub(super) async fn status_request(
     answer
 }
 
+/// This node's wall clock, in ms since the Unix epoch.
 pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

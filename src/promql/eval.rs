@@ -1655,8 +1655,9 @@ pub(super) fn format_float_plain(f: f64) -> String {
 
 /// Appends `f` as `format_float_plain` gives it: the shortest decimal that reads
 /// back as `f`, never in exponent form (Go's `FormatFloat(f, 'f', -1, 64)`, as
-/// Prometheus's API writes values; the same text as Rust's `{}`), or `NaN`,
-/// `+Inf`, `-Inf`.
+/// Prometheus's API writes values; where `f` lies halfway between two shortest
+/// decimals, the one with the even last digit, as Go picks), or `NaN`, `+Inf`,
+/// `-Inf`.
 pub fn push_float_plain(out: &mut String, f: f64) {
     if f.is_nan() {
         return out.push_str("NaN");
@@ -1666,44 +1667,34 @@ pub fn push_float_plain(out: &mut String, f: f64) {
         return out.push_str("-Inf");
     }
     // ryu finds the shortest digits (several times faster than `{}`, which
-    // matters when a range query writes millions of values) but may write an
-    // exponent: "1e21", "1.5e-7". Its digits are placed around the point here.
+    // matters when a range query writes millions of values).
     let mut buf = ryu::Buffer::new();
     let s = buf.format_finite(f);
-    let (negative, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
+    let Some((mantissa, exp)) = s.split_once('e') else {
+        // Already plain; a whole number ends in ".0", which Go leaves out.
+        return out.push_str(s.strip_suffix(".0").unwrap_or(s));
     };
-    let (mantissa, exp) = match s.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (s, 0),
+    // Exponent form, for very small or large magnitudes ("1e21", "-1.5e-7"):
+    // one digit before the point, no trailing zeros. The digits are placed
+    // around the point here.
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let mantissa = match mantissa.strip_prefix('-') {
+        Some(rest) => {
+            out.push('-');
+            rest
+        }
+        None => mantissa,
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    // All digits, and where the point goes among them.
-    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
-    let mut point = int.len() as i32 + exp;
-    while digits.len() > 1 && digits[0] == b'0' {
-        digits.remove(0);
-        point -= 1;
-    }
-    while digits.len() > 1 && digits[digits.len() - 1] == b'0' {
-        digits.pop();
-    }
-    if negative {
-        out.push('-');
-    }
-    if digits == b"0" {
-        return out.push('0');
-    }
-    let digits = std::str::from_utf8(&digits).unwrap_or("0");
-    let len = digits.len() as i32;
+    let digits = format!("{int}{frac}");
+    let point = int.len() as i32 + exp;
     if point <= 0 {
         out.push_str("0.");
         (0..-point).for_each(|_| out.push('0'));
-        out.push_str(digits);
-    } else if point >= len {
-        out.push_str(digits);
-        (0..point - len).for_each(|_| out.push('0'));
+        out.push_str(&digits);
+    } else if point as usize >= digits.len() {
+        out.push_str(&digits);
+        (digits.len()..point as usize).for_each(|_| out.push('0'));
     } else {
         out.push_str(&digits[..point as usize]);
         out.push('.');

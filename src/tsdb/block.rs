@@ -322,8 +322,8 @@ impl Block {
             }));
         }
         let deleted = self.tombstones.read().get(id).cloned();
-        let disjoint = metas.windows(2).all(|w| w[0].maxt < w[1].mint);
-        if newest_at.is_some() && deleted.is_none() && disjoint {
+        let disjoint = || metas.windows(2).all(|w| w[0].maxt < w[1].mint);
+        if newest_at.is_some() && deleted.is_none() && disjoint() {
             // The newest sample is in the newest chunk that starts in range, or
             // nowhere in range: the chunks before it end before it starts.
             let Some(c) = metas.iter().rev().find(|c| c.mint <= maxt) else {

@@ -262,13 +262,9 @@ fn write_ts(out: &mut String, t: i64) {
     out.push_str(itoa::Buffer::new().format(a / 1000));
     let frac = a % 1000;
     if frac != 0 {
+        // Three digits with leading zeros: those of 1000 + frac after its "1".
         out.push('.');
-        let f = [
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ];
-        out.push_str(std::str::from_utf8(&f).unwrap_or("000"));
+        out.push_str(&itoa::Buffer::new().format(1000 + frac)[1..]);
     }
 }
 
