@@ -14,6 +14,7 @@ pub mod config_units;
 pub mod discovery;
 pub mod encoding;
 pub mod fxhash;
+pub mod gofloat;
 pub mod gotmpl;
 pub mod labels;
 pub mod promql;

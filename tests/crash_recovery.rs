@@ -144,7 +144,7 @@ fn acknowledged_samples_survive_sigkill() {
                     acked.len()
                 )
             });
-            assert_eq!(v, &hearth::cmd::go_float_g((t + i as i64) as f64));
+            assert_eq!(v, &hearth::gofloat::g((t + i as i64) as f64));
         }
     }
     assert!(found.contains_key(&("0".to_string(), 1_800_000_000_000)));

@@ -173,7 +173,7 @@ fn dumped(data: &Path) -> BTreeMap<usize, BTreeSet<i64>> {
             .nth(1)
             .and_then(|s| s.trim_end_matches('"').parse().ok())
             .expect("series label");
-        assert_eq!(v, hearth::cmd::go_float_g(value(series, t)), "{line}");
+        assert_eq!(v, hearth::gofloat::g(value(series, t)), "{line}");
         assert!(found.entry(series).or_default().insert(t), "{line} twice");
     }
     found

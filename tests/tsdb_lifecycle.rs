@@ -629,7 +629,7 @@ fn replay_merges_a_series_logged_under_two_refs() {
         .collect();
     let want_lines: Vec<String> = want[&x]
         .iter()
-        .map(|s| format!("{x} {} {}", hearth::cmd::go_float_g(s.v), s.t))
+        .map(|s| format!("{x} {} {}", hearth::gofloat::g(s.v), s.t))
         .collect();
     assert_eq!(lines, want_lines);
     let db = Db::open(tmp.path(), opts()).unwrap();
@@ -1402,7 +1402,7 @@ fn promtool_honours_the_tombstones_we_write() {
     let mut want = String::new();
     for (l, s) in slice(&data, i64::MIN, cut_until) {
         for x in s {
-            want.push_str(&format!("{l} {} {}\n", hearth::cmd::go_float_g(x.v), x.t));
+            want.push_str(&format!("{l} {} {}\n", hearth::gofloat::g(x.v), x.t));
         }
     }
     let got = promtool_dump(tmp.path());

@@ -1,7 +1,7 @@
 //! `hearth tsdb …`: promtool's TSDB tools (list, dump, analyze, backfill from
 //! OpenMetrics), with the same output formats.
 
-use super::go_float_g;
+use crate::gofloat;
 use crate::labels::{Labels, MatchType, Matcher};
 use crate::storage::{Sample, SelectHints, Series, SeriesSet};
 use crate::textparse::{Entry, OpenMetricsParser};
@@ -204,7 +204,7 @@ pub fn dump(
         let s: Series = s?;
         let l = s.labels.to_string();
         for x in &s.samples {
-            writeln!(w, "{l} {} {}", go_float_g(x.v), x.t)?;
+            writeln!(w, "{l} {} {}", gofloat::g(x.v), x.t)?;
         }
     }
     w.flush()?;

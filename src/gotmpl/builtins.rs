@@ -3,6 +3,7 @@
 //! `%v` of every value, `print`/`println`'s spacing, and `printf`'s verbs.
 
 use super::Value;
+use crate::gofloat;
 use std::fmt::Write as _;
 
 const BUILTINS: [&str; 19] = [
@@ -360,79 +361,6 @@ pub fn query_escape(s: &str) -> String {
     out
 }
 
-/// Go's `%v` of a float64: shortest digits, exponent form below 1e-4 and from
-/// 1e6 (`strconv.FormatFloat(v, 'g', -1, 64)`).
-pub fn go_float_v(v: f64) -> String {
-    go_format_float(v, 'g', None)
-}
-
-fn go_exp(mant: &str, exp: i32, upper: bool) -> String {
-    format!(
-        "{mant}{}{}{:02}",
-        if upper { 'E' } else { 'e' },
-        if exp < 0 { '-' } else { '+' },
-        exp.abs()
-    )
-}
-
-fn strip_zeros(s: &str) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s.to_string()
-    }
-}
-
-/// Go's `strconv.FormatFloat(v, verb, prec, 64)` for verbs `e`, `E`, `f`, `F`,
-/// `g`, `G`; `None` precision is the shortest that reads back exactly.
-pub fn go_format_float(v: f64, verb: char, prec: Option<usize>) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    let upper = verb.is_ascii_uppercase();
-    match verb {
-        'e' | 'E' => {
-            let s = match prec {
-                Some(p) => format!("{v:.p$e}"),
-                None => format!("{v:e}"),
-            };
-            let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-            go_exp(mant, exp.parse().unwrap_or(0), upper)
-        }
-        'f' | 'F' => match prec {
-            Some(p) => format!("{v:.p$}"),
-            None => format!("{v}"),
-        },
-        _ => {
-            // %g: exponent form when the exponent is < -4 or >= the precision
-            // (6 for the shortest form), trailing zeros removed.
-            let (digits_e, eprec) = match prec {
-                None => (format!("{v:e}"), 6),
-                Some(p) => {
-                    let p = p.max(1);
-                    (format!("{v:.*e}", p - 1), p as i32)
-                }
-            };
-            let (mant, exp) = digits_e.split_once('e').unwrap_or((&digits_e, "0"));
-            let exp: i32 = exp.parse().unwrap_or(0);
-            if exp < -4 || exp >= eprec {
-                go_exp(&strip_zeros(mant), exp, upper)
-            } else {
-                match prec {
-                    None => format!("{v}"),
-                    Some(p) => {
-                        let decimals = (p.max(1) as i32 - 1 - exp).max(0) as usize;
-                        strip_zeros(&format!("{v:.decimals$}"))
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Go's `strconv.Quote`.
 pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -488,7 +416,7 @@ fn write_v(out: &mut String, v: &Value) {
         Value::Int(i) => {
             let _ = write!(out, "{i}");
         }
-        Value::Float(f) => out.push_str(&go_float_v(*f)),
+        Value::Float(f) => gofloat::push(out, *f, 'g', None),
         Value::String(s) => out.push_str(s),
         Value::List(l) => {
             out.push('[');
@@ -814,9 +742,9 @@ fn format_arg(out: &mut String, v: &Value, verb: char, spec: &Spec) {
         }
         Value::Float(f) => {
             let s = match verb {
-                'v' => go_format_float(*f, 'g', None),
-                'e' | 'E' | 'f' | 'F' => go_format_float(*f, verb, Some(spec.prec.unwrap_or(6))),
-                'g' | 'G' => go_format_float(*f, verb, spec.prec),
+                'v' => gofloat::g(*f),
+                'e' | 'E' | 'f' | 'F' => gofloat::format(*f, verb, Some(spec.prec.unwrap_or(6))),
+                'g' | 'G' => gofloat::format(*f, verb, spec.prec),
                 _ => return bad_verb(out, v, verb),
             };
             let s = if f.is_nan() {

@@ -22,10 +22,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use builtins::{
-    arg_str, fmt_value, go_float_v, go_format_float, go_quote, html_escape, query_escape, sprintf,
-    want_args,
-};
+pub use builtins::{arg_str, fmt_value, go_quote, html_escape, query_escape, sprintf, want_args};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -1189,7 +1189,7 @@ impl<'a> Evaluator<'a> {
                     self.warn_at(
                         format!(
                             "ratio value should be between -1 and 1, got {}, capping to {}",
-                            super::functions::go_format_float(*r),
+                            crate::gofloat::g(*r),
                             if *r < 0.0 { -1 } else { 1 }
                         ),
                         pos,
@@ -1642,64 +1642,8 @@ fn result_metric(
 pub(super) fn quantile_warning(q: f64) -> String {
     format!(
         "quantile value should be between 0 and 1, got {}",
-        super::functions::go_format_float(q)
+        crate::gofloat::g(q)
     )
-}
-
-/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
-pub(super) fn format_float_plain(f: f64) -> String {
-    let mut out = String::new();
-    push_float_plain(&mut out, f);
-    out
-}
-
-/// Appends `f` as `format_float_plain` gives it: the shortest decimal that reads
-/// back as `f`, never in exponent form (Go's `FormatFloat(f, 'f', -1, 64)`, as
-/// Prometheus's API writes values; where `f` lies halfway between two shortest
-/// decimals, the one with the even last digit, as Go picks), or `NaN`, `+Inf`,
-/// `-Inf`.
-pub fn push_float_plain(out: &mut String, f: f64) {
-    if f.is_nan() {
-        return out.push_str("NaN");
-    } else if f == f64::INFINITY {
-        return out.push_str("+Inf");
-    } else if f == f64::NEG_INFINITY {
-        return out.push_str("-Inf");
-    }
-    // ryu finds the shortest digits (several times faster than `{}`, which
-    // matters when a range query writes millions of values).
-    let mut buf = ryu::Buffer::new();
-    let s = buf.format_finite(f);
-    let Some((mantissa, exp)) = s.split_once('e') else {
-        // Already plain; a whole number ends in ".0", which Go leaves out.
-        return out.push_str(s.strip_suffix(".0").unwrap_or(s));
-    };
-    // Exponent form, for very small or large magnitudes ("1e21", "-1.5e-7"):
-    // one digit before the point, no trailing zeros. The digits are placed
-    // around the point here.
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let mantissa = match mantissa.strip_prefix('-') {
-        Some(rest) => {
-            out.push('-');
-            rest
-        }
-        None => mantissa,
-    };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = format!("{int}{frac}");
-    let point = int.len() as i32 + exp;
-    if point <= 0 {
-        out.push_str("0.");
-        (0..-point).for_each(|_| out.push('0'));
-        out.push_str(&digits);
-    } else if point as usize >= digits.len() {
-        out.push_str(&digits);
-        (digits.len()..point as usize).for_each(|_| out.push('0'));
-    } else {
-        out.push_str(&digits[..point as usize]);
-        out.push('.');
-        out.push_str(&digits[point as usize..]);
-    }
 }
 
 /// Neumaier's compensated summation step, as Prometheus's `kahanSumInc`.
@@ -1875,7 +1819,7 @@ fn aggregate(
         }
         for s in &mut input {
             let mut b = s.metric.builder();
-            b.set(&label, &format_float_plain(s.f));
+            b.set(&label, &crate::gofloat::format(s.f, 'f', None));
             s.metric = b.build();
         }
         if without {
@@ -2002,7 +1946,7 @@ fn aggregate(
             if kf >= 9.223_372_036_854_776e18 || kf <= -9.223_372_036_854_776e18 {
                 return Err(QueryError::Execution(format!(
                     "Scalar value {} overflows int64",
-                    super::functions::go_format_float(kf)
+                    crate::gofloat::g(kf)
                 )));
             }
             let k = kf as i64;
@@ -2107,104 +2051,4 @@ pub(super) fn valid_label_name(s: &str) -> bool {
 /// Quotes like Go's `%q`, for error messages.
 pub(super) fn go_quote(s: &str) -> String {
     crate::labels::quote(s)
-}
-
-#[cfg(test)]
-mod float_format_tests {
-    use super::push_float_plain;
-
-    fn plain(f: f64) -> String {
-        let mut s = String::new();
-        push_float_plain(&mut s, f);
-        s
-    }
-
-    #[test]
-    fn values_are_written_as_go_writes_them_with_f_and_shortest_digits() {
-        for (f, want) in [
-            (0.0, "0"),
-            (-0.0, "-0"),
-            (1.0, "1"),
-            (-2.5, "-2.5"),
-            (0.3, "0.3"),
-            (1e21, "1000000000000000000000"),
-            (1.5e-7, "0.00000015"),
-            (123456789.0, "123456789"),
-            (1e-300, &format!("0.{}1", "0".repeat(299))),
-            (f64::NAN, "NaN"),
-            (f64::INFINITY, "+Inf"),
-            (f64::NEG_INFINITY, "-Inf"),
-            (f64::MAX, &format!("{}", f64::MAX)),
-            (f64::MIN_POSITIVE, &format!("{}", f64::MIN_POSITIVE)),
-            (5e-324, &format!("{}", 5e-324)),
-        ] {
-            assert_eq!(plain(f), want, "{f:e}");
-        }
-    }
-
-    fn significant_digits(s: &str) -> usize {
-        let d: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
-        let d = d.trim_start_matches('0');
-        if s.contains('.') {
-            d.len()
-        } else {
-            d.trim_end_matches('0').len()
-        }
-    }
-
-    /// Values halfway between two shortest candidates, as Go 1.19's
-    /// `strconv.FormatFloat(f, 'f', -1, 64)` writes them (the even last digit;
-    /// Rust's `{}` rounds these up).
-    #[test]
-    fn halfway_values_take_the_even_digit_as_go_does() {
-        for (bits, go) in [
-            (0x42ecb13954889314, "252379973043352.62"), // exactly 252379973043352.625
-            (0x42de874230066cb8, "134265119447474.88"), // exactly 134265119447474.875
-            (0x4308a2ed550ffc8a, "866817457389457.2"),  // exactly 866817457389457.25
-            (0x4302775566a936aa, "649719782385365.2"),  // exactly 649719782385365.25
-            (0x430311c21454993e, "670943727489831.8"),  // exactly 670943727489831.75
-            (0x4304c1b56c0d801a, "730310560034819.2"),  // exactly 730310560034819.25
-        ] {
-            assert_eq!(plain(f64::from_bits(bits)), go, "{bits:#x}");
-        }
-    }
-
-    /// For values of every magnitude (random bit patterns and random decimals)
-    /// the text reads back as the value, has no exponent, and has as few
-    /// significant digits as Rust's `{}`. Where two shortest candidates are
-    /// equally close (the value lies halfway), Go and ryu pick the even last
-    /// digit and Rust's `{}` rounds up; the text is Rust's everywhere else.
-    #[test]
-    fn values_are_shortest_round_trips_over_many_random_values() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let mut ties = 0;
-        for i in 0..200_000 {
-            let f = match i % 3 {
-                0 => f64::from_bits(next()),
-                1 => (next() % 10_000_000) as f64 / 1000.0,
-                _ => (next() % 1_000_000) as f64 * 10f64.powi((next() % 40) as i32 - 20),
-            };
-            if !f.is_finite() {
-                continue;
-            }
-            let (got, rust) = (plain(f), format!("{f}"));
-            assert!(!got.contains('e'), "{got}");
-            assert_eq!(got.parse::<f64>().ok(), Some(f), "{got} reads back");
-            assert_eq!(
-                significant_digits(&got),
-                significant_digits(&rust),
-                "{got} vs {rust}"
-            );
-            if got != rust {
-                ties += 1;
-            }
-        }
-        assert!(ties < 100, "{ties} values differ from Rust's text");
-    }
 }

@@ -12,35 +12,6 @@ use crate::labels::{Labels, LabelsBuilder, MatchType, METRIC_NAME};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 
-/// Formats like Go's `%f`-less `strconv.FormatFloat(f, 'g', -1, 64)` closely enough
-/// for error messages.
-pub(super) fn go_format_float(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else if f != 0.0 && (f.abs() >= 1e21 || f.abs() < 1e-4) {
-        let s = format!("{f:e}");
-        // Go writes the exponent with a sign and at least two digits.
-        match s.split_once('e') {
-            Some((m, e)) => {
-                let (sign, digits) = match e.strip_prefix('-') {
-                    Some(d) => ('-', d),
-                    None => ('+', e),
-                };
-                format!("{m}e{sign}{digits:0>2}")
-            }
-            None => s,
-        }
-    } else {
-        format!("{f}")
-    }
-}
-
 fn exec(msg: impl Into<String>) -> QueryError {
     QueryError::Execution(msg.into())
 }
@@ -1556,7 +1527,7 @@ fn histogram_quantiles(ev: &mut Evaluator, c: &Call, t: i64) -> Result<Val, Quer
 /// A quantile as a label value: like Go's `%g`-ish formatting with at least one
 /// decimal (`0.0`, `0.25`, `1.0`).
 fn quantile_label(q: f64) -> String {
-    let s = go_format_float(q);
+    let s = crate::gofloat::g(q);
     if s.contains('.') || s.contains('e') || s.contains("Inf") || s.contains("NaN") {
         s
     } else {

@@ -61,10 +61,10 @@ impl Default for EngineOptions {
 /// A sample value as the HTTP API writes it (Go's `FormatFloat(v, 'f', -1, 64)`):
 /// `1`, `0.5`, `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
-    eval::format_float_plain(v)
+    crate::gofloat::format(v, 'f', None)
 }
 
-pub use eval::push_float_plain;
+pub use crate::gofloat::push_f as push_float_plain;
 
 /// Most steps a range query may have, as in Prometheus's API.
 pub const RANGE_STEPS_MAX: i64 = 11_000;

@@ -167,7 +167,7 @@ impl Object for Sample {
         Some(format!(
             "{{{} {}}}",
             gotmpl::fmt_value(&self.labels),
-            gotmpl::go_float_v(self.value)
+            crate::gofloat::g(self.value)
         ))
     }
 }
@@ -232,7 +232,7 @@ fn one_str<'v>(name: &str, args: &'v [Value]) -> Result<&'v str, String> {
 
 /// Go's `%.4g`.
 fn g4(v: f64) -> String {
-    gotmpl::go_format_float(v, 'g', Some(4))
+    crate::gofloat::format(v, 'g', Some(4))
 }
 
 /// Prometheus's `floatToTime`: seconds to a UTC time, with millisecond
@@ -245,7 +245,7 @@ fn float_to_time(v: f64) -> Result<jiff::Timestamp, String> {
     if ns > i64::MAX as f64 || ns < i64::MIN as f64 {
         return Err(format!(
             "{} cannot be represented as a nanoseconds timestamp since it overflows int64",
-            gotmpl::go_float_v(v)
+            crate::gofloat::g(v)
         ));
     }
     let ms = (ns as i64).div_euclid(1_000_000);
@@ -493,11 +493,6 @@ pub fn prometheus_funcs<'a>(query: Option<&'a QueryFn<'a>>, external_url: &'a st
         }))
     });
     f
-}
-
-/// Go's `%v` of a float64: shortest digits, exponent form below 1e-4 and from 1e6.
-pub fn go_float_v(v: f64) -> String {
-    gotmpl::go_float_v(v)
 }
 
 /// Prometheus's `humanize`: SI prefixes, four significant digits.

@@ -116,8 +116,8 @@ fn templates_expand_labels_value_and_humanize() {
     assert_eq!(x("{{ $labels.missing }}|"), "|");
     assert_eq!(x("a  {{- $labels.job -}}  b"), "anodeb");
     assert_eq!(x("{{ \"x\" | toUpper }}"), "X");
-    assert_eq!(template::go_float_v(123456.0), "123456");
-    assert_eq!(template::go_float_v(0.5), "0.5");
+    assert_eq!(crate::gofloat::g(123456.0), "123456");
+    assert_eq!(crate::gofloat::g(0.5), "0.5");
     assert!(template::Template::parse("{{ if $value }}x{{ end }}").is_ok());
     assert!(template::Template::parse("{{ if $value }}x").is_err());
     assert!(template::Template::parse("{{ $labels.x").is_err());

@@ -337,7 +337,7 @@ pub fn render_federation(
             }
             out.push('}');
         }
-        let _ = writeln!(out, " {} {t}", crate::cmd::go_float_g(*v));
+        let _ = writeln!(out, " {} {t}", crate::gofloat::g(*v));
     }
     out
 }

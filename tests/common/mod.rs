@@ -186,7 +186,7 @@ pub fn expected_dump(series: &[GenSeries]) -> String {
     let mut out = String::new();
     for (l, s) in rows {
         for &(t, v) in &s.samples {
-            out.push_str(&format!("{l} {} {t}\n", hearth::cmd::go_float_g(v)));
+            out.push_str(&format!("{l} {} {t}\n", hearth::gofloat::g(v)));
         }
     }
     out
