@@ -485,12 +485,46 @@ async fn fetch_select(
     Ok(out)
 }
 
-/// Merges sorted, unique string lists into one.
+/// Merges string lists into one sorted list without duplicates. Each node's list
+/// is already sorted and unique, so they are merged in one pass each rather than
+/// sorted again together; a list that is not (a misbehaving peer) is sorted first.
 fn merge_sorted_unique(lists: Vec<Vec<String>>) -> Vec<String> {
-    let mut all: Vec<String> = lists.into_iter().flatten().collect();
-    all.sort_unstable();
-    all.dedup();
-    all
+    lists.into_iter().fold(Vec::new(), |merged, mut list| {
+        if !list.windows(2).all(|w| w[0] < w[1]) {
+            list.sort_unstable();
+            list.dedup();
+        }
+        merge_two(merged, list)
+    })
+}
+
+/// Merges two sorted lists without duplicates into one.
+fn merge_two(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    a.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
 }
 
 impl Querier for FanoutQuerier {
@@ -589,3 +623,28 @@ impl Querier for FanoutQuerier {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::merge_sorted_unique;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn lists_merge_sorted_without_duplicates() {
+        let got = merge_sorted_unique(vec![
+            strings(&["a", "c", "e"]),
+            strings(&[]),
+            strings(&["b", "c", "f"]),
+            strings(&["a", "f", "g"]),
+        ]);
+        assert_eq!(got, strings(&["a", "b", "c", "e", "f", "g"]));
+    }
+
+    #[test]
+    fn an_unsorted_list_is_sorted_before_merging() {
+        let got = merge_sorted_unique(vec![strings(&["b", "d"]), strings(&["c", "a", "c", "d"])]);
+        assert_eq!(got, strings(&["a", "b", "c", "d"]));
+    }
+}
