@@ -324,9 +324,9 @@ fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 impl FanoutQuerier {
-    /// Starts `call` against every active peer at once, on a driver of this
-    /// thread's, and sends the requests; `wait` collects the answers. A peer that
-    /// cannot be asked becomes a warning at once (or the error).
+    /// Starts `call` against every active peer at once, on a driver taken for
+    /// this read, and sends the requests; `wait` collects the answers. A peer
+    /// that cannot be asked becomes a warning at once (or the error).
     fn start<T: Send + 'static>(
         &self,
         call: impl Fn(Option<pb::GroupFilter>, QueryClient, Duration) -> PeerFuture<T>
