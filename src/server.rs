@@ -2,6 +2,7 @@
 //! everything down in order. All components are connected here and nowhere else.
 
 use crate::tsdb::db::{Db, DbOptions};
+use axum::serve::ListenerExt as _;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -521,7 +522,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         alertmanager_task = Some(task);
     }
     tracing::info!(address = %cfg.listen_address, "listening");
-    axum::serve(listener, app)
+    axum::serve(listener.tap_io(set_nodelay), app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     if let Some(task) = alertmanager_task {
@@ -746,7 +747,7 @@ pub async fn run_alertmanager(
             source,
         })?;
     tracing::info!(address = %cfg.listen_address, "alertmanager listening");
-    axum::serve(listener, app)
+    axum::serve(listener.tap_io(set_nodelay), app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
@@ -769,5 +770,15 @@ impl crate::cluster::Ownership for OwnJobs {
 
     fn scrape_seed(&self) -> Option<u64> {
         self.inner.scrape_seed()
+    }
+}
+
+/// Answers go out as soon as they are written, without waiting for the ACK of an
+/// earlier segment (Nagle's algorithm), as Go's HTTP server does for Prometheus:
+/// a small answer written in parts (a streamed body) would otherwise wait for the
+/// client's delayed ACK.
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY on an HTTP connection");
     }
 }

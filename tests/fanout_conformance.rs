@@ -293,3 +293,71 @@ fn a_dead_or_hung_peer_gives_a_warning_or_an_error_without_partial_responses() {
     assert!(err.to_string().contains("partial-response=false"), "{err}");
     assert!(q.label_names(&[]).is_err());
 }
+
+/// Starts a `Query` server over `store` on `addr` in a runtime of its own, so that
+/// shutting the runtime down stops the server with all its connections, as a
+/// restart of the peer would.
+fn serve_alone_on(addr: &str, store: MemStorage) -> tokio::runtime::Runtime {
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .expect("bind");
+    let local: Arc<dyn Queryable> = Arc::new(store);
+    rt.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(QueryService::server(local))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .expect("serve");
+    });
+    rt
+}
+
+#[test]
+fn a_peer_restarted_between_reads_is_read_again_without_a_warning() {
+    let nodes: Vec<MemStorage> = (0..2).map(|_| MemStorage::new()).collect();
+    let a = Labels::from_pairs(&[("__name__", "m"), ("node", "1")]);
+    let b = Labels::from_pairs(&[("__name__", "m"), ("node", "2")]);
+    write(&nodes[0], &a, &[1000]);
+    write(&nodes[1], &b, &[1000]);
+    let addr = closed_port();
+    let server = serve_alone_on(&addr, nodes[1].clone());
+    let peers = vec![peer(2, &addr)];
+    let fanout = FanoutQueryable::new(
+        Arc::new(nodes[0].clone()),
+        Arc::new(move || peers.clone()),
+        FanoutOptions::default(),
+    );
+    let hints = SelectHints {
+        start_ms: 0,
+        end_ms: 2000,
+        series_only: false,
+        newest_only: false,
+    };
+    let read = || {
+        let q = fanout.querier(0, 2000).expect("querier");
+        let got: Vec<Labels> = q
+            .select(&hints, &[Matcher::equal("__name__", "m")])
+            .expect("select")
+            .map(|s| s.expect("series").labels)
+            .collect();
+        let values = q.label_values("node", &[]).expect("values");
+        (got, values, q.warnings())
+    };
+    let want = (
+        vec![a.clone(), b.clone()],
+        vec!["1".to_string(), "2".to_string()],
+    );
+    let (got, values, warnings) = read();
+    assert_eq!((got, values), want);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // The peer restarts while the fan-out's connection to it is idle: the next
+    // read finds that connection closed and must still get the peer's data.
+    server.shutdown_timeout(Duration::from_secs(5));
+    let _server = serve_alone_on(&addr, nodes[1].clone());
+    for _ in 0..3 {
+        let (got, values, warnings) = read();
+        assert_eq!((got, values), want);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+}

@@ -4,12 +4,17 @@
 //! same labels from several nodes become one series merged in time, and identical
 //! timestamps are kept once (`storage::merge_series_sets`).
 //!
-//! The `Querier` seam is synchronous while gRPC is async: each read spawns one task
-//! on the runtime captured at construction, which drives the calls to every peer
-//! at once (over `query_client`'s connections), and waits on a std channel for all
-//! their answers together. So a querier must be used from a blocking thread (the
-//! API, the rule manager and `/federate` run reads on the blocking pool), never
-//! from inside an async task, where the wait would hold a runtime worker.
+//! The `Querier` seam is synchronous while gRPC is async: the reading thread
+//! drives the calls to every peer itself, on a current-thread runtime of its own
+//! (a `Driver`, taken from a pool for the read and put back after) that owns its
+//! connections to the peers (`query_client`). The requests are sent before the
+//! local read starts, and the answers are read by the same thread when it waits
+//! for them: no task on the server's runtime, no hand-off between threads. Such
+//! hand-offs (the calling thread to a runtime worker, the worker to each
+//! connection's task and back), not the reads, were most of what a fan-out added
+//! to a small query. So a querier must be used from a blocking thread (the API,
+//! the rule manager and `/federate` run reads on the blocking pool), never from
+//! inside an async task: a runtime cannot be driven from within another.
 //!
 //! A peer that fails or does not answer within `--cluster.query-timeout` leaves its
 //! data out with a warning (`Querier::warnings`), or fails the read when
@@ -44,6 +49,17 @@ pub const QUERY_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Slack on top of the per-peer timeout before the waiting thread gives up on a
 /// task that did not even report its own timeout.
 const WAIT_SLACK: Duration = Duration::from_secs(1);
+
+/// How many scheduling rounds a driver runs right after starting a read's calls,
+/// before the local read: one hands the requests to their connections and
+/// writes them; the second lets a connection that was just dialled get further.
+/// The rest of the work happens while the thread waits for the answers.
+const SEND_ROUNDS: usize = 2;
+
+/// Drivers kept idle for the next reads; more are made when more reads run at
+/// once, and dropped (closing their connections) when they come back to a full
+/// pool.
+const IDLE_DRIVERS_MAX: usize = 16;
 
 /// Another member as the fan-out sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,15 +105,11 @@ pub struct FanoutQueryable {
     /// The other members, read per querier.
     peers: PeersFn,
     options: FanoutOptions,
-    /// Where peer requests run.
-    runtime: tokio::runtime::Handle,
-    /// One HTTP/2 connection per peer, made on first use and reused across
-    /// queries.
-    connections: Connections,
+    /// The idle drivers the reads' peer calls run on.
+    drivers: Arc<DriverPool>,
 }
 
 impl FanoutQueryable {
-    /// Must be called inside a tokio runtime, which then runs the peer requests.
     pub fn new(
         local: Arc<dyn Queryable>,
         peers: PeersFn,
@@ -107,9 +119,73 @@ impl FanoutQueryable {
             local,
             peers,
             options,
-            runtime: tokio::runtime::Handle::current(),
-            connections: Connections::default(),
+            drivers: Arc::new(DriverPool::default()),
         }
+    }
+}
+
+/// A current-thread runtime with its own HTTP/2 connection to each peer, driven
+/// by the thread that reads (`Runtime::block_on`) and idle in between: used by
+/// one read at a time.
+struct Driver {
+    /// `None` only while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The connections, whose tasks run on `runtime`.
+    connections: Connections,
+}
+
+impl Driver {
+    fn new() -> Result<Driver, StorageError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::Other(format!("cluster: fan-out runtime: {e}")))?;
+        Ok(Driver {
+            runtime: Some(runtime),
+            connections: Connections::default(),
+        })
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("a driver has its runtime until dropped")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks end, which is not allowed
+        // inside another runtime (a queryable dropped at server shutdown); its
+        // tasks are only connections, which can just be closed.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The idle drivers of a `FanoutQueryable`.
+#[derive(Default)]
+struct DriverPool {
+    idle: Mutex<Vec<Driver>>,
+}
+
+impl DriverPool {
+    fn take(&self) -> Result<Driver, StorageError> {
+        match self.idle.lock().pop() {
+            Some(d) => Ok(d),
+            None => Driver::new(),
+        }
+    }
+
+    fn put(&self, d: Driver) {
+        let mut idle = self.idle.lock();
+        if idle.len() < IDLE_DRIVERS_MAX {
+            idle.push(d);
+            return;
+        }
+        drop(idle);
+        drop(d);
     }
 }
 
@@ -121,8 +197,7 @@ impl Queryable for FanoutQueryable {
             maxt,
             peers: (self.peers)(),
             options: self.options,
-            runtime: self.runtime.clone(),
-            connections: self.connections.clone(),
+            drivers: self.drivers.clone(),
             warnings: Mutex::new(Vec::new()),
         }))
     }
@@ -136,30 +211,41 @@ struct FanoutQuerier {
     /// The members other than this node when the querier was made.
     peers: Vec<Peer>,
     options: FanoutOptions,
-    runtime: tokio::runtime::Handle,
-    connections: Connections,
+    drivers: Arc<DriverPool>,
     /// Failed peers' messages, each once, in the order they happened.
     warnings: Mutex<Vec<String>>,
 }
 
 type PeerFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
 
+type Answers<T> = Vec<Result<T, String>>;
+
 /// Requests in flight to the peers, in the order of `asked`.
 struct Pending<'a, T> {
     asked: Vec<&'a Peer>,
-    /// Every asked peer's answer, in the order of `asked`, once all have one.
-    rx: std::sync::mpsc::Receiver<Vec<Result<T, String>>>,
+    /// The driver the calls run on and the task that resolves to every asked
+    /// peer's answer, in the order of `asked`; `None` when no peer was asked.
+    calls: Option<(Driver, tokio::task::JoinHandle<Answers<T>>)>,
+    /// Where the driver goes back when the read is done.
+    drivers: &'a DriverPool,
     /// When to stop waiting even if the task never reported.
     deadline: std::time::Instant,
 }
 
+impl<T> Drop for Pending<'_, T> {
+    /// A read that failed before waiting (the local read's error) cancels its
+    /// calls; the driver drops them on its next use.
+    fn drop(&mut self) {
+        if let Some((driver, task)) = self.calls.take() {
+            task.abort();
+            self.drivers.put(driver);
+        }
+    }
+}
+
 /// Drives every peer's call in one task and resolves, in the order of `calls`,
-/// once each has answered, failed or timed out (`with_client`). One task for all
-/// peers rather than one each: every task the requests hop through can wake
-/// another runtime worker and every answer sent to the waiting thread wakes it,
-/// and such wake-ups (not the reads) are most of what a fan-out adds to a small
-/// query.
-async fn join_all<T>(mut calls: Vec<PeerFuture<T>>) -> Vec<Result<T, String>> {
+/// once each has answered, failed or timed out (`with_client`).
+async fn join_all<T>(mut calls: Vec<PeerFuture<T>>) -> Answers<T> {
     let mut answers: Vec<Option<Result<T, String>>> = calls.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut done = true;
@@ -184,13 +270,18 @@ async fn join_all<T>(mut calls: Vec<PeerFuture<T>>) -> Vec<Result<T, String>> {
 
 type QueryClient = pb::query_client::QueryClient<PeerConnection>;
 
-/// A client over the connection to `address` (connecting first when needed).
-async fn query_client(connections: &Connections, address: &str) -> Result<QueryClient, String> {
-    let c = connections.get(address).await?;
+/// A client over the connection to `address` (connecting first when needed);
+/// `true` when the connection was kept from an earlier read.
+async fn query_client(
+    connections: &Connections,
+    address: &str,
+) -> Result<(QueryClient, bool), String> {
+    let (c, kept) = connections.get(address).await?;
     let origin = format!("http://{address}")
         .parse()
         .map_err(|e| format!("bad address {address:?}: {e}"))?;
-    Ok(QueryClient::with_origin(c, origin).max_decoding_message_size(MESSAGE_BYTES_MAX))
+    let client = QueryClient::with_origin(c, origin).max_decoding_message_size(MESSAGE_BYTES_MAX);
+    Ok((client, kept))
 }
 
 /// Runs `call` with a client for `address`; a failed or timed-out call drops the
@@ -199,11 +290,22 @@ async fn with_client<T>(
     connections: Connections,
     address: String,
     timeout: Duration,
-    call: impl FnOnce(QueryClient) -> PeerFuture<T>,
+    call: impl Fn(QueryClient) -> PeerFuture<T>,
 ) -> Result<T, String> {
     let attempt = async {
-        let client = query_client(&connections, &address).await?;
-        call(client).await
+        let (client, kept) = query_client(&connections, &address).await?;
+        match call(client).await {
+            // A driver's connections are served only while a read runs on it, so
+            // a peer that restarted or closed an idle connection in between is
+            // noticed by the next call, which fails at once: that one is made
+            // again on a new connection, within the same timeout.
+            Err(_) if kept => {
+                connections.forget(&address);
+                let (client, _) = query_client(&connections, &address).await?;
+                call(client).await
+            }
+            r => r,
+        }
     };
     let r = match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
@@ -222,8 +324,9 @@ fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 impl FanoutQuerier {
-    /// Starts `call` against every active peer at once; `wait` collects the answers.
-    /// A peer that cannot be asked becomes a warning at once (or the error).
+    /// Starts `call` against every active peer at once, on a driver taken for
+    /// this read, and sends the requests; `wait` collects the answers. A peer
+    /// that cannot be asked becomes a warning at once (or the error).
     fn start<T: Send + 'static>(
         &self,
         call: impl Fn(Option<pb::GroupFilter>, QueryClient, Duration) -> PeerFuture<T>
@@ -235,6 +338,7 @@ impl FanoutQuerier {
         let timeout = self.options.timeout;
         let mut asked = Vec::new();
         let mut calls = Vec::new();
+        let driver = self.drivers.take()?;
         for peer in &self.peers {
             if peer.down {
                 self.fail(peer, "is marked down")?;
@@ -246,23 +350,33 @@ impl FanoutQuerier {
                 .map(|ids| pb::GroupFilter { ids: ids.clone() });
             let call = call.clone();
             let fut: PeerFuture<T> = Box::pin(with_client(
-                self.connections.clone(),
+                driver.connections.clone(),
                 peer.grpc_address.clone(),
                 timeout,
-                move |client| (*call)(filter, client, timeout),
+                move |client| (*call)(filter.clone(), client, timeout),
             ));
             calls.push(fut);
             asked.push(peer);
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if !calls.is_empty() {
-            self.runtime.spawn(async move {
-                let _ = tx.send(join_all(calls).await);
+        let calls = if calls.is_empty() {
+            self.drivers.put(driver);
+            None
+        } else {
+            let rt = driver.runtime();
+            let task = rt.spawn(join_all(calls));
+            // Get the requests written, so the peers work while the local read
+            // runs.
+            rt.block_on(async {
+                for _ in 0..SEND_ROUNDS {
+                    tokio::task::yield_now().await;
+                }
             });
-        }
+            Some((driver, task))
+        };
         Ok(Pending {
             asked,
-            rx,
+            calls,
+            drivers: &self.drivers,
             deadline: std::time::Instant::now() + timeout + WAIT_SLACK,
         })
     }
@@ -270,19 +384,25 @@ impl FanoutQuerier {
     /// Waits for the peers `pending` asked and returns the answers of those that
     /// gave one; each failure becomes a warning, or the error when partial
     /// responses are off.
-    fn wait<T>(&self, what: &str, pending: Pending<'_, T>) -> Result<Vec<T>, StorageError> {
-        let Pending {
-            asked,
-            rx,
-            deadline,
-        } = pending;
-        let mut answers: Vec<Option<Result<T, String>>> = asked.iter().map(|_| None).collect();
-        if !asked.is_empty() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if let Ok(all) = rx.recv_timeout(left) {
+    fn wait<T>(&self, what: &str, mut pending: Pending<'_, T>) -> Result<Vec<T>, StorageError> {
+        let mut answers: Vec<Option<Result<T, String>>> =
+            pending.asked.iter().map(|_| None).collect();
+        if let Some((driver, mut task)) = pending.calls.take() {
+            let left = pending
+                .deadline
+                .saturating_duration_since(std::time::Instant::now());
+            // The timer belongs to the driver's runtime: made inside `block_on`.
+            let all = driver
+                .runtime()
+                .block_on(async { tokio::time::timeout(left, &mut task).await });
+            if let Ok(Ok(all)) = all {
                 answers = all.into_iter().map(Some).collect();
+            } else {
+                task.abort();
             }
+            pending.drivers.put(driver);
         }
+        let asked = std::mem::take(&mut pending.asked);
         let mut out = Vec::with_capacity(asked.len());
         for (peer, answer) in asked.into_iter().zip(answers) {
             match answer {
@@ -365,12 +485,46 @@ async fn fetch_select(
     Ok(out)
 }
 
-/// Merges sorted, unique string lists into one.
+/// Merges string lists into one sorted list without duplicates. Each node's list
+/// is already sorted and unique, so they are merged in one pass each rather than
+/// sorted again together; a list that is not (a misbehaving peer) is sorted first.
 fn merge_sorted_unique(lists: Vec<Vec<String>>) -> Vec<String> {
-    let mut all: Vec<String> = lists.into_iter().flatten().collect();
-    all.sort_unstable();
-    all.dedup();
-    all
+    lists.into_iter().fold(Vec::new(), |merged, mut list| {
+        if !list.windows(2).all(|w| w[0] < w[1]) {
+            list.sort_unstable();
+            list.dedup();
+        }
+        merge_two(merged, list)
+    })
+}
+
+/// Merges two sorted lists without duplicates into one.
+fn merge_two(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    a.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
 }
 
 impl Querier for FanoutQuerier {
@@ -466,5 +620,31 @@ impl Querier for FanoutQuerier {
         let mut w = self.local.warnings();
         w.extend(self.warnings.lock().iter().cloned());
         w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_sorted_unique;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn lists_merge_sorted_without_duplicates() {
+        let got = merge_sorted_unique(vec![
+            strings(&["a", "c", "e"]),
+            strings(&[]),
+            strings(&["b", "c", "f"]),
+            strings(&["a", "f", "g"]),
+        ]);
+        assert_eq!(got, strings(&["a", "b", "c", "e", "f", "g"]));
+    }
+
+    #[test]
+    fn an_unsorted_list_is_sorted_before_merging() {
+        let got = merge_sorted_unique(vec![strings(&["b", "d"]), strings(&["c", "a", "c", "d"])]);
+        assert_eq!(got, strings(&["a", "b", "c", "d"]));
     }
 }

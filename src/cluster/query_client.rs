@@ -13,7 +13,9 @@
 //! A connection is made on first use and kept; one that closed (the peer
 //! restarted) is replaced on the next call, and one whose call failed or timed
 //! out is dropped (`Connections::forget`), so a connection stuck behind a healed
-//! partition is not reused.
+//! partition is not reused. A connection's task runs on the runtime that made it
+//! (`tokio::spawn`): for the fan-out, the current-thread runtime of the reading
+//! thread, so the connection is only served while that thread waits for a read.
 
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
@@ -69,16 +71,17 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// The connection to `address`, connecting when there is none or it closed.
-    pub async fn get(&self, address: &str) -> Result<PeerConnection, String> {
+    /// The connection to `address`, connecting when there is none or it closed;
+    /// `true` with a connection kept from an earlier call.
+    pub async fn get(&self, address: &str) -> Result<(PeerConnection, bool), String> {
         if let Some(c) = self.open.lock().get(address) {
             if !c.send.is_closed() {
-                return Ok(c.clone());
+                return Ok((c.clone(), true));
             }
         }
         let c = connect(address).await?;
         self.open.lock().insert(address.to_string(), c.clone());
-        Ok(c)
+        Ok((c, false))
     }
 
     /// Drops the connection to `address`, so the next call connects afresh.
