@@ -845,8 +845,9 @@ impl Head {
         self.opts.chunk_range_ms
     }
 
-    /// The earliest time a sample may still be appended.
-    fn appendable_min_valid_time(&self) -> i64 {
+    /// The earliest time a sample may still be appended (older ones are out of
+    /// bounds).
+    pub fn appendable_min_valid_time(&self) -> i64 {
         let min_valid = self.min_valid_time.load(Ordering::Relaxed);
         match self.max_time() {
             // Like Prometheus: nothing older than half a block range before the newest
