@@ -857,6 +857,17 @@ impl Head {
         }
     }
 
+    /// The label set of the series `series_ref`, shared with the head's own copy:
+    /// an appender given this `Labels` with the ref recognises it by pointer,
+    /// without comparing the label bytes.
+    pub fn series_labels(&self, series_ref: SeriesRef) -> Option<Labels> {
+        self.series
+            .read()
+            .by_ref
+            .get(&series_ref)
+            .map(|s| s.labels.clone())
+    }
+
     /// What an append of (`labels`, `t`, `v`) would answer now, without creating
     /// the series or changing anything: `Ok(true)` to append, `Ok(false)` for an
     /// identical duplicate, or the refusal (out of bounds, out of order, duplicate).

@@ -312,8 +312,9 @@ struct GroupStateMachine {
     /// so a snapshot is the TSDB exactly as its last log id left it.
     apply_lock: Arc<tokio::sync::Mutex<()>>,
     /// Series applied before, by the hash of their label bytes in batches: the
-    /// label set and the TSDB's series ref (which the TSDB checks against the
-    /// labels, so a stale one after a snapshot install only costs a lookup).
+    /// TSDB's own label set of the series and its ref (which the TSDB checks
+    /// against the labels, so a stale one after a snapshot install only costs a
+    /// lookup).
     series: Arc<Mutex<crate::fxhash::HashMap<u64, (Labels, SeriesRef)>>>,
 }
 
@@ -397,6 +398,9 @@ impl GroupStateMachine {
                 }
             }
             if series_ref != before {
+                // The head's own label set, so the next append of this series
+                // matches it by pointer instead of comparing bytes.
+                let labels = self.db.head().series_labels(series_ref).unwrap_or(labels);
                 known.insert(hash, (labels, series_ref));
             }
         }
