@@ -1005,9 +1005,9 @@ impl WalGroup {
                         continue;
                     };
                     let k = v.key();
-                    if let Err(error) =
-                        self.db
-                            .check_append_hashed(&k.labels, k.hash, first.t, first.v)
+                    if let Err(error) = self
+                        .db
+                        .check_append_hashed(&k.labels, k.hash, first.t, first.v)
                     {
                         refused = Some((error, s, first.t));
                         break;
