@@ -845,8 +845,9 @@ impl Head {
         self.opts.chunk_range_ms
     }
 
-    /// The earliest time a sample may still be appended.
-    fn appendable_min_valid_time(&self) -> i64 {
+    /// The earliest time a sample may still be appended (older ones are out of
+    /// bounds).
+    pub fn appendable_min_valid_time(&self) -> i64 {
         let min_valid = self.min_valid_time.load(Ordering::Relaxed);
         match self.max_time() {
             // Like Prometheus: nothing older than half a block range before the newest
@@ -854,6 +855,17 @@ impl Head {
             Some(maxt) => min_valid.max(maxt.saturating_sub(self.opts.chunk_range_ms / 2)),
             None => min_valid,
         }
+    }
+
+    /// The label set of the series `series_ref`, shared with the head's own copy:
+    /// an appender given this `Labels` with the ref recognises it by pointer,
+    /// without comparing the label bytes.
+    pub fn series_labels(&self, series_ref: SeriesRef) -> Option<Labels> {
+        self.series
+            .read()
+            .by_ref
+            .get(&series_ref)
+            .map(|s| s.labels.clone())
     }
 
     /// What an append of (`labels`, `t`, `v`) would answer now, without creating

@@ -30,6 +30,7 @@ use openraft::{
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -176,23 +177,59 @@ fn refusal_from_status(group: u64, s: &Status) -> GroupWriteError {
     }
 }
 
-/// The newest sample of a series in entries this node proposed as the group's
-/// leader that are not applied yet, and how many such entries hold the series.
+/// The newest sample of a series this node admitted as the group's leader, and
+/// the write (`Admissions::next_write`) that admitted it.
 #[derive(Debug, Clone, Copy)]
-struct PendingLast {
+struct AdmittedLast {
     t: i64,
     v_bits: u64,
-    entries: u32,
+    write: u64,
 }
 
-/// Series of entries proposed but not applied yet: a later batch is checked
-/// against them as well as against the TSDB, so concurrent writes cannot log a
-/// sample that applying would then drop.
-type Pending = Mutex<crate::fxhash::HashMap<PendingKey, PendingLast>>;
+/// What this node admitted as the group's leader in its current term: the newest
+/// sample per series, kept after the write that admitted it finished. A batch is
+/// checked against it, so concurrent writes cannot log a sample that applying
+/// would then drop, and a series known here costs one probe of this map instead
+/// of a lookup in the TSDB's head. It stays true once its writes are applied,
+/// since only entries admitted here are appended to the group while this node
+/// leads it in this term; a write that failed leaves it at least as strict as
+/// the TSDB (the entry may still be committed). A new term (another leader may
+/// have written meanwhile) empties it.
+#[derive(Default)]
+struct Admissions {
+    /// The Raft term the entries were admitted in.
+    term: u64,
+    last: crate::fxhash::HashMap<PendingKey, AdmittedLast>,
+    /// Writes admitted and not finished (applied here, or failed).
+    in_flight: BTreeSet<u64>,
+    /// The number of the next write admitted.
+    next_write: u64,
+}
 
-/// A label set as the key of `Pending`, with its `Labels::map_hash` computed
-/// once per batch series: the map is probed two to four times per series and
-/// batch (check, record, forget), and label sets are long.
+/// Most series `Admissions::last` keeps; past it, the series of finished writes
+/// are forgotten (their samples are in the TSDB, which is checked instead).
+const ADMITTED_SERIES_MAX: usize = 1 << 18;
+
+impl Admissions {
+    /// Empties the map when `term` is not the one it was filled in.
+    fn enter_term(&mut self, term: u64) {
+        if self.term != term {
+            self.term = term;
+            self.last.clear();
+        }
+    }
+
+    /// Forgets the series whose newest admitted sample came from a finished write.
+    fn trim(&mut self) {
+        let oldest = self.in_flight.first().copied().unwrap_or(u64::MAX);
+        self.last.retain(|_, l| l.write >= oldest);
+    }
+}
+
+type Pending = Mutex<Admissions>;
+
+/// A label set as the key of `Admissions::last`, with its `Labels::map_hash`
+/// computed once per batch series (label sets are long).
 #[derive(Clone)]
 struct PendingKey {
     hash: u64,
@@ -275,8 +312,9 @@ struct GroupStateMachine {
     /// so a snapshot is the TSDB exactly as its last log id left it.
     apply_lock: Arc<tokio::sync::Mutex<()>>,
     /// Series applied before, by the hash of their label bytes in batches: the
-    /// label set and the TSDB's series ref (which the TSDB checks against the
-    /// labels, so a stale one after a snapshot install only costs a lookup).
+    /// TSDB's own label set of the series and its ref (which the TSDB checks
+    /// against the labels, so a stale one after a snapshot install only costs a
+    /// lookup).
     series: Arc<Mutex<crate::fxhash::HashMap<u64, (Labels, SeriesRef)>>>,
 }
 
@@ -337,10 +375,25 @@ impl GroupStateMachine {
         if known.len() > APPLY_SERIES_CACHE_MAX {
             known.clear();
         }
-        for (encoded, samples) in &view.series {
+        // Every series is looked up once before anything is appended: with many
+        // series each lookup is a few cache misses (the map's control bytes, its
+        // slot, the label bytes), and lookups that follow each other without the
+        // appends' locks between them overlap those misses. The second lookup
+        // below then finds them in cache.
+        let hashes: Vec<u64> = view
+            .series
+            .iter()
+            .map(|(encoded, _)| {
+                let hash = xxhash_rust::xxh3::xxh3_64(encoded);
+                if let Some((l, _)) = known.get(&hash) {
+                    std::hint::black_box(l.encoded() == *encoded);
+                }
+                hash
+            })
+            .collect();
+        for ((encoded, samples), hash) in view.series.iter().zip(hashes) {
             // A series applied before is known by its label bytes: no `Labels`
             // to build, and the TSDB's ref from last time.
-            let hash = xxhash_rust::xxh3::xxh3_64(encoded);
             let (labels, mut series_ref) = match known.get(&hash) {
                 Some((l, r)) if l.encoded() == *encoded => (l.clone(), *r),
                 _ => (wal_batch::labels(encoded).map_err(bad)?, 0),
@@ -360,6 +413,9 @@ impl GroupStateMachine {
                 }
             }
             if series_ref != before {
+                // The head's own label set, so the next append of this series
+                // matches it by pointer instead of comparing bytes.
+                let labels = self.db.head().series_labels(series_ref).unwrap_or(labels);
                 known.insert(hash, (labels, series_ref));
             }
         }
@@ -593,24 +649,16 @@ fn drop_copy(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The series of a batch `WalGroup::admit` recorded as pending; dropped once the
-/// batch is applied here or failed (or the write is abandoned), which forgets them.
+/// A write `WalGroup::admit` let through, in flight until dropped (applied here,
+/// failed, or abandoned).
 struct Admitted<'a> {
     pending: &'a Pending,
-    series: Vec<PendingKey>,
+    write: u64,
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        let mut pending = self.pending.lock();
-        for key in &self.series {
-            if let Some(p) = pending.get_mut(key) {
-                p.entries -= 1;
-                if p.entries == 0 {
-                    pending.remove(key);
-                }
-            }
-        }
+        self.pending.lock().in_flight.remove(&self.write);
     }
 }
 
@@ -915,60 +963,121 @@ impl WalGroup {
         }
     }
 
+    /// The current Raft term of this replica.
+    fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// What appending (`labels`, `t`, `v`) to this group would answer now, as a
     /// TSDB append answers (`Ok(false)`: an identical duplicate, to be skipped):
-    /// checked against samples proposed here and not applied yet, else against
-    /// this replica's TSDB.
+    /// checked against samples admitted here as leader in the current term, else
+    /// against this replica's TSDB.
     pub fn check_sample(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
         let key = PendingKey::new(labels);
-        let pending = self.pending.lock().get(&key).map(|p| (p.t, p.v_bits));
-        match pending {
+        let term = self.term();
+        let admitted = {
+            let p = self.pending.lock();
+            (p.term == term)
+                .then(|| p.last.get(&key).map(|l| (l.t, l.v_bits)))
+                .flatten()
+        };
+        match admitted {
             Some(last) => check_order(Some(last), t, v),
             None => self.db.check_append_hashed(labels, key.hash, t, v),
         }
     }
 
     /// Checks every sample of `series` and, if none is refused, records the
-    /// batch's newest sample per series as pending. Returns the series recorded.
-    fn admit(&self, series: &[BatchSeries]) -> Result<Vec<PendingKey>, GroupWriteError> {
-        let keys: Vec<PendingKey> = series.iter().map(|s| PendingKey::new(&s.labels)).collect();
-        let mut pending = self.pending.lock();
-        let mut newest = Vec::with_capacity(series.len());
-        for (s, key) in series.iter().zip(keys) {
-            let mut last = pending.get(&key).map(|p| (p.t, p.v_bits));
-            for smp in &s.samples {
-                let checked = match last {
-                    Some(last) => check_order(Some(last), smp.t, smp.v),
-                    None => self
+    /// batch's newest sample per series as admitted. Returns the write's number,
+    /// in flight until its `Admitted` is dropped.
+    fn admit(&self, series: &[BatchSeries]) -> Result<u64, GroupWriteError> {
+        let term = self.term();
+        let min_valid = self.db.head().appendable_min_valid_time();
+        let mut guard = self.pending.lock();
+        let p = &mut *guard;
+        p.enter_term(term);
+        if p.last.len() > ADMITTED_SERIES_MAX {
+            p.trim();
+        }
+        let write = p.next_write;
+        // Each series is recorded as it passes, in one probe of the map; a
+        // refusal later in the batch puts back what each series had before, in
+        // reverse (refusals are rare).
+        let mut before: Vec<Option<AdmittedLast>> = Vec::with_capacity(series.len());
+        let mut refused = None;
+        for s in series {
+            let key = PendingKey::new(&s.labels);
+            let (last, known) = match p.last.entry(key) {
+                MapEntry::Occupied(o) => {
+                    before.push(Some(*o.get()));
+                    (o.into_mut(), true)
+                }
+                MapEntry::Vacant(v) => {
+                    // Not admitted here before: the first sample is checked against
+                    // the TSDB, the rest against the one before them.
+                    let Some(first) = s.samples.first() else {
+                        before.push(None);
+                        continue;
+                    };
+                    let k = v.key();
+                    if let Err(error) = self
                         .db
-                        .check_append_hashed(&key.labels, key.hash, smp.t, smp.v),
+                        .check_append_hashed(&k.labels, k.hash, first.t, first.v)
+                    {
+                        refused = Some((error, s, first.t));
+                        break;
+                    }
+                    before.push(None);
+                    let last = v.insert(AdmittedLast {
+                        t: first.t,
+                        v_bits: first.v.to_bits(),
+                        write,
+                    });
+                    (last, false)
+                }
+            };
+            last.write = write;
+            for smp in &s.samples[usize::from(!known)..] {
+                let checked = if smp.t < min_valid {
+                    Err(AppendError::OutOfBounds)
+                } else {
+                    check_order(Some((last.t, last.v_bits)), smp.t, smp.v)
                 };
-                let append = checked.map_err(|error| GroupWriteError::Refused {
-                    group: self.group_id,
-                    error,
-                    series: s.labels.to_string(),
-                    t: smp.t,
-                })?;
-                if append {
-                    last = Some((smp.t, smp.v.to_bits()));
+                match checked {
+                    Ok(true) => (last.t, last.v_bits) = (smp.t, smp.v.to_bits()),
+                    Ok(false) => {}
+                    Err(error) => {
+                        refused = Some((error, s, smp.t));
+                        break;
+                    }
                 }
             }
-            if let Some(l) = last {
-                newest.push((key, l));
+            if refused.is_some() {
+                break;
             }
         }
-        let mut admitted = Vec::with_capacity(newest.len());
-        for (key, (t, v_bits)) in newest {
-            let p = pending.entry(key.clone()).or_insert(PendingLast {
+        if let Some((error, refused_series, t)) = refused {
+            for (s, b) in series.iter().zip(before).rev() {
+                let key = PendingKey::new(&s.labels);
+                match b {
+                    Some(b) => {
+                        p.last.insert(key, b);
+                    }
+                    None => {
+                        p.last.remove(&key);
+                    }
+                }
+            }
+            return Err(GroupWriteError::Refused {
+                group: self.group_id,
+                error,
+                series: refused_series.labels.to_string(),
                 t,
-                v_bits,
-                entries: 0,
             });
-            (p.t, p.v_bits) = (t, v_bits);
-            p.entries += 1;
-            admitted.push(key);
         }
-        Ok(admitted)
+        p.next_write += 1;
+        p.in_flight.insert(write);
+        Ok(write)
     }
 
     /// Checks `series` against what the group holds (a refused sample refuses the
@@ -984,7 +1093,7 @@ impl WalGroup {
         let deadline = tokio::time::Instant::now() + timeout;
         let _admitted = Admitted {
             pending: &self.pending,
-            series: self.admit(series)?,
+            write: self.admit(series)?,
         };
         let index = self.propose(batch, timeout).await?;
         self.tell_commit(deadline, timeout).await?;
