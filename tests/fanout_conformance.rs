@@ -22,6 +22,16 @@ fn serve(rt: &tokio::runtime::Runtime, store: MemStorage) -> String {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
+    spawn_query_server(rt, listener, store);
+    addr
+}
+
+/// Serves `Query` over `store` on `listener`, on `rt`.
+fn spawn_query_server(
+    rt: &tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    store: MemStorage,
+) {
     let local: Arc<dyn Queryable> = Arc::new(store);
     rt.spawn(async move {
         tonic::transport::Server::builder()
@@ -30,7 +40,6 @@ fn serve(rt: &tokio::runtime::Runtime, store: MemStorage) -> String {
             .await
             .expect("serve");
     });
-    addr
 }
 
 fn peer(id: u64, grpc: &str) -> Peer {
@@ -302,14 +311,7 @@ fn serve_alone_on(addr: &str, store: MemStorage) -> tokio::runtime::Runtime {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .expect("bind");
-    let local: Arc<dyn Queryable> = Arc::new(store);
-    rt.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(QueryService::server(local))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await
-            .expect("serve");
-    });
+    spawn_query_server(&rt, listener, store);
     rt
 }
 
