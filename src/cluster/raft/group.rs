@@ -375,25 +375,10 @@ impl GroupStateMachine {
         if known.len() > APPLY_SERIES_CACHE_MAX {
             known.clear();
         }
-        // Every series is looked up once before anything is appended: with many
-        // series each lookup is a few cache misses (the map's control bytes, its
-        // slot, the label bytes), and lookups that follow each other without the
-        // appends' locks between them overlap those misses. The second lookup
-        // below then finds them in cache.
-        let hashes: Vec<u64> = view
-            .series
-            .iter()
-            .map(|(encoded, _)| {
-                let hash = xxhash_rust::xxh3::xxh3_64(encoded);
-                if let Some((l, _)) = known.get(&hash) {
-                    std::hint::black_box(l.encoded() == *encoded);
-                }
-                hash
-            })
-            .collect();
-        for ((encoded, samples), hash) in view.series.iter().zip(hashes) {
+        for (encoded, samples) in &view.series {
             // A series applied before is known by its label bytes: no `Labels`
             // to build, and the TSDB's ref from last time.
+            let hash = xxhash_rust::xxh3::xxh3_64(encoded);
             let (labels, mut series_ref) = match known.get(&hash) {
                 Some((l, r)) if l.encoded() == *encoded => (l.clone(), *r),
                 _ => (wal_batch::labels(encoded).map_err(bad)?, 0),
