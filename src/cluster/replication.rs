@@ -450,6 +450,7 @@ impl GroupedStorage for LocalGroups {
         groups: &[u64],
     ) -> Result<Box<dyn Querier>, StorageError> {
         let mut parts = vec![self.base.querier(mint, maxt)?];
+        let me = self.groups.node_id();
         for id in groups {
             match self.groups.get(*id) {
                 Some(g) if g.is_voter() => parts.push(g.db().querier(mint, maxt)?),
@@ -458,26 +459,30 @@ impl GroupedStorage for LocalGroups {
                 // forms its group, so no replica anywhere holds an entry of it and
                 // the answer is nothing, not a missing replica. The read plan asks
                 // the owner for a group nobody holds as a voter yet. Formed just
-                // now, it shows this node as a voter a moment later.
-                Some(g) if *id == self.groups.node_id() => {
+                // now, Raft has this node as a voter before its metrics show it.
+                Some(g) if *id == me => {
                     if !formed(&g).await? {
                         continue;
                     }
-                    if !g.wait_voter(OWN_GROUP_VOTER_WAIT).await {
+                    let voter = g
+                        .is_voter_now()
+                        .await
+                        .map_err(|e| StorageError::Other(format!("WAL group {}: {e}", g.id())))?;
+                    if !voter {
                         return Err(not_held(*id));
                     }
                     parts.push(g.db().querier(mint, maxt)?);
                 }
+                // This node's own group, not even opened yet: the same, once the
+                // groups this node held before a restart are all open (before that
+                // its replica may exist on disk, unread).
+                None if *id == me && self.groups.existing_opened() => continue,
                 _ => return Err(not_held(*id)),
             }
         }
         Ok(Box::new(MergeQuerier { parts }))
     }
 }
-
-/// How long a read waits for this node's own group, once formed, to show this
-/// node as a voter (Raft publishes it milliseconds after forming).
-const OWN_GROUP_VOTER_WAIT: Duration = Duration::from_millis(250);
 
 fn not_held(id: u64) -> StorageError {
     StorageError::Other(format!(
@@ -575,6 +580,17 @@ mod tests {
             q.select(&hints, &m).unwrap().count()
         };
 
+        // Not opened yet, and the groups held before a restart are not all open
+        // yet either: this node's replica may be on disk, unread.
+        let e = local.querier_for_groups(0, 10, &[me]).await.err().unwrap();
+        assert!(e.to_string().contains("no voting replica"), "{e}");
+        // Once they are, a group not opened was never formed: nothing in it.
+        groups.open_existing().await.unwrap();
+        let q = local.querier_for_groups(0, 10, &[me]).await.unwrap();
+        assert_eq!(read(q), 0);
+        let e = local.querier_for_groups(0, 10, &[3]).await.err().unwrap();
+        assert!(e.to_string().contains("no voting replica"), "{e}");
+
         groups.get_or_open(me).await.unwrap();
         let q = local.querier_for_groups(0, 10, &[me]).await.unwrap();
         assert_eq!(read(q), 0);
@@ -586,9 +602,9 @@ mod tests {
         };
         let own = groups.get(me).unwrap();
         assert!(own.initialize([(me, addr)].into()).await.unwrap());
+        assert!(own.is_voter_now().await.unwrap());
         let q = local.querier_for_groups(0, 10, &[me]).await.unwrap();
         assert_eq!(read(q), 0);
-        assert!(own.is_voter());
         // Another node's group: a replica opened here and not formed (a learner
         // about to be caught up) may lack what the group committed.
         groups.get_or_open(3).await.unwrap();

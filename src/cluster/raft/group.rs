@@ -842,24 +842,21 @@ impl WalGroup {
         self.voters().contains(&self.node_id)
     }
 
-    /// Waits up to `timeout` until the published membership has this node as a
-    /// voter; whether it does. Raft publishes a membership a moment after it took
-    /// effect, so a group formed just now may not show its voters yet.
-    pub async fn wait_voter(&self, timeout: Duration) -> bool {
-        let mut metrics = self.raft.metrics();
+    /// Whether Raft itself has this node as a voter of its effective membership.
+    /// Asked of the Raft core rather than its published metrics, which show a
+    /// membership only a moment after it took effect (longer on a loaded machine).
+    pub async fn is_voter_now(&self) -> Result<bool, RaftOpError> {
         let me = self.node_id;
-        let shown = async move {
-            metrics
-                .wait_for(|m| {
-                    m.membership_config
-                        .membership()
-                        .voter_ids()
-                        .any(|v| v == me)
-                })
-                .await
-                .is_ok()
-        };
-        tokio::time::timeout(timeout, shown).await.unwrap_or(false)
+        self.raft
+            .with_raft_state(move |st| {
+                st.membership_state
+                    .effective()
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == me)
+            })
+            .await
+            .map_err(|e| RaftOpError::Fatal(e.to_string()))
     }
 
     /// The learners of the group's effective membership.
@@ -1205,6 +1202,8 @@ struct GroupsInner {
     opening: tokio::sync::Mutex<()>,
     /// Connections to peers for `Held` and forwarded writes.
     channels: PeerChannels,
+    /// Set once `open_existing` has opened every group found on disk.
+    existing_opened: std::sync::atomic::AtomicBool,
 }
 
 impl WalGroups {
@@ -1219,6 +1218,7 @@ impl WalGroups {
                 groups: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::Mutex::new(()),
                 channels: PeerChannels::default(),
+                existing_opened: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -1252,7 +1252,18 @@ impl WalGroups {
         for id in ids {
             self.get_or_open(id).await?;
         }
+        self.inner
+            .existing_opened
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Whether every group this node held when it started is open (`open_existing`
+    /// is done): from then on, a group not held here was never created here.
+    pub fn existing_opened(&self) -> bool {
+        self.inner
+            .existing_opened
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The connections to peers that `fetch_held` and `forward_write` reuse.
