@@ -99,7 +99,7 @@ pub fn encode_ids(term: u64, series: &[IdSeries<'_>]) -> Vec<u8> {
             put_uvarint(&mut buf, l.iter_bytes().count() as u64);
             buf.extend_from_slice(l.encoded());
         }
-        put_samples(&mut buf, &s.samples);
+        put_samples(&mut buf, s.samples);
     }
     buf
 }
