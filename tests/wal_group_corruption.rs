@@ -20,8 +20,9 @@ const SERIES: usize = 4;
 /// Requests written before node 3 stops, and again while it is down.
 const REQUESTS: i64 = 300;
 const STEP_MS: i64 = 100;
-/// `--cluster.wal-group.segment-size` of the test: many segments per log.
-const SEGMENT_BYTES: u64 = 16 << 10;
+/// `--cluster.wal-group.segment-size` of the test: many segments per log (an
+/// entry of this test is about 100 bytes once its series have ids).
+const SEGMENT_BYTES: u64 = 4 << 10;
 
 fn value(i: i64, s: usize) -> f64 {
     (i * 1000 + s as i64) as f64 + 0.75

@@ -25,6 +25,7 @@ pub mod repair;
 pub mod replication;
 pub mod ring;
 pub mod runtime;
+pub mod series_ids;
 pub mod service;
 pub mod state;
 pub mod wal_batch;

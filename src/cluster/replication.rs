@@ -311,7 +311,6 @@ impl Appender for ReplicatedAppender {
         if self.series.iter().all(|s| s.samples.is_empty()) {
             return Ok(());
         }
-        let batch = wal_batch::encode(&self.series);
         let started = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (groups, me, timeout, stats) = (
@@ -322,7 +321,7 @@ impl Appender for ReplicatedAppender {
         );
         let series = self.series;
         self.runtime.spawn(async move {
-            let r = commit_to_group(&groups, me, &series, batch, timeout, &stats).await;
+            let r = commit_to_group(&groups, me, &series, timeout, &stats).await;
             let _ = tx.send(r);
         });
         let result = match rx.recv_timeout(self.timeout + Duration::from_secs(1)) {
@@ -350,18 +349,19 @@ impl Appender for ReplicatedAppender {
     fn rollback(self: Box<Self>) {}
 }
 
-/// Commits `batch` to group `me`: locally when this node leads it, else through
-/// its leader; retries while the group has no leader, until `timeout`.
+/// Commits `series` to group `me`: locally when this node leads it, else through
+/// its leader (as a self-contained batch: the leader names the series by id when
+/// it logs them); retries while the group has no leader, until `timeout`.
 async fn commit_to_group(
     groups: &WalGroups,
     me: NodeId,
     series: &[BatchSeries],
-    batch: Vec<u8>,
     timeout: Duration,
     stats: &CommitStats,
 ) -> Result<(), AppendError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let unavailable = |why: String| AppendError::Unavailable(format!("WAL group {me}: {why}"));
+    let mut batch: Option<Vec<u8>> = None;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
@@ -377,12 +377,14 @@ async fn commit_to_group(
                     groups.peer_channels(),
                     &addr.grpc_address,
                     me,
-                    batch.clone(),
+                    batch
+                        .get_or_insert_with(|| wal_batch::encode(series))
+                        .clone(),
                     left,
                 )
                 .await
             }
-            Some((g, _)) => g.write(series, batch.clone(), left).await,
+            Some((g, _)) => g.write(series, left).await,
             None => Err(GroupWriteError::NotLeader {
                 group: me,
                 leader: None,

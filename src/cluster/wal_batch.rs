@@ -1,16 +1,22 @@
-//! The sample batch a WAL group entry carries (`docs/format/wal-group-entry.md`):
-//! self-contained (label sets, not series refs, so any replica applies it into its
-//! own TSDB without shared state), encoded once by the appender and decoded by every
-//! replica's state machine.
+//! The sample batch a WAL group entry carries (`docs/format/wal-group-entry.md`).
+//! Version 1 is self-contained (label sets, not series refs): the appender encodes
+//! it, and a write forwarded to the group's leader carries it. Version 2 is what the
+//! leader logs: it names each series by a per-group id, defined once (with the label
+//! set) by the first entry that uses it, so later entries carry only the id and the
+//! samples; every replica's state machine learns the ids by applying entries.
 
 use crate::encoding::{put_uvarint, put_varint, DecodeError, Decoder};
 use crate::labels::{Labels, LabelsDecodeError};
 use crate::storage::Sample;
 
-/// The format version, the batch's first byte.
+/// The format version of self-contained batches, the batch's first byte.
 const VERSION: u8 = 1;
+/// The format version of batches that name series by id.
+const VERSION_IDS: u8 = 2;
 /// Most series one batch may hold; a larger count is corruption, not data.
 pub const BATCH_SERIES_MAX: u64 = 1 << 24;
+/// Largest series id a version 2 batch may name.
+pub const SERIES_ID_MAX: u64 = u32::MAX as u64;
 
 /// A batch that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,10 @@ pub enum BatchError {
     Labels(#[from] LabelsDecodeError),
     #[error("wal batch: {0} trailing bytes")]
     Trailing(usize),
+    #[error("wal batch: series id {0} exceeds the largest allowed")]
+    IdRange(u64),
+    #[error("wal batch: version 2 names series by ids, which only a group's id table resolves")]
+    NeedsIds,
 }
 
 /// One series of a batch and its samples, in the order appended.
@@ -48,13 +58,48 @@ pub fn encode(series: &[BatchSeries]) -> Vec<u8> {
         // bytes, name then value, sorted by name), so they are copied as they are.
         put_uvarint(&mut buf, s.labels.iter_bytes().count() as u64);
         buf.extend_from_slice(s.labels.encoded());
-        put_uvarint(&mut buf, s.samples.len() as u64);
-        let mut prev = 0i64;
-        for smp in &s.samples {
-            put_varint(&mut buf, smp.t.wrapping_sub(prev));
-            prev = smp.t;
-            buf.extend_from_slice(&smp.v.to_bits().to_le_bytes());
+        put_samples(&mut buf, &s.samples);
+    }
+    buf
+}
+
+fn put_samples(buf: &mut Vec<u8>, samples: &[Sample]) {
+    put_uvarint(buf, samples.len() as u64);
+    let mut prev = 0i64;
+    for smp in samples {
+        put_varint(buf, smp.t.wrapping_sub(prev));
+        prev = smp.t;
+        buf.extend_from_slice(&smp.v.to_bits().to_le_bytes());
+    }
+}
+
+/// One series of a version 2 batch: its id in the group, its label set when this
+/// batch defines the id, and its samples.
+#[derive(Debug, Clone, Copy)]
+pub struct IdSeries<'a> {
+    pub id: u32,
+    pub define: Option<&'a Labels>,
+    pub samples: &'a [Sample],
+}
+
+/// Encodes `series` as one version 2 batch, whose ids were assigned by the group's
+/// leader in Raft term `term` (a replica applies it only from an entry of that
+/// term: docs/format/wal-group-entry.md).
+pub fn encode_ids(term: u64, series: &[IdSeries<'_>]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 + series.len() * 16);
+    buf.push(VERSION_IDS);
+    put_uvarint(&mut buf, term);
+    put_uvarint(&mut buf, series.len() as u64);
+    for s in series {
+        put_uvarint(
+            &mut buf,
+            (u64::from(s.id) << 1) | u64::from(s.define.is_some()),
+        );
+        if let Some(l) = s.define {
+            put_uvarint(&mut buf, l.iter_bytes().count() as u64);
+            buf.extend_from_slice(l.encoded());
         }
+        put_samples(&mut buf, s.samples);
     }
     buf
 }
@@ -78,10 +123,22 @@ fn count(d: &mut Decoder<'_>, what: &'static str, min_bytes: usize) -> Result<us
 /// that knows a series by those bytes (`Labels::encoded`) skips building it.
 #[derive(Debug, Clone, Default)]
 pub struct BatchView<'a> {
-    /// Each series' label pairs, unchecked (`labels` checks them), and its
-    /// samples in `samples`.
-    pub series: Vec<(&'a [u8], std::ops::Range<usize>)>,
+    /// For a version 2 batch, the Raft term its ids were assigned in.
+    pub ids_term: Option<u64>,
+    pub series: Vec<ViewSeries<'a>>,
     pub samples: Vec<Sample>,
+}
+
+/// One series of a `BatchView`.
+#[derive(Debug, Clone)]
+pub struct ViewSeries<'a> {
+    /// Its id (version 2 only).
+    pub id: Option<u32>,
+    /// Its label pairs, unchecked (`labels` checks them): always in version 1,
+    /// only where the batch defines the id in version 2.
+    pub labels: Option<&'a [u8]>,
+    /// Its samples, in `BatchView::samples`.
+    pub samples: std::ops::Range<usize>,
 }
 
 /// The label set of one series of a `BatchView`, checked (UTF-8, sorted, unique,
@@ -90,28 +147,47 @@ pub fn labels(encoded: &[u8]) -> Result<Labels, BatchError> {
     Ok(Labels::from_encoded(encoded)?)
 }
 
-/// Decodes a batch written by `encode`, leaving label sets as bytes.
+/// Decodes a batch written by `encode` or `encode_ids`, leaving label sets as
+/// bytes.
 pub fn decode_view(b: &[u8]) -> Result<BatchView<'_>, BatchError> {
     let mut d = Decoder::new(b);
     let version = d.u8()?;
-    if version != VERSION {
-        return Err(BatchError::Version(version));
-    }
-    // A series takes at least two bytes (two zero counts).
+    let ids_term = match version {
+        VERSION => None,
+        VERSION_IDS => Some(d.uvarint()?),
+        v => return Err(BatchError::Version(v)),
+    };
+    // A series takes at least two bytes (two zero counts, or an id and a count).
     let n = count(&mut d, "series", 2)?;
     let mut out = BatchView {
+        ids_term,
         series: Vec::with_capacity(n),
         samples: Vec::new(),
     };
     for _ in 0..n {
-        let nl = count(&mut d, "label", 2)?;
-        // The pairs are `Labels::encoded` bytes: only delimited here.
-        let start = d.position();
-        for _ in 0..2 * nl {
-            let n = d.uvarint()?;
-            d.bytes(usize::try_from(n).unwrap_or(usize::MAX))?;
-        }
-        let labels = &b[start..d.position()];
+        let (id, has_labels) = match ids_term {
+            None => (None, true),
+            Some(_) => {
+                let r = d.uvarint()?;
+                let id = r >> 1;
+                if id > SERIES_ID_MAX {
+                    return Err(BatchError::IdRange(id));
+                }
+                (Some(id as u32), r & 1 == 1)
+            }
+        };
+        let labels = if has_labels {
+            let nl = count(&mut d, "label", 2)?;
+            // The pairs are `Labels::encoded` bytes: only delimited here.
+            let start = d.position();
+            for _ in 0..2 * nl {
+                let n = d.uvarint()?;
+                d.bytes(usize::try_from(n).unwrap_or(usize::MAX))?;
+            }
+            Some(&b[start..d.position()])
+        } else {
+            None
+        };
         let ns = count(&mut d, "sample", 9)?;
         let first = out.samples.len();
         out.samples.reserve(ns);
@@ -127,7 +203,11 @@ pub fn decode_view(b: &[u8]) -> Result<BatchView<'_>, BatchError> {
                 v: f64::from_bits(u64::from_le_bytes(a)),
             });
         }
-        out.series.push((labels, first..out.samples.len()));
+        out.series.push(ViewSeries {
+            id,
+            labels,
+            samples: first..out.samples.len(),
+        });
     }
     if !d.is_empty() {
         return Err(BatchError::Trailing(d.remaining()));
@@ -135,15 +215,19 @@ pub fn decode_view(b: &[u8]) -> Result<BatchView<'_>, BatchError> {
     Ok(out)
 }
 
-/// Decodes a batch written by `encode`.
+/// Decodes a self-contained (version 1) batch written by `encode`; a version 2
+/// batch is refused, its ids meaning nothing without the group's id table.
 pub fn decode(b: &[u8]) -> Result<Vec<BatchSeries>, BatchError> {
     let view = decode_view(b)?;
+    if view.ids_term.is_some() {
+        return Err(BatchError::NeedsIds);
+    }
     view.series
         .iter()
-        .map(|(l, r)| {
+        .map(|s| {
             Ok(BatchSeries {
-                labels: labels(l)?,
-                samples: view.samples[r.clone()].to_vec(),
+                labels: labels(s.labels.unwrap_or_default())?,
+                samples: view.samples[s.samples.clone()].to_vec(),
             })
         })
         .collect()
@@ -189,6 +273,49 @@ mod tests {
             let cut = cut.min(b.len() - 1);
             prop_assert!(decode(&b[..b.len() - cut]).is_err());
         }
+    }
+
+    fn arb_id_series() -> impl Strategy<Value = (u32, bool, BatchSeries)> {
+        (any::<u32>(), any::<bool>(), arb_series())
+    }
+
+    proptest! {
+        #[test]
+        fn id_batches_round_trip(term in any::<u64>(), series in proptest::collection::vec(arb_id_series(), 0..6)) {
+            let named: Vec<IdSeries<'_>> = series
+                .iter()
+                .map(|(id, define, s)| IdSeries {
+                    id: *id,
+                    define: define.then_some(&s.labels),
+                    samples: &s.samples,
+                })
+                .collect();
+            let b = encode_ids(term, &named);
+            let view = decode_view(&b).unwrap();
+            prop_assert_eq!(view.ids_term, Some(term));
+            prop_assert_eq!(view.series.len(), series.len());
+            for (v, (id, define, s)) in view.series.iter().zip(&series) {
+                prop_assert_eq!(v.id, Some(*id));
+                prop_assert_eq!(v.labels, define.then_some(s.labels.encoded()));
+                prop_assert_eq!(&view.samples[v.samples.clone()], &s.samples[..]);
+            }
+            // Ids mean nothing without the group's table.
+            prop_assert!(matches!(decode(&b), Err(BatchError::NeedsIds)));
+            for cut in 1..b.len().min(12) {
+                prop_assert!(decode_view(&b[..b.len() - cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_past_the_largest_is_refused() {
+        let mut b = vec![VERSION_IDS];
+        put_uvarint(&mut b, 1);
+        put_uvarint(&mut b, 1);
+        put_uvarint(&mut b, (SERIES_ID_MAX + 1) << 1);
+        put_uvarint(&mut b, 0);
+        let e = decode_view(&b).unwrap_err();
+        assert!(matches!(e, BatchError::IdRange(_)), "{e}");
     }
 
     #[test]

@@ -14,8 +14,9 @@ use super::log_store::{self, LogOpenError, LogStore};
 use super::service::{handle_append, handle_install_snapshot, handle_vote};
 use super::{HearthConfig, Nid, Payload, PeerChannels, RaftOpError, RaftOptions};
 use crate::cluster::pb;
+use crate::cluster::series_ids::{self, SeriesIds};
 use crate::cluster::state::{NodeAddr, NodeId};
-use crate::cluster::wal_batch::{self, BatchSeries};
+use crate::cluster::wal_batch::{self, BatchSeries, IdSeries};
 use crate::labels::Labels;
 use crate::storage::check_order;
 use crate::storage::{AppendError, SeriesRef};
@@ -72,7 +73,9 @@ openraft::declare_raft_types!(
     /// openraft's type configuration for a WAL group.
     pub GroupConfig:
         D = Batch,
-        R = (),
+        // Whether the batch was applied: false for a batch whose series ids were
+        // assigned in another term than its entry's (`apply_batch`).
+        R = bool,
         NodeId = NodeId,
         Node = NodeAddr,
         SnapshotData = Cursor<Vec<u8>>,
@@ -184,7 +187,19 @@ struct AdmittedLast {
     t: i64,
     v_bits: u64,
     write: u64,
+    /// The series' id in the group (`SeriesIds`).
+    id: u32,
+    /// The newest write whose batch defined `id` (carried its label set), or
+    /// `DEFINED_UNSURE` after such a write failed. A batch defines the id again
+    /// while that write may not be applied yet (it is at or after the oldest
+    /// write in flight): entries reach the log in the order their writes are
+    /// proposed, not admitted, so a batch admitted later may be logged first.
+    defined_by: u64,
 }
+
+/// `AdmittedLast::defined_by` once the write that defined the id failed: whether
+/// its entry is committed is unknown, so every later batch defines it again.
+const DEFINED_UNSURE: u64 = u64::MAX;
 
 /// What this node admitted as the group's leader in its current term: the newest
 /// sample per series, kept after the write that admitted it finished. A batch is
@@ -195,10 +210,18 @@ struct AdmittedLast {
 /// leads it in this term; a write that failed leaves it at least as strict as
 /// the TSDB (the entry may still be committed). A new term (another leader may
 /// have written meanwhile) empties it.
+///
+/// It also assigns series ids (docs/format/wal-group-entry.md): a series new here
+/// takes the id the group's table (`SeriesIds`, what this replica applied) has
+/// for it, else the next free id. A new term starts numbering at the table's
+/// next free id once this replica applied every entry before the term's first,
+/// so no id defined by an entry that may be committed is assigned again.
 #[derive(Default)]
 struct Admissions {
     /// The Raft term the entries were admitted in.
     term: u64,
+    /// The next id to assign in this term.
+    next_id: u32,
     last: crate::fxhash::HashMap<PendingKey, AdmittedLast>,
     /// Writes admitted and not finished (applied here, or failed).
     in_flight: BTreeSet<u64>,
@@ -211,12 +234,11 @@ struct Admissions {
 const ADMITTED_SERIES_MAX: usize = 1 << 18;
 
 impl Admissions {
-    /// Empties the map when `term` is not the one it was filled in.
-    fn enter_term(&mut self, term: u64) {
-        if self.term != term {
-            self.term = term;
-            self.last.clear();
-        }
+    /// Empties the map for a new `term`, whose ids start at `next_id`.
+    fn enter_term(&mut self, term: u64, next_id: u32) {
+        self.term = term;
+        self.next_id = next_id;
+        self.last.clear();
     }
 
     /// Forgets the series whose newest admitted sample came from a finished write.
@@ -283,6 +305,12 @@ pub struct ApplyStats {
     /// Times this replica's copy of the group was dropped because its log was
     /// damaged, to be sent again by the leader (at most 1: counted at open).
     pub replicas_dropped: AtomicU64,
+    /// Batches not applied because their series ids were assigned in another
+    /// term than their entry's (a write admitted by a leader that lost and
+    /// regained leadership before proposing it): the same on every replica.
+    pub batches_stale: AtomicU64,
+    /// Series ids defined in the group's id table.
+    pub series_ids: AtomicU64,
     /// Samples the TSDB refused (out of order, duplicate, out of bounds): the same
     /// on every replica, since every replica applies the same log in order. The
     /// leader checks batches before logging them, so this stays 0 unless a write
@@ -311,11 +339,14 @@ struct GroupStateMachine {
     /// Held while entries are applied and while a snapshot is taken or installed,
     /// so a snapshot is the TSDB exactly as its last log id left it.
     apply_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Series applied before, by the hash of their label bytes in batches: the
-    /// TSDB's own label set of the series and its ref (which the TSDB checks
-    /// against the labels, so a stale one after a snapshot install only costs a
-    /// lookup).
+    /// Series applied before from version 1 batches, by the hash of their label
+    /// bytes: the TSDB's own label set of the series and its ref (which the TSDB
+    /// checks against the labels, so a stale one after a snapshot install only
+    /// costs a lookup).
     series: Arc<Mutex<crate::fxhash::HashMap<u64, (Labels, SeriesRef)>>>,
+    /// The group's series ids, which version 2 batches name series by: state
+    /// machine state, in the group's snapshots.
+    ids: Arc<Mutex<SeriesIds>>,
 }
 
 /// Most series a state machine remembers (`GroupStateMachine::series`); past it
@@ -353,15 +384,30 @@ fn newest_snapshot(dir: &Path) -> Result<Option<(PathBuf, GroupSnapshotMeta)>, S
     Ok(Some((path, meta)))
 }
 
+/// The series id table a snapshot directory holds; empty for a snapshot taken
+/// before batches named series by id (it has no table file).
+fn load_series_ids(snapshot: &Path) -> Result<SeriesIds, String> {
+    let path = snapshot.join(series_ids::SNAPSHOT_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => SeriesIds::decode(&b).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SeriesIds::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 fn apply_error(log_id: LogId<Nid>, reason: String) -> StorageError<Nid> {
     StorageIOError::<Nid>::apply(log_id, &std::io::Error::other(reason)).into()
 }
 
 impl GroupStateMachine {
-    /// Appends one batch to the TSDB. Refused samples are counted and skipped, the
-    /// way a TSDB append treats them; a batch that does not decode stops the group
-    /// rather than apply something else than what the leader logged.
-    fn apply_batch(&self, log_id: LogId<Nid>, batch: &Batch) -> Result<(), StorageError<Nid>> {
+    /// Appends one batch to the TSDB; whether it was applied. Refused samples are
+    /// counted and skipped, the way a TSDB append treats them; a batch that does
+    /// not decode, or names a series id the group's table does not define (or
+    /// defines otherwise), stops the group rather than apply something else than
+    /// what the leader logged. A version 2 batch whose ids were assigned in
+    /// another term than its entry's is not applied at all (its ids may mean
+    /// other series now): the write it came from fails, and is retried.
+    fn apply_batch(&self, log_id: LogId<Nid>, batch: &Batch) -> Result<bool, StorageError<Nid>> {
         let bad = |e: wal_batch::BatchError| {
             apply_error(
                 log_id,
@@ -369,18 +415,117 @@ impl GroupStateMachine {
             )
         };
         let view = wal_batch::decode_view(&batch.0).map_err(bad)?;
+        match view.ids_term {
+            None => self.apply_labelled(log_id, &view).map(|()| true),
+            Some(term) if term != log_id.leader_id.term => {
+                self.stats.batches_stale.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    group = self.group_id,
+                    index = log_id.index,
+                    ids_term = term,
+                    entry_term = log_id.leader_id.term,
+                    "WAL group entry not applied: its series ids were assigned in another term"
+                );
+                Ok(false)
+            }
+            Some(_) => self.apply_ids(log_id, &view).map(|()| true),
+        }
+    }
+
+    /// Applies a version 2 batch: definitions first, so a batch that contradicts
+    /// the id table is refused before any of its samples is appended; then each
+    /// series' samples, found by index in the table.
+    fn apply_ids(
+        &self,
+        log_id: LogId<Nid>,
+        view: &wal_batch::BatchView<'_>,
+    ) -> Result<(), StorageError<Nid>> {
+        let bad = |e: String| {
+            apply_error(
+                log_id,
+                format!("WAL group {} entry {}: {e}", self.group_id, log_id.index),
+            )
+        };
+        let mut ids = self.ids.lock();
+        for s in &view.series {
+            let id = s.id.ok_or_else(|| bad("a series without an id".into()))?;
+            match s.labels {
+                Some(encoded) => {
+                    let labels = wal_batch::labels(encoded).map_err(|e| bad(e.to_string()))?;
+                    ids.define(id, labels).map_err(|e| bad(e.to_string()))?;
+                }
+                None => {
+                    ids.get_mut(id).map_err(|e| bad(e.to_string()))?;
+                }
+            }
+        }
+        self.stats
+            .series_ids
+            .store(ids.defined() as u64, Ordering::Relaxed);
+        let mut app = crate::storage::Appendable::appender(self.db.as_ref());
+        let (mut applied, mut refused) = (0u64, 0u64);
+        for s in &view.series {
+            let id = s.id.ok_or_else(|| bad("a series without an id".into()))?;
+            let slot = ids.get_mut(id).map_err(|e| bad(e.to_string()))?;
+            let before = slot.series_ref;
+            for smp in &view.samples[s.samples.clone()] {
+                match app.append(slot.series_ref, &slot.labels, smp.t, smp.v) {
+                    Ok(r) => {
+                        slot.series_ref = r;
+                        applied += 1;
+                    }
+                    Err(AppendError::Storage(reason)) => {
+                        app.rollback();
+                        return Err(apply_error(log_id, reason));
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+            if slot.series_ref != before {
+                // The head's own label set, so the next append of this series
+                // matches it by pointer instead of comparing bytes.
+                if let Some(l) = self.db.head().series_labels(slot.series_ref) {
+                    slot.labels = l;
+                }
+            }
+        }
+        drop(ids);
+        app.commit()
+            .map_err(|e| apply_error(log_id, e.to_string()))?;
+        self.stats
+            .samples_applied
+            .fetch_add(applied, Ordering::Relaxed);
+        self.stats
+            .samples_refused
+            .fetch_add(refused, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies a version 1 batch, whose series carry their label sets.
+    fn apply_labelled(
+        &self,
+        log_id: LogId<Nid>,
+        view: &wal_batch::BatchView<'_>,
+    ) -> Result<(), StorageError<Nid>> {
+        let bad = |e: wal_batch::BatchError| {
+            apply_error(
+                log_id,
+                format!("WAL group {} entry {}: {e}", self.group_id, log_id.index),
+            )
+        };
         let mut app = crate::storage::Appendable::appender(self.db.as_ref());
         let (mut applied, mut refused) = (0u64, 0u64);
         let mut known = self.series.lock();
         if known.len() > APPLY_SERIES_CACHE_MAX {
             known.clear();
         }
-        for (encoded, samples) in &view.series {
+        for s in &view.series {
+            let (encoded, samples) = (s.labels.unwrap_or_default(), &s.samples);
             // A series applied before is known by its label bytes: no `Labels`
             // to build, and the TSDB's ref from last time.
             let hash = xxhash_rust::xxh3::xxh3_64(encoded);
             let (labels, mut series_ref) = match known.get(&hash) {
-                Some((l, r)) if l.encoded() == *encoded => (l.clone(), *r),
+                Some((l, r)) if l.encoded() == encoded => (l.clone(), *r),
                 _ => (wal_batch::labels(encoded).map_err(bad)?, 0),
             };
             let before = series_ref;
@@ -437,11 +582,16 @@ impl RaftSnapshotBuilder<GroupConfig> for GroupStateMachine {
         let (dir, db, group) = (self.dir.clone(), self.db.clone(), self.group_id);
         let meta_json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| snapshot_write_error(Some(&meta), e.to_string()))?;
+        // The id table as the entries up to `last` left it (nothing is applied
+        // while the lock is held).
+        let ids = self.ids.lock().encode();
         let started = std::time::Instant::now();
         let archive = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
             let final_dir = dir.join(&name);
             let tmp = group_snapshot::tmp_path(&final_dir);
             let info = db.snapshot(&tmp).map_err(|e| e.to_string())?;
+            crate::cluster::write_atomic(&tmp.join(series_ids::SNAPSHOT_FILE), &ids)
+                .map_err(|e| e.to_string())?;
             crate::cluster::write_atomic(&tmp.join(group_snapshot::META_FILE), &meta_json)
                 .map_err(|e| e.to_string())?;
             group_snapshot::publish(&tmp, &final_dir).map_err(|e| e.to_string())?;
@@ -487,7 +637,7 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         Ok((a.last, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError<Nid>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<bool>, StorageError<Nid>>
     where
         I: IntoIterator<Item = Entry<GroupConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -500,15 +650,16 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
             self.stats
                 .applied_index
                 .store(log_id.index, Ordering::Relaxed);
-            match &entry.payload {
-                EntryPayload::Blank => {}
+            let done = match &entry.payload {
+                EntryPayload::Blank => true,
                 EntryPayload::Normal(batch) => self.apply_batch(log_id, batch)?,
                 EntryPayload::Membership(m) => {
                     self.applied.lock().membership = StoredMembership::new(Some(log_id), m.clone());
+                    true
                 }
-            }
+            };
             self.applied.lock().last = Some(log_id);
-            out.push(());
+            out.push(done);
         }
         Ok(out)
     }
@@ -537,22 +688,36 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         let (dir, db, group) = (self.dir.clone(), self.db.clone(), self.group_id);
         let meta_json = serde_json::to_vec_pretty(meta)
             .map_err(|e| snapshot_read_error(Some(meta), e.to_string()))?;
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let ids = tokio::task::spawn_blocking(move || -> Result<SeriesIds, String> {
             let final_dir = dir.join(group_snapshot::dir_name(index));
             let tmp = group_snapshot::tmp_path(&final_dir);
             group_snapshot::unpack(&archive, &tmp).map_err(|e| e.to_string())?;
+            // Read before anything is replaced: a table that fails its checks
+            // fails the install.
+            let ids = load_series_ids(&tmp)?;
             // The receiver's own record of what the snapshot covers.
             crate::cluster::write_atomic(&tmp.join(group_snapshot::META_FILE), &meta_json)
                 .map_err(|e| e.to_string())?;
             group_snapshot::publish(&tmp, &final_dir).map_err(|e| e.to_string())?;
             db.restore_snapshot(&final_dir).map_err(|e| e.to_string())?;
             group_snapshot::remove_others(&dir, &final_dir).map_err(|e| e.to_string())?;
-            tracing::info!(group, index, bytes, "WAL group snapshot installed");
-            Ok(())
+            tracing::info!(
+                group,
+                index,
+                bytes,
+                series_ids = ids.defined(),
+                "WAL group snapshot installed"
+            );
+            Ok(ids)
         })
         .await
         .map_err(|e| snapshot_read_error(Some(meta), e.to_string()))?
         .map_err(|e| snapshot_read_error(Some(meta), format!("WAL group {group}: {e}")))?;
+        self.stats
+            .series_ids
+            .store(ids.defined() as u64, Ordering::Relaxed);
+        *self.ids.lock() = ids;
+        self.series.lock().clear();
         {
             let mut a = self.applied.lock();
             a.last = meta.last_log_id;
@@ -639,12 +804,36 @@ fn drop_copy(dir: &Path) -> std::io::Result<()> {
 struct Admitted<'a> {
     pending: &'a Pending,
     write: u64,
+    /// The series whose ids this write's batch defined.
+    defined: Vec<PendingKey>,
+    /// Set once the batch is applied here: its definitions are in the table.
+    applied: bool,
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        self.pending.lock().in_flight.remove(&self.write);
+        let mut p = self.pending.lock();
+        p.in_flight.remove(&self.write);
+        if !self.applied {
+            // The entry may be committed later or never: later batches define
+            // these ids again until one of them is applied.
+            for key in &self.defined {
+                if let Some(l) = p.last.get_mut(key) {
+                    if l.defined_by == self.write {
+                        l.defined_by = DEFINED_UNSURE;
+                    }
+                }
+            }
+        }
     }
+}
+
+/// What `WalGroup::admit` let through: the write's number, its batch as the log
+/// holds it (version 2), and the series it defines.
+struct Admission {
+    write: u64,
+    batch: Vec<u8>,
+    defined: Vec<PendingKey>,
 }
 
 /// One WAL group on this node: its Raft instance and the TSDB its state machine
@@ -707,7 +896,12 @@ impl WalGroup {
         .map_err(|e| storage_err(e.to_string()))?
         .map_err(|e| storage_err(e.to_string()))?;
         let db = Arc::new(db);
+        let ids = match &newest {
+            Some((path, _)) => load_series_ids(path).map_err(storage_err)?,
+            None => SeriesIds::default(),
+        };
         let stats = Arc::new(ApplyStats {
+            series_ids: AtomicU64::new(ids.defined() as u64),
             segments_purged: log.segments_purged(),
             replicas_dropped: AtomicU64::new(u64::from(dropped)),
             ..Default::default()
@@ -734,6 +928,7 @@ impl WalGroup {
             stats: stats.clone(),
             apply_lock: Arc::new(tokio::sync::Mutex::new(())),
             series: Arc::new(Mutex::new(Default::default())),
+            ids: Arc::new(Mutex::new(ids)),
         };
         let entries = raft_opts.group_snapshot_entries.max(1);
         let (heartbeat, election_min, election_max) = raft_opts.group_timing();
@@ -970,35 +1165,72 @@ impl WalGroup {
     }
 
     /// Checks every sample of `series` and, if none is refused, records the
-    /// batch's newest sample per series as admitted. Returns the write's number,
-    /// in flight until its `Admitted` is dropped.
-    fn admit(&self, series: &[BatchSeries]) -> Result<u64, GroupWriteError> {
-        let term = self.term();
+    /// batch's newest sample per series as admitted and encodes the batch for
+    /// the log, naming each series by its id. The write is in flight until its
+    /// `Admitted` is dropped.
+    fn admit(&self, series: &[BatchSeries]) -> Result<Admission, GroupWriteError> {
+        let group = self.group_id;
+        let (term, term_applied) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let applied_term = m.last_applied.map(|l| l.leader_id.term);
+            (m.current_term, applied_term == Some(m.current_term))
+        };
         let min_valid = self.db.head().appendable_min_valid_time();
         let mut guard = self.pending.lock();
         let p = &mut *guard;
-        p.enter_term(term);
+        if p.term != term {
+            // Ids of this term start past every id an entry before the term's
+            // first may define, which takes having applied them all.
+            if !term_applied {
+                return Err(GroupWriteError::NotLeader {
+                    group,
+                    leader: None,
+                });
+            }
+            p.enter_term(term, self.sm.ids.lock().next_id());
+        }
+        if u64::from(p.next_id) + series.len() as u64 > wal_batch::SERIES_ID_MAX {
+            return Err(GroupWriteError::Fatal {
+                group,
+                reason: "series ids exhausted".into(),
+            });
+        }
         if p.last.len() > ADMITTED_SERIES_MAX {
             p.trim();
         }
         let write = p.next_write;
+        // A batch defines an id again while the write that defined it may not
+        // be applied here yet.
+        let oldest = p.in_flight.first().copied().unwrap_or(write);
         // Each series is recorded as it passes, in one probe of the map; a
         // refusal later in the batch puts back what each series had before, in
         // reverse (refusals are rare).
         let mut before: Vec<Option<AdmittedLast>> = Vec::with_capacity(series.len());
+        // Each series' id and whether this batch defines it (None: no samples).
+        let mut named: Vec<Option<(u32, bool)>> = Vec::with_capacity(series.len());
+        let mut defined = Vec::new();
         let mut refused = None;
         for s in series {
             let key = PendingKey::new(&s.labels);
             let (last, known) = match p.last.entry(key) {
                 MapEntry::Occupied(o) => {
                     before.push(Some(*o.get()));
-                    (o.into_mut(), true)
+                    let last = o.into_mut();
+                    let define = last.defined_by >= oldest;
+                    if define {
+                        last.defined_by = write;
+                        defined.push(PendingKey::new(&s.labels));
+                    }
+                    named.push(Some((last.id, define)));
+                    (last, true)
                 }
                 MapEntry::Vacant(v) => {
                     // Not admitted here before: the first sample is checked against
                     // the TSDB, the rest against the one before them.
                     let Some(first) = s.samples.first() else {
                         before.push(None);
+                        named.push(None);
                         continue;
                     };
                     let k = v.key();
@@ -1009,11 +1241,26 @@ impl WalGroup {
                         refused = Some((error, s, first.t));
                         break;
                     }
+                    // An id this replica applied the definition of is referred
+                    // to; else the series gets the next id.
+                    let applied_id = self.sm.ids.lock().find(&k.labels, k.hash);
+                    let (id, defined_by) = match applied_id {
+                        Some(id) => (id, 0),
+                        None => {
+                            let id = p.next_id;
+                            p.next_id += 1;
+                            defined.push(k.clone());
+                            (id, write)
+                        }
+                    };
+                    named.push(Some((id, defined_by == write)));
                     before.push(None);
                     let last = v.insert(AdmittedLast {
                         t: first.t,
                         v_bits: first.v.to_bits(),
                         write,
+                        id,
+                        defined_by,
                     });
                     (last, false)
                 }
@@ -1039,6 +1286,7 @@ impl WalGroup {
             }
         }
         if let Some((error, refused_series, t)) = refused {
+            // Ids assigned here stay unused: a gap in the table.
             for (s, b) in series.iter().zip(before).rev() {
                 let key = PendingKey::new(&s.labels);
                 match b {
@@ -1051,7 +1299,7 @@ impl WalGroup {
                 }
             }
             return Err(GroupWriteError::Refused {
-                group: self.group_id,
+                group,
                 error,
                 series: refused_series.labels.to_string(),
                 t,
@@ -1059,27 +1307,62 @@ impl WalGroup {
         }
         p.next_write += 1;
         p.in_flight.insert(write);
-        Ok(write)
+        drop(guard);
+        let batch: Vec<IdSeries<'_>> = series
+            .iter()
+            .zip(&named)
+            .filter_map(|(s, n)| {
+                let (id, define) = (*n)?;
+                Some(IdSeries {
+                    id,
+                    define: define.then_some(&s.labels),
+                    samples: &s.samples,
+                })
+            })
+            .collect();
+        Ok(Admission {
+            write,
+            batch: wal_batch::encode_ids(term, &batch),
+            defined,
+        })
     }
 
     /// Checks `series` against what the group holds (a refused sample refuses the
-    /// whole batch, and nothing is logged), appends `batch` (their encoding) to
-    /// the log and returns its index once a quorum has it on disk and this node
-    /// applied it, or an error within `timeout`.
+    /// whole batch, and nothing is logged), appends them to the log as one batch
+    /// and returns its index once a quorum has it on disk and this node applied
+    /// it, or an error within `timeout`.
     pub async fn write(
         &self,
         series: &[BatchSeries],
-        batch: Vec<u8>,
         timeout: Duration,
     ) -> Result<u64, GroupWriteError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let _admitted = Admitted {
+        self.wait_term_applied(deadline).await;
+        let admission = self.admit(series)?;
+        let mut admitted = Admitted {
             pending: &self.pending,
-            write: self.admit(series)?,
+            write: admission.write,
+            defined: admission.defined,
+            applied: false,
         };
-        let index = self.propose(batch, timeout).await?;
+        let index = self.propose(admission.batch, timeout).await?;
+        admitted.applied = true;
         self.tell_commit(deadline, timeout).await?;
         Ok(index)
+    }
+
+    /// Waits, until `deadline` at most, for this replica to have applied an entry
+    /// of its current term when it leads the group: then it applied every entry
+    /// before the term's first (openraft's blank entry), and `admit` may number
+    /// series ids for the term.
+    async fn wait_term_applied(&self, deadline: tokio::time::Instant) {
+        let me = self.node_id;
+        let mut metrics = self.raft.metrics();
+        let ready = metrics.wait_for(|m| {
+            m.current_leader != Some(me)
+                || m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+        });
+        let _ = tokio::time::timeout_at(deadline, ready).await;
     }
 
     /// In a group of two voters, waits until the other voter knows that what this
@@ -1156,7 +1439,13 @@ impl WalGroup {
         let group = self.group_id;
         match tokio::time::timeout(timeout, self.raft.client_write(Batch(batch.into()))).await {
             Err(_) => Err(GroupWriteError::Timeout { group, timeout }),
-            Ok(Ok(resp)) => Ok(resp.log_id.index),
+            Ok(Ok(resp)) if resp.data => Ok(resp.log_id.index),
+            // Logged in another term than its ids were assigned in, and not
+            // applied: admitted again, it gets this term's ids.
+            Ok(Ok(_)) => Err(GroupWriteError::NotLeader {
+                group,
+                leader: None,
+            }),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(GroupWriteError::NotLeader {
                     group,
@@ -1384,7 +1673,7 @@ impl WalGroups {
         use std::fmt::Write as _;
         let groups = self.all();
         let mut out = String::new();
-        let metrics: [MetricDef; 9] = [
+        let metrics: [MetricDef; 11] = [
             (
                 "hearth_wal_group_snapshots_built_total",
                 "counter",
@@ -1426,6 +1715,18 @@ impl WalGroups {
                 "counter",
                 "Times this replica's copy of the group was dropped at start because its log failed its checks, to be sent again by the leader.",
                 |s| s.replicas_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_batches_stale_total",
+                "counter",
+                "Committed batches not applied because their series ids were assigned in another term than their entry's (the write was retried).",
+                |s| s.batches_stale.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_series_ids",
+                "gauge",
+                "Series ids defined in the WAL group's id table.",
+                |s| s.series_ids.load(Ordering::Relaxed),
             ),
             (
                 "hearth_wal_group_entries_applied_total",
@@ -1556,7 +1857,7 @@ impl pb::wal_groups_server::WalGroups for WalGroupsService {
         };
         let series = wal_batch::decode(&req.batch)
             .map_err(|e| Status::invalid_argument(format!("WAL group {}: {e}", req.group_id)))?;
-        match g.write(&series, req.batch, timeout).await {
+        match g.write(&series, timeout).await {
             Ok(index) => Ok(Response::new(pb::GroupWriteResponse { index })),
             Err(e) => Err(e.to_status()),
         }
@@ -1668,5 +1969,219 @@ pub async fn forward_write(
             timeout,
         }),
         Ok(Err(s)) => Err(fatal(format!("forwarding to {address}: {}", s.message()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine's application of version 1 and 2 batches, its series id
+    //! table across snapshots, and its refusal of entries that contradict it.
+    use super::*;
+    use crate::labels::{MatchType, Matcher};
+    use crate::storage::{Queryable, Sample, SelectHints};
+    use openraft::CommittedLeaderId;
+
+    /// A state machine over `dir`, opened as `WalGroup::open` opens it.
+    fn state_machine(dir: &Path) -> GroupStateMachine {
+        let newest = newest_snapshot(dir).unwrap();
+        let db_dir = dir.join(TSDB_DIR);
+        let db = match &newest {
+            Some((snap, _)) => Db::open_without_wal_from(&db_dir, DbOptions::default(), snap),
+            None => Db::open_without_wal(&db_dir, DbOptions::default()),
+        }
+        .unwrap();
+        let ids = match &newest {
+            Some((path, _)) => load_series_ids(path).unwrap(),
+            None => SeriesIds::default(),
+        };
+        let applied = newest
+            .map(|(_, m)| Applied {
+                last: m.last_log_id,
+                membership: m.last_membership,
+            })
+            .unwrap_or_default();
+        GroupStateMachine {
+            group_id: 1,
+            dir: dir.to_path_buf(),
+            db: Arc::new(db),
+            applied: Arc::new(Mutex::new(applied)),
+            stats: Arc::default(),
+            apply_lock: Arc::default(),
+            series: Arc::default(),
+            ids: Arc::new(Mutex::new(ids)),
+        }
+    }
+
+    fn entry(term: u64, index: u64, batch: Vec<u8>) -> Entry<GroupConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Batch(batch.into())),
+        }
+    }
+
+    fn series(i: usize) -> Labels {
+        Labels::from_pairs(&[("__name__", "m"), ("i", &i.to_string())])
+    }
+
+    fn samples(ts: &[i64]) -> Vec<Sample> {
+        ts.iter().map(|&t| Sample { t, v: t as f64 }).collect()
+    }
+
+    /// Every series of the state machine's TSDB with its sample timestamps.
+    fn read(sm: &GroupStateMachine) -> BTreeMap<String, Vec<i64>> {
+        let q = sm.db.querier(i64::MIN, i64::MAX).unwrap();
+        let m = Matcher::new(MatchType::Equal, "__name__", "m").unwrap();
+        let hints = SelectHints {
+            start_ms: i64::MIN,
+            end_ms: i64::MAX,
+            ..Default::default()
+        };
+        q.select(&hints, &[m])
+            .unwrap()
+            .map(|s| {
+                let s = s.unwrap();
+                (
+                    s.labels.to_string(),
+                    s.samples.iter().map(|x| x.t).collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn ids_batch(term: u64, s: &[(u32, Option<&Labels>, &[Sample])]) -> Vec<u8> {
+        let s: Vec<IdSeries<'_>> = s
+            .iter()
+            .map(|&(id, define, samples)| IdSeries {
+                id,
+                define,
+                samples,
+            })
+            .collect();
+        wal_batch::encode_ids(term, &s)
+    }
+
+    #[tokio::test]
+    async fn version_1_and_2_batches_apply_and_ids_name_their_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = state_machine(dir.path());
+        let (a, b) = (series(0), series(1));
+        let v1 = wal_batch::encode(&[BatchSeries {
+            labels: a.clone(),
+            samples: samples(&[1000, 2000]),
+        }]);
+        let s3 = samples(&[3000]);
+        let s4 = samples(&[4000]);
+        let s5 = samples(&[5000, 6000]);
+        let out = sm
+            .apply(vec![
+                entry(1, 1, v1),
+                // Ids defined, then referred to; id 1 left a gap (a refused write).
+                entry(
+                    1,
+                    2,
+                    ids_batch(1, &[(0, Some(&a), &s3), (2, Some(&b), &s3)]),
+                ),
+                entry(1, 3, ids_batch(1, &[(2, None, &s4), (0, None, &s4)])),
+                // Defined again with the same labels (its first definition may
+                // not have been applied when the leader admitted this).
+                entry(1, 4, ids_batch(1, &[(0, Some(&a), &s5)])),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![true; 4]);
+        let got = read(&sm);
+        assert_eq!(
+            got[&a.to_string()],
+            vec![1000, 2000, 3000, 4000, 5000, 6000]
+        );
+        assert_eq!(got[&b.to_string()], vec![3000, 4000]);
+        assert_eq!(sm.stats.series_ids.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_ids_of_another_term_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = state_machine(dir.path());
+        let a = series(0);
+        let s = samples(&[1000]);
+        let out = sm
+            .apply(vec![entry(3, 1, ids_batch(2, &[(0, Some(&a), &s)]))])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![false]);
+        assert!(read(&sm).is_empty());
+        assert_eq!(sm.stats.batches_stale.load(Ordering::Relaxed), 1);
+        // Its definition never took effect.
+        let err = sm
+            .apply(vec![entry(3, 2, ids_batch(3, &[(0, None, &s)]))])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not defined"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn entries_contradicting_the_id_table_are_errors_and_append_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = state_machine(dir.path());
+        let (a, b) = (series(0), series(1));
+        let s = samples(&[1000]);
+        let s2 = samples(&[2000]);
+        sm.apply(vec![entry(1, 1, ids_batch(1, &[(0, Some(&a), &s)]))])
+            .await
+            .unwrap();
+        let bad = [
+            // A reference to an id never defined, after a good series.
+            ids_batch(1, &[(0, None, &s2), (5, None, &s2)]),
+            // Id 0 defined again as another series.
+            ids_batch(1, &[(0, Some(&b), &s2)]),
+            // An id far past the table's end.
+            ids_batch(1, &[(u32::MAX, Some(&b), &s2)]),
+        ];
+        for (i, batch) in bad.into_iter().enumerate() {
+            let r = sm.apply(vec![entry(1, 2 + i as u64, batch)]).await;
+            assert!(r.is_err(), "bad entry {i} applied");
+        }
+        assert_eq!(read(&sm)[&a.to_string()], vec![1000]);
+        assert!(!read(&sm).contains_key(&b.to_string()));
+    }
+
+    #[tokio::test]
+    async fn ids_defined_before_a_snapshot_name_series_after_install_and_restart() {
+        let (leader_dir, follower_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = state_machine(leader_dir.path());
+        let (a, b) = (series(0), series(1));
+        let (s1, s2) = (samples(&[1000]), samples(&[2000]));
+        leader
+            .apply(vec![entry(
+                1,
+                1,
+                ids_batch(1, &[(0, Some(&a), &s1), (1, Some(&b), &s1)]),
+            )])
+            .await
+            .unwrap();
+        let snap = leader.build_snapshot().await.unwrap();
+        // Entry 2 only refers to ids the snapshot defines.
+        let after = entry(1, 2, ids_batch(1, &[(1, None, &s2), (0, None, &s2)]));
+
+        let mut follower = state_machine(follower_dir.path());
+        follower
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        follower.apply(vec![after.clone()]).await.unwrap();
+        let want: BTreeMap<String, Vec<i64>> = [
+            (a.to_string(), vec![1000, 2000]),
+            (b.to_string(), vec![1000, 2000]),
+        ]
+        .into();
+        assert_eq!(read(&follower), want);
+
+        // A restart starts from the newest snapshot and applies the log after it.
+        drop(leader);
+        let mut restarted = state_machine(leader_dir.path());
+        assert_eq!(restarted.applied.lock().last.map(|l| l.index), Some(1));
+        restarted.apply(vec![after]).await.unwrap();
+        assert_eq!(read(&restarted), want);
     }
 }
