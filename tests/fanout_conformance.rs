@@ -363,3 +363,145 @@ fn a_peer_restarted_between_reads_is_read_again_without_a_warning() {
         assert!(warnings.is_empty(), "{warnings:?}");
     }
 }
+
+/// What a misbehaving gRPC peer does with every request it gets.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaviour {
+    /// A message prefix that promises more bytes than the body then has.
+    Truncated,
+    /// A message prefix claiming a message over the size limit.
+    Oversized,
+    /// A whole, empty message but trailers without `grpc-status`.
+    NoStatus,
+    /// A trailers-only answer with an error status.
+    ErrorStatus,
+    /// Reads the request and never answers.
+    Silent,
+}
+
+/// An HTTP/2 server on loopback that reads each request whole and answers it as
+/// `how` says; returns its address.
+fn misbehaving_peer(rt: &tokio::runtime::Runtime, how: Misbehaviour) -> String {
+    use tonic::codegen::http;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    rt.spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
+                };
+                let mut held = Vec::new();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let mut body = req.into_body();
+                    while let Some(Ok(_)) = body.data().await {}
+                    let grpc = || {
+                        http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                    };
+                    let trailers = |status: Option<&str>| {
+                        let mut t = http::HeaderMap::new();
+                        if let Some(s) = status {
+                            t.insert("grpc-status", s.parse().expect("header"));
+                        }
+                        t
+                    };
+                    match how {
+                        Misbehaviour::Truncated
+                        | Misbehaviour::Oversized
+                        | Misbehaviour::NoStatus => {
+                            let Ok(mut send) =
+                                respond.send_response(grpc().body(()).expect("response"), false)
+                            else {
+                                continue;
+                            };
+                            let data: &'static [u8] = match how {
+                                Misbehaviour::Truncated => b"\0\0\0\0\x64abcdefghij",
+                                Misbehaviour::Oversized => b"\0\xff\xff\xff\xffabcdefghij",
+                                _ => b"\0\0\0\0\0",
+                            };
+                            let _ = send.send_data(bytes::Bytes::from_static(data), false);
+                            let status = match how {
+                                Misbehaviour::NoStatus => None,
+                                _ => Some("0"),
+                            };
+                            let _ = send.send_trailers(trailers(status));
+                        }
+                        Misbehaviour::ErrorStatus => {
+                            let r = grpc()
+                                .header("grpc-status", "9")
+                                .header("grpc-message", "not%20today")
+                                .body(())
+                                .expect("response");
+                            let _ = respond.send_response(r, true);
+                        }
+                        Misbehaviour::Silent => held.push(respond),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_peer_with_a_broken_answer_gives_a_warning_naming_what_is_wrong() {
+    let rt = runtime();
+    let local = MemStorage::new();
+    let a = Labels::from_pairs(&[("__name__", "m"), ("node", "1")]);
+    write(&local, &a, &[1000]);
+    let timeout = Duration::from_millis(700);
+    let cases = [
+        (Misbehaviour::Truncated, "ended inside a message"),
+        (Misbehaviour::Oversized, "more than the limit"),
+        (Misbehaviour::NoStatus, "without a grpc-status"),
+        (Misbehaviour::ErrorStatus, "not today"),
+        (Misbehaviour::Silent, "did not answer within"),
+    ];
+    let hints = SelectHints {
+        start_ms: 0,
+        end_ms: 2000,
+        series_only: false,
+        newest_only: false,
+    };
+    for (how, want) in cases {
+        let peers = vec![peer(2, &misbehaving_peer(&rt, how))];
+        for partial_response in [true, false] {
+            let peers = peers.clone();
+            let fanout = FanoutQueryable::new(
+                Arc::new(local.clone()),
+                Arc::new(move || peers.clone()),
+                FanoutOptions {
+                    timeout,
+                    partial_response,
+                },
+            );
+            let q = fanout.querier(0, 2000).expect("querier");
+            let got = q.select(&hints, &[Matcher::equal("__name__", "m")]);
+            let values = q.label_values("node", &[]);
+            if partial_response {
+                let got: Vec<Labels> = got
+                    .expect("partial select")
+                    .map(|s| s.expect("series").labels)
+                    .collect();
+                assert_eq!(got, vec![a.clone()], "{how:?}: the local data is there");
+                assert_eq!(values.expect("values"), ["1"], "{how:?}");
+                let w = q.warnings();
+                assert!(
+                    !w.is_empty() && w.iter().all(|m| m.contains("node 2") && m.contains(want)),
+                    "{how:?}: {w:?}"
+                );
+            } else {
+                let err = got.err().expect("strict select must fail").to_string();
+                assert!(
+                    err.contains(want) && err.contains("partial-response=false"),
+                    "{how:?}: {err}"
+                );
+                assert!(values.is_err(), "{how:?}");
+            }
+        }
+    }
+}

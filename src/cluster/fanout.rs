@@ -268,32 +268,16 @@ async fn join_all<T>(mut calls: Vec<PeerFuture<T>>) -> Answers<T> {
     answers.into_iter().flatten().collect()
 }
 
-type QueryClient = pb::query_client::QueryClient<PeerConnection>;
-
-/// A client over the connection to `address` (connecting first when needed);
-/// `true` when the connection was kept from an earlier read.
-async fn query_client(
-    connections: &Connections,
-    address: &str,
-) -> Result<(QueryClient, bool), String> {
-    let (c, kept) = connections.get(address).await?;
-    let origin = format!("http://{address}")
-        .parse()
-        .map_err(|e| format!("bad address {address:?}: {e}"))?;
-    let client = QueryClient::with_origin(c, origin).max_decoding_message_size(MESSAGE_BYTES_MAX);
-    Ok((client, kept))
-}
-
 /// Runs `call` with a client for `address`; a failed or timed-out call drops the
 /// connection, so the next one connects afresh.
 async fn with_client<T>(
     connections: Connections,
     address: String,
     timeout: Duration,
-    call: impl Fn(QueryClient) -> PeerFuture<T>,
+    call: impl Fn(PeerConnection) -> PeerFuture<T>,
 ) -> Result<T, String> {
     let attempt = async {
-        let (client, kept) = query_client(&connections, &address).await?;
+        let (client, kept) = connections.get(&address).await?;
         match call(client).await {
             // A driver's connections are served only while a read runs on it, so
             // a peer that restarted or closed an idle connection in between is
@@ -301,7 +285,7 @@ async fn with_client<T>(
             // again on a new connection, within the same timeout.
             Err(_) if kept => {
                 connections.forget(&address);
-                let (client, _) = query_client(&connections, &address).await?;
+                let (client, _) = connections.get(&address).await?;
                 call(client).await
             }
             r => r,
@@ -317,19 +301,13 @@ async fn with_client<T>(
     r
 }
 
-fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(timeout);
-    r
-}
-
 impl FanoutQuerier {
     /// Starts `call` against every active peer at once, on a driver taken for
     /// this read, and sends the requests; `wait` collects the answers. A peer
     /// that cannot be asked becomes a warning at once (or the error).
     fn start<T: Send + 'static>(
         &self,
-        call: impl Fn(Option<pb::GroupFilter>, QueryClient, Duration) -> PeerFuture<T>
+        call: impl Fn(Option<pb::GroupFilter>, PeerConnection, Duration) -> PeerFuture<T>
             + Send
             + Sync
             + 'static,
@@ -457,32 +435,63 @@ fn status_text(s: &tonic::Status, timeout: Duration) -> String {
     text
 }
 
+/// The `Query` service's methods (`proto/cluster.proto`).
+const SELECT_PATH: &str = "/hearth.cluster.v1.Query/Select";
+const LABEL_NAMES_PATH: &str = "/hearth.cluster.v1.Query/LabelNames";
+const LABEL_VALUES_PATH: &str = "/hearth.cluster.v1.Query/LabelValues";
+
 /// One peer's whole `Select` answer, checked and sorted by labels.
 async fn fetch_select(
-    mut client: QueryClient,
+    client: PeerConnection,
     req: pb::SelectRequest,
     timeout: Duration,
 ) -> Result<Vec<Series>, String> {
-    let mut stream = client
-        .select(request(req, timeout))
-        .await
-        .map_err(|s| status_text(&s, timeout))?
-        .into_inner();
     let mut out: Vec<Series> = Vec::new();
-    while let Some(batch) = stream
-        .message()
+    client
+        .call(
+            SELECT_PATH,
+            &req,
+            timeout,
+            MESSAGE_BYTES_MAX,
+            |batch: pb::SelectResponse| {
+                out.reserve(batch.series.len());
+                for s in batch.series {
+                    out.push(
+                        series_from_pb(s).map_err(|e| tonic::Status::internal(e.to_string()))?,
+                    );
+                }
+                Ok(())
+            },
+        )
         .await
-        .map_err(|s| status_text(&s, timeout))?
-    {
-        for s in batch.series {
-            out.push(series_from_pb(s).map_err(|e| e.to_string())?);
-        }
-    }
+        .map_err(|s| status_text(&s, timeout))?;
     // The merge needs label order; a peer's storage already gives it.
     if !out.windows(2).all(|w| w[0].labels < w[1].labels) {
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
     }
     Ok(out)
+}
+
+/// One peer's answer to a unary call (`LabelNames`, `LabelValues`).
+async fn fetch_one<Req: prost::Message, Resp: prost::Message + Default>(
+    client: PeerConnection,
+    path: &str,
+    req: Req,
+    timeout: Duration,
+) -> Result<Resp, String> {
+    let mut answer = None;
+    client
+        .call(path, &req, timeout, MESSAGE_BYTES_MAX, |m: Resp| {
+            if answer.replace(m).is_some() {
+                return Err(tonic::Status::internal(
+                    "peer sent more than one message to a unary call",
+                ));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|s| status_text(&s, timeout))?;
+    answer.ok_or_else(|| "peer sent no message to a unary call".to_string())
 }
 
 /// Merges string lists into one sorted list without duplicates. Each node's list
@@ -575,12 +584,9 @@ impl Querier for FanoutQuerier {
                 ..req.clone()
             };
             Box::pin(async move {
-                let mut client = client;
-                client
-                    .label_values(request(req, timeout))
+                fetch_one(client, LABEL_VALUES_PATH, req, timeout)
                     .await
-                    .map(|r| r.into_inner().values)
-                    .map_err(|s| status_text(&s, timeout))
+                    .map(|r: pb::LabelValuesResponse| r.values)
             })
         })?;
         let local = self.local.label_values(name, matchers)?;
@@ -602,12 +608,9 @@ impl Querier for FanoutQuerier {
                 ..req.clone()
             };
             Box::pin(async move {
-                let mut client = client;
-                client
-                    .label_names(request(req, timeout))
+                fetch_one(client, LABEL_NAMES_PATH, req, timeout)
                     .await
-                    .map(|r| r.into_inner().names)
-                    .map_err(|s| status_text(&s, timeout))
+                    .map(|r: pb::LabelNamesResponse| r.names)
             })
         })?;
         let local = self.local.label_names(matchers)?;
