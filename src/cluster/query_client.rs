@@ -34,6 +34,9 @@ use std::time::Duration;
 use tonic::codegen::http;
 use tonic::{Code, Status};
 
+/// Most a message's announced length makes the reader reserve before its bytes
+/// arrive.
+const RESERVE_BYTES_MAX: usize = 4 << 20;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -182,8 +185,11 @@ impl Frames {
             )));
         }
         if self.buf.len() < PREFIX_BYTES + len {
-            // Room for the rest, so it is not grown chunk by chunk.
-            self.buf.reserve(PREFIX_BYTES + len - self.buf.len());
+            // Room for the rest, so it is not grown chunk by chunk; at most
+            // RESERVE_BYTES_MAX ahead of the data, so a header claiming a large
+            // message costs nothing until its bytes arrive.
+            let missing = PREFIX_BYTES + len - self.buf.len();
+            self.buf.reserve(missing.min(RESERVE_BYTES_MAX));
             return Ok(None);
         }
         self.buf.advance(PREFIX_BYTES);
