@@ -400,6 +400,25 @@ fn apply_error(log_id: LogId<Nid>, reason: String) -> StorageError<Nid> {
 }
 
 impl GroupStateMachine {
+    /// Commits what applying a batch appended and counts its samples.
+    fn commit_applied(
+        &self,
+        app: Box<dyn crate::storage::Appender>,
+        log_id: LogId<Nid>,
+        applied: u64,
+        refused: u64,
+    ) -> Result<(), StorageError<Nid>> {
+        app.commit()
+            .map_err(|e| apply_error(log_id, e.to_string()))?;
+        self.stats
+            .samples_applied
+            .fetch_add(applied, Ordering::Relaxed);
+        self.stats
+            .samples_refused
+            .fetch_add(refused, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Appends one batch to the TSDB; whether it was applied. Refused samples are
     /// counted and skipped, the way a TSDB append treats them; a batch that does
     /// not decode, or names a series id the group's table does not define (or
@@ -490,15 +509,7 @@ impl GroupStateMachine {
             }
         }
         drop(ids);
-        app.commit()
-            .map_err(|e| apply_error(log_id, e.to_string()))?;
-        self.stats
-            .samples_applied
-            .fetch_add(applied, Ordering::Relaxed);
-        self.stats
-            .samples_refused
-            .fetch_add(refused, Ordering::Relaxed);
-        Ok(())
+        self.commit_applied(app, log_id, applied, refused)
     }
 
     /// Applies a version 1 batch, whose series carry their label sets.
@@ -550,15 +561,7 @@ impl GroupStateMachine {
             }
         }
         drop(known);
-        app.commit()
-            .map_err(|e| apply_error(log_id, e.to_string()))?;
-        self.stats
-            .samples_applied
-            .fetch_add(applied, Ordering::Relaxed);
-        self.stats
-            .samples_refused
-            .fetch_add(refused, Ordering::Relaxed);
-        Ok(())
+        self.commit_applied(app, log_id, applied, refused)
     }
 }
 
