@@ -183,15 +183,24 @@ fn a_replica_with_a_damaged_log_drops_its_copy_and_resyncs_from_its_peers() {
     )
     .unwrap_or(0.0);
 
-    // Node 3 answered through its peers while its own copy caught up; before it
-    // is left alone, its replica of group 1 must have applied what the others did.
+    // Node 3 answered through its peers while its own copies caught up; before it
+    // is left alone, its replicas must have applied what the others did: group 1
+    // (dropped and sent again) and group 2 (behind since node 3 was down), and
+    // group 3 for good measure.
     {
         let refs: Vec<&Node> = nodes.iter().collect();
-        wait_for("node 3's copy of group 1 to catch up", &refs, || {
-            let applied = |n: &Node| group_metric(&n.web, "hearth_wal_group_applied_index", 1);
-            let others = applied(&nodes[0])?.max(applied(&nodes[1])?);
-            (applied(&nodes[2])? >= others).then_some(())
-        });
+        for g in 1..=3u64 {
+            wait_for(
+                &format!("node 3's copy of group {g} to catch up"),
+                &refs,
+                || {
+                    let applied =
+                        |n: &Node| group_metric(&n.web, "hearth_wal_group_applied_index", g);
+                    let others = applied(&nodes[0])?.max(applied(&nodes[1])?);
+                    (applied(&nodes[2])? >= others).then_some(())
+                },
+            );
+        }
     }
     // Node 3 alone still returns everything.
     nodes[0].kill();
