@@ -434,6 +434,14 @@ impl LocalGroups {
         self.voter_groups().iter().map(|g| g.id()).collect()
     }
 
+    /// `held`, with the last log index this node's replica of each applied.
+    pub fn held_applied(&self) -> BTreeMap<u64, u64> {
+        self.voter_groups()
+            .iter()
+            .map(|g| (g.id(), g.applied_index()))
+            .collect()
+    }
+
     fn voter_groups(&self) -> Vec<WalGroup> {
         self.groups
             .all()
