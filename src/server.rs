@@ -161,6 +161,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             cfg.db.clone(),
         )
     });
+    if let Some(g) = &groups {
+        // Data from before cluster mode: other members' reads cannot get it from
+        // another replica, so they warn when this node fails unless there is none.
+        g.set_own_storage_empty(db.blocks().is_empty() && db.head().num_series() == 0);
+    }
     let local_groups = groups
         .as_ref()
         .map(|g| crate::cluster::replication::LocalGroups::new(g.clone(), db.clone()));
@@ -233,19 +238,21 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
 
     // Every reader (PromQL, the API, /federate, rules) reads the whole cluster; a
     // node without cluster flags reads its own storage directly. Each WAL group is
-    // read from one replica (this node's when it holds one), so a node holding a
-    // replica of every group answers from them alone.
+    // read from one replica (this node's when it holds one that is not behind its
+    // leader), so a node holding a replica of every group answers from them alone.
     let queryable: Arc<dyn crate::storage::Queryable> = match &local_groups {
         Some(held) => {
             let (held, c, directory) = (held.clone(), cluster.clone(), directory.clone());
             let peers: crate::cluster::PeersFn = Arc::new(move || {
                 let members = c.state().members.keys().copied().collect();
-                crate::cluster::repair::read_plan(
-                    c.peers(),
-                    &held.held(),
-                    &members,
-                    &directory.snapshot(),
-                )
+                let view = directory.snapshot();
+                let fresh = crate::cluster::repair::fresh_local(&held.held_applied(), &view);
+                let mut plan =
+                    crate::cluster::repair::read_plan(c.peers(), &fresh, &members, &view);
+                for p in &mut plan {
+                    p.own_storage_empty = directory.own_storage_empty(p.node_id);
+                }
+                plan
             });
             Arc::new(crate::cluster::FanoutQueryable::new(
                 local.clone(),

@@ -49,6 +49,8 @@ fn peer(id: u64, grpc: &str) -> Peer {
         http_address: String::new(),
         down: false,
         groups: None,
+        standby: vec![],
+        own_storage_empty: false,
     }
 }
 
@@ -504,4 +506,179 @@ fn a_peer_with_a_broken_answer_gives_a_warning_naming_what_is_wrong() {
             }
         }
     }
+}
+
+/// A node's storage by WAL group, as a node in cluster mode serves it: its own
+/// (pre-cluster) storage plus one store per group it holds a voting replica of.
+#[derive(Clone)]
+struct Grouped {
+    own: MemStorage,
+    held: std::collections::BTreeMap<u64, MemStorage>,
+}
+
+impl Grouped {
+    /// Its own storage and `groups`, copied into one store; an error like a node's
+    /// for a group it does not hold.
+    fn union(&self, groups: &[u64]) -> Result<MemStorage, StorageError> {
+        let all =
+            [Matcher::new(hearth::labels::MatchType::Regexp, "__name__", ".+").expect("matcher")];
+        let out = MemStorage::new();
+        let mut app = out.appender();
+        let mut parts = vec![&self.own];
+        for g in groups {
+            parts.push(self.held.get(g).ok_or_else(|| {
+                StorageError::Other(format!(
+                    "WAL group {g}: this node holds no voting replica of it"
+                ))
+            })?);
+        }
+        for part in parts {
+            for s in select_all(part, &all) {
+                for x in &s.samples {
+                    app.append(0, &s.labels, x.t, x.v).expect("append");
+                }
+            }
+        }
+        app.commit().expect("commit");
+        Ok(out)
+    }
+}
+
+#[tonic::async_trait]
+impl hearth::cluster::query_service::GroupedStorage for Grouped {
+    async fn querier_for_groups(
+        &self,
+        mint: i64,
+        maxt: i64,
+        groups: &[u64],
+    ) -> Result<Box<dyn Querier>, StorageError> {
+        self.union(groups)?.querier(mint, maxt)
+    }
+}
+
+/// Starts a `Query` server over `node` on a free loopback port; returns its address.
+fn serve_grouped(rt: &tokio::runtime::Runtime, node: Grouped) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let every: Vec<u64> = node.held.keys().copied().collect();
+    let local: Arc<dyn Queryable> = Arc::new(node.union(&every).expect("union"));
+    let service = QueryService::new(local, Some(Arc::new(node)));
+    rt.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .expect("serve");
+    });
+    addr
+}
+
+#[test]
+fn a_failed_peers_groups_are_read_from_another_replica() {
+    let rt = runtime();
+    let mine = MemStorage::new();
+    let l1 = Labels::from_pairs(&[("__name__", "m"), ("group", "1")]);
+    write(&mine, &l1, &[1000]);
+    // Node 3 holds groups 7 and 8; node 2 (gone) was asked for group 7.
+    let (g7, g8) = (MemStorage::new(), MemStorage::new());
+    let l7 = Labels::from_pairs(&[("__name__", "m"), ("group", "7")]);
+    let l8 = Labels::from_pairs(&[("__name__", "m"), ("group", "8")]);
+    write(&g7, &l7, &[1000, 2000]);
+    write(&g8, &l8, &[1000]);
+    let node3 = serve_grouped(
+        &rt,
+        Grouped {
+            own: MemStorage::new(),
+            held: [(7, g7), (8, g8.clone())].into(),
+        },
+    );
+    // Node 4 holds group 8 only, whatever a stale plan says.
+    let node4 = serve_grouped(
+        &rt,
+        Grouped {
+            own: MemStorage::new(),
+            held: [(8, g8)].into(),
+        },
+    );
+    let dead = closed_port();
+    let timeout = Duration::from_millis(700);
+    let read = |peers: Vec<Peer>, partial_response: bool| {
+        let _guard = rt.enter();
+        let fanout = FanoutQueryable::new(
+            Arc::new(mine.clone()),
+            Arc::new(move || peers.clone()),
+            FanoutOptions {
+                timeout,
+                partial_response,
+            },
+        );
+        let q = fanout.querier(0, 10_000).expect("querier");
+        let hints = SelectHints {
+            start_ms: 0,
+            end_ms: 10_000,
+            series_only: false,
+            newest_only: false,
+        };
+        let got: Result<Vec<(Labels, usize)>, StorageError> = q
+            .select(&hints, &[Matcher::equal("__name__", "m")])
+            .and_then(|set| {
+                set.map(|s| s.map(|s| (s.labels, s.samples.len())))
+                    .collect()
+            });
+        (got, q.warnings())
+    };
+    let gone = |own_storage_empty: bool| Peer {
+        groups: Some(vec![7]),
+        own_storage_empty,
+        ..peer(2, &dead)
+    };
+    let standing_by = |addr: &str, standby: Vec<u64>| Peer {
+        groups: Some(vec![8]),
+        standby,
+        own_storage_empty: true,
+        ..peer(3, addr)
+    };
+    let everything = vec![(l1.clone(), 1), (l7.clone(), 2), (l8.clone(), 1)];
+
+    // Node 2's group comes from node 3; node 2 had nothing else: no warning, even
+    // without partial responses.
+    for partial in [true, false] {
+        let (got, w) = read(vec![gone(true), standing_by(&node3, vec![7])], partial);
+        assert_eq!(got.expect("select"), everything);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    // Node 2 also had data of its own, which no other node has: said so.
+    let (got, w) = read(vec![gone(false), standing_by(&node3, vec![7])], true);
+    assert_eq!(got.expect("select"), everything);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("node 2") && w[0].contains("own storage"),
+        "{w:?}"
+    );
+
+    // No replica stands by: group 7 is missing and node 2 is named.
+    let (got, w) = read(vec![gone(true), standing_by(&node3, vec![])], true);
+    assert_eq!(got.expect("select"), vec![(l1.clone(), 1), (l8.clone(), 1)]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("node 2") && w[0].contains("missing"), "{w:?}");
+
+    // The replica standing by no longer holds the group: the retry's failure
+    // names the groups it was asked for.
+    let (got, w) = read(vec![gone(true), standing_by(&node4, vec![7])], true);
+    assert_eq!(got.expect("select"), vec![(l1.clone(), 1), (l8.clone(), 1)]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("node 3") && w[0].contains("[7]") && w[0].contains("no voting replica"),
+        "{w:?}"
+    );
+
+    // Both replicas gone: both named; without partial responses, an error.
+    let (got, w) = read(vec![gone(true), standing_by(&dead, vec![7])], true);
+    assert_eq!(got.expect("select"), vec![(l1.clone(), 1)]);
+    assert_eq!(w.len(), 2, "{w:?}");
+    let (got, _) = read(vec![gone(true), standing_by(&dead, vec![7])], false);
+    assert!(got.is_err());
 }

@@ -25,7 +25,10 @@
 //! (`Peer::groups`, worked out by `repair::read_plan` so each group is read from one
 //! replica): the requests then carry that filter and no group's samples arrive
 //! twice. Without it a peer answers with every group it holds and the merge keeps
-//! identical timestamps once.
+//! identical timestamps once. A peer that fails (gone before it is marked down, or
+//! it no longer holds a group the plan named) has its groups asked again of the
+//! other voting replicas the plan lists (`Peer::standby`), within the same
+//! deadline: only what no replica gave is reported missing.
 
 use super::pb;
 use super::query_client::{Connections, PeerConnection};
@@ -74,6 +77,13 @@ pub struct Peer {
     /// The WAL groups to read from this peer (besides its pre-cluster storage);
     /// `None`: every group it holds.
     pub groups: Option<Vec<u64>>,
+    /// Groups this peer holds a voting replica of that are read from another node:
+    /// asked of it when that node fails (`repair::read_plan` lists them).
+    pub standby: Vec<u64>,
+    /// Whether the peer said its own storage (outside WAL groups: data from before
+    /// cluster mode) is empty, so losing it loses nothing once its groups were read
+    /// from other replicas.
+    pub own_storage_empty: bool,
 }
 
 /// The members other than this node, asked at the start of every read.
@@ -220,9 +230,23 @@ type PeerFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
 
 type Answers<T> = Vec<Result<T, String>>;
 
+/// What one peer's request does: a `Select`, `LabelNames` or `LabelValues` call
+/// with the given group filter on a connection to it.
+type CallFn<T> =
+    dyn Fn(Option<pb::GroupFilter>, PeerConnection, Duration) -> PeerFuture<T> + Send + Sync;
+
+/// One request of a read: the peer and the groups it is asked for (`None`: every
+/// group it holds).
+struct Ask<'a> {
+    peer: &'a Peer,
+    groups: Option<Vec<u64>>,
+}
+
 /// Requests in flight to the peers, in the order of `asked`.
 struct Pending<'a, T> {
-    asked: Vec<&'a Peer>,
+    asked: Vec<Ask<'a>>,
+    /// The call, kept to ask other replicas for a failed peer's groups.
+    call: Arc<CallFn<T>>,
     /// The driver the calls run on and the task that resolves to every asked
     /// peer's answer, in the order of `asked`; `None` when no peer was asked.
     calls: Option<(Driver, tokio::task::JoinHandle<Answers<T>>)>,
@@ -312,34 +336,49 @@ impl FanoutQuerier {
             + Sync
             + 'static,
     ) -> Result<Pending<'_, T>, StorageError> {
-        let call = Arc::new(call);
-        let timeout = self.options.timeout;
-        let mut asked = Vec::new();
-        let mut calls = Vec::new();
-        let driver = self.drivers.take()?;
+        let mut asks = Vec::new();
         for peer in &self.peers {
             if peer.down {
                 self.fail(peer, "is marked down")?;
                 continue;
             }
-            let filter = peer
-                .groups
-                .as_ref()
-                .map(|ids| pb::GroupFilter { ids: ids.clone() });
-            let call = call.clone();
-            let fut: PeerFuture<T> = Box::pin(with_client(
-                driver.connections.clone(),
-                peer.grpc_address.clone(),
-                timeout,
-                move |client| (*call)(filter.clone(), client, timeout),
-            ));
-            calls.push(fut);
-            asked.push(peer);
+            asks.push(Ask {
+                peer,
+                groups: peer.groups.clone(),
+            });
         }
-        let calls = if calls.is_empty() {
-            self.drivers.put(driver);
+        let deadline = std::time::Instant::now() + self.options.timeout + WAIT_SLACK;
+        self.launch(Arc::new(call), asks, deadline)
+    }
+
+    /// Sends every request of `asked` at once on a driver taken for them.
+    fn launch<'a, T: Send + 'static>(
+        &'a self,
+        call: Arc<CallFn<T>>,
+        asked: Vec<Ask<'a>>,
+        deadline: std::time::Instant,
+    ) -> Result<Pending<'a, T>, StorageError> {
+        let timeout = self.options.timeout;
+        let calls = if asked.is_empty() {
             None
         } else {
+            let driver = self.drivers.take()?;
+            let calls: Vec<PeerFuture<T>> = asked
+                .iter()
+                .map(|ask| {
+                    let filter = ask
+                        .groups
+                        .as_ref()
+                        .map(|ids| pb::GroupFilter { ids: ids.clone() });
+                    let call = call.clone();
+                    Box::pin(with_client(
+                        driver.connections.clone(),
+                        ask.peer.grpc_address.clone(),
+                        timeout,
+                        move |client| (*call)(filter.clone(), client, timeout),
+                    )) as PeerFuture<T>
+                })
+                .collect();
             let rt = driver.runtime();
             let task = rt.spawn(join_all(calls));
             // Get the requests written, so the peers work while the local read
@@ -353,16 +392,16 @@ impl FanoutQuerier {
         };
         Ok(Pending {
             asked,
+            call,
             calls,
             drivers: &self.drivers,
-            deadline: std::time::Instant::now() + timeout + WAIT_SLACK,
+            deadline,
         })
     }
 
-    /// Waits for the peers `pending` asked and returns the answers of those that
-    /// gave one; each failure becomes a warning, or the error when partial
-    /// responses are off.
-    fn wait<T>(&self, what: &str, mut pending: Pending<'_, T>) -> Result<Vec<T>, StorageError> {
+    /// Waits for the requests of `pending` and returns each with its answer, or
+    /// why there is none.
+    fn collect<'a, T>(&self, mut pending: Pending<'a, T>) -> Vec<(Ask<'a>, Result<T, String>)> {
         let mut answers: Vec<Option<Result<T, String>>> =
             pending.asked.iter().map(|_| None).collect();
         if let Some((driver, mut task)) = pending.calls.take() {
@@ -380,16 +419,69 @@ impl FanoutQuerier {
             }
             pending.drivers.put(driver);
         }
-        let asked = std::mem::take(&mut pending.asked);
-        let mut out = Vec::with_capacity(asked.len());
-        for (peer, answer) in asked.into_iter().zip(answers) {
+        let timeout = self.options.timeout;
+        std::mem::take(&mut pending.asked)
+            .into_iter()
+            .zip(answers)
+            .map(|(ask, a)| {
+                let a = a.unwrap_or_else(|| Err(format!("did not answer within {timeout:?}")));
+                (ask, a)
+            })
+            .collect()
+    }
+
+    /// Waits for the peers `pending` asked and returns the answers of those that
+    /// gave one. A failed peer's groups are asked again of other replicas
+    /// (`retry_plan`); what nobody gave becomes a warning, or the error when
+    /// partial responses are off.
+    fn wait<T: Send + 'static>(
+        &self,
+        what: &str,
+        pending: Pending<'_, T>,
+    ) -> Result<Vec<T>, StorageError> {
+        let (call, deadline) = (pending.call.clone(), pending.deadline);
+        let mut out = Vec::new();
+        let mut failed = Vec::new();
+        for (ask, answer) in self.collect(pending) {
             match answer {
-                Some(Ok(v)) => out.push(v),
-                Some(Err(e)) => self.fail(peer, &format!("{what} failed: {e}"))?,
-                None => self.fail(
-                    peer,
-                    &format!("did not answer within {:?}", self.options.timeout),
-                )?,
+                Ok(v) => out.push(v),
+                Err(e) => failed.push((ask, e)),
+            }
+        }
+        if failed.is_empty() {
+            return Ok(out);
+        }
+        let time_left = deadline > std::time::Instant::now();
+        let (retries, lost) = retry_plan(&self.peers, &failed, time_left);
+        for (ask, e) in &failed {
+            let p = ask.peer;
+            if lost.contains(&p.node_id) {
+                self.fail(p, &format!("{what} failed: {e}"))?;
+            } else if !p.own_storage_empty {
+                self.report(
+                    p,
+                    &format!(
+                        "{what} failed: {e}; its WAL groups were read from other replicas, but its own storage (data from before cluster mode) is missing from this result"
+                    ),
+                )?;
+            } else {
+                tracing::info!(node_id = p.node_id, reason = %e, "fan-out: a peer failed, its WAL groups were read from other replicas");
+            }
+        }
+        if retries.is_empty() {
+            return Ok(out);
+        }
+        let pending = self.launch(call, retries, deadline)?;
+        for (ask, answer) in self.collect(pending) {
+            match answer {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    let groups = ask.groups.unwrap_or_default();
+                    self.report(
+                        ask.peer,
+                        &format!("{what} of WAL groups {groups:?}, asked of it after another replica failed, failed: {e}; their data is missing from this result"),
+                    )?
+                }
             }
         }
         Ok(out)
@@ -398,8 +490,17 @@ impl FanoutQuerier {
     /// Records that `peer`'s data is missing: a warning, or an error when partial
     /// responses are off.
     fn fail(&self, peer: &Peer, why: &str) -> Result<(), StorageError> {
+        self.report(
+            peer,
+            &format!("{why}; its data is missing from this result"),
+        )
+    }
+
+    /// Records that some of `peer`'s data is missing, `what` saying which: a
+    /// warning, or an error when partial responses are off.
+    fn report(&self, peer: &Peer, what: &str) -> Result<(), StorageError> {
         let msg = format!(
-            "cluster: node {} ({}) {why}; its data is missing from this result",
+            "cluster: node {} ({}) {what}",
             peer.node_id, peer.grpc_address
         );
         if !self.options.partial_response {
@@ -407,13 +508,59 @@ impl FanoutQuerier {
                 "{msg} (partial responses are off: --cluster.partial-response=false)"
             )));
         }
-        tracing::warn!(node_id = peer.node_id, address = %peer.grpc_address, reason = why, "fan-out read incomplete");
+        tracing::warn!(node_id = peer.node_id, address = %peer.grpc_address, reason = what, "fan-out read incomplete");
         let mut w = self.warnings.lock();
         if !w.contains(&msg) {
             w.push(msg);
         }
         Ok(())
     }
+}
+
+/// Who to ask again after the requests of `failed` failed: each failed peer's
+/// groups go to the first other live peer that did not fail and lists the group in
+/// its `standby`, one request per such peer. Returns those requests and the peers
+/// whose data is still lost: asked for every group (no plan), one of their groups
+/// with no other replica, or no time left to ask.
+fn retry_plan<'a>(
+    peers: &'a [Peer],
+    failed: &[(Ask<'a>, String)],
+    time_left: bool,
+) -> (Vec<Ask<'a>>, std::collections::BTreeSet<NodeId>) {
+    let failed_ids: std::collections::BTreeSet<NodeId> =
+        failed.iter().map(|(a, _)| a.peer.node_id).collect();
+    let mut by_peer: std::collections::BTreeMap<NodeId, Vec<u64>> = Default::default();
+    let mut lost = std::collections::BTreeSet::new();
+    for (ask, _) in failed {
+        let Some(groups) = ask.groups.as_ref().filter(|_| time_left) else {
+            lost.insert(ask.peer.node_id);
+            continue;
+        };
+        for g in groups {
+            let other = peers
+                .iter()
+                .find(|q| !q.down && !failed_ids.contains(&q.node_id) && q.standby.contains(g));
+            match other {
+                Some(q) => by_peer.entry(q.node_id).or_default().push(*g),
+                None => {
+                    lost.insert(ask.peer.node_id);
+                }
+            }
+        }
+    }
+    let retries = peers
+        .iter()
+        .filter_map(|q| {
+            let mut groups = by_peer.remove(&q.node_id)?;
+            groups.sort_unstable();
+            groups.dedup();
+            Some(Ask {
+                peer: q,
+                groups: Some(groups),
+            })
+        })
+        .collect();
+    (retries, lost)
 }
 
 /// A failed call in words: a deadline says so with the timeout; otherwise the

@@ -58,6 +58,8 @@ pub fn desired_voters(ring: &Ring, group: u64, rf: usize) -> BTreeSet<NodeId> {
 #[derive(Clone, Default)]
 pub struct GroupDirectory {
     inner: Arc<RwLock<BTreeMap<NodeId, Vec<GroupView>>>>,
+    /// The members among them whose own storage (outside WAL groups) is empty.
+    own_storage_empty: Arc<RwLock<BTreeSet<NodeId>>>,
 }
 
 impl GroupDirectory {
@@ -65,13 +67,20 @@ impl GroupDirectory {
     pub fn snapshot(&self) -> BTreeMap<NodeId, Vec<GroupView>> {
         self.inner.read().clone()
     }
+
+    /// Whether `node` said at the last refresh that its own storage is empty.
+    pub fn own_storage_empty(&self, node: NodeId) -> bool {
+        self.own_storage_empty.read().contains(&node)
+    }
 }
 
 /// Which groups to read from which peer so that every group is read from exactly
 /// one replica, and the local one when this node holds it (`local`). A group
 /// goes to the live peer that leads it, else the live holder that applied the
 /// most, else the lowest id; with no live holder known, to its owner, which the
-/// fan-out then reports as missing when it is down. Peers with nothing to read are left out when down.
+/// fan-out then reports as missing when it is down. Peers with nothing to read
+/// are left out when down. The group's other live voting replicas list it in
+/// their `standby`, so the fan-out can ask one of them when the chosen one fails.
 /// Returns `peers` unchanged (every peer reads every group it holds, and the merge
 /// drops identical timestamps) while some live peer's holdings are unknown, and no
 /// peer at all when this node holds every group.
@@ -91,6 +100,7 @@ pub fn read_plan(
     let mut all: BTreeSet<u64> = members.clone();
     all.extend(directory.values().flatten().map(|g| g.group_id));
     let mut assigned: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+    let mut standby: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
     for group in all.difference(local) {
         let rank = |p: &Peer| {
             // A learner (still catching up) or a replica left out of the group is
@@ -107,10 +117,18 @@ pub fn read_plan(
                 std::cmp::Reverse(p.node_id),
             ))
         };
-        let best = peers
+        let mut holders: Vec<_> = peers
             .iter()
             .filter_map(|p| rank(p).map(|r| (r, p.node_id)))
-            .max();
+            .collect();
+        holders.sort_unstable();
+        let best = holders.pop();
+        // The other live voting replicas stand by, should the one asked fail.
+        for (rank, id) in holders {
+            if rank.0 {
+                standby.entry(id).or_default().push(*group);
+            }
+        }
         // No known holder: the owner, when it is a peer, so that a down owner is
         // reported as missing data rather than the group silently left out.
         let owner = peers.iter().any(|p| p.node_id == *group).then_some(*group);
@@ -129,8 +147,41 @@ pub fn read_plan(
                 return None;
             }
             p.groups = Some(groups);
+            p.standby = standby.remove(&p.node_id).unwrap_or_default();
             Some(p)
         })
+        .collect()
+}
+
+/// The groups of `held` (this node's voting replicas, with the log index each
+/// applied) that are fresh enough to read locally: all but those whose leader, a
+/// member that answered the last `Held` question, had applied more than this
+/// replica has now. Such a replica is catching up (after a restart, or after its
+/// damaged copy was dropped) and lacks entries the group committed a second ago;
+/// `read_plan` then reads the group from a peer. In steady state a follower's
+/// applied index is past what its leader reported a `RECONCILE_INTERVAL` ago, so
+/// every held group stays local.
+pub fn fresh_local(
+    held: &BTreeMap<u64, u64>,
+    directory: &BTreeMap<NodeId, Vec<GroupView>>,
+) -> BTreeSet<u64> {
+    let mut behind = BTreeSet::new();
+    for (node, views) in directory {
+        for v in views {
+            if v.leader != Some(*node) {
+                continue;
+            }
+            if held
+                .get(&v.group_id)
+                .is_some_and(|mine| *mine < v.applied_index)
+            {
+                behind.insert(v.group_id);
+            }
+        }
+    }
+    held.keys()
+        .filter(|g| !behind.contains(g))
+        .copied()
         .collect()
 }
 
@@ -261,10 +312,14 @@ async fn refresh_directory(
         asking.spawn(async move { (id, fetch_held(&channels, &addr, HELD_TIMEOUT).await) });
     }
     let mut fresh = BTreeMap::new();
+    let mut empty = BTreeSet::new();
     while let Some(done) = asking.join_next().await {
         match done {
-            Ok((id, Ok(views))) => {
+            Ok((id, Ok((views, own_storage_empty)))) => {
                 fresh.insert(id, views);
+                if own_storage_empty {
+                    empty.insert(id);
+                }
             }
             Ok((id, Err(e))) => {
                 tracing::debug!(node_id = id, error = %e, "asking which WAL groups a member holds")
@@ -273,6 +328,7 @@ async fn refresh_directory(
         }
     }
     *directory.inner.write() = fresh;
+    *directory.own_storage_empty.write() = empty;
 }
 
 /// Whether every other active member answered and none holds `group` as a voter
@@ -371,6 +427,8 @@ mod tests {
             http_address: String::new(),
             down,
             groups: None,
+            standby: vec![],
+            own_storage_empty: false,
         }
     }
 
@@ -488,6 +546,12 @@ mod tests {
             plan.iter().map(|p| (p.node_id, p.groups.clone())).collect();
         // Each group from its leader; the down node 4 holds nothing needed.
         assert_eq!(got, vec![(2, Some(vec![2])), (3, Some(vec![3]))]);
+        // Each stands by for the group the other is asked for.
+        let standby: Vec<(NodeId, Vec<u64>)> = plan
+            .iter()
+            .map(|p| (p.node_id, p.standby.clone()))
+            .collect();
+        assert_eq!(standby, vec![(2, vec![3]), (3, vec![2])]);
     }
 
     #[test]
@@ -519,6 +583,12 @@ mod tests {
                 (4, Some(vec![4]))
             ]
         );
+        // Node 4's replica of group 3 stands by; group 1 has no other live replica.
+        let standby: Vec<(NodeId, Vec<u64>)> = plan
+            .iter()
+            .map(|p| (p.node_id, p.standby.clone()))
+            .collect();
+        assert_eq!(standby, vec![(2, vec![]), (3, vec![]), (4, vec![3])]);
     }
 
     #[test]
@@ -527,6 +597,36 @@ mod tests {
         let dir: BTreeMap<NodeId, Vec<GroupView>> = [(2, vec![])].into();
         let plan = read_plan(peers.clone(), &set(&[1]), &set(&[1, 2, 3]), &dir);
         assert_eq!(plan, peers);
+    }
+
+    #[test]
+    fn a_replica_behind_what_its_leader_applied_is_not_read_locally() {
+        let held: BTreeMap<u64, u64> = [(1, 40), (2, 100), (3, 7)].into();
+        let dir: BTreeMap<NodeId, Vec<GroupView>> = [
+            (
+                2,
+                // Node 2 leads group 1 and applied more than this replica: behind.
+                // It also still says it leads group 3 with more applied, but the
+                // group's view on node 3 (its leader) is what counts.
+                vec![
+                    view(1, &[1, 2, 3], Some(2), 90),
+                    view(3, &[1, 2, 3], Some(3), 50),
+                ],
+            ),
+            (
+                3,
+                // Node 3 leads group 2, a second ago at an index this replica has
+                // passed since; and group 3, level with this replica.
+                vec![
+                    view(2, &[1, 2, 3], Some(3), 95),
+                    view(3, &[1, 2, 3], Some(3), 7),
+                ],
+            ),
+        ]
+        .into();
+        assert_eq!(fresh_local(&held, &dir), set(&[2, 3]));
+        // Nobody answered: every held group is read locally.
+        assert_eq!(fresh_local(&held, &BTreeMap::new()), set(&[1, 2, 3]));
     }
 
     #[test]

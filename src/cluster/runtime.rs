@@ -424,6 +424,8 @@ impl Cluster {
                 http_address: m.addr.http_address.clone(),
                 down: m.state == MemberState::Down,
                 groups: None,
+                standby: Vec::new(),
+                own_storage_empty: false,
             })
             .collect()
     }

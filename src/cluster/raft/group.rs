@@ -1496,6 +1496,9 @@ struct GroupsInner {
     channels: PeerChannels,
     /// Set once `open_existing` has opened every group found on disk.
     existing_opened: std::sync::atomic::AtomicBool,
+    /// Whether the node's own storage (outside WAL groups) holds nothing: told by
+    /// the server at start; in cluster mode nothing writes into it afterwards.
+    own_storage_empty: std::sync::atomic::AtomicBool,
 }
 
 impl WalGroups {
@@ -1511,6 +1514,7 @@ impl WalGroups {
                 opening: tokio::sync::Mutex::new(()),
                 channels: PeerChannels::default(),
                 existing_opened: std::sync::atomic::AtomicBool::new(false),
+                own_storage_empty: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -1596,10 +1600,22 @@ impl WalGroups {
         Ok(g)
     }
 
+    /// Records whether the node's own storage (outside WAL groups) is empty, which
+    /// `held` tells the other members (until then it says it is not).
+    pub fn set_own_storage_empty(&self, empty: bool) {
+        self.inner
+            .own_storage_empty
+            .store(empty, std::sync::atomic::Ordering::Release);
+    }
+
     /// What the `WalGroups.Held` RPC answers: every group held, as seen here.
     pub fn held(&self) -> pb::HeldResponse {
         pb::HeldResponse {
             groups: self.all().iter().map(WalGroup::held).collect(),
+            own_storage_empty: self
+                .inner
+                .own_storage_empty
+                .load(std::sync::atomic::Ordering::Acquire),
         }
     }
 
@@ -1891,12 +1907,13 @@ impl From<pb::HeldGroup> for GroupView {
     }
 }
 
-/// Asks the node at `address` which WAL groups it holds.
+/// Asks the node at `address` which WAL groups it holds, and whether its own
+/// storage (outside them) is empty.
 pub async fn fetch_held(
     channels: &PeerChannels,
     address: &str,
     timeout: Duration,
-) -> Result<Vec<GroupView>, String> {
+) -> Result<(Vec<GroupView>, bool), String> {
     let channel = channels.get(address)?;
     let mut client = pb::wal_groups_client::WalGroupsClient::new(channel);
     let mut req = Request::new(pb::HeldRequest {});
@@ -1908,12 +1925,11 @@ pub async fn fetch_held(
     match answer {
         Err(_) => Err(format!("{address}: no answer within {timeout:?}")),
         Ok(Err(s)) => Err(format!("{address}: {}", s.message())),
-        Ok(Ok(r)) => Ok(r
-            .into_inner()
-            .groups
-            .into_iter()
-            .map(GroupView::from)
-            .collect()),
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            let views = r.groups.into_iter().map(GroupView::from).collect();
+            Ok((views, r.own_storage_empty))
+        }
     }
 }
 
