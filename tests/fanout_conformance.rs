@@ -643,9 +643,16 @@ fn a_failed_peers_groups_are_read_from_another_replica() {
     let everything = vec![(l1.clone(), 1), (l7.clone(), 2), (l8.clone(), 1)];
 
     // Node 2's group comes from node 3; node 2 had nothing else: no warning, even
-    // without partial responses.
+    // without partial responses. Node 5 has nothing to give and is not asked (it
+    // would never answer, a warning).
+    let idle = Peer {
+        groups: Some(vec![]),
+        own_storage_empty: true,
+        ..peer(5, &black_hole(&rt))
+    };
     for partial in [true, false] {
-        let (got, w) = read(vec![gone(true), standing_by(&node3, vec![7])], partial);
+        let peers = vec![gone(true), standing_by(&node3, vec![7]), idle.clone()];
+        let (got, w) = read(peers, partial);
         assert_eq!(got.expect("select"), everything);
         assert!(w.is_empty(), "{w:?}");
     }

@@ -7,7 +7,9 @@
 //! holders become the set the ring gives over the remaining members, the removed
 //! replicas are gone, and every acknowledged sample survives the SIGKILL of a
 //! second node. Three nodes with RF=2 and a fourth joining: the new node gets the
-//! replicas the ring gives it, and the data stays complete on every node.
+//! replicas the ring gives it, and the data stays complete on every node. Three
+//! nodes with RF=2, one SIGKILLed and not yet marked down: the others answer
+//! with every sample and no warning, reading its groups from their other replicas.
 
 mod common;
 
@@ -394,6 +396,96 @@ fn removed_node_replicas_are_repaired_and_survive_another_loss() {
         "FIGURE repair_acked_samples={}",
         writes.acked.len() * SERIES + burst_acked
     );
+}
+
+/// The answer of `query` at `at_s` on `node`: each series' `s` label with its
+/// value, and the warnings.
+fn query_by_s(
+    node: &Node,
+    query: &str,
+    at_s: i64,
+) -> Option<(BTreeMap<String, String>, Vec<String>)> {
+    let (code, v) = get_json(
+        &node.web,
+        &format!("/api/v1/query?query={}&time={at_s}", url_encode(query)),
+    );
+    if code != 200 {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for r in v["data"]["result"].as_array()? {
+        let s = r["metric"]["s"].as_str()?.to_string();
+        out.insert(s, r["value"][1].as_str()?.to_string());
+    }
+    let warnings = v["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((out, warnings))
+}
+
+#[test]
+fn a_killed_replica_is_read_around_before_it_is_marked_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(tmp.path(), i)).collect();
+    // A failure timeout far longer than the test: node 3 stays a live member
+    // throughout, so its groups are read around it, not planned around it.
+    let a = vec![
+        "--web.enable-remote-write-receiver".to_string(),
+        format!("--cluster.replication-factor={RF}"),
+        "--cluster.failure-timeout=10m".to_string(),
+        initial_peers_flag(&nodes),
+    ];
+    for n in nodes.iter_mut() {
+        n.start(&a);
+    }
+    let mut writes = Writes::new();
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_for("a leader with three voters", &all, || {
+            agreed_leader(&all, 3)
+        });
+        wait_groups_formed(&all, "read_around_probe", writes.base_ms);
+        wait_for_replica_sets(&all, &expected_sets(&[1, 2, 3], &[1, 2, 3]));
+        writes.write(&all, 20);
+        for n in &all {
+            writes.check_complete(n, &all);
+        }
+    }
+    // Each node's directory of who holds which group (asked once a second) has
+    // caught up with the replica sets above.
+    std::thread::sleep(3 * hearth::cluster::repair::RECONCILE_INTERVAL);
+
+    // With RF=2 each node lacks one group and reads it from a peer, some of them
+    // from node 3. Once node 3 is gone, each survivor answers with every sample
+    // and no warning (node 3 had no data outside its groups), by asking the other
+    // replica of what node 3 was to give.
+    nodes[2].kill();
+    let want: BTreeMap<String, String> = (0..SERIES)
+        .map(|s| (s.to_string(), writes.acked.len().to_string()))
+        .collect();
+    let at_s = (writes.t(writes.acked.len() as i64) + 60_000) / 1000;
+    let rest: Vec<&Node> = nodes[..2].iter().collect();
+    for n in &rest {
+        for round in 0..20 {
+            let (got, w) = wait_for(&format!("node {} to answer", n.id), &rest, || {
+                query_by_s(n, "count_over_time(repair_test[15m])", at_s)
+            });
+            assert_eq!(got, want, "node {} round {round}", n.id);
+            assert!(w.is_empty(), "node {} round {round}: {w:?}", n.id);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Node 3 was never marked down: the answers did not come from the plan
+        // leaving it out.
+        let status = n.status().expect("status");
+        let members = status["members"].as_array().expect("members");
+        let three = members.iter().find(|m| m["nodeId"] == 3).expect("node 3");
+        assert_ne!(three["state"], "down", "{status}");
+    }
 }
 
 #[test]

@@ -338,6 +338,12 @@ impl FanoutQuerier {
     ) -> Result<Pending<'_, T>, StorageError> {
         let mut asks = Vec::new();
         for peer in &self.peers {
+            // Nothing to read: no group assigned and no storage of its own (it may
+            // still stand by for others' groups).
+            let idle = peer.groups.as_ref().is_some_and(Vec::is_empty) && peer.own_storage_empty;
+            if idle {
+                continue;
+            }
             if peer.down {
                 self.fail(peer, "is marked down")?;
                 continue;

@@ -58,14 +58,32 @@ pub fn desired_voters(ring: &Ring, group: u64, rf: usize) -> BTreeSet<NodeId> {
 #[derive(Clone, Default)]
 pub struct GroupDirectory {
     inner: Arc<RwLock<BTreeMap<NodeId, Vec<GroupView>>>>,
-    /// The members among them whose own storage (outside WAL groups) is empty.
+    /// The members among them (and among `silent`) whose own storage (outside WAL
+    /// groups) is empty.
     own_storage_empty: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// Active members that answered before but not the last time: their last
+    /// answer, kept until they answer again or are marked down. Reads then go to
+    /// other replicas first rather than to "unknown holdings" (every peer answers
+    /// for everything, and a dead one's groups are just missing).
+    silent: Arc<RwLock<BTreeMap<NodeId, Vec<GroupView>>>>,
 }
 
 impl GroupDirectory {
     /// The last answer of every member that answered the last time it was asked.
     pub fn snapshot(&self) -> BTreeMap<NodeId, Vec<GroupView>> {
         self.inner.read().clone()
+    }
+
+    /// What the read plan goes by: the last answer of every member that answered
+    /// the last time, plus the last answer of those that went silent since, and
+    /// which ones those are.
+    pub fn read_view(&self) -> (BTreeMap<NodeId, Vec<GroupView>>, BTreeSet<NodeId>) {
+        let silent = self.silent.read();
+        let mut view = self.inner.read().clone();
+        for (id, views) in silent.iter() {
+            view.entry(*id).or_insert_with(|| views.clone());
+        }
+        (view, silent.keys().copied().collect())
     }
 
     /// Whether `node` said at the last refresh that its own storage is empty.
@@ -81,6 +99,9 @@ impl GroupDirectory {
 /// fan-out then reports as missing when it is down. Peers with nothing to read
 /// are left out when down. The group's other live voting replicas list it in
 /// their `standby`, so the fan-out can ask one of them when the chosen one fails.
+/// Members in `silent` (they did not answer the last `Held` question; `directory`
+/// has their earlier answer) are chosen last and never stand by: most likely they
+/// are gone, not yet marked down.
 /// Returns `peers` unchanged (every peer reads every group it holds, and the merge
 /// drops identical timestamps) while some live peer's holdings are unknown, and no
 /// peer at all when this node holds every group.
@@ -89,6 +110,7 @@ pub fn read_plan(
     local: &BTreeSet<u64>,
     members: &BTreeSet<NodeId>,
     directory: &BTreeMap<NodeId, Vec<GroupView>>,
+    silent: &BTreeSet<NodeId>,
 ) -> Vec<Peer> {
     if peers
         .iter()
@@ -109,9 +131,10 @@ pub fn read_plan(
                 .iter()
                 .find(|g| g.group_id == *group && g.voters.contains(&p.node_id))?;
             let leads = view.leader == Some(p.node_id);
-            // Highest first: live, leads, applied most; then the lowest id.
+            // Highest first: live, answering, leads, applied most; then the lowest id.
             Some((
                 !p.down,
+                !silent.contains(&p.node_id),
                 leads,
                 view.applied_index,
                 std::cmp::Reverse(p.node_id),
@@ -125,7 +148,7 @@ pub fn read_plan(
         let best = holders.pop();
         // The other live voting replicas stand by, should the one asked fail.
         for (rank, id) in holders {
-            if rank.0 {
+            if rank.0 && rank.1 {
                 standby.entry(id).or_default().push(*group);
             }
         }
@@ -313,6 +336,11 @@ async fn refresh_directory(
     }
     let mut fresh = BTreeMap::new();
     let mut empty = BTreeSet::new();
+    let mut silent = BTreeMap::new();
+    let last_heard = |id: NodeId| {
+        let answered = directory.inner.read().get(&id).cloned();
+        answered.or_else(|| directory.silent.read().get(&id).cloned())
+    };
     while let Some(done) = asking.join_next().await {
         match done {
             Ok((id, Ok((views, own_storage_empty)))) => {
@@ -322,13 +350,20 @@ async fn refresh_directory(
                 }
             }
             Ok((id, Err(e))) => {
-                tracing::debug!(node_id = id, error = %e, "asking which WAL groups a member holds")
+                tracing::debug!(node_id = id, error = %e, "asking which WAL groups a member holds");
+                if let Some(views) = last_heard(id) {
+                    silent.insert(id, views);
+                    if directory.own_storage_empty.read().contains(&id) {
+                        empty.insert(id);
+                    }
+                }
             }
             Err(e) => tracing::warn!(error = %e, "asking which WAL groups a member holds"),
         }
     }
     *directory.inner.write() = fresh;
     *directory.own_storage_empty.write() = empty;
+    *directory.silent.write() = silent;
 }
 
 /// Whether every other active member answered and none holds `group` as a voter
@@ -541,7 +576,7 @@ mod tests {
         ]
         .into();
         let peers = vec![peer(2, false), peer(3, false), peer(4, true)];
-        let plan = read_plan(peers, &local, &members, &dir);
+        let plan = read_plan(peers, &local, &members, &dir, &set(&[]));
         let got: Vec<(NodeId, Option<Vec<u64>>)> =
             plan.iter().map(|p| (p.node_id, p.groups.clone())).collect();
         // Each group from its leader; the down node 4 holds nothing needed.
@@ -570,7 +605,7 @@ mod tests {
         ]
         .into();
         let peers = vec![peer(2, true), peer(3, false), peer(4, false)];
-        let plan = read_plan(peers, &set(&[]), &members, &dir);
+        let plan = read_plan(peers, &set(&[]), &members, &dir, &set(&[]));
         let got: Vec<(NodeId, Option<Vec<u64>>)> =
             plan.iter().map(|p| (p.node_id, p.groups.clone())).collect();
         // Group 2 has no known live holder: its down owner is asked (and reported
@@ -592,10 +627,38 @@ mod tests {
     }
 
     #[test]
+    fn read_plan_reads_from_answering_replicas_before_silent_ones() {
+        let members = set(&[1, 2, 3]);
+        // Node 2 leads group 2 but did not answer the last question (its earlier
+        // answer is kept): group 2 goes to node 3, and node 2 stands by for nothing.
+        let dir: BTreeMap<NodeId, Vec<GroupView>> = [
+            (
+                2,
+                vec![view(2, &[2, 3], Some(2), 10), view(3, &[3, 2], Some(3), 5)],
+            ),
+            (
+                3,
+                vec![view(3, &[3, 2], Some(3), 7), view(2, &[2, 3], Some(2), 9)],
+            ),
+        ]
+        .into();
+        let peers = vec![peer(2, false), peer(3, false)];
+        let plan = read_plan(peers, &set(&[1]), &members, &dir, &set(&[2]));
+        let got: Vec<(NodeId, Option<Vec<u64>>, Vec<u64>)> = plan
+            .iter()
+            .map(|p| (p.node_id, p.groups.clone(), p.standby.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(2, Some(vec![]), vec![]), (3, Some(vec![2, 3]), vec![])]
+        );
+    }
+
+    #[test]
     fn read_plan_falls_back_while_holdings_are_unknown() {
         let peers = vec![peer(2, false), peer(3, false)];
         let dir: BTreeMap<NodeId, Vec<GroupView>> = [(2, vec![])].into();
-        let plan = read_plan(peers.clone(), &set(&[1]), &set(&[1, 2, 3]), &dir);
+        let plan = read_plan(peers.clone(), &set(&[1]), &set(&[1, 2, 3]), &dir, &set(&[]));
         assert_eq!(plan, peers);
     }
 
@@ -633,7 +696,13 @@ mod tests {
     fn read_plan_is_local_when_every_group_is_held() {
         let dir: BTreeMap<NodeId, Vec<GroupView>> =
             [(2, vec![view(2, &[1, 2], Some(2), 3)])].into();
-        let plan = read_plan(vec![peer(2, false)], &set(&[1, 2]), &set(&[1, 2]), &dir);
+        let plan = read_plan(
+            vec![peer(2, false)],
+            &set(&[1, 2]),
+            &set(&[1, 2]),
+            &dir,
+            &set(&[]),
+        );
         assert!(plan.is_empty());
     }
 }
