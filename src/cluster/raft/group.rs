@@ -861,9 +861,14 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         Ok(())
     }
 
+    /// The newest snapshot, packed as an archive. Taken with applying paused,
+    /// like building one: a snapshot being built meanwhile would have its
+    /// unfinished directory removed by the listing here, and the one packed here
+    /// could be deleted by the build when it finishes.
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<GroupConfig>>, StorageError<Nid>> {
+        let _applying = self.apply_lock.clone().lock_owned().await;
         let dir = self.dir.clone();
         let found = tokio::task::spawn_blocking(
             move || -> Result<Option<(GroupSnapshotMeta, Vec<u8>)>, String> {
