@@ -1510,7 +1510,10 @@ impl WalGroup {
     /// Checks `series` against what the group holds (a refused sample refuses the
     /// whole batch, and nothing is logged), appends them to the log as one batch
     /// and returns its index once a quorum has it on disk and this node applied
-    /// it, or an error within `timeout`.
+    /// it, or an error within `timeout`. A batch not applied because it named a
+    /// series id retired before it was logged is admitted again (new ids) and
+    /// proposed again; after a success, the leader may retire unused ids
+    /// (`retire_after_write`).
     pub async fn write(
         &self,
         series: &[BatchSeries],
@@ -1550,7 +1553,13 @@ impl WalGroup {
                     readmitted += 1;
                     propose_timeout =
                         deadline.saturating_duration_since(tokio::time::Instant::now());
-                    if readmitted > READMIT_MAX || propose_timeout.is_zero() {
+                    if propose_timeout.is_zero() {
+                        return Err(GroupWriteError::Timeout {
+                            group: self.group_id,
+                            timeout,
+                        });
+                    }
+                    if readmitted > READMIT_MAX {
                         return Err(GroupWriteError::Fatal {
                             group: self.group_id,
                             reason: format!(
