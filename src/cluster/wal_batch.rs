@@ -4,6 +4,8 @@
 //! leader logs: it names each series by a per-group id, defined once (with the label
 //! set) by the first entry that uses it, so later entries carry only the id and the
 //! samples; every replica's state machine learns the ids by applying entries.
+//! A retirement entry (kind 3) retires ids the leader found unused, so the id
+//! table does not keep every series the group ever saw.
 
 use crate::encoding::{put_uvarint, put_varint, DecodeError, Decoder};
 use crate::labels::{Labels, LabelsDecodeError};
@@ -13,6 +15,12 @@ use crate::storage::Sample;
 const VERSION: u8 = 1;
 /// The format version of batches that name series by id.
 const VERSION_IDS: u8 = 2;
+/// The kind byte of a retirement entry: the first byte of every command tells
+/// its kind, and batches took 1 and 2 as their versions.
+const KIND_RETIRE: u8 = 3;
+/// Most ids one retirement entry may retire, so an entry stays small (at most
+/// about 5 bytes per id) and applying one holds the id table briefly.
+pub const RETIRE_IDS_MAX: usize = 1 << 16;
 /// Most series one batch may hold; a larger count is corruption, not data.
 pub const BATCH_SERIES_MAX: u64 = 1 << 24;
 /// Largest series id a version 2 batch may name.
@@ -39,6 +47,10 @@ pub enum BatchError {
     IdRange(u64),
     #[error("wal batch: version 2 names series by ids, which only a group's id table resolves")]
     NeedsIds,
+    #[error("wal batch: a retirement entry is not a sample batch")]
+    NotBatch,
+    #[error("retirement entry: {0}")]
+    Retirement(String),
 }
 
 /// One series of a batch and its samples, in the order appended.
@@ -155,6 +167,7 @@ pub fn decode_view(b: &[u8]) -> Result<BatchView<'_>, BatchError> {
     let ids_term = match version {
         VERSION => None,
         VERSION_IDS => Some(d.uvarint()?),
+        KIND_RETIRE => return Err(BatchError::NotBatch),
         v => return Err(BatchError::Version(v)),
     };
     // A series takes at least two bytes (two zero counts, or an id and a count).
@@ -213,6 +226,99 @@ pub fn decode_view(b: &[u8]) -> Result<BatchView<'_>, BatchError> {
         return Err(BatchError::Trailing(d.remaining()));
     }
     Ok(out)
+}
+
+/// One command of a WAL group entry, told apart by its first byte.
+#[derive(Debug, Clone)]
+pub enum Command<'a> {
+    /// A sample batch (kind 1 or 2: the batch's version).
+    Batch(BatchView<'a>),
+    /// A retirement entry (kind 3).
+    Retire(Retirement),
+}
+
+/// Series ids the group's leader retired in Raft term `term`: they name no series
+/// any more and are never assigned again (docs/format/wal-group-entry.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retirement {
+    pub term: u64,
+    /// Sorted, without repeats; 1 to `RETIRE_IDS_MAX` of them.
+    pub ids: Vec<u32>,
+}
+
+/// Encodes a retirement of `ids` by the leader of term `term`: the kind byte, the
+/// term, the id count, then the first id and each id's difference to the one
+/// before it (uvarints).
+///
+/// `ids` must be sorted, without repeats, and hold 1 to `RETIRE_IDS_MAX` ids: the
+/// leader builds it that way, so anything else is a bug here.
+pub fn encode_retire(term: u64, ids: &[u32]) -> Vec<u8> {
+    assert!(
+        !ids.is_empty() && ids.len() <= RETIRE_IDS_MAX,
+        "a retirement holds 1 to {RETIRE_IDS_MAX} ids, not {}",
+        ids.len()
+    );
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "retired ids must be sorted and unique"
+    );
+    let mut buf = Vec::with_capacity(16 + ids.len() * 2);
+    buf.push(KIND_RETIRE);
+    put_uvarint(&mut buf, term);
+    put_uvarint(&mut buf, ids.len() as u64);
+    let mut prev = 0u32;
+    for (i, &id) in ids.iter().enumerate() {
+        let delta = if i == 0 { id } else { id - prev };
+        put_uvarint(&mut buf, u64::from(delta));
+        prev = id;
+    }
+    buf
+}
+
+/// Decodes the retirement entry `b` (kind byte included), refusing an id count of
+/// 0 or past `RETIRE_IDS_MAX` or the bytes left, ids out of order or repeated
+/// (a difference of 0), ids past `SERIES_ID_MAX`, and trailing bytes.
+fn decode_retire(b: &[u8]) -> Result<Retirement, BatchError> {
+    let bad = |why: String| BatchError::Retirement(why);
+    let mut d = Decoder::new(b);
+    if d.u8()? != KIND_RETIRE {
+        return Err(bad("not a retirement entry".into()));
+    }
+    let term = d.uvarint()?;
+    let n = d.uvarint()?;
+    if n == 0 || n > RETIRE_IDS_MAX as u64 || n > d.remaining() as u64 {
+        return Err(bad(format!(
+            "id count {n} is not between 1 and {RETIRE_IDS_MAX}, or exceeds the {} bytes left",
+            d.remaining()
+        )));
+    }
+    let mut ids = Vec::with_capacity(n as usize);
+    let mut prev = 0u64;
+    for i in 0..n {
+        let delta = d.uvarint()?;
+        if i > 0 && delta == 0 {
+            return Err(bad(format!("id {prev} is repeated")));
+        }
+        let id = prev.saturating_add(delta);
+        if id > SERIES_ID_MAX {
+            return Err(BatchError::IdRange(id));
+        }
+        ids.push(id as u32);
+        prev = id;
+    }
+    if !d.is_empty() {
+        return Err(BatchError::Trailing(d.remaining()));
+    }
+    Ok(Retirement { term, ids })
+}
+
+/// Decodes one WAL group command: a sample batch (`decode_view`) or a
+/// retirement entry, by its first byte.
+pub fn decode_command(b: &[u8]) -> Result<Command<'_>, BatchError> {
+    match b.first() {
+        Some(&KIND_RETIRE) => Ok(Command::Retire(decode_retire(b)?)),
+        _ => Ok(Command::Batch(decode_view(b)?)),
+    }
 }
 
 /// Decodes a self-contained (version 1) batch written by `encode`; a version 2
@@ -316,6 +422,76 @@ mod tests {
         put_uvarint(&mut b, 0);
         let e = decode_view(&b).unwrap_err();
         assert!(matches!(e, BatchError::IdRange(_)), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn retirements_round_trip(term in any::<u64>(), ids in proptest::collection::btree_set(any::<u32>(), 1..300)) {
+            let ids: Vec<u32> = ids.into_iter().collect();
+            let b = encode_retire(term, &ids);
+            match decode_command(&b).unwrap() {
+                Command::Retire(r) => prop_assert_eq!(r, Retirement { term, ids }),
+                Command::Batch(_) => prop_assert!(false, "decoded as a batch"),
+            }
+            for cut in 1..b.len() {
+                prop_assert!(decode_command(&b[..b.len() - cut]).is_err());
+            }
+            // Not a sample batch.
+            prop_assert!(matches!(decode_view(&b), Err(BatchError::NotBatch)));
+        }
+
+        #[test]
+        fn garbage_commands_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_command(&bytes);
+            let mut retire = vec![KIND_RETIRE];
+            retire.extend_from_slice(&bytes);
+            let _ = decode_command(&retire);
+        }
+    }
+
+    #[test]
+    fn retirement_ids_are_delta_encoded() {
+        let b = encode_retire(7, &[5, 6, 300]);
+        // Kind, term, count, 5, +1, +294 (two bytes).
+        assert_eq!(b, vec![3, 7, 3, 5, 1, 0xa6, 0x02]);
+    }
+
+    #[test]
+    fn bad_retirements_are_refused() {
+        let retire = |term: u64, count: u64, deltas: &[u64]| {
+            let mut b = vec![KIND_RETIRE];
+            put_uvarint(&mut b, term);
+            put_uvarint(&mut b, count);
+            for &d in deltas {
+                put_uvarint(&mut b, d);
+            }
+            b
+        };
+        let cases = [
+            ("empty", retire(1, 0, &[])),
+            ("repeated", retire(1, 2, &[4, 0])),
+            (
+                "too many",
+                retire(1, RETIRE_IDS_MAX as u64 + 1, &[1; 70_000]),
+            ),
+            ("count past the bytes", retire(1, 1000, &[1, 1])),
+            (
+                "past the largest id",
+                retire(1, 2, &[u64::from(u32::MAX), 1]),
+            ),
+            ("trailing", {
+                let mut b = retire(1, 1, &[1]);
+                b.push(0);
+                b
+            }),
+            ("torn", retire(1, 1, &[])),
+        ];
+        for (what, b) in cases {
+            assert!(decode_command(&b).is_err(), "{what}");
+        }
+        // The most ids an entry may carry decode.
+        let ids: Vec<u32> = (0..RETIRE_IDS_MAX as u32).collect();
+        assert!(decode_command(&encode_retire(1, &ids)).is_ok());
     }
 
     #[test]

@@ -868,6 +868,14 @@ impl Head {
             .map(|s| s.labels.clone())
     }
 
+    /// Whether the head holds a series with exactly `labels`.
+    pub fn has_series(&self, labels: &Labels) -> bool {
+        self.series
+            .read()
+            .get_by_labels(labels.map_hash(), labels)
+            .is_some()
+    }
+
     /// What an append of (`labels`, `t`, `v`) would answer now, without creating
     /// the series or changing anything: `Ok(true)` to append, `Ok(false)` for an
     /// identical duplicate, or the refusal (out of bounds, out of order, duplicate).

@@ -69,13 +69,24 @@ impl<'de> Deserialize<'de> for Batch {
     }
 }
 
+/// What applying one entry did, which the leader that proposed it learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Applied (a batch's samples appended, a retirement's ids retired).
+    Applied,
+    /// Not applied, the same on every replica: a batch whose series ids, or a
+    /// retirement whose ids, were chosen in another term than its entry's.
+    StaleTerm,
+    /// Not applied, the same on every replica: a batch naming a series id that
+    /// was retired before it; the leader admits it again with new ids.
+    RetiredId,
+}
+
 openraft::declare_raft_types!(
     /// openraft's type configuration for a WAL group.
     pub GroupConfig:
         D = Batch,
-        // Whether the batch was applied: false for a batch whose series ids were
-        // assigned in another term than its entry's (`apply_batch`).
-        R = bool,
+        R = Outcome,
         NodeId = NodeId,
         Node = NodeAddr,
         SnapshotData = Cursor<Vec<u8>>,
@@ -227,6 +238,9 @@ struct Admissions {
     in_flight: BTreeSet<u64>,
     /// The number of the next write admitted.
     next_write: u64,
+    /// Ids proposed for retirement and not known applied (`retire_unused_ids`):
+    /// not assigned to a series again, though the table still defines them.
+    retiring: BTreeSet<u32>,
 }
 
 /// Most series `Admissions::last` keeps; past it, the series of finished writes
@@ -245,6 +259,25 @@ impl Admissions {
     fn trim(&mut self) {
         let oldest = self.in_flight.first().copied().unwrap_or(u64::MAX);
         self.last.retain(|_, l| l.write >= oldest);
+    }
+
+    /// The ids of series admitted by a write that may be in flight: a series'
+    /// newest write is at or after the oldest write in flight.
+    fn ids_in_flight(&self) -> crate::fxhash::HashSet<u32> {
+        let Some(&oldest) = self.in_flight.first() else {
+            return Default::default();
+        };
+        self.last
+            .values()
+            .filter(|l| l.write >= oldest)
+            .map(|l| l.id)
+            .collect()
+    }
+
+    /// Forgets the label → id of every series whose id `ids` has retired, so the
+    /// next batch of such a series takes a new id.
+    fn forget_retired(&mut self, ids: &SeriesIds) {
+        self.last.retain(|_, l| !ids.is_retired(l.id));
     }
 }
 
@@ -309,8 +342,14 @@ pub struct ApplyStats {
     /// term than their entry's (a write admitted by a leader that lost and
     /// regained leadership before proposing it): the same on every replica.
     pub batches_stale: AtomicU64,
-    /// Series ids defined in the group's id table.
+    /// Series ids live (defined and not retired) in the group's id table.
     pub series_ids: AtomicU64,
+    /// Series ids retired in the group's id table (with those a snapshot it
+    /// started from or installed had retired).
+    pub series_ids_retired: AtomicU64,
+    /// Writes this replica, as leader, admitted again because their batch named
+    /// a series id retired before it was logged.
+    pub writes_readmitted: AtomicU64,
     /// Samples the TSDB refused (out of order, duplicate, out of bounds): the same
     /// on every replica, since every replica applies the same log in order. The
     /// leader checks batches before logging them, so this stays 0 unless a write
@@ -419,23 +458,33 @@ impl GroupStateMachine {
         Ok(())
     }
 
-    /// Appends one batch to the TSDB; whether it was applied. Refused samples are
-    /// counted and skipped, the way a TSDB append treats them; a batch that does
-    /// not decode, or names a series id the group's table does not define (or
-    /// defines otherwise), stops the group rather than apply something else than
-    /// what the leader logged. A version 2 batch whose ids were assigned in
-    /// another term than its entry's is not applied at all (its ids may mean
-    /// other series now): the write it came from fails, and is retried.
-    fn apply_batch(&self, log_id: LogId<Nid>, batch: &Batch) -> Result<bool, StorageError<Nid>> {
+    /// Applies one command: a sample batch or a retirement of series ids.
+    /// Refused samples are counted and skipped, the way a TSDB append treats
+    /// them; a command that does not decode, or names a series id the group's
+    /// table does not define (or defines otherwise), stops the group rather than
+    /// apply something else than what the leader logged. A version 2 batch whose
+    /// ids were assigned in another term than its entry's, or that names a
+    /// retired id, is not applied at all (its ids may mean other series now):
+    /// the write it came from is admitted again.
+    fn apply_command(
+        &self,
+        log_id: LogId<Nid>,
+        batch: &Batch,
+    ) -> Result<Outcome, StorageError<Nid>> {
         let bad = |e: wal_batch::BatchError| {
             apply_error(
                 log_id,
                 format!("WAL group {} entry {}: {e}", self.group_id, log_id.index),
             )
         };
-        let view = wal_batch::decode_view(&batch.0).map_err(bad)?;
+        let view = match wal_batch::decode_command(&batch.0).map_err(bad)? {
+            wal_batch::Command::Batch(view) => view,
+            wal_batch::Command::Retire(r) => return self.apply_retire(log_id, &r),
+        };
         match view.ids_term {
-            None => self.apply_labelled(log_id, &view).map(|()| true),
+            None => self
+                .apply_labelled(log_id, &view)
+                .map(|()| Outcome::Applied),
             Some(term) if term != log_id.leader_id.term => {
                 self.stats.batches_stale.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -445,20 +494,78 @@ impl GroupStateMachine {
                     entry_term = log_id.leader_id.term,
                     "WAL group entry not applied: its series ids were assigned in another term"
                 );
-                Ok(false)
+                Ok(Outcome::StaleTerm)
             }
-            Some(_) => self.apply_ids(log_id, &view).map(|()| true),
+            Some(_) => self.apply_ids(log_id, &view),
         }
     }
 
-    /// Applies a version 2 batch: definitions first, so a batch that contradicts
-    /// the id table is refused before any of its samples is appended; then each
-    /// series' samples, found by index in the table.
+    /// Applies a retirement of series ids: every id must be defined or retired
+    /// already (checked before any is retired); their label sets are freed and
+    /// later batches naming them are not applied. A retirement chosen in another
+    /// term than its entry's is not applied, like such a batch.
+    fn apply_retire(
+        &self,
+        log_id: LogId<Nid>,
+        r: &wal_batch::Retirement,
+    ) -> Result<Outcome, StorageError<Nid>> {
+        if r.term != log_id.leader_id.term {
+            self.stats.batches_stale.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                group = self.group_id,
+                index = log_id.index,
+                ids_term = r.term,
+                entry_term = log_id.leader_id.term,
+                "WAL group retirement not applied: its ids were chosen in another term"
+            );
+            return Ok(Outcome::StaleTerm);
+        }
+        let mut ids = self.ids.lock();
+        for &id in &r.ids {
+            if !ids.is_retired(id) {
+                ids.get_mut(id).map_err(|e| {
+                    apply_error(
+                        log_id,
+                        format!(
+                            "WAL group {} entry {}: retirement: {e}",
+                            self.group_id, log_id.index
+                        ),
+                    )
+                })?;
+            }
+        }
+        let mut retired = 0usize;
+        for &id in &r.ids {
+            // Checked above: defined or retired already.
+            if ids.retire(id).unwrap_or(false) {
+                retired += 1;
+            }
+        }
+        self.stats
+            .series_ids
+            .store(ids.defined() as u64, Ordering::Relaxed);
+        self.stats
+            .series_ids_retired
+            .store(ids.retired() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            group = self.group_id,
+            index = log_id.index,
+            retired,
+            live = ids.defined(),
+            "WAL group series ids retired"
+        );
+        Ok(Outcome::Applied)
+    }
+
+    /// Applies a version 2 batch: a batch naming a retired id is not applied at
+    /// all; then definitions, so a batch that contradicts the id table is refused
+    /// before any of its samples is appended; then each series' samples, found by
+    /// index in the table.
     fn apply_ids(
         &self,
         log_id: LogId<Nid>,
         view: &wal_batch::BatchView<'_>,
-    ) -> Result<(), StorageError<Nid>> {
+    ) -> Result<Outcome, StorageError<Nid>> {
         let bad = |e: String| {
             apply_error(
                 log_id,
@@ -466,6 +573,21 @@ impl GroupStateMachine {
             )
         };
         let mut ids = self.ids.lock();
+        if let Some(id) = view
+            .series
+            .iter()
+            .filter_map(|s| s.id)
+            .find(|&id| ids.is_retired(id))
+        {
+            self.stats.batches_stale.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                group = self.group_id,
+                index = log_id.index,
+                id,
+                "WAL group entry not applied: it names a retired series id"
+            );
+            return Ok(Outcome::RetiredId);
+        }
         for s in &view.series {
             let id = s.id.ok_or_else(|| bad("a series without an id".into()))?;
             match s.labels {
@@ -510,6 +632,7 @@ impl GroupStateMachine {
         }
         drop(ids);
         self.commit_applied(app, log_id, applied, refused)
+            .map(|()| Outcome::Applied)
     }
 
     /// Applies a version 1 batch, whose series carry their label sets.
@@ -640,7 +763,7 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         Ok((a.last, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<bool>, StorageError<Nid>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<Nid>>
     where
         I: IntoIterator<Item = Entry<GroupConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -654,11 +777,11 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
                 .applied_index
                 .store(log_id.index, Ordering::Relaxed);
             let done = match &entry.payload {
-                EntryPayload::Blank => true,
-                EntryPayload::Normal(batch) => self.apply_batch(log_id, batch)?,
+                EntryPayload::Blank => Outcome::Applied,
+                EntryPayload::Normal(batch) => self.apply_command(log_id, batch)?,
                 EntryPayload::Membership(m) => {
                     self.applied.lock().membership = StoredMembership::new(Some(log_id), m.clone());
-                    true
+                    Outcome::Applied
                 }
             };
             self.applied.lock().last = Some(log_id);
@@ -719,6 +842,9 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         self.stats
             .series_ids
             .store(ids.defined() as u64, Ordering::Relaxed);
+        self.stats
+            .series_ids_retired
+            .store(ids.retired() as u64, Ordering::Relaxed);
         *self.ids.lock() = ids;
         self.series.lock().clear();
         {
@@ -735,9 +861,14 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         Ok(())
     }
 
+    /// The newest snapshot, packed as an archive. Taken with applying paused,
+    /// like building one: a snapshot being built meanwhile would have its
+    /// unfinished directory removed by the listing here, and the one packed here
+    /// could be deleted by the build when it finishes.
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<GroupConfig>>, StorageError<Nid>> {
+        let _applying = self.apply_lock.clone().lock_owned().await;
         let dir = self.dir.clone();
         let found = tokio::task::spawn_blocking(
             move || -> Result<Option<(GroupSnapshotMeta, Vec<u8>)>, String> {
@@ -858,7 +989,44 @@ pub struct WalGroup {
     /// When the newest `tell_commit` round that succeeded started; the lock lets
     /// one round run at a time, for every write waiting.
     told: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
+    /// The leader's retiring of unused series ids.
+    retire: Arc<RetireState>,
 }
+
+/// When the leader last looked for series ids to retire, and the lock that lets
+/// one retirement be proposed at a time.
+struct RetireState {
+    /// The head's `series_removed` count when the leader last looked (`u64::MAX`
+    /// at open: the first write looks, as ids of series the head no longer holds
+    /// may be in the snapshot the group started from).
+    removed_checked: AtomicU64,
+    /// Held while a retirement is chosen and proposed.
+    busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Default for RetireState {
+    fn default() -> RetireState {
+        RetireState {
+            removed_checked: AtomicU64::new(u64::MAX),
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+/// How long a retirement the leader proposes after a write may take.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a replica applied its whole log: with its current term's leader
+/// restored after a restart, the log may hold entries of that term that define
+/// ids and are not applied yet.
+fn whole_log_applied(m: &openraft::RaftMetrics<Nid, NodeAddr>) -> bool {
+    m.last_applied.map(|l| l.index) >= m.last_log_index
+}
+
+/// How many times one write is admitted again after its batch named an id
+/// retired before it was logged. Ids proposed for retirement are not assigned,
+/// so a second retry means something else is wrong.
+const READMIT_MAX: usize = 3;
 
 impl WalGroup {
     /// Opens the group in `dir` (its log and TSDB) and starts Raft; the committed
@@ -905,6 +1073,7 @@ impl WalGroup {
         };
         let stats = Arc::new(ApplyStats {
             series_ids: AtomicU64::new(ids.defined() as u64),
+            series_ids_retired: AtomicU64::new(ids.retired() as u64),
             segments_purged: log.segments_purged(),
             replicas_dropped: AtomicU64::new(u64::from(dropped)),
             ..Default::default()
@@ -973,6 +1142,7 @@ impl WalGroup {
             wal_opts,
             sm,
             told: Arc::new(tokio::sync::Mutex::new(None)),
+            retire: Arc::default(),
         })
     }
 
@@ -1173,19 +1343,20 @@ impl WalGroup {
     /// `Admitted` is dropped.
     fn admit(&self, series: &[BatchSeries]) -> Result<Admission, GroupWriteError> {
         let group = self.group_id;
-        let (term, term_applied) = {
+        let (term, log_applied) = {
             let m = self.raft.metrics();
             let m = m.borrow();
-            let applied_term = m.last_applied.map(|l| l.leader_id.term);
-            (m.current_term, applied_term == Some(m.current_term))
+            (m.current_term, whole_log_applied(&m))
         };
         let min_valid = self.db.head().appendable_min_valid_time();
         let mut guard = self.pending.lock();
         let p = &mut *guard;
         if p.term != term {
-            // Ids of this term start past every id an entry before the term's
-            // first may define, which takes having applied them all.
-            if !term_applied {
+            // Ids of this term start past every id an entry in the log may
+            // define, which takes having applied them all: the entries before
+            // the term's first, and after a restart that kept this node leader
+            // in the same term, the entries it logged in this term before.
+            if !log_applied {
                 return Err(GroupWriteError::NotLeader {
                     group,
                     leader: None,
@@ -1246,7 +1417,13 @@ impl WalGroup {
                     }
                     // An id this replica applied the definition of is referred
                     // to; else the series gets the next id.
-                    let applied_id = self.sm.ids.lock().find(&k.labels, k.hash);
+                    // Not one proposed for retirement.
+                    let applied_id = self
+                        .sm
+                        .ids
+                        .lock()
+                        .find(&k.labels, k.hash)
+                        .filter(|id| !p.retiring.contains(id));
                     let (id, defined_by) = match applied_id {
                         Some(id) => (id, 0),
                         None => {
@@ -1333,39 +1510,208 @@ impl WalGroup {
     /// Checks `series` against what the group holds (a refused sample refuses the
     /// whole batch, and nothing is logged), appends them to the log as one batch
     /// and returns its index once a quorum has it on disk and this node applied
-    /// it, or an error within `timeout`.
+    /// it, or an error within `timeout`. A batch not applied because it named a
+    /// series id retired before it was logged is admitted again (new ids) and
+    /// proposed again; after a success, the leader may retire unused ids
+    /// (`retire_after_write`).
     pub async fn write(
         &self,
         series: &[BatchSeries],
         timeout: Duration,
     ) -> Result<u64, GroupWriteError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.wait_term_applied(deadline).await;
-        let admission = self.admit(series)?;
-        let mut admitted = Admitted {
-            pending: &self.pending,
-            write: admission.write,
-            defined: admission.defined,
-            applied: false,
+        let mut propose_timeout = timeout;
+        let mut readmitted = 0;
+        let index = loop {
+            self.wait_admission_ready(deadline).await;
+            let admission = self.admit(series)?;
+            let write = admission.write;
+            let mut admitted = Admitted {
+                pending: &self.pending,
+                write,
+                defined: admission.defined,
+                applied: false,
+            };
+            let (index, outcome) = self.propose(admission.batch, propose_timeout).await?;
+            match outcome {
+                Outcome::Applied => {
+                    admitted.applied = true;
+                    break index;
+                }
+                // Logged in another term than its ids were assigned in, and not
+                // applied: admitted again, it gets this term's ids.
+                Outcome::StaleTerm => {
+                    return Err(GroupWriteError::NotLeader {
+                        group: self.group_id,
+                        leader: None,
+                    })
+                }
+                Outcome::RetiredId => {
+                    drop(admitted);
+                    self.forget_retired(series, write);
+                    self.stats.writes_readmitted.fetch_add(1, Ordering::Relaxed);
+                    readmitted += 1;
+                    propose_timeout =
+                        deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if propose_timeout.is_zero() {
+                        return Err(GroupWriteError::Timeout {
+                            group: self.group_id,
+                            timeout,
+                        });
+                    }
+                    if readmitted > READMIT_MAX {
+                        return Err(GroupWriteError::Fatal {
+                            group: self.group_id,
+                            reason: format!(
+                                "the batch named retired series ids {readmitted} times"
+                            ),
+                        });
+                    }
+                }
+            }
         };
-        let index = self.propose(admission.batch, timeout).await?;
-        admitted.applied = true;
         self.tell_commit(deadline, timeout).await?;
+        self.retire_after_write();
         Ok(index)
     }
 
-    /// Waits, until `deadline` at most, for this replica to have applied an entry
-    /// of its current term when it leads the group: then it applied every entry
-    /// before the term's first (openraft's blank entry), and `admit` may number
+    /// After a batch was not applied because it named an id retired before it
+    /// was logged: forgets the label → id of every series whose id is retired,
+    /// and the batch's own series whose newest admitted sample was its own (not
+    /// applied: admitted again, they are checked against the TSDB), so admitting
+    /// it again names its series by live or new ids. A series a later write
+    /// admitted newer samples of stays: admitted again, the batch's older
+    /// samples are refused (they could no longer be applied in order).
+    fn forget_retired(&self, series: &[BatchSeries], write: u64) {
+        let mut p = self.pending.lock();
+        p.forget_retired(&self.sm.ids.lock());
+        for s in series {
+            let key = PendingKey::new(&s.labels);
+            if p.last.get(&key).is_some_and(|l| l.write == write) {
+                p.last.remove(&key);
+            }
+        }
+    }
+
+    /// Waits, until `deadline` at most, for this replica to be ready to admit
+    /// writes when it leads the group: it admitted in its current term already,
+    /// or it applied its whole log (`whole_log_applied`), so `admit` may number
     /// series ids for the term.
-    async fn wait_term_applied(&self, deadline: tokio::time::Instant) {
+    async fn wait_admission_ready(&self, deadline: tokio::time::Instant) {
         let me = self.node_id;
+        let pending = self.pending.clone();
         let mut metrics = self.raft.metrics();
-        let ready = metrics.wait_for(|m| {
+        let ready = metrics.wait_for(move |m| {
             m.current_leader != Some(me)
-                || m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+                || pending.lock().term == m.current_term
+                || whole_log_applied(m)
         });
         let _ = tokio::time::timeout_at(deadline, ready).await;
+    }
+
+    /// Once a write succeeded: when the head removed series since the leader
+    /// last looked, looks for series ids to retire, in the background.
+    fn retire_after_write(&self) {
+        let removed = self.db.head().stats.series_removed.load(Ordering::Relaxed);
+        if self.retire.removed_checked.load(Ordering::Relaxed) == removed {
+            return;
+        }
+        let Ok(busy) = self.retire.busy.clone().try_lock_owned() else {
+            // One at a time; the next write looks again.
+            return;
+        };
+        self.retire
+            .removed_checked
+            .store(removed, Ordering::Relaxed);
+        let g = self.clone();
+        tokio::spawn(async move {
+            let _busy = busy;
+            if let Err(e) = g.retire_unused_locked(RETIRE_TIMEOUT).await {
+                tracing::debug!(group = g.group_id, error = %e, "retiring series ids");
+            }
+        });
+    }
+
+    /// As the group's leader, retires the series ids whose series the group's
+    /// head no longer holds and that no write in flight uses: proposes one
+    /// retirement entry at a time (at most `RETIRE_IDS_MAX` ids each) until none
+    /// is left. Returns how many ids were retired. Does nothing while another
+    /// retirement is proposed, or on a replica not leading the group.
+    pub async fn retire_unused_ids(&self, timeout: Duration) -> Result<usize, GroupWriteError> {
+        let Ok(_busy) = self.retire.busy.try_lock() else {
+            return Ok(0);
+        };
+        self.retire_unused_locked(timeout).await
+    }
+
+    /// `retire_unused_ids`, with `RetireState::busy` held by the caller.
+    async fn retire_unused_locked(&self, timeout: Duration) -> Result<usize, GroupWriteError> {
+        let mut total = 0;
+        while let Some((term, ids)) = self.retire_candidates() {
+            let n = ids.len();
+            let result = self
+                .propose(wal_batch::encode_retire(term, &ids), timeout)
+                .await;
+            {
+                let mut p = self.pending.lock();
+                for id in &ids {
+                    p.retiring.remove(id);
+                }
+            }
+            match result? {
+                (_, Outcome::Applied) => total += n,
+                _ => break,
+            }
+            if n < wal_batch::RETIRE_IDS_MAX {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The ids to retire next, sorted, with the term they are chosen in: live ids
+    /// whose series the head does not hold, not used by a write in flight, nor
+    /// proposed for retirement already. They are marked as proposed (`admit`
+    /// assigns them to no series) and forgotten by label, so no write admitted
+    /// from now on names them. None when there are none, or this replica does not
+    /// lead the group or has not admitted in its current term yet.
+    fn retire_candidates(&self) -> Option<(u64, Vec<u32>)> {
+        if !self.is_leader() {
+            return None;
+        }
+        let term = self.term();
+        // Copied out (label sets are shared pointers) so that applying goes on
+        // while the head is asked.
+        let live: Vec<(u32, Labels)> = self
+            .sm
+            .ids
+            .lock()
+            .live_ids()
+            .map(|(id, s)| (id, s.labels.clone()))
+            .collect();
+        let head = self.db.head();
+        let mut unused: Vec<u32> = live
+            .into_iter()
+            .filter(|(_, l)| !head.has_series(l))
+            .map(|(id, _)| id)
+            .collect();
+        if unused.is_empty() {
+            return None;
+        }
+        let mut p = self.pending.lock();
+        if p.term != term {
+            return None;
+        }
+        let in_flight = p.ids_in_flight();
+        unused.retain(|id| !in_flight.contains(id) && !p.retiring.contains(id));
+        unused.truncate(wal_batch::RETIRE_IDS_MAX);
+        if unused.is_empty() {
+            return None;
+        }
+        p.retiring.extend(unused.iter().copied());
+        let chosen: crate::fxhash::HashSet<u32> = unused.iter().copied().collect();
+        p.last.retain(|_, l| !chosen.contains(&l.id));
+        Some((term, unused))
     }
 
     /// In a group of two voters, waits until the other voter knows that what this
@@ -1438,17 +1784,17 @@ impl WalGroup {
         }
     }
 
-    async fn propose(&self, batch: Vec<u8>, timeout: Duration) -> Result<u64, GroupWriteError> {
+    /// Proposes one command and waits until this replica applied it: its log
+    /// index and what applying it did.
+    async fn propose(
+        &self,
+        batch: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u64, Outcome), GroupWriteError> {
         let group = self.group_id;
         match tokio::time::timeout(timeout, self.raft.client_write(Batch(batch.into()))).await {
             Err(_) => Err(GroupWriteError::Timeout { group, timeout }),
-            Ok(Ok(resp)) if resp.data => Ok(resp.log_id.index),
-            // Logged in another term than its ids were assigned in, and not
-            // applied: admitted again, it gets this term's ids.
-            Ok(Ok(_)) => Err(GroupWriteError::NotLeader {
-                group,
-                leader: None,
-            }),
+            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(GroupWriteError::NotLeader {
                     group,
@@ -1692,7 +2038,7 @@ impl WalGroups {
         use std::fmt::Write as _;
         let groups = self.all();
         let mut out = String::new();
-        let metrics: [MetricDef; 11] = [
+        let metrics: [MetricDef; 13] = [
             (
                 "hearth_wal_group_snapshots_built_total",
                 "counter",
@@ -1738,14 +2084,26 @@ impl WalGroups {
             (
                 "hearth_wal_group_batches_stale_total",
                 "counter",
-                "Committed batches not applied because their series ids were assigned in another term than their entry's (the write was retried).",
+                "Committed entries not applied because their series ids were assigned in another term than their entry's, or a batch named a retired series id (the write was retried).",
                 |s| s.batches_stale.load(Ordering::Relaxed),
             ),
             (
                 "hearth_wal_group_series_ids",
                 "gauge",
-                "Series ids defined in the WAL group's id table.",
+                "Live series ids (defined, not retired) in the WAL group's id table.",
                 |s| s.series_ids.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_series_ids_retired_total",
+                "counter",
+                "Series ids retired in the WAL group's id table (their series left the head).",
+                |s| s.series_ids_retired.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_writes_readmitted_total",
+                "counter",
+                "Writes this leader admitted again because their batch named a series id retired before it was logged.",
+                |s| s.writes_readmitted.load(Ordering::Relaxed),
             ),
             (
                 "hearth_wal_group_entries_applied_total",
@@ -2107,7 +2465,7 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(out, vec![true; 4]);
+        assert_eq!(out, vec![Outcome::Applied; 4]);
         let got = read(&sm);
         assert_eq!(
             got[&a.to_string()],
@@ -2127,7 +2485,7 @@ mod tests {
             .apply(vec![entry(3, 1, ids_batch(2, &[(0, Some(&a), &s)]))])
             .await
             .unwrap();
-        assert_eq!(out, vec![false]);
+        assert_eq!(out, vec![Outcome::StaleTerm]);
         assert!(read(&sm).is_empty());
         assert_eq!(sm.stats.batches_stale.load(Ordering::Relaxed), 1);
         // Its definition never took effect.
@@ -2202,5 +2560,289 @@ mod tests {
         assert_eq!(restarted.applied.lock().last.map(|l| l.index), Some(1));
         restarted.apply(vec![after]).await.unwrap();
         assert_eq!(read(&restarted), want);
+    }
+
+    fn retire_entry(term: u64, index: u64, ids: &[u32]) -> Entry<GroupConfig> {
+        entry(term, index, wal_batch::encode_retire(term, ids))
+    }
+
+    /// Regression for series id retirement: a batch naming a retired id is not
+    /// applied (not even its other series or definitions), on every replica
+    /// alike; the id table and the TSDB end the same on both.
+    #[tokio::test]
+    async fn a_batch_naming_a_retired_id_is_stale_on_every_replica() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b, c) = (series(0), series(1), series(2));
+        let (s1, s2, s3) = (samples(&[1000]), samples(&[2000]), samples(&[3000]));
+        let log = vec![
+            entry(
+                1,
+                1,
+                ids_batch(1, &[(0, Some(&a), &s1), (1, Some(&b), &s1)]),
+            ),
+            retire_entry(1, 2, &[0]),
+            // Names retired id 0 beside live id 1 and a new id 2.
+            entry(
+                1,
+                3,
+                ids_batch(1, &[(1, None, &s2), (0, None, &s2), (2, Some(&c), &s2)]),
+            ),
+            // Defines retired id 0 again.
+            entry(1, 4, ids_batch(1, &[(0, Some(&a), &s3)])),
+            // The write admitted again: a new id for a.
+            entry(
+                1,
+                5,
+                ids_batch(1, &[(1, None, &s2), (3, Some(&a), &s2), (2, Some(&c), &s2)]),
+            ),
+            // Retired again: a no-op.
+            retire_entry(1, 6, &[0]),
+        ];
+        let mut outs = Vec::new();
+        let mut tables = Vec::new();
+        let mut reads = Vec::new();
+        for dir in [&d1, &d2] {
+            let mut sm = state_machine(dir.path());
+            outs.push(sm.apply(log.clone()).await.unwrap());
+            tables.push(sm.ids.lock().encode());
+            reads.push(read(&sm));
+            assert_eq!(sm.stats.batches_stale.load(Ordering::Relaxed), 2);
+            assert_eq!(sm.stats.series_ids.load(Ordering::Relaxed), 3);
+            assert_eq!(sm.stats.series_ids_retired.load(Ordering::Relaxed), 1);
+            // Id 2's definition in the stale batch did not take effect first:
+            // entry 5 defined it.
+            assert!(!sm.ids.lock().is_retired(2));
+        }
+        use Outcome::{Applied, RetiredId};
+        assert_eq!(
+            outs[0],
+            vec![Applied, Applied, RetiredId, RetiredId, Applied, Applied]
+        );
+        assert_eq!(outs[0], outs[1]);
+        assert_eq!(tables[0], tables[1]);
+        assert_eq!(reads[0], reads[1]);
+        let want: BTreeMap<String, Vec<i64>> = [
+            (a.to_string(), vec![1000, 2000]),
+            (b.to_string(), vec![1000, 2000]),
+            (c.to_string(), vec![2000]),
+        ]
+        .into();
+        assert_eq!(reads[0], want);
+    }
+
+    #[tokio::test]
+    async fn retirements_of_undefined_ids_are_errors_and_of_another_term_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = state_machine(dir.path());
+        let a = series(0);
+        let s = samples(&[1000]);
+        sm.apply(vec![entry(1, 1, ids_batch(1, &[(0, Some(&a), &s)]))])
+            .await
+            .unwrap();
+        // Chosen in term 1, logged in term 2: not applied.
+        let out = sm
+            .apply(vec![entry(2, 2, wal_batch::encode_retire(1, &[0]))])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::StaleTerm]);
+        assert_eq!(sm.ids.lock().defined(), 1);
+        // Id 5 was never defined: corrupt, and id 0 is not retired either.
+        let e = sm
+            .apply(vec![retire_entry(2, 3, &[0, 5])])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("series id 5 is not defined"), "{e}");
+        assert!(!sm.ids.lock().is_retired(0));
+        // A retirement that does not decode stops the group too.
+        let mut torn = wal_batch::encode_retire(2, &[0, 1]);
+        torn.pop();
+        assert!(sm.apply(vec![entry(2, 3, torn)]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn retired_ids_survive_snapshots_install_and_restart() {
+        let (leader_dir, follower_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = state_machine(leader_dir.path());
+        let (a, b) = (series(0), series(1));
+        let s1 = samples(&[1000]);
+        leader
+            .apply(vec![
+                entry(
+                    1,
+                    1,
+                    ids_batch(1, &[(0, Some(&a), &s1), (1, Some(&b), &s1)]),
+                ),
+                retire_entry(1, 2, &[0]),
+            ])
+            .await
+            .unwrap();
+        let snap = leader.build_snapshot().await.unwrap();
+        let after = entry(1, 3, ids_batch(1, &[(0, None, &samples(&[2000]))]));
+        let mut follower = state_machine(follower_dir.path());
+        follower
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(follower.stats.series_ids_retired.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            follower.apply(vec![after.clone()]).await.unwrap(),
+            vec![Outcome::RetiredId]
+        );
+        drop(leader);
+        let mut restarted = state_machine(leader_dir.path());
+        assert!(restarted.ids.lock().is_retired(0));
+        assert_eq!(restarted.ids.lock().next_id(), 2);
+        assert_eq!(
+            restarted.apply(vec![after]).await.unwrap(),
+            vec![Outcome::RetiredId]
+        );
+        let snap_file = newest_snapshot(leader_dir.path()).unwrap().unwrap().0;
+        let bytes = std::fs::read(snap_file.join(series_ids::SNAPSHOT_FILE)).unwrap();
+        assert_eq!(&bytes[..8], b"HSIDS002");
+    }
+
+    /// A group of one voter on this node, formed and led by it.
+    async fn one_voter_group(dir: &Path) -> (WalGroups, WalGroup) {
+        let me = 1;
+        let groups = WalGroups::new(
+            &dir.join("groups"),
+            me,
+            crate::cluster::raft::RaftOptions::default(),
+            DbOptions::default(),
+        );
+        let g = groups.get_or_open(me).await.unwrap();
+        let addr = NodeAddr {
+            grpc_address: "127.0.0.1:1".into(),
+            http_address: String::new(),
+        };
+        assert!(g.initialize([(me, addr)].into()).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !g.is_leader() {
+            assert!(std::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (groups, g)
+    }
+
+    fn one(labels: &Labels, t: i64) -> BatchSeries {
+        BatchSeries {
+            labels: labels.clone(),
+            samples: samples(&[t]),
+        }
+    }
+
+    /// Series churn in a real one-voter group: 21 series leave the head by head
+    /// garbage collection after a block is cut, the leader retires their ids
+    /// after the next write, the table's live count drops, and series written
+    /// afterwards (new ones, and one of the retired) take new ids.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn churned_series_ids_are_retired_by_the_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, g) = one_voter_group(dir.path()).await;
+        let timeout = Duration::from_secs(10);
+        let hour = 3_600_000i64;
+        let churned: Vec<BatchSeries> = (0..21).map(|i| one(&series(i), 1000)).collect();
+        g.write(&churned, timeout).await.unwrap();
+        let keep = series(100);
+        g.write(&[one(&keep, 1000)], timeout).await.unwrap();
+        g.write(&[one(&keep, 4 * hour)], timeout).await.unwrap();
+        let ids_before = g.sm.ids.lock().next_id();
+        assert_eq!(ids_before, 22);
+        assert_eq!(g.stats().series_ids.load(Ordering::Relaxed), 22);
+
+        // Cuts [0, 2h) into a block and drops the series left without samples.
+        let db = g.db().clone();
+        tokio::task::spawn_blocking(move || db.compact())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            g.db().head().stats.series_removed.load(Ordering::Relaxed),
+            21
+        );
+
+        // The next write finds the head removed series, and the leader retires
+        // their ids in the background.
+        let fresh = series(200);
+        g.write(&[one(&fresh, 4 * hour + 1)], timeout)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while g.stats().series_ids_retired.load(Ordering::Relaxed) < 21 {
+            assert!(std::time::Instant::now() < deadline, "ids not retired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(g.stats().series_ids_retired.load(Ordering::Relaxed), 21);
+        assert_eq!(g.stats().series_ids.load(Ordering::Relaxed), 2);
+        {
+            let ids = g.sm.ids.lock();
+            assert_eq!(ids.next_id(), 23);
+            assert!((0..21).all(|id| ids.is_retired(id)));
+            assert!(metrics_has(
+                &groups,
+                "hearth_wal_group_series_ids_retired_total{group=\"1\"} 21"
+            ));
+        }
+        // Nothing to retire now.
+        assert_eq!(g.retire_unused_ids(timeout).await.unwrap(), 0);
+
+        // A retired series written again takes a new id, as does a new one.
+        let back = series(3);
+        g.write(
+            &[one(&back, 4 * hour + 2), one(&series(300), 4 * hour + 2)],
+            timeout,
+        )
+        .await
+        .unwrap();
+        {
+            let mut ids = g.sm.ids.lock();
+            assert_eq!(ids.next_id(), 25);
+            assert_eq!(ids.find(&back, back.map_hash()), Some(23));
+            assert_eq!(ids.defined(), 4);
+            assert!(ids.get_mut(3).is_err());
+        }
+        let got = read(&g.sm);
+        assert_eq!(got[&back.to_string()], vec![1000, 4 * hour + 2]);
+        assert_eq!(got.len(), 24);
+        groups.shutdown().await;
+    }
+
+    fn metrics_has(groups: &WalGroups, line: &str) -> bool {
+        groups.render_metrics().lines().any(|l| l == line)
+    }
+
+    /// A batch the leader admitted with an id retired before the batch was
+    /// logged is not applied; the leader forgets the id, admits the write again
+    /// with a new id, and the write succeeds with every sample.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_naming_a_retired_id_is_admitted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, g) = one_voter_group(dir.path()).await;
+        let timeout = Duration::from_secs(10);
+        let (a, b) = (series(0), series(1));
+        g.write(&[one(&a, 1000), one(&b, 1000)], timeout)
+            .await
+            .unwrap();
+        // Retire a's id behind the leader's back: its admissions still name
+        // a by id 0, as when a batch was admitted before a retirement and logged
+        // after it.
+        let (_, out) = g
+            .propose(wal_batch::encode_retire(g.term(), &[0]), timeout)
+            .await
+            .unwrap();
+        assert_eq!(out, Outcome::Applied);
+        let sample_2 = BatchSeries {
+            labels: a.clone(),
+            samples: samples(&[2000, 3000]),
+        };
+        g.write(&[sample_2, one(&b, 2000)], timeout).await.unwrap();
+        assert_eq!(g.stats().writes_readmitted.load(Ordering::Relaxed), 1);
+        assert_eq!(g.stats().batches_stale.load(Ordering::Relaxed), 1);
+        let got = read(&g.sm);
+        assert_eq!(got[&a.to_string()], vec![1000, 2000, 3000]);
+        assert_eq!(got[&b.to_string()], vec![1000, 2000]);
+        assert_eq!(g.sm.ids.lock().find(&a, a.map_hash()), Some(2));
+        groups.shutdown().await;
     }
 }
