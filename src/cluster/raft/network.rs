@@ -23,23 +23,29 @@ use tonic::transport::{Channel, Endpoint};
 /// How long connecting to a peer may take before the RPC counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Makes a client per peer. Clients connect lazily, on their first RPC.
+/// Makes a client per peer. The clients of one peer share one connection
+/// (`PeerChannels`), made lazily on the first RPC: openraft asks for a new
+/// client for every heartbeat round it is told to send (the failure detector's
+/// leadership check, a two-voter group's commit notice), and a connection each
+/// was most of an idle cluster's TCP work.
 #[derive(Clone, Default)]
 pub struct Network {
     /// The WAL group whose RPCs this network carries; `None` for the meta group.
     group: Option<u64>,
+    channels: PeerChannels,
 }
 
 impl Network {
     /// The meta group's transport.
     pub fn meta() -> Network {
-        Network { group: None }
+        Network::default()
     }
 
     /// The transport of WAL group `group_id`.
     pub fn group(group_id: u64) -> Network {
         Network {
             group: Some(group_id),
+            channels: PeerChannels::default(),
         }
     }
 }
@@ -58,6 +64,10 @@ pub struct PeerClient {
     target: Nid,
     group: Option<u64>,
     channel: Result<Channel, BadAddress>,
+    /// Where the channel came from, to drop it there when the peer is
+    /// unreachable (the next client then connects afresh).
+    channels: PeerChannels,
+    address: String,
 }
 
 /// Builds a lazily-connecting channel to `address` (host:port).
@@ -103,15 +113,20 @@ impl<C: HearthConfig> RaftNetworkFactory<C> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: Nid, node: &NodeAddr) -> PeerClient {
-        let channel = channel(&node.grpc_address).map_err(|reason| BadAddress {
-            target,
-            address: node.grpc_address.clone(),
-            reason,
-        });
+        let channel = self
+            .channels
+            .get(&node.grpc_address)
+            .map_err(|reason| BadAddress {
+                target,
+                address: node.grpc_address.clone(),
+                reason,
+            });
         PeerClient {
             target,
             group: self.group,
             channel,
+            channels: self.channels.clone(),
+            address: node.grpc_address.clone(),
         }
     }
 }
@@ -134,6 +149,17 @@ fn convert_to_rpc<E: std::error::Error>(e: ConvertError) -> RpcErr<E> {
 }
 
 impl PeerClient {
+    /// A failed call as openraft sees it (`status_to_rpc`); an unreachable peer's
+    /// shared channel is dropped, so that later clients connect afresh (it may
+    /// have restarted, or the connection be stuck behind a healed partition).
+    fn failed<E: std::error::Error>(&self, s: tonic::Status) -> RpcErr<E> {
+        let e = status_to_rpc(s);
+        if matches!(e, RPCError::Unreachable(_)) {
+            self.channels.forget(&self.address);
+        }
+        e
+    }
+
     fn channel<E: std::error::Error>(&self) -> Result<Channel, RpcErr<E>> {
         match &self.channel {
             Ok(c) => Ok(c.clone()),
@@ -161,7 +187,7 @@ impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
             None => RaftClient::new(ch).append_entries(req).await,
             Some(_) => WalGroupsClient::new(ch).append_entries(req).await,
         }
-        .map_err(status_to_rpc)?;
+        .map_err(|s| self.failed(s))?;
         convert::append_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
     }
 
@@ -177,7 +203,7 @@ impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
             None => RaftClient::new(ch).install_snapshot(req).await,
             Some(_) => WalGroupsClient::new(ch).install_snapshot(req).await,
         }
-        .map_err(status_to_rpc)?
+        .map_err(|s| self.failed(s))?
         .into_inner();
         if let Some(m) = &resp.mismatch {
             let e = SnapshotMismatch {
@@ -210,7 +236,7 @@ impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
             None => RaftClient::new(ch).vote(req).await,
             Some(_) => WalGroupsClient::new(ch).vote(req).await,
         }
-        .map_err(status_to_rpc)?;
+        .map_err(|s| self.failed(s))?;
         convert::vote_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
     }
 }
