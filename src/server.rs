@@ -245,17 +245,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             let (held, c, directory) = (held.clone(), cluster.clone(), directory.clone());
             let peers: crate::cluster::PeersFn = Arc::new(move || {
                 let members = c.state().members.keys().copied().collect();
-                let fresh = crate::cluster::repair::fresh_local(
-                    &held.held_applied(),
-                    &directory.snapshot(),
-                );
-                let (view, silent) = directory.read_view();
-                let mut plan =
-                    crate::cluster::repair::read_plan(c.peers(), &fresh, &members, &view, &silent);
-                for p in &mut plan {
-                    p.own_storage_empty = directory.own_storage_empty(p.node_id);
-                }
-                plan
+                directory.plan_read(c.peers(), &held.held_applied(), &members)
             });
             Arc::new(crate::cluster::FanoutQueryable::new(
                 local.clone(),

@@ -39,6 +39,7 @@ use crate::storage::{
     merge_series_sets, Querier, Queryable, SelectHints, Series, SeriesSet, StorageError,
 };
 use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -532,11 +533,10 @@ fn retry_plan<'a>(
     peers: &'a [Peer],
     failed: &[(Ask<'a>, String)],
     time_left: bool,
-) -> (Vec<Ask<'a>>, std::collections::BTreeSet<NodeId>) {
-    let failed_ids: std::collections::BTreeSet<NodeId> =
-        failed.iter().map(|(a, _)| a.peer.node_id).collect();
-    let mut by_peer: std::collections::BTreeMap<NodeId, Vec<u64>> = Default::default();
-    let mut lost = std::collections::BTreeSet::new();
+) -> (Vec<Ask<'a>>, BTreeSet<NodeId>) {
+    let failed_ids: BTreeSet<NodeId> = failed.iter().map(|(a, _)| a.peer.node_id).collect();
+    let mut by_peer: BTreeMap<NodeId, Vec<u64>> = Default::default();
+    let mut lost = BTreeSet::new();
     for (ask, _) in failed {
         let Some(groups) = ask.groups.as_ref().filter(|_| time_left) else {
             lost.insert(ask.peer.node_id);

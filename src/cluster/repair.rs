@@ -57,38 +57,53 @@ pub fn desired_voters(ring: &Ring, group: u64, rf: usize) -> BTreeSet<NodeId> {
 /// What every other member said it holds, by member. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct GroupDirectory {
-    inner: Arc<RwLock<BTreeMap<NodeId, Vec<GroupView>>>>,
-    /// The members among them (and among `silent`) whose own storage (outside WAL
-    /// groups) is empty.
-    own_storage_empty: Arc<RwLock<BTreeSet<NodeId>>>,
+    inner: Arc<RwLock<Known>>,
+}
+
+/// The directory's contents, replaced whole at each refresh.
+#[derive(Default)]
+struct Known {
+    /// The answer of every member that answered the last time it was asked.
+    answered: BTreeMap<NodeId, Vec<GroupView>>,
     /// Active members that answered before but not the last time: their last
     /// answer, kept until they answer again or are marked down. Reads then go to
     /// other replicas first rather than to "unknown holdings" (every peer answers
     /// for everything, and a dead one's groups are just missing).
-    silent: Arc<RwLock<BTreeMap<NodeId, Vec<GroupView>>>>,
+    silent: BTreeMap<NodeId, Vec<GroupView>>,
+    /// The members of either whose own storage (outside WAL groups) is empty.
+    own_storage_empty: BTreeSet<NodeId>,
 }
 
 impl GroupDirectory {
-    /// The last answer of every member that answered the last time it was asked.
-    pub fn snapshot(&self) -> BTreeMap<NodeId, Vec<GroupView>> {
-        self.inner.read().clone()
-    }
-
-    /// What the read plan goes by: the last answer of every member that answered
-    /// the last time, plus the last answer of those that went silent since, and
-    /// which ones those are.
-    pub fn read_view(&self) -> (BTreeMap<NodeId, Vec<GroupView>>, BTreeSet<NodeId>) {
-        let silent = self.silent.read();
-        let mut view = self.inner.read().clone();
-        for (id, views) in silent.iter() {
-            view.entry(*id).or_insert_with(|| views.clone());
+    /// Which peers a read asks for which groups: the groups of `held` (this
+    /// node's voting replicas with what each applied) that are `fresh_local` are
+    /// read here, the rest by `read_plan` over the members' answers and the silent
+    /// members' last ones; each peer says whether its own storage is empty.
+    pub fn plan_read(
+        &self,
+        peers: Vec<Peer>,
+        held: &BTreeMap<u64, u64>,
+        members: &BTreeSet<NodeId>,
+    ) -> Vec<Peer> {
+        let k = self.inner.read();
+        let fresh = fresh_local(held, &k.answered);
+        let silent: BTreeSet<NodeId> = k.silent.keys().copied().collect();
+        let with_silent;
+        let view = if silent.is_empty() {
+            &k.answered
+        } else {
+            let mut v = k.answered.clone();
+            for (id, views) in &k.silent {
+                v.entry(*id).or_insert_with(|| views.clone());
+            }
+            with_silent = v;
+            &with_silent
+        };
+        let mut plan = read_plan(peers, &fresh, members, view, &silent);
+        for p in &mut plan {
+            p.own_storage_empty = k.own_storage_empty.contains(&p.node_id);
         }
-        (view, silent.keys().copied().collect())
-    }
-
-    /// Whether `node` said at the last refresh that its own storage is empty.
-    pub fn own_storage_empty(&self, node: NodeId) -> bool {
-        self.own_storage_empty.read().contains(&node)
+        plan
     }
 }
 
@@ -334,36 +349,37 @@ async fn refresh_directory(
         let channels = groups.peer_channels().clone();
         asking.spawn(async move { (id, fetch_held(&channels, &addr, HELD_TIMEOUT).await) });
     }
-    let mut fresh = BTreeMap::new();
-    let mut empty = BTreeSet::new();
-    let mut silent = BTreeMap::new();
-    let last_heard = |id: NodeId| {
-        let answered = directory.inner.read().get(&id).cloned();
-        answered.or_else(|| directory.silent.read().get(&id).cloned())
-    };
+    let mut fresh = Known::default();
+    let mut unanswered = Vec::new();
     while let Some(done) = asking.join_next().await {
         match done {
             Ok((id, Ok((views, own_storage_empty)))) => {
-                fresh.insert(id, views);
+                fresh.answered.insert(id, views);
                 if own_storage_empty {
-                    empty.insert(id);
+                    fresh.own_storage_empty.insert(id);
                 }
             }
             Ok((id, Err(e))) => {
                 tracing::debug!(node_id = id, error = %e, "asking which WAL groups a member holds");
-                if let Some(views) = last_heard(id) {
-                    silent.insert(id, views);
-                    if directory.own_storage_empty.read().contains(&id) {
-                        empty.insert(id);
-                    }
-                }
+                unanswered.push(id);
             }
             Err(e) => tracing::warn!(error = %e, "asking which WAL groups a member holds"),
         }
     }
-    *directory.inner.write() = fresh;
-    *directory.own_storage_empty.write() = empty;
-    *directory.silent.write() = silent;
+    let mut known = directory.inner.write();
+    for id in unanswered {
+        let last = known
+            .answered
+            .remove(&id)
+            .or_else(|| known.silent.remove(&id));
+        if let Some(views) = last {
+            fresh.silent.insert(id, views);
+            if known.own_storage_empty.contains(&id) {
+                fresh.own_storage_empty.insert(id);
+            }
+        }
+    }
+    *known = fresh;
 }
 
 /// Whether every other active member answered and none holds `group` as a voter
@@ -376,7 +392,8 @@ fn no_other_holder(
     group: u64,
     directory: &GroupDirectory,
 ) -> bool {
-    let dir = directory.inner.read();
+    let known = directory.inner.read();
+    let dir = &known.answered;
     let all_answered = state
         .members
         .values()
@@ -395,7 +412,7 @@ fn no_other_holder(
 /// Whether the group's leader, as the directory knows it, has this node neither as
 /// voter nor as learner.
 fn removed_by_leader(me: NodeId, group: u64, directory: &GroupDirectory) -> bool {
-    directory.inner.read().iter().any(|(id, views)| {
+    directory.inner.read().answered.iter().any(|(id, views)| {
         views.iter().any(|v| {
             v.group_id == group
                 && v.leader == Some(*id)

@@ -22,7 +22,7 @@ use crate::storage::{
     merge_series_sets, AppendError, Appendable, Appender, Querier, Queryable, Sample, SelectHints,
     SeriesRef, SeriesSet, StorageError,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -427,14 +427,10 @@ impl LocalGroups {
         LocalGroups { groups, base }
     }
 
-    /// The ids of the groups this node is a voter of. A learner still catching up
-    /// (or a replica not yet told its membership) is not read from: its copy may
-    /// lack what the group committed.
-    pub fn held(&self) -> BTreeSet<u64> {
-        self.voter_groups().iter().map(|g| g.id()).collect()
-    }
-
-    /// `held`, with the last log index this node's replica of each applied.
+    /// The ids of the groups this node is a voter of, with the last log index
+    /// this node's replica of each applied. A learner still catching up (or a
+    /// replica not yet told its membership) is not read from: its copy may lack
+    /// what the group committed.
     pub fn held_applied(&self) -> BTreeMap<u64, u64> {
         self.voter_groups()
             .iter()

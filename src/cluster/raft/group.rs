@@ -357,6 +357,16 @@ pub struct ApplyStats {
     pub samples_refused: AtomicU64,
 }
 
+impl ApplyStats {
+    /// Counts the live and retired ids of `ids`, the group's id table.
+    fn count_ids(&self, ids: &SeriesIds) {
+        self.series_ids
+            .store(ids.defined() as u64, Ordering::Relaxed);
+        self.series_ids_retired
+            .store(ids.retired() as u64, Ordering::Relaxed);
+    }
+}
+
 /// What the state machine has applied. Not persisted: the TSDB head has no WAL of
 /// its own, so after a restart it starts from the newest snapshot's and the log
 /// after it is applied again.
@@ -541,12 +551,7 @@ impl GroupStateMachine {
                 retired += 1;
             }
         }
-        self.stats
-            .series_ids
-            .store(ids.defined() as u64, Ordering::Relaxed);
-        self.stats
-            .series_ids_retired
-            .store(ids.retired() as u64, Ordering::Relaxed);
+        self.stats.count_ids(&ids);
         tracing::debug!(
             group = self.group_id,
             index = log_id.index,
@@ -600,9 +605,7 @@ impl GroupStateMachine {
                 }
             }
         }
-        self.stats
-            .series_ids
-            .store(ids.defined() as u64, Ordering::Relaxed);
+        self.stats.count_ids(&ids);
         let mut app = crate::storage::Appendable::appender(self.db.as_ref());
         let (mut applied, mut refused) = (0u64, 0u64);
         for s in &view.series {
@@ -839,12 +842,7 @@ impl RaftStateMachine<GroupConfig> for GroupStateMachine {
         .await
         .map_err(|e| snapshot_read_error(Some(meta), e.to_string()))?
         .map_err(|e| snapshot_read_error(Some(meta), format!("WAL group {group}: {e}")))?;
-        self.stats
-            .series_ids
-            .store(ids.defined() as u64, Ordering::Relaxed);
-        self.stats
-            .series_ids_retired
-            .store(ids.retired() as u64, Ordering::Relaxed);
+        self.stats.count_ids(&ids);
         *self.ids.lock() = ids;
         self.series.lock().clear();
         {
