@@ -7,7 +7,7 @@
 //! The `Querier` seam is synchronous while gRPC is async: the reading thread
 //! drives the calls to every peer itself, on a current-thread runtime of its own
 //! (a `Driver`, taken from a pool for the read and put back after) that owns its
-//! connections to the peers (`query_client`). The requests are sent before the
+//! connections to the peers (`grpc_client`). The requests are sent before the
 //! local read starts, and the answers are read by the same thread when it waits
 //! for them: no task on the server's runtime, no hand-off between threads. Such
 //! hand-offs (the calling thread to a runtime worker, the worker to each
@@ -30,8 +30,8 @@
 //! other voting replicas the plan lists (`Peer::standby`), within the same
 //! deadline: only what no replica gave is reported missing.
 
+use super::grpc_client::{Connections, PeerConnection};
 use super::pb;
-use super::query_client::{Connections, PeerConnection};
 use super::query_service::{matchers_to_pb, series_from_pb, MESSAGE_BYTES_MAX};
 use super::state::NodeId;
 use crate::labels::Matcher;

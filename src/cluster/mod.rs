@@ -17,8 +17,8 @@
 pub mod assign;
 pub mod failure;
 pub mod fanout;
+pub mod grpc_client;
 pub mod pb;
-pub mod query_client;
 pub mod query_service;
 pub mod raft;
 pub mod repair;

@@ -4,6 +4,7 @@
 //! keeps the cluster id committed and recorded locally.
 
 use super::assign::{Assignment, AssignmentHandle};
+use super::grpc_client::{Connections, CONTROL_ANSWER_BYTES_MAX};
 use super::pb;
 use super::raft::{MetaRaft, RaftOpError, RaftOptions, RaftRole};
 use super::ring::{Ring, RingError};
@@ -255,7 +256,7 @@ struct Inner {
     /// Who owns which work when, refreshed from the committed plans.
     assignment: Arc<AssignmentHandle>,
     /// Connections to peers for the failure detector's status probes.
-    channels: super::raft::PeerChannels,
+    channels: Connections,
 }
 
 /// Handle to the running cluster on this node. Cheap to clone.
@@ -266,7 +267,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// The connections to peers the failure detector's probes reuse.
-    pub(super) fn peer_channels(&self) -> &super::raft::PeerChannels {
+    pub(super) fn peer_channels(&self) -> &Connections {
         &self.inner.channels
     }
 
@@ -325,7 +326,7 @@ impl Cluster {
                 identity_path,
                 identity: parking_lot::Mutex::new(identity),
                 assignment,
-                channels: super::raft::PeerChannels::default(),
+                channels: Connections::default(),
             }),
         };
         // From the start, not only once formed or joined: a joining node must follow
@@ -899,30 +900,27 @@ pub async fn peer_status(
     address: &str,
     timeout: Duration,
 ) -> Result<pb::StatusResponse, tonic::Status> {
-    let channels = super::raft::PeerChannels::default();
+    let channels = Connections::default();
     status_request(&channels, address, pb::StatusRequest::default(), timeout).await
 }
 
 /// Sends `req` to the `Status` RPC of the node at `address`, over `channels`'
 /// connection to it (dropped if the call fails).
 pub(super) async fn status_request(
-    channels: &super::raft::PeerChannels,
+    channels: &Connections,
     address: &str,
     req: pb::StatusRequest,
     timeout: Duration,
 ) -> Result<pb::StatusResponse, tonic::Status> {
-    let channel = channels
-        .get(address)
-        .map_err(tonic::Status::invalid_argument)?;
-    let mut client = pb::cluster_client::ClusterClient::new(channel);
-    let mut req = tonic::Request::new(req);
-    req.set_timeout(timeout);
-    let answer = match tokio::time::timeout(timeout, client.status(req)).await {
-        Ok(r) => r.map(|r| r.into_inner()),
-        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-            "{address}: no answer within {timeout:?}"
-        ))),
-    };
+    let answer = channels
+        .unary(
+            address,
+            "/hearth.cluster.v1.Cluster/Status",
+            &req,
+            timeout,
+            CONTROL_ANSWER_BYTES_MAX,
+        )
+        .await;
     if answer.is_err() {
         channels.forget(address);
     }

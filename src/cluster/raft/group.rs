@@ -12,7 +12,8 @@
 use super::group_snapshot;
 use super::log_store::{self, LogOpenError, LogStore};
 use super::service::{handle_append, handle_install_snapshot, handle_vote};
-use super::{HearthConfig, Nid, Payload, PeerChannels, RaftOpError, RaftOptions};
+use super::{HearthConfig, Nid, Payload, RaftOpError, RaftOptions};
+use crate::cluster::grpc_client::{Connections, CONTROL_ANSWER_BYTES_MAX};
 use crate::cluster::pb;
 use crate::cluster::series_ids::{self, SeriesIds};
 use crate::cluster::state::{NodeAddr, NodeId};
@@ -1837,7 +1838,7 @@ struct GroupsInner {
     /// Held while a group is being opened, so it is opened once.
     opening: tokio::sync::Mutex<()>,
     /// Connections to peers for `Held` and forwarded writes.
-    channels: PeerChannels,
+    channels: Connections,
     /// Set once `open_existing` has opened every group found on disk.
     existing_opened: std::sync::atomic::AtomicBool,
     /// Whether the node's own storage (outside WAL groups) holds nothing: told by
@@ -1856,7 +1857,7 @@ impl WalGroups {
                 db,
                 groups: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::Mutex::new(()),
-                channels: PeerChannels::default(),
+                channels: Connections::default(),
                 existing_opened: std::sync::atomic::AtomicBool::new(false),
                 own_storage_empty: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -1907,7 +1908,7 @@ impl WalGroups {
     }
 
     /// The connections to peers that `fetch_held` and `forward_write` reuse.
-    pub fn peer_channels(&self) -> &PeerChannels {
+    pub fn peer_channels(&self) -> &Connections {
         &self.inner.channels
     }
 
@@ -2266,23 +2267,26 @@ impl From<pb::HeldGroup> for GroupView {
 /// Asks the node at `address` which WAL groups it holds, and whether its own
 /// storage (outside them) is empty.
 pub async fn fetch_held(
-    channels: &PeerChannels,
+    channels: &Connections,
     address: &str,
     timeout: Duration,
 ) -> Result<(Vec<GroupView>, bool), String> {
-    let channel = channels.get(address)?;
-    let mut client = pb::wal_groups_client::WalGroupsClient::new(channel);
-    let mut req = Request::new(pb::HeldRequest {});
-    req.set_timeout(timeout);
-    let answer = tokio::time::timeout(timeout, client.held(req)).await;
-    if !matches!(answer, Ok(Ok(_))) {
+    let answer: Result<pb::HeldResponse, Status> = channels
+        .unary(
+            address,
+            "/hearth.cluster.v1.WalGroups/Held",
+            &pb::HeldRequest {},
+            timeout,
+            CONTROL_ANSWER_BYTES_MAX,
+        )
+        .await;
+    if answer.is_err() {
         channels.forget(address);
     }
     match answer {
-        Err(_) => Err(format!("{address}: no answer within {timeout:?}")),
-        Ok(Err(s)) => Err(format!("{address}: {}", s.message())),
-        Ok(Ok(r)) => {
-            let r = r.into_inner();
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(s.message().to_string()),
+        Err(s) => Err(format!("{address}: {}", s.message())),
+        Ok(r) => {
             let views = r.groups.into_iter().map(GroupView::from).collect();
             Ok((views, r.own_storage_empty))
         }
@@ -2295,7 +2299,7 @@ const FORWARDED_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends `batch` to `address`, the leader of group `group_id`, and waits for the
 /// commit.
 pub async fn forward_write(
-    channels: &PeerChannels,
+    channels: &Connections,
     address: &str,
     group_id: u64,
     batch: Vec<u8>,
@@ -2305,45 +2309,41 @@ pub async fn forward_write(
         group: group_id,
         reason,
     };
-    let channel = channels.get(address).map_err(fatal)?;
-    let mut client = pb::wal_groups_client::WalGroupsClient::new(channel)
-        .max_encoding_message_size(crate::cluster::query_service::MESSAGE_BYTES_MAX);
-    let mut req = Request::new(pb::GroupWriteRequest { group_id, batch });
-    req.set_timeout(timeout);
-    let answer = tokio::time::timeout(timeout, client.write(req)).await;
+    let answer: Result<pb::GroupWriteResponse, Status> = channels
+        .unary(
+            address,
+            "/hearth.cluster.v1.WalGroups/Write",
+            &pb::GroupWriteRequest { group_id, batch },
+            timeout,
+            CONTROL_ANSWER_BYTES_MAX,
+        )
+        .await;
     // A refusal or "not the leader" is an answer; anything else may be the
     // connection's fault.
     let answered = match &answer {
-        Ok(Ok(_)) => true,
-        Ok(Err(s)) => matches!(
+        Ok(_) => true,
+        Err(s) => matches!(
             s.code(),
             tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
         ),
-        Err(_) => false,
     };
     if !answered {
         channels.forget(address);
     }
     match answer {
-        Err(_) => Err(GroupWriteError::Timeout {
+        Ok(r) => Ok(r.index),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(GroupWriteError::NotLeader {
             group: group_id,
-            timeout,
+            leader: None,
         }),
-        Ok(Ok(r)) => Ok(r.into_inner().index),
-        Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition => {
-            Err(GroupWriteError::NotLeader {
-                group: group_id,
-                leader: None,
-            })
-        }
-        Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
             Err(refusal_from_status(group_id, &s))
         }
-        Ok(Err(s)) if s.code() == tonic::Code::DeadlineExceeded => Err(GroupWriteError::Timeout {
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(GroupWriteError::Timeout {
             group: group_id,
             timeout,
         }),
-        Ok(Err(s)) => Err(fatal(format!("forwarding to {address}: {}", s.message()))),
+        Err(s) => Err(fatal(format!("forwarding to {address}: {}", s.message()))),
     }
 }
 

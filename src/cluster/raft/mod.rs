@@ -19,7 +19,7 @@ mod state_machine;
 #[cfg(test)]
 mod tests;
 
-pub use network::{channel, PeerChannels};
+pub use network::channel;
 pub use service::RaftService;
 
 use crate::cluster::pb;

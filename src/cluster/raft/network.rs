@@ -1,11 +1,12 @@
 //! The Raft transport's client side: sends openraft's RPCs to a peer's `Raft` gRPC
 //! service (the meta group) or its `WalGroups` service (a WAL group, named in each
-//! request by its group id).
+//! request by its group id), over the same lean HTTP/2 gRPC client as the fan-out
+//! (`grpc_client`): each request leaves in one write, so the peer wakes once per
+//! RPC. Heartbeats and log entries are most of a cluster's RPCs.
 
 use super::convert::{self, ConvertError};
 use super::{HearthConfig, Nid};
-use crate::cluster::pb::raft_client::RaftClient;
-use crate::cluster::pb::wal_groups_client::WalGroupsClient;
+use crate::cluster::grpc_client::{Connections, CONTROL_ANSWER_BYTES_MAX};
 use crate::cluster::state::NodeAddr;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
@@ -24,15 +25,15 @@ use tonic::transport::{Channel, Endpoint};
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Makes a client per peer. The clients of one peer share one connection
-/// (`PeerChannels`), made lazily on the first RPC: openraft asks for a new
-/// client for every heartbeat round it is told to send (the failure detector's
-/// leadership check, a two-voter group's commit notice), and a connection each
-/// was most of an idle cluster's TCP work.
+/// (`Connections`), made on the first RPC: openraft asks for a new client for
+/// every heartbeat round it is told to send (the failure detector's leadership
+/// check, a two-voter group's commit notice), and a connection each was most of
+/// an idle cluster's TCP work.
 #[derive(Clone, Default)]
 pub struct Network {
     /// The WAL group whose RPCs this network carries; `None` for the meta group.
     group: Option<u64>,
-    channels: PeerChannels,
+    connections: Connections,
 }
 
 impl Network {
@@ -45,28 +46,17 @@ impl Network {
     pub fn group(group_id: u64) -> Network {
         Network {
             group: Some(group_id),
-            channels: PeerChannels::default(),
+            connections: Connections::default(),
         }
     }
-}
-
-/// A peer that cannot be addressed (its gRPC address does not parse).
-#[derive(Debug, thiserror::Error)]
-#[error("raft peer {target}: bad gRPC address {address:?}: {reason}")]
-struct BadAddress {
-    target: Nid,
-    address: String,
-    reason: String,
 }
 
 /// The client of one peer.
 pub struct PeerClient {
     target: Nid,
     group: Option<u64>,
-    channel: Result<Channel, BadAddress>,
-    /// Where the channel came from, to drop it there when the peer is
-    /// unreachable (the next client then connects afresh).
-    channels: PeerChannels,
+    /// The peer's connections, shared with the other clients of this network.
+    connections: Connections,
     address: String,
 }
 
@@ -79,53 +69,14 @@ pub fn channel(address: &str) -> Result<Channel, String> {
         .connect_lazy())
 }
 
-/// Channels to peers by gRPC address, for the calls other than Raft's own that
-/// recur every second or more often (the failure detector's status probes, the
-/// reconciler's `Held`, forwarded writes): one HTTP/2 connection per peer is kept
-/// and reused instead of connecting and tearing down one per call. A call that
-/// fails `forget`s its channel, so the next one connects afresh (the peer may have
-/// restarted, or the old connection may be stuck behind a healed partition).
-/// Cheap to clone; clones share the channels.
-#[derive(Clone, Default)]
-pub struct PeerChannels {
-    channels: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, Channel>>>,
-}
-
-impl PeerChannels {
-    /// The channel to `address`, made (connecting lazily) on first use.
-    pub fn get(&self, address: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock();
-        if let Some(c) = map.get(address) {
-            return Ok(c.clone());
-        }
-        let c = channel(address)?;
-        map.insert(address.to_string(), c.clone());
-        Ok(c)
-    }
-
-    /// Drops the channel to `address` after a call on it failed.
-    pub fn forget(&self, address: &str) {
-        self.channels.lock().remove(address);
-    }
-}
-
 impl<C: HearthConfig> RaftNetworkFactory<C> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: Nid, node: &NodeAddr) -> PeerClient {
-        let channel = self
-            .channels
-            .get(&node.grpc_address)
-            .map_err(|reason| BadAddress {
-                target,
-                address: node.grpc_address.clone(),
-                reason,
-            });
         PeerClient {
             target,
             group: self.group,
-            channel,
-            channels: self.channels.clone(),
+            connections: self.connections.clone(),
             address: node.grpc_address.clone(),
         }
     }
@@ -149,29 +100,45 @@ fn convert_to_rpc<E: std::error::Error>(e: ConvertError) -> RpcErr<E> {
 }
 
 impl PeerClient {
-    /// A failed call as openraft sees it (`status_to_rpc`); an unreachable peer's
-    /// shared channel is dropped, so that later clients connect afresh (it may
-    /// have restarted, or the connection be stuck behind a healed partition).
-    fn failed<E: std::error::Error>(&self, s: tonic::Status) -> RpcErr<E> {
-        let e = status_to_rpc(s);
-        if matches!(e, RPCError::Unreachable(_)) {
-            self.channels.forget(&self.address);
-        }
-        e
+    /// Calls `method` of this network's service (`Raft` for the meta group,
+    /// `WalGroups` for a WAL group) on the peer and returns its one answer, within
+    /// `option`'s hard deadline. A failed call is openraft's view of it
+    /// (`status_to_rpc`); an unreachable peer's connection is dropped, so that
+    /// later calls connect afresh (it may have restarted, or the connection be
+    /// stuck behind a healed partition).
+    async fn call<Req, Resp, E>(
+        &self,
+        method: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+        E: std::error::Error,
+    {
+        let service = match self.group {
+            None => "Raft",
+            Some(_) => "WalGroups",
+        };
+        let path = format!("/hearth.cluster.v1.{service}/{method}");
+        self.connections
+            .unary(
+                &self.address,
+                &path,
+                request,
+                option.hard_ttl(),
+                CONTROL_ANSWER_BYTES_MAX,
+            )
+            .await
+            .map_err(|s| {
+                let e = status_to_rpc(s);
+                if matches!(e, RPCError::Unreachable(_)) {
+                    self.connections.forget(&self.address);
+                }
+                e
+            })
     }
-
-    fn channel<E: std::error::Error>(&self) -> Result<Channel, RpcErr<E>> {
-        match &self.channel {
-            Ok(c) => Ok(c.clone()),
-            Err(e) => Err(RPCError::Unreachable(Unreachable::new(e))),
-        }
-    }
-}
-
-fn with_deadline<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.set_timeout(option.hard_ttl());
-    req
 }
 
 impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
@@ -180,15 +147,9 @@ impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<Nid>, RpcErr> {
-        let ch = self.channel()?;
         let msg = convert::append_request_to_pb(&rpc, self.group.unwrap_or(0));
-        let req = with_deadline(msg, &option);
-        let resp = match self.group {
-            None => RaftClient::new(ch).append_entries(req).await,
-            Some(_) => WalGroupsClient::new(ch).append_entries(req).await,
-        }
-        .map_err(|s| self.failed(s))?;
-        convert::append_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
+        let resp = self.call("AppendEntries", &msg, &option).await?;
+        convert::append_response_from_pb(resp).map_err(convert_to_rpc)
     }
 
     async fn install_snapshot(
@@ -196,15 +157,9 @@ impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
         rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<Nid>, RpcErr<InstallSnapshotError>> {
-        let ch = self.channel()?;
         let msg = convert::snapshot_request_to_pb(&rpc, self.group.unwrap_or(0));
-        let req = with_deadline(msg, &option);
-        let resp = match self.group {
-            None => RaftClient::new(ch).install_snapshot(req).await,
-            Some(_) => WalGroupsClient::new(ch).install_snapshot(req).await,
-        }
-        .map_err(|s| self.failed(s))?
-        .into_inner();
+        let resp: crate::cluster::pb::InstallSnapshotResponse =
+            self.call("InstallSnapshot", &msg, &option).await?;
         if let Some(m) = &resp.mismatch {
             let e = SnapshotMismatch {
                 expect: SnapshotSegmentId {
@@ -229,14 +184,8 @@ impl<C: HearthConfig> RaftNetwork<C> for PeerClient {
         rpc: VoteRequest<Nid>,
         option: RPCOption,
     ) -> Result<VoteResponse<Nid>, RpcErr> {
-        let ch = self.channel()?;
         let msg = convert::vote_request_to_pb(&rpc, self.group.unwrap_or(0));
-        let req = with_deadline(msg, &option);
-        let resp = match self.group {
-            None => RaftClient::new(ch).vote(req).await,
-            Some(_) => WalGroupsClient::new(ch).vote(req).await,
-        }
-        .map_err(|s| self.failed(s))?;
-        convert::vote_response_from_pb(resp.into_inner()).map_err(convert_to_rpc)
+        let resp = self.call("Vote", &msg, &option).await?;
+        convert::vote_response_from_pb(resp).map_err(convert_to_rpc)
     }
 }

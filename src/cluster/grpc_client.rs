@@ -1,29 +1,32 @@
-//! The fan-out's gRPC client for the other members' `Query` services: one HTTP/2
-//! connection per peer (the `h2` crate directly, no hyper or tonic `Channel`) and
-//! a call that sends its whole request at once.
+//! hearth's gRPC client for calls to other members: one HTTP/2 connection per
+//! peer (the `h2` crate directly, no hyper or tonic `Channel`) and a call that
+//! sends its whole request at once. The fan-out's `Query` calls, openraft's RPCs
+//! (`raft/network.rs`), the failure detector's status probes, the group
+//! directory's `Held` and forwarded writes all go through it.
 //!
 //! Why not the generated tonic client over hyper: hyper's HTTP/2 client writes a
 //! request's HEADERS frame, then pipes the body from a task of its own that first
 //! waits for send capacity, which the connection task grants after the HEADERS
 //! went out; so every request leaves in two writes and the peer wakes up twice
 //! before it can answer, on a machine where each wake-up may wait for a CPU. Here
-//! a call queues the HEADERS and the one DATA frame (a `Select` request is a few
-//! matchers, encoded at once) before the connection task runs, and h2 writes both
-//! in one flush: one wake-up of the peer per call.
+//! a call queues the HEADERS and the one DATA frame (the request is encoded at
+//! once) before the connection task runs, and h2 writes both in one flush: one
+//! wake-up of the peer per call. Heartbeats and status probes are most of an idle
+//! cluster's work, so this halves what each costs the peer.
 //!
 //! The answer is read as gRPC: HTTP status 200 and a `application/grpc` content
-//! type, then length-prefixed messages (uncompressed; at most
-//! `MESSAGE_BYTES_MAX` each), then trailers whose `grpc-status` must be 0. A
-//! "trailers-only" answer (the status in the headers, no body) is an error or an
-//! empty answer. A failed call is a `tonic::Status`, so callers report transport
-//! and peer errors alike.
+//! type, then length-prefixed messages (uncompressed; at most the caller's limit
+//! each), then trailers whose `grpc-status` must be 0. A "trailers-only" answer
+//! (the status in the headers, no body) is an error or an empty answer. A failed
+//! call is a `tonic::Status`, so callers report transport and peer errors alike.
 //!
 //! A connection is made on first use and kept; one that closed (the peer
-//! restarted) is replaced on the next call, and one whose call failed or timed
-//! out is dropped (`Connections::forget`), so a connection stuck behind a healed
-//! partition is not reused. A connection's task runs on the runtime that made it
-//! (`tokio::spawn`): for the fan-out, the current-thread runtime of the reading
-//! thread, so the connection is only served while that thread waits for a read.
+//! restarted) is replaced on the next call, and callers drop one whose call
+//! failed or timed out (`Connections::forget`), so a connection stuck behind a
+//! healed partition is not reused. A connection's task runs on the runtime that
+//! made it (`tokio::spawn`): for the fan-out, the current-thread runtime of the
+//! reading thread, so the connection is only served while that thread waits for
+//! a read; for the others, the server's runtime.
 
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -247,7 +250,49 @@ impl Connections {
     pub fn forget(&self, address: &str) {
         self.open.lock().remove(address);
     }
+
+    /// Calls the unary method `path` (`/hearth.cluster.v1.Cluster/Status`) of the
+    /// peer at `address` and returns its one answer, connecting first if need be;
+    /// `DeadlineExceeded` when it takes longer than `timeout`. The caller decides
+    /// whether a failure is the connection's (`forget`).
+    pub async fn unary<Req, Resp>(
+        &self,
+        address: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+        answer_bytes_max: usize,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let call = async {
+            let (conn, _) = self.get(address).await.map_err(Status::unavailable)?;
+            let mut answer = None;
+            conn.call(path, request, timeout, answer_bytes_max, |m: Resp| {
+                if answer.replace(m).is_some() {
+                    return Err(Status::internal(
+                        "peer sent more than one message to a unary call",
+                    ));
+                }
+                Ok(())
+            })
+            .await?;
+            answer.ok_or_else(|| Status::internal("peer sent no message to a unary call"))
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{address}: no answer within {timeout:?}"
+            ))),
+        }
+    }
 }
+
+/// Most bytes the answer of a control call (a Raft RPC, a status probe, `Held`, a
+/// forwarded write's index) may have: they are a few fields each.
+pub const CONTROL_ANSWER_BYTES_MAX: usize = 4 << 20;
 
 async fn connect(address: &str) -> Result<PeerConnection, String> {
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
@@ -276,7 +321,7 @@ async fn connect(address: &str) -> Result<PeerConnection, String> {
     let flag = closed.clone();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(%address, error = %e, "fan-out connection closed");
+            tracing::debug!(%address, error = %e, "peer connection closed");
         }
         flag.store(true, Ordering::Release);
     });
