@@ -460,6 +460,9 @@ impl FanoutQuerier {
         }
         let time_left = deadline > std::time::Instant::now();
         let (retries, lost) = retry_plan(&self.peers, &failed, time_left);
+        // Failed peers whose groups are all asked of other replicas: logged once
+        // the retries answered (a retry that fails is a warning of its own).
+        let mut covered = Vec::new();
         for (ask, e) in &failed {
             let p = ask.peer;
             if lost.contains(&p.node_id) {
@@ -468,27 +471,34 @@ impl FanoutQuerier {
                 self.report(
                     p,
                     &format!(
-                        "{what} failed: {e}; its WAL groups were read from other replicas, but its own storage (data from before cluster mode) is missing from this result"
+                        "{what} failed: {e}; its WAL groups were asked of other replicas, but its own storage (data from before cluster mode) is missing from this result"
                     ),
                 )?;
             } else {
-                tracing::info!(node_id = p.node_id, reason = %e, "fan-out: a peer failed, its WAL groups were read from other replicas");
+                covered.push((p.node_id, e));
             }
         }
         if retries.is_empty() {
             return Ok(out);
         }
         let pending = self.launch(call, retries, deadline)?;
+        let mut retries_failed = false;
         for (ask, answer) in self.collect(pending) {
             match answer {
                 Ok(v) => out.push(v),
                 Err(e) => {
+                    retries_failed = true;
                     let groups = ask.groups.unwrap_or_default();
                     self.report(
                         ask.peer,
                         &format!("{what} of WAL groups {groups:?}, asked of it after another replica failed, failed: {e}; their data is missing from this result"),
                     )?
                 }
+            }
+        }
+        if !retries_failed {
+            for (node_id, e) in covered {
+                tracing::info!(node_id, reason = %e, "fan-out: a peer failed, its WAL groups were read from other replicas");
             }
         }
         Ok(out)
