@@ -642,19 +642,10 @@ async fn fetch_one<Req: prost::Message, Resp: prost::Message + Default>(
     req: Req,
     timeout: Duration,
 ) -> Result<Resp, String> {
-    let mut answer = None;
     client
-        .call(path, &req, timeout, MESSAGE_BYTES_MAX, |m: Resp| {
-            if answer.replace(m).is_some() {
-                return Err(tonic::Status::internal(
-                    "peer sent more than one message to a unary call",
-                ));
-            }
-            Ok(())
-        })
+        .unary(path, &req, timeout, MESSAGE_BYTES_MAX)
         .await
-        .map_err(|s| status_text(&s, timeout))?;
-    answer.ok_or_else(|| "peer sent no message to a unary call".to_string())
+        .map_err(|s| status_text(&s, timeout))
 }
 
 /// Merges string lists into one sorted list without duplicates. Each node's list

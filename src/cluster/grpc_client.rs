@@ -148,6 +148,32 @@ impl PeerConnection {
             None => Err(Status::internal("answer ended without trailers")),
         }
     }
+
+    /// Calls the unary method `path` and returns its one answer (`call`'s
+    /// checks, and exactly one message).
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+        answer_bytes_max: usize,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let mut answer = None;
+        self.call(path, request, timeout, answer_bytes_max, |m: Resp| {
+            if answer.replace(m).is_some() {
+                return Err(Status::internal(
+                    "peer sent more than one message to a unary call",
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+        answer.ok_or_else(|| Status::internal("peer sent no message to a unary call"))
+    }
 }
 
 /// The gRPC messages in a body, as its chunks arrive.
@@ -269,17 +295,7 @@ impl Connections {
     {
         let call = async {
             let (conn, _) = self.get(address).await.map_err(Status::unavailable)?;
-            let mut answer = None;
-            conn.call(path, request, timeout, answer_bytes_max, |m: Resp| {
-                if answer.replace(m).is_some() {
-                    return Err(Status::internal(
-                        "peer sent more than one message to a unary call",
-                    ));
-                }
-                Ok(())
-            })
-            .await?;
-            answer.ok_or_else(|| Status::internal("peer sent no message to a unary call"))
+            conn.unary(path, request, timeout, answer_bytes_max).await
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(r) => r,
