@@ -169,9 +169,9 @@ struct ServerFlags {
     cluster_wal_group_segment_size: u64,
 
     /// How often a WAL group's leader sends heartbeats when it has nothing else to
-    /// send. Followers elect a new leader after 4 to 6 intervals without one, so a
-    /// group whose leader died is writable again after about 12 intervals; a longer
-    /// interval costs less CPU when idle.
+    /// send, while it is not the group's owner (a group led by its owner sends
+    /// none: its followers campaign only once no live member says it leads). A
+    /// follower's election timeout is 4 to 6 intervals.
     #[arg(long = "cluster.wal-group.heartbeat-interval", default_value = "400ms", value_parser = parse_flag_duration)]
     cluster_wal_group_heartbeat_interval: std::time::Duration,
 }

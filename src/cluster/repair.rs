@@ -36,6 +36,11 @@ use tokio_util::sync::CancellationToken;
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a `Held` question may take.
 const HELD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a replica that is not its group's owner sees no live leader of the
+/// group (none leads here, and no member that answered the last `Held` question
+/// says it leads) before it lets itself campaign. Covers a leader's restart, or
+/// an owner that keeps losing its elections, without a second candidate.
+pub const LEADERLESS_GRACE: Duration = Duration::from_secs(4);
 /// How long a new replica may take to catch up before the step is retried.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a membership change may take to commit before it is retried.
@@ -75,6 +80,16 @@ struct Known {
 }
 
 impl GroupDirectory {
+    /// Whether a member that answered the last `Held` question says it leads
+    /// `group`.
+    pub fn led_by_answering(&self, group: u64) -> bool {
+        self.inner.read().answered.iter().any(|(id, views)| {
+            views
+                .iter()
+                .any(|v| v.group_id == group && v.leader == Some(*id))
+        })
+    }
+
     /// Which peers a read asks for which groups: the groups of `held` (this
     /// node's voting replicas with what each applied) that are `fresh_local` are
     /// read here, the rest by `read_plan` over the members' answers and the silent
@@ -275,6 +290,88 @@ pub fn must_reform(me: NodeId, voters: &BTreeSet<NodeId>, members: &BTreeSet<Nod
     voters.len() > 1 && survivors.len() == 1 && survivors.contains(&me)
 }
 
+/// What one replica sees of its WAL group, for `group_timers`.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSight {
+    /// The group is this node's own (group id = node id).
+    pub owner: bool,
+    /// This replica leads the group.
+    pub leads: bool,
+    /// This replica is the group's only voter.
+    pub sole_voter: bool,
+    /// Someone alive leads the group: this replica, or a member that answered
+    /// the last `Held` question and says it leads.
+    pub live_leader: bool,
+    /// How long this replica has seen no live leader.
+    pub leaderless_for: Duration,
+}
+
+/// Which of a WAL group's Raft timers a replica runs: (heartbeats, elections).
+///
+/// A group led by its owner runs without timer heartbeats: its followers hear
+/// its writes, and a nudge when writes pause (`set_group_timers`); they do not
+/// campaign while its leader answers, and start to once it has not for
+/// `LEADERLESS_GRACE`. The owner may always campaign, so it takes its group back
+/// after a restart. A leader that is not the owner sends timer heartbeats, which
+/// keep the owner from campaigning against it, as in plain Raft.
+pub fn group_timers(s: &GroupSight) -> (bool, bool) {
+    let heartbeat = s.leads && !s.owner;
+    let elect = s.owner || s.sole_voter || (!s.live_leader && s.leaderless_for >= LEADERLESS_GRACE);
+    (heartbeat, elect)
+}
+
+/// The reconciler's memory of one WAL group between rounds, for its timers.
+#[derive(Default)]
+struct TimerMemory {
+    /// Since when this replica has seen no live leader.
+    leaderless_since: Option<std::time::Instant>,
+    /// As leader: the last log index at the previous round, and at the last nudge.
+    seen_index: u64,
+    nudged_index: u64,
+}
+
+/// Sets `g`'s timers from what this node sees of it (`group_timers`). As a
+/// leader without timer heartbeats, nudges the followers once writes paused (the
+/// last log index did not move for a round) if it has not since those writes, and
+/// every paused round while a replica lags.
+async fn set_group_timers(
+    me: NodeId,
+    g: &WalGroup,
+    directory: &GroupDirectory,
+    memory: &mut TimerMemory,
+) {
+    let voters = g.voters();
+    let leads = g.is_leader();
+    let live_leader = leads || directory.led_by_answering(g.id());
+    let now = std::time::Instant::now();
+    let since = if live_leader {
+        memory.leaderless_since = None;
+        now
+    } else {
+        *memory.leaderless_since.get_or_insert(now)
+    };
+    let sight = GroupSight {
+        owner: g.id() == me,
+        leads,
+        sole_voter: voters.len() == 1 && voters.contains(&me),
+        live_leader,
+        leaderless_for: now - since,
+    };
+    let (heartbeat, elect) = group_timers(&sight);
+    g.set_timers(heartbeat, elect);
+    let Some((last, behind)) = g.leader_progress() else {
+        memory.seen_index = 0;
+        memory.nudged_index = 0;
+        return;
+    };
+    let paused = last == memory.seen_index;
+    memory.seen_index = last;
+    if !heartbeat && paused && (behind || memory.nudged_index != last) {
+        memory.nudged_index = last;
+        g.nudge().await;
+    }
+}
+
 /// Runs the reconciler until `shutdown`.
 pub async fn run_reconciler(
     cluster: Cluster,
@@ -285,6 +382,7 @@ pub async fn run_reconciler(
 ) {
     // Groups whose leader-side repair runs now: one change at a time per group.
     let busy: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut timers: BTreeMap<u64, TimerMemory> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
@@ -292,13 +390,18 @@ pub async fn run_reconciler(
         }
         let state = cluster.state();
         refresh_directory(&cluster, &groups, &state, &directory).await;
+        let me = cluster.node_id();
+        let all = groups.all();
+        timers.retain(|id, _| all.iter().any(|g| g.id() == *id));
+        for g in &all {
+            set_group_timers(me, g, &directory, timers.entry(g.id()).or_default()).await;
+        }
         let members: BTreeSet<NodeId> = state.members.keys().copied().collect();
         let Ok(ring) = Ring::new(members.iter().copied(), state.ring_epoch) else {
             continue;
         };
-        for g in groups.all() {
+        for g in all {
             let desired = desired_voters(&ring, g.id(), rf);
-            let me = cluster.node_id();
             // Before anything else: a leader left without its quorum (openraft's
             // leader does not step down by itself) can change nothing either.
             if must_reform(me, &g.voters(), &members)
@@ -721,5 +824,41 @@ mod tests {
             &set(&[]),
         );
         assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_campaigns_while_a_live_leader_is_known() {
+        let sight = |owner, leads, live_leader, leaderless_s| GroupSight {
+            owner,
+            leads,
+            sole_voter: false,
+            live_leader,
+            leaderless_for: Duration::from_secs(leaderless_s),
+        };
+        let grace = LEADERLESS_GRACE.as_secs();
+        // The owner leads: no timer heartbeats; it may campaign (it leads anyway).
+        assert_eq!(group_timers(&sight(true, true, true, 0)), (false, true));
+        // Its followers stay quiet while it answers, however long that lasts.
+        assert_eq!(group_timers(&sight(false, false, true, 0)), (false, false));
+        // No live leader: a follower waits out the grace, then campaigns.
+        assert_eq!(group_timers(&sight(false, false, false, 0)), (false, false));
+        assert_eq!(
+            group_timers(&sight(false, false, false, grace - 1)),
+            (false, false)
+        );
+        assert_eq!(
+            group_timers(&sight(false, false, false, grace)),
+            (false, true)
+        );
+        // A leader that is not the owner sends timer heartbeats, which keep the
+        // owner, always allowed to campaign, from taking the group back.
+        assert_eq!(group_timers(&sight(false, true, true, 0)), (true, false));
+        assert_eq!(group_timers(&sight(true, false, true, 0)), (false, true));
+        // A re-formed group's only voter elects itself.
+        let alone = GroupSight {
+            sole_voter: true,
+            ..sight(false, false, false, 0)
+        };
+        assert_eq!(group_timers(&alone), (false, true));
     }
 }

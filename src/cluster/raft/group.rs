@@ -1113,6 +1113,12 @@ impl WalGroup {
             // not need the whole snapshot.
             max_in_snapshot_log_to_keep: (entries / 4).min(GROUP_LOG_TAIL_MAX),
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            // No timer heartbeats, and elections by the group's owner only, until
+            // the reconciler says otherwise (`repair::group_timers`): a group led
+            // by its owner sends its followers only its writes, and a nudge when
+            // writes stop.
+            enable_heartbeat: false,
+            enable_elect: group_id == node_id,
             ..Default::default()
         };
         let config = Arc::new(
@@ -1236,6 +1242,39 @@ impl WalGroup {
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         m.current_leader == Some(self.node_id) && m.state == openraft::ServerState::Leader
+    }
+
+    /// Switches the group's timer heartbeats (sent while leading) and elections
+    /// (started after the election timeout) on or off; `repair::group_timers`
+    /// decides which.
+    pub fn set_timers(&self, heartbeat: bool, elect: bool) {
+        let switches = self.raft.runtime_config();
+        switches.heartbeat(heartbeat);
+        switches.elect(elect);
+    }
+
+    /// As the group's leader: its last log index, and whether another replica
+    /// has not yet matched it. `None` on a replica that does not lead.
+    pub fn leader_progress(&self) -> Option<(u64, bool)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state != openraft::ServerState::Leader {
+            return None;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let behind = m.replication.as_ref().is_some_and(|r| {
+            r.iter()
+                .any(|(id, matched)| *id != self.node_id && matched.map_or(0, |l| l.index) < last)
+        });
+        Some((last, behind))
+    }
+
+    /// One heartbeat round now, timers or not: the followers learn the leader's
+    /// commit index, and one that lags is sent what it lacks.
+    pub async fn nudge(&self) {
+        if let Err(e) = self.raft.trigger().heartbeat().await {
+            tracing::debug!(group = self.group_id, error = %e, "WAL group heartbeat");
+        }
     }
 
     /// The last log index this replica applied to its TSDB (0: none).
@@ -2025,6 +2064,8 @@ impl WalGroups {
         )
         .await
         .map_err(|e| RaftOpError::Fatal(e.to_string()))?;
+        // Its only voter elects itself at once, owner or not.
+        raft.runtime_config().elect(true);
         let g = WalGroup { raft, ..old };
         self.inner.groups.write().insert(id, g);
         tracing::warn!(group = id, term = log_id.leader_id.term, index = log_id.index, "re-formed the WAL group with this node as its only voter: its other voters were removed from the cluster");

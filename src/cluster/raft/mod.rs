@@ -152,13 +152,9 @@ impl RaftOptions {
     /// A WAL group's heartbeat interval and election timeout range, in
     /// milliseconds: the heartbeat `group_heartbeat_interval_ms` (at least 10),
     /// elections after 4 to 6 heartbeat intervals without a leader, as the meta
-    /// group's 150 ms and 600-1200 ms. openraft ticks every 1.5 heartbeat intervals
-    /// and a follower waits for the leader's lease (the timeout's upper bound) plus
-    /// its election timeout, so a group whose leader died has a new one within
-    /// about 12 heartbeat intervals (about 5 s at the default 400 ms; the meta
-    /// group's takes about 2.5 s). Only writes to that group wait for it: a node's
-    /// writes go to its own group, which it leads unless it restarted, and a
-    /// follower's death needs no election.
+    /// group's 150 ms and 600-1200 ms. They apply when the timers run: a group led
+    /// by its owner sends no timer heartbeats and its followers campaign only once
+    /// no live member says it leads (`repair::group_timers`).
     pub fn group_timing(&self) -> (u64, u64, u64) {
         let hb = self.group_heartbeat_interval_ms.max(10);
         (hb, hb * 4, hb * 6)
