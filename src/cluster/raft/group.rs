@@ -32,7 +32,6 @@ use openraft::{
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -315,6 +314,49 @@ impl PartialEq for PendingKey {
 }
 
 impl Eq for PendingKey {}
+
+/// A label set with its hash, as `Admissions::last` is probed with: by a
+/// `PendingKey`, or by borrowed labels, without cloning them (`ProbeKey`).
+trait PendingLookup {
+    fn parts(&self) -> (u64, &Labels);
+}
+
+impl PendingLookup for PendingKey {
+    fn parts(&self) -> (u64, &Labels) {
+        (self.hash, &self.labels)
+    }
+}
+
+/// Borrowed labels and their `Labels::map_hash`, to probe `Admissions::last`.
+struct ProbeKey<'a>(u64, &'a Labels);
+
+impl PendingLookup for ProbeKey<'_> {
+    fn parts(&self) -> (u64, &Labels) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PendingLookup + 'a> for PendingKey {
+    fn borrow(&self) -> &(dyn PendingLookup + 'a) {
+        self
+    }
+}
+
+/// Hashes as `PendingKey` does, so the map finds a key by either.
+impl std::hash::Hash for dyn PendingLookup + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.parts().0);
+    }
+}
+
+impl PartialEq for dyn PendingLookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        let ((a, l), (b, m)) = (self.parts(), other.parts());
+        a == b && (l.ptr_eq(m) || l == m)
+    }
+}
+
+impl Eq for dyn PendingLookup + '_ {}
 
 /// Counters of one group's state machine, for tests and `/metrics`.
 #[derive(Debug, Default)]
@@ -1361,17 +1403,22 @@ impl WalGroup {
     /// checked against samples admitted here as leader in the current term, else
     /// against this replica's TSDB.
     pub fn check_sample(&self, labels: &Labels, t: i64, v: f64) -> Result<bool, AppendError> {
-        let key = PendingKey::new(labels);
+        let hash = labels.map_hash();
         let term = self.term();
         let admitted = {
             let p = self.pending.lock();
+            let key = ProbeKey(hash, labels);
             (p.term == term)
-                .then(|| p.last.get(&key).map(|l| (l.t, l.v_bits)))
+                .then(|| {
+                    p.last
+                        .get(&key as &dyn PendingLookup)
+                        .map(|l| (l.t, l.v_bits))
+                })
                 .flatten()
         };
         match admitted {
             Some(last) => check_order(Some(last), t, v),
-            None => self.db.check_append_hashed(labels, key.hash, t, v),
+            None => self.db.check_append_hashed(labels, hash, t, v),
         }
     }
 
@@ -1424,20 +1471,25 @@ impl WalGroup {
         let mut defined = Vec::new();
         let mut refused = None;
         for s in series {
-            let key = PendingKey::new(&s.labels);
-            let (last, known) = match p.last.entry(key) {
-                MapEntry::Occupied(o) => {
-                    before.push(Some(*o.get()));
-                    let last = o.into_mut();
+            let hash = s.labels.map_hash();
+            // A series admitted before (most of them) is found without cloning
+            // its labels; a new one is inserted with a second probe.
+            let probe = ProbeKey(hash, &s.labels);
+            let (last, known) = match p.last.get_mut(&probe as &dyn PendingLookup) {
+                Some(last) => {
+                    before.push(Some(*last));
                     let define = last.defined_by >= oldest;
                     if define {
                         last.defined_by = write;
-                        defined.push(PendingKey::new(&s.labels));
+                        defined.push(PendingKey {
+                            hash,
+                            labels: s.labels.clone(),
+                        });
                     }
                     named.push(Some((last.id, define)));
                     (last, true)
                 }
-                MapEntry::Vacant(v) => {
+                None => {
                     // Not admitted here before: the first sample is checked against
                     // the TSDB, the rest against the one before them.
                     let Some(first) = s.samples.first() else {
@@ -1445,7 +1497,10 @@ impl WalGroup {
                         named.push(None);
                         continue;
                     };
-                    let k = v.key();
+                    let k = PendingKey {
+                        hash,
+                        labels: s.labels.clone(),
+                    };
                     if let Err(error) = self
                         .db
                         .check_append_hashed(&k.labels, k.hash, first.t, first.v)
@@ -1473,7 +1528,7 @@ impl WalGroup {
                     };
                     named.push(Some((id, defined_by == write)));
                     before.push(None);
-                    let last = v.insert(AdmittedLast {
+                    let last = p.last.entry(k).or_insert(AdmittedLast {
                         t: first.t,
                         v_bits: first.v.to_bits(),
                         write,
