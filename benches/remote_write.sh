@@ -2,7 +2,9 @@
 # Remote-write ingestion side by side, one run on one machine: the same load from
 # ../shared/tools/peers/remote_write_load.py (default 100k series, one sample each
 # every 5 s = 20k samples/s, requests of 2000 samples, 2 senders) into
-#   1. a single hearth node,
+#   1. a single hearth node (as Prometheus, its WAL is fsynced when a segment
+#      closes), and the same with --storage.tsdb.wal-fsync=true (an fsync per
+#      commit, as each replica of the cluster's WAL groups does),
 #   2. a three-node hearth cluster with RF=3 (benches/hearth_cluster3.sh; the load
 #      goes to node 1, CPU is that of all three processes),
 #   3. Prometheus 2.42 (--web.enable-remote-write-receiver),
@@ -17,7 +19,8 @@
 #   cargo build --release && benches/remote_write.sh
 #   HEARTH_BIN=... TARGETS=50 SERIES=2000 INTERVAL=5 DURATION=120 OUT=dir benches/remote_write.sh
 #   SYSTEMS="cluster" INTERVAL=1 benches/remote_write.sh   # only some systems
-#     (of: single cluster prometheus victoriametrics); INTERVAL=1 sends 100k samples/s
+#     (of: single single-fsync cluster prometheus victoriametrics); INTERVAL=1
+#     sends 100k samples/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS=${PEERS:-../shared/tools/peers}
@@ -27,7 +30,7 @@ SERIES=${SERIES:-2000}
 INTERVAL=${INTERVAL:-5}
 DURATION=${DURATION:-120}
 OUT=${OUT:-target/peerbench/remote-write-$(date +%Y%m%d-%H%M%S)}
-SYSTEMS=" ${SYSTEMS:-single cluster prometheus victoriametrics} "
+SYSTEMS=" ${SYSTEMS:-single single-fsync cluster prometheus victoriametrics} "
 export SOURCE=remote_write
 mkdir -p "$OUT"
 BIN=$(realpath "$BIN")
@@ -35,6 +38,10 @@ LOAD=("$TARGETS" "$SERIES" "$INTERVAL" "$DURATION")
 cat /proc/loadavg >"$OUT/loadavg-before.txt"
 if [[ $SYSTEMS == *" single "* ]]; then
   "$PEERS/run_hearth.sh" --server-bin "$BIN" "${LOAD[@]}" "$OUT/hearth-single" || true
+fi
+if [[ $SYSTEMS == *" single-fsync "* ]]; then
+  SERVER_ARGS="--storage.tsdb.wal-fsync=true" \
+    "$PEERS/run_hearth.sh" --server-bin "$BIN" "${LOAD[@]}" "$OUT/hearth-single-fsync" || true
 fi
 if [[ $SYSTEMS == *" cluster "* ]]; then
   HEARTH_CLUSTER_BIN=$BIN HEARTH_CLUSTER_METRICS_OUT=$(realpath "$OUT")/cluster-node1-metrics.txt \
@@ -91,6 +98,7 @@ def fmt(v, nd=2):
     return "n/a" if v is None else f"{v:,.{nd}f}"
 
 rows = [("hearth, single node", "hearth-single"),
+        ("hearth, single node, fsync per commit", "hearth-single-fsync"),
         ("hearth, 3 nodes RF=3", "hearth-cluster-rf3"),
         ("Prometheus 2.42", "prometheus"),
         ("VictoriaMetrics 1.79", "victoriametrics")]
@@ -111,7 +119,8 @@ def ratio(a, b):
     return "n/a" if not cpu.get(a) or not cpu.get(b) else f"{cpu[a] / cpu[b]:.2f}"
 print()
 print(f"CPU per sample: single hearth ÷ VictoriaMetrics = {ratio('hearth-single', 'victoriametrics')}, "
-      f"cluster ÷ single hearth = {ratio('hearth-cluster-rf3', 'hearth-single')}, "
+      f"cluster ÷ single hearth = {ratio('hearth-cluster-rf3', 'hearth-single')} "
+      f"(÷ single hearth with an fsync per commit = {ratio('hearth-cluster-rf3', 'hearth-single-fsync')}), "
       f"single hearth ÷ Prometheus = {ratio('hearth-single', 'prometheus')}")
 print(f"load average before: {open(os.path.join(out, 'loadavg-before.txt')).read().strip()}; "
       f"after: {open(os.path.join(out, 'loadavg-after.txt')).read().strip()}")
