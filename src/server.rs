@@ -207,9 +207,9 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         }
     };
     let mut commit_stats = None;
-    // What the other members hold, refreshed by the reconciler; the fan-out plans
-    // its reads with it.
-    let directory = crate::cluster::repair::GroupDirectory::default();
+    // What the other members hold, relayed by the meta leader or asked by the
+    // reconciler; the fan-out plans its reads with it.
+    let directory = cluster.directory().clone();
     let appendable: Arc<dyn crate::storage::Appendable> = match &groups {
         Some(g) => {
             tokio::spawn(crate::cluster::replication::run_group_setup(

@@ -4,6 +4,11 @@
 //! after every ring epoch change commits the plan saying from when the new ring is
 //! in force (`Command::ScheduleRing`).
 //!
+//! The probes' answers say which WAL groups each member holds; the leader relays
+//! what the members that answered said, and its own, in its next probes, so
+//! every node has the group directory without asking every member itself
+//! (`repair::GroupDirectory`).
+//!
 //! Each probe interval the leader also confirms with a majority of the voters
 //! that it still leads (a heartbeat round). While that holds within the work
 //! lease, it renews its own lease and its probes carry one to the members
@@ -48,9 +53,15 @@ pub fn takeover_time_ms(state: &ClusterState, members: &BTreeSet<NodeId>, now_ms
     }
 }
 
-/// A probe's member, whether it answered, when, and its clock offset with the
-/// estimate's uncertainty (`clock_offset_ms`).
-type ProbeResult = (NodeId, bool, Instant, Option<(i64, i64)>);
+/// A probe's member, whether it answered, when, its clock offset with the
+/// estimate's uncertainty (`clock_offset_ms`), and the WAL groups it holds.
+type ProbeResult = (
+    NodeId,
+    bool,
+    Instant,
+    Option<(i64, i64)>,
+    Option<pb::HeldResponse>,
+);
 
 /// The leader's view of its members' health.
 struct Detector {
@@ -71,6 +82,8 @@ struct Detector {
     confirming: Option<tokio::task::JoinHandle<Option<Instant>>>,
     /// When the clock of each member whose clock disagrees was last warned about.
     skew_warned: HashMap<NodeId, Instant>,
+    /// What each member that answered its last probe holds.
+    holdings: HashMap<NodeId, pb::HeldResponse>,
 }
 
 /// Runs the leader's duties until `shutdown`; does nothing on other nodes.
@@ -85,6 +98,7 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
         confirmed: None,
         confirming: None,
         skew_warned: HashMap::new(),
+        holdings: HashMap::new(),
     };
     loop {
         tokio::select! {
@@ -125,6 +139,34 @@ impl Detector {
         );
     }
 
+    /// The group directory the next probes relay: what the members that
+    /// answered the last probes hold, and this node's own groups. Taken here
+    /// too. None on a node without WAL groups.
+    fn directory(&self, cluster: &Cluster, state: &ClusterState) -> Option<pb::GroupDirectory> {
+        let me = cluster.node_id();
+        let own = cluster.held()?;
+        let mut members: Vec<pb::MemberHoldings> = self
+            .holdings
+            .iter()
+            .filter(|(id, _)| state.members.contains_key(id))
+            .map(|(id, held)| pb::MemberHoldings {
+                node_id: *id,
+                held: Some(held.clone()),
+            })
+            .collect();
+        members.push(pb::MemberHoldings {
+            node_id: me,
+            held: Some(own),
+        });
+        members.sort_by_key(|m| m.node_id);
+        let directory = pb::GroupDirectory { members };
+        let active: Vec<NodeId> = state.active_ids().into_iter().collect();
+        cluster
+            .directory()
+            .install_relayed(me, directory.clone(), &active);
+        Some(directory)
+    }
+
     async fn step(&mut self, cluster: &Cluster) {
         if cluster.raft().view().role != RaftRole::Leader {
             if self.leading {
@@ -133,6 +175,7 @@ impl Detector {
                 self.probes.abort_all();
                 self.last_probe = None;
                 self.confirmed = None;
+                self.holdings.clear();
                 if let Some(c) = self.confirming.take() {
                     c.abort();
                 }
@@ -152,11 +195,21 @@ impl Detector {
             }
         }
         while let Some(r) = self.probes.try_join_next() {
-            if let Ok((id, true, at, offset)) = r {
-                self.last_ok.insert(id, at);
-                if let Some((offset_ms, uncertainty_ms)) = offset {
-                    self.check_clock(id, offset_ms, uncertainty_ms, at);
+            match r {
+                Ok((id, true, at, offset, held)) => {
+                    self.last_ok.insert(id, at);
+                    if let Some((offset_ms, uncertainty_ms)) = offset {
+                        self.check_clock(id, offset_ms, uncertainty_ms, at);
+                    }
+                    match held {
+                        Some(h) => self.holdings.insert(id, h),
+                        None => self.holdings.remove(&id),
+                    };
                 }
+                Ok((id, false, ..)) => {
+                    self.holdings.remove(&id);
+                }
+                Err(_) => {}
             }
         }
         if let Some(c) = self.confirming.take_if(|c| c.is_finished()) {
@@ -185,16 +238,19 @@ impl Detector {
                     }
                 }));
             }
+            let directory = self.directory(cluster, &state);
             for m in state.members.values() {
                 if m.node_id == me || m.addr.grpc_address.is_empty() {
                     continue;
                 }
                 let (id, addr) = (m.node_id, m.addr.grpc_address.clone());
                 let channels = cluster.peer_channels().clone();
+                let directory = directory.clone();
                 self.probes.spawn(async move {
                     let req = pb::StatusRequest {
                         lease: leased,
                         applied_index,
+                        directory,
                     };
                     let sent = now_ms();
                     let answer = status_request(&channels, &addr, req, PROBE_TIMEOUT).await;
@@ -202,7 +258,9 @@ impl Detector {
                         .as_ref()
                         .ok()
                         .and_then(|a| clock_offset_ms(sent, a.wall_clock_ms, now_ms()));
-                    (id, answer.is_ok(), Instant::now(), offset)
+                    let ok = answer.is_ok();
+                    let held = answer.ok().and_then(|a| a.held);
+                    (id, ok, Instant::now(), offset, held)
                 });
             }
         }

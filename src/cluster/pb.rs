@@ -1,6 +1,5 @@
 //! Code generated from `proto/cluster.proto` by `build.rs` (prost messages, tonic
-//! clients and servers). Only `cluster::raft`, `cluster::service`,
-//! `cluster::query_service` and `cluster::fanout` use it.
+//! clients and servers). Only the `cluster` modules use it.
 
 #![allow(clippy::all, missing_docs)]
 

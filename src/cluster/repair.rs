@@ -1,9 +1,13 @@
 //! Replica-set repair of WAL groups: the reconciler every node runs, and the read
 //! plan the fan-out uses to read each group from exactly one replica.
 //!
-//! Every `RECONCILE_INTERVAL` each node asks every other active member which
-//! groups it holds (`WalGroups.Held`) and keeps the answers in a `GroupDirectory`.
-//! Then, for every group it holds:
+//! Each node keeps which groups every other active member holds in a
+//! `GroupDirectory`. The meta leader's failure detector learns them from its
+//! probes' answers each second and relays them in its next probes
+//! (`StatusRequest.directory`); a node that has had no such relay for
+//! `RELAY_FRESH` (no meta leader, or one cut off from it) asks every member
+//! itself (`WalGroups.Held`). Every `RECONCILE_INTERVAL`, for every group it
+//! holds:
 //!
 //! - as the group's leader, it compares the voters with `desired_voters` over the
 //!   ring of the committed members (down members included: a node marked down is
@@ -26,6 +30,7 @@ use super::replication::{group_key, group_voters};
 use super::ring::Ring;
 use super::runtime::Cluster;
 use super::state::{ClusterState, MemberState, NodeId};
+use crate::cluster::pb;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,11 +39,14 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a node refreshes its directory and checks the groups it holds.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a directory relayed by the meta leader's probe serves before this
+/// node asks the members itself: the leader probes every second.
+pub const RELAY_FRESH: Duration = Duration::from_millis(2500);
 /// How long a `Held` question may take.
 const HELD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a replica that is not its group's owner sees no live leader of the
-/// group (none leads here, and no member that answered the last `Held` question
-/// says it leads) before it lets itself campaign. Covers a leader's restart, or
+/// group (none leads here, and no member that answered at the last directory
+/// refresh says it leads) before it lets itself campaign. Covers a leader's restart, or
 /// an owner that keeps losing its elections, without a second candidate.
 pub const LEADERLESS_GRACE: Duration = Duration::from_secs(4);
 /// How long a new replica may take to catch up before the step is retried.
@@ -63,7 +71,13 @@ pub fn desired_voters(ring: &Ring, group: u64, rf: usize) -> BTreeSet<NodeId> {
 #[derive(Clone, Default)]
 pub struct GroupDirectory {
     inner: Arc<RwLock<Known>>,
+    /// When the meta leader's probe last relayed the directory.
+    relayed_at: Arc<Mutex<Option<std::time::Instant>>>,
 }
+
+/// One member's answer: the groups it holds and whether its own storage (outside
+/// WAL groups) is empty.
+pub type Holdings = (Vec<GroupView>, bool);
 
 /// The directory's contents, replaced whole at each refresh.
 #[derive(Default)]
@@ -80,8 +94,62 @@ struct Known {
 }
 
 impl GroupDirectory {
-    /// Whether a member that answered the last `Held` question says it leads
-    /// `group`.
+    /// Replaces the directory with `answers` (by member, this node left out);
+    /// members in `unanswered` keep their last answer as silent ones.
+    pub fn install(&self, answers: BTreeMap<NodeId, Holdings>, unanswered: &[NodeId]) {
+        let mut fresh = Known::default();
+        for (id, (views, own_storage_empty)) in answers {
+            fresh.answered.insert(id, views);
+            if own_storage_empty {
+                fresh.own_storage_empty.insert(id);
+            }
+        }
+        let mut known = self.inner.write();
+        for id in unanswered {
+            let last = known
+                .answered
+                .remove(id)
+                .or_else(|| known.silent.remove(id));
+            if let Some(views) = last {
+                fresh.silent.insert(*id, views);
+                if known.own_storage_empty.contains(id) {
+                    fresh.own_storage_empty.insert(*id);
+                }
+            }
+        }
+        *known = fresh;
+    }
+
+    /// Takes the directory the meta leader relayed (`StatusRequest.directory`):
+    /// every member in it but `me` answered, the other `active` members did not.
+    pub fn install_relayed(&self, me: NodeId, relayed: pb::GroupDirectory, active: &[NodeId]) {
+        let answers: BTreeMap<NodeId, Holdings> = relayed
+            .members
+            .into_iter()
+            .filter(|m| m.node_id != me)
+            .map(|m| {
+                let held = m.held.unwrap_or_default();
+                let views = held.groups.into_iter().map(GroupView::from).collect();
+                (m.node_id, (views, held.own_storage_empty))
+            })
+            .collect();
+        let unanswered: Vec<NodeId> = active
+            .iter()
+            .filter(|id| **id != me && !answers.contains_key(id))
+            .copied()
+            .collect();
+        self.install(answers, &unanswered);
+        *self.relayed_at.lock() = Some(std::time::Instant::now());
+    }
+
+    /// Whether a relayed directory arrived within `RELAY_FRESH`.
+    fn relay_is_fresh(&self) -> bool {
+        self.relayed_at
+            .lock()
+            .is_some_and(|at| at.elapsed() < RELAY_FRESH)
+    }
+
+    /// Whether a member that answered at the last refresh says it leads `group`.
     pub fn led_by_answering(&self, group: u64) -> bool {
         self.inner.read().answered.iter().any(|(id, views)| {
             views
@@ -208,12 +276,12 @@ pub fn read_plan(
 
 /// The groups of `held` (this node's voting replicas, with the log index each
 /// applied) that are fresh enough to read locally: all but those whose leader, a
-/// member that answered the last `Held` question, had applied more than this
-/// replica has now. Such a replica is catching up (after a restart, or after its
-/// damaged copy was dropped) and lacks entries the group committed a second ago;
-/// `read_plan` then reads the group from a peer. In steady state a follower's
-/// applied index is past what its leader reported a `RECONCILE_INTERVAL` ago, so
-/// every held group stays local.
+/// member that answered at the last directory refresh, had applied more than
+/// this replica has now. Such a replica is catching up (after a restart, or after
+/// its damaged copy was dropped) and lacks entries the group committed a second
+/// or two ago; `read_plan` then reads the group from a peer. In steady state a
+/// follower's applied index is past what its leader reported at the last refresh
+/// (a second or two ago), so every held group stays local.
 pub fn fresh_local(
     held: &BTreeMap<u64, u64>,
     directory: &BTreeMap<NodeId, Vec<GroupView>>,
@@ -300,7 +368,7 @@ pub struct GroupSight {
     /// This replica is the group's only voter.
     pub sole_voter: bool,
     /// Someone alive leads the group: this replica, or a member that answered
-    /// the last `Held` question and says it leads.
+    /// at the last directory refresh and says it leads.
     pub live_leader: bool,
     /// How long this replica has seen no live leader.
     pub leaderless_for: Duration,
@@ -431,14 +499,18 @@ pub async fn run_reconciler(
     }
 }
 
-/// Asks every other active member what it holds; members that do not answer are
-/// left out of the directory until they do.
+/// Asks every other active member what it holds, unless the meta leader relayed
+/// it lately; members that do not answer are left out of the directory until
+/// they do.
 async fn refresh_directory(
     cluster: &Cluster,
     groups: &WalGroups,
     state: &ClusterState,
     directory: &GroupDirectory,
 ) {
+    if directory.relay_is_fresh() {
+        return;
+    }
     let me = cluster.node_id();
     let asked: Vec<(NodeId, String)> = state
         .members
@@ -452,15 +524,12 @@ async fn refresh_directory(
         let channels = groups.peer_channels().clone();
         asking.spawn(async move { (id, fetch_held(&channels, &addr, HELD_TIMEOUT).await) });
     }
-    let mut fresh = Known::default();
+    let mut answers = BTreeMap::new();
     let mut unanswered = Vec::new();
     while let Some(done) = asking.join_next().await {
         match done {
-            Ok((id, Ok((views, own_storage_empty)))) => {
-                fresh.answered.insert(id, views);
-                if own_storage_empty {
-                    fresh.own_storage_empty.insert(id);
-                }
+            Ok((id, Ok(holdings))) => {
+                answers.insert(id, holdings);
             }
             Ok((id, Err(e))) => {
                 tracing::debug!(node_id = id, error = %e, "asking which WAL groups a member holds");
@@ -469,20 +538,10 @@ async fn refresh_directory(
             Err(e) => tracing::warn!(error = %e, "asking which WAL groups a member holds"),
         }
     }
-    let mut known = directory.inner.write();
-    for id in unanswered {
-        let last = known
-            .answered
-            .remove(&id)
-            .or_else(|| known.silent.remove(&id));
-        if let Some(views) = last {
-            fresh.silent.insert(id, views);
-            if known.own_storage_empty.contains(&id) {
-                fresh.own_storage_empty.insert(id);
-            }
-        }
+    // A relay that arrived meanwhile is newer than these answers.
+    if !directory.relay_is_fresh() {
+        directory.install(answers, &unanswered);
     }
-    *known = fresh;
 }
 
 /// Whether every other active member answered and none holds `group` as a voter
@@ -860,5 +919,46 @@ mod tests {
             ..sight(false, false, false, 0)
         };
         assert_eq!(group_timers(&alone), (false, true));
+    }
+
+    #[test]
+    fn a_relayed_directory_replaces_the_answers_and_keeps_silent_members_last_ones() {
+        let held = |g: u64| pb::HeldResponse {
+            groups: vec![pb::HeldGroup {
+                group_id: g,
+                voters: vec![1, 2, 3],
+                learners: vec![],
+                leader_id: Some(g),
+                applied_index: 5,
+            }],
+            own_storage_empty: false,
+        };
+        let relay = |ids: &[u64]| pb::GroupDirectory {
+            members: ids
+                .iter()
+                .map(|id| pb::MemberHoldings {
+                    node_id: *id,
+                    held: Some(held(*id)),
+                })
+                .collect(),
+        };
+        let d = GroupDirectory::default();
+        assert!(!d.relay_is_fresh());
+        d.install_relayed(1, relay(&[1, 2, 3]), &[1, 2, 3]);
+        assert!(d.relay_is_fresh());
+        assert!(d.led_by_answering(2) && d.led_by_answering(3));
+        // This node's own entry is left out: it knows its groups itself.
+        assert!(!d.led_by_answering(1));
+        // Node 3 did not answer the leader's last probe: its groups have no
+        // answering leader, and its last answer stays, marked silent.
+        d.install_relayed(1, relay(&[1, 2]), &[1, 2, 3]);
+        assert!(d.led_by_answering(2) && !d.led_by_answering(3));
+        assert!(d.inner.read().silent.contains_key(&3));
+        // Marked down (no longer active): forgotten.
+        d.install_relayed(1, relay(&[1, 2]), &[1, 2]);
+        assert!(!d.inner.read().silent.contains_key(&3));
+        // Back: answering again.
+        d.install_relayed(1, relay(&[1, 2, 3]), &[1, 2, 3]);
+        assert!(d.led_by_answering(3));
     }
 }

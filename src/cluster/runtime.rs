@@ -257,6 +257,12 @@ struct Inner {
     assignment: Arc<AssignmentHandle>,
     /// Connections to peers for the failure detector's status probes.
     channels: Connections,
+    /// The WAL groups this node holds (none without WAL groups), which its
+    /// answers to status probes list.
+    groups: Option<super::raft::group::WalGroups>,
+    /// Which groups the other members hold: relayed by the meta leader's probes,
+    /// or asked by the reconciler (`repair`).
+    directory: super::repair::GroupDirectory,
 }
 
 /// Handle to the running cluster on this node. Cheap to clone.
@@ -269,6 +275,17 @@ impl Cluster {
     /// The connections to peers the failure detector's probes reuse.
     pub(super) fn peer_channels(&self) -> &Connections {
         &self.inner.channels
+    }
+
+    /// The WAL groups this node holds, as `WalGroups.Held` answers (None
+    /// without WAL groups).
+    pub(super) fn held(&self) -> Option<pb::HeldResponse> {
+        self.inner.groups.as_ref().map(|g| g.held())
+    }
+
+    /// Which WAL groups the other members hold.
+    pub fn directory(&self) -> &super::repair::GroupDirectory {
+        &self.inner.directory
     }
 
     /// Checks the data directory, opens the meta group and starts the gRPC server
@@ -327,6 +344,8 @@ impl Cluster {
                 identity: parking_lot::Mutex::new(identity),
                 assignment,
                 channels: Connections::default(),
+                groups: groups.clone(),
+                directory: Default::default(),
             }),
         };
         // From the start, not only once formed or joined: a joining node must follow

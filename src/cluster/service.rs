@@ -228,7 +228,14 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let req = req.into_inner();
+        let mut req = req.into_inner();
+        if let Some(relayed) = req.directory.take() {
+            let active: Vec<super::state::NodeId> =
+                self.cluster.state().active_ids().into_iter().collect();
+            self.cluster
+                .directory()
+                .install_relayed(self.cluster.node_id(), relayed, &active);
+        }
         if req.lease
             && self.cluster.raft().view().last_applied_index.unwrap_or(0) >= req.applied_index
         {
@@ -281,6 +288,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 .collect(),
             ring_epoch: st.ring_epoch,
             wall_clock_ms: super::runtime::now_ms(),
+            held: self.cluster.held(),
         }))
     }
 }
