@@ -160,10 +160,7 @@ impl Detector {
         });
         members.sort_by_key(|m| m.node_id);
         let directory = pb::GroupDirectory { members };
-        let active: Vec<NodeId> = state.active_ids().into_iter().collect();
-        cluster
-            .directory()
-            .install_relayed(me, directory.clone(), &active);
+        cluster.take_directory(directory.clone());
         Some(directory)
     }
 

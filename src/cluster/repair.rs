@@ -25,7 +25,7 @@
 //! below; the whole is shown by `tests/replication_repair.rs`.
 
 use super::fanout::Peer;
-use super::raft::group::{fetch_held, GroupView, WalGroup, WalGroups};
+use super::raft::group::{fetch_held, holdings, GroupView, Holdings, WalGroup, WalGroups};
 use super::replication::{group_key, group_voters};
 use super::ring::Ring;
 use super::runtime::Cluster;
@@ -75,10 +75,6 @@ pub struct GroupDirectory {
     relayed_at: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
-/// One member's answer: the groups it holds and whether its own storage (outside
-/// WAL groups) is empty.
-pub type Holdings = (Vec<GroupView>, bool);
-
 /// The directory's contents, replaced whole at each refresh.
 #[derive(Default)]
 struct Known {
@@ -127,11 +123,7 @@ impl GroupDirectory {
             .members
             .into_iter()
             .filter(|m| m.node_id != me)
-            .map(|m| {
-                let held = m.held.unwrap_or_default();
-                let views = held.groups.into_iter().map(GroupView::from).collect();
-                (m.node_id, (views, held.own_storage_empty))
-            })
+            .map(|m| (m.node_id, holdings(m.held.unwrap_or_default())))
             .collect();
         let unanswered: Vec<NodeId> = active
             .iter()

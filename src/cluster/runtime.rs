@@ -288,6 +288,15 @@ impl Cluster {
         &self.inner.directory
     }
 
+    /// Takes the group directory the meta leader relays as this node's: the
+    /// active members missing from it did not answer.
+    pub(super) fn take_directory(&self, relayed: pb::GroupDirectory) {
+        let active: Vec<NodeId> = self.state().active_ids().into_iter().collect();
+        self.inner
+            .directory
+            .install_relayed(self.node_id(), relayed, &active);
+    }
+
     /// Checks the data directory, opens the meta group and starts the gRPC server
     /// (when a listen address is set), which also serves `local` (this node's own
     /// storage; by WAL group with `grouped`) to the other members' fan-out

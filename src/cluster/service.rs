@@ -230,11 +230,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let mut req = req.into_inner();
         if let Some(relayed) = req.directory.take() {
-            let active: Vec<super::state::NodeId> =
-                self.cluster.state().active_ids().into_iter().collect();
-            self.cluster
-                .directory()
-                .install_relayed(self.cluster.node_id(), relayed, &active);
+            self.cluster.take_directory(relayed);
         }
         if req.lease
             && self.cluster.raft().view().last_applied_index.unwrap_or(0) >= req.applied_index

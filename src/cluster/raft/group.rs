@@ -2360,13 +2360,23 @@ impl From<pb::HeldGroup> for GroupView {
     }
 }
 
+/// One member's answer: the groups it holds and whether its own storage (outside
+/// WAL groups) is empty.
+pub type Holdings = (Vec<GroupView>, bool);
+
+/// A `WalGroups.Held` answer as `Holdings`.
+pub fn holdings(r: pb::HeldResponse) -> Holdings {
+    let views = r.groups.into_iter().map(GroupView::from).collect();
+    (views, r.own_storage_empty)
+}
+
 /// Asks the node at `address` which WAL groups it holds, and whether its own
 /// storage (outside them) is empty.
 pub async fn fetch_held(
     channels: &Connections,
     address: &str,
     timeout: Duration,
-) -> Result<(Vec<GroupView>, bool), String> {
+) -> Result<Holdings, String> {
     let answer: Result<pb::HeldResponse, Status> = channels
         .unary(
             address,
@@ -2382,10 +2392,7 @@ pub async fn fetch_held(
     match answer {
         Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(s.message().to_string()),
         Err(s) => Err(format!("{address}: {}", s.message())),
-        Ok(r) => {
-            let views = r.groups.into_iter().map(GroupView::from).collect();
-            Ok((views, r.own_storage_empty))
-        }
+        Ok(r) => Ok(holdings(r)),
     }
 }
 
