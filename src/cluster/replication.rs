@@ -10,7 +10,9 @@
 //! to that leader over the `WalGroups.Write` RPC; leadership is not taken back.
 
 use super::query_service::GroupedStorage;
-use super::raft::group::{forward_write, GroupWriteError, WalGroup, WalGroups};
+use super::raft::group::{
+    forward_write, BatchSlots, GroupWriteError, SlotRef, WalGroup, WalGroups,
+};
 use super::ring::Ring;
 use super::runtime::Cluster;
 use super::state::{NodeAddr, NodeId};
@@ -228,9 +230,13 @@ impl ReplicatedAppendable {
             runtime: self.runtime.clone(),
             timeout: self.timeout,
             stats: self.stats.clone(),
+            slot_group: local.clone(),
             local: local.filter(|_| check_local),
             series: Vec::new(),
-            index: FxHashMap::default(),
+            slot_generation: None,
+            slots: Vec::new(),
+            by_slot: FxHashMap::default(),
+            by_labels: None,
         }
     }
 }
@@ -259,15 +265,82 @@ struct ReplicatedAppender {
     /// (None until the group is opened, or for a batch appender on the leader:
     /// then only the leader checks, at commit).
     local: Option<WalGroup>,
+    /// This node's replica of its group, whose admission slots name the series
+    /// (the refs `append` returns), so the leader admits them without a lookup.
+    slot_group: Option<WalGroup>,
     series: Vec<BatchSeries>,
-    /// Position of each series in `series`.
-    index: FxHashMap<Labels, usize>,
+    /// The admission slot of each series in `series`, all of generation
+    /// `slot_generation`, while `by_labels` is None.
+    slot_generation: Option<u32>,
+    slots: Vec<u32>,
+    /// Slot → position in `series`.
+    by_slot: FxHashMap<u32, usize>,
+    /// Labels → position in `series`: once a slot's generation ended during
+    /// the batch, or without a group to name slots in.
+    by_labels: Option<FxHashMap<Labels, usize>>,
+}
+
+impl ReplicatedAppender {
+    /// The position of `labels` in `series` (pushed when new) and the ref to
+    /// return for it.
+    fn position(&mut self, series_ref: SeriesRef, labels: &Labels) -> (usize, SeriesRef) {
+        let slot = self
+            .slot_group
+            .as_ref()
+            .map(|g| g.slot_of(series_ref, labels));
+        let new_ref = slot.map_or(0, |r| r.series_ref());
+        if self.by_labels.is_none() {
+            if let Some(i) = slot.and_then(|r| self.position_by_slot(r, labels)) {
+                return (i, new_ref);
+            }
+            let by_labels = self
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.labels.clone(), i))
+                .collect();
+            self.by_labels = Some(by_labels);
+        }
+        let index = self.by_labels.get_or_insert_with(FxHashMap::default);
+        let i = *index.entry(labels.clone()).or_insert_with(|| {
+            self.series.push(BatchSeries {
+                labels: labels.clone(),
+                samples: Vec::new(),
+            });
+            self.series.len() - 1
+        });
+        (i, new_ref)
+    }
+
+    /// The position of the series in slot `r` (pushed when new), or None when
+    /// `r` is of another generation than the batch's slots, or its slot holds
+    /// other labels in the batch.
+    fn position_by_slot(&mut self, r: SlotRef, labels: &Labels) -> Option<usize> {
+        if *self.slot_generation.get_or_insert(r.generation) != r.generation {
+            return None;
+        }
+        match self.by_slot.get(&r.slot) {
+            Some(&i) => {
+                let l = &self.series[i].labels;
+                (l.ptr_eq(labels) || l == labels).then_some(i)
+            }
+            None => {
+                self.by_slot.insert(r.slot, self.series.len());
+                self.slots.push(r.slot);
+                self.series.push(BatchSeries {
+                    labels: labels.clone(),
+                    samples: Vec::new(),
+                });
+                Some(self.series.len() - 1)
+            }
+        }
+    }
 }
 
 impl Appender for ReplicatedAppender {
     fn append(
         &mut self,
-        _series_ref: SeriesRef,
+        series_ref: SeriesRef,
         labels: &Labels,
         t: i64,
         v: f64,
@@ -275,17 +348,7 @@ impl Appender for ReplicatedAppender {
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels(labels.to_string()));
         }
-        let i = match self.index.get(labels) {
-            Some(i) => *i,
-            None => {
-                self.series.push(BatchSeries {
-                    labels: labels.clone(),
-                    samples: Vec::new(),
-                });
-                self.index.insert(labels.clone(), self.series.len() - 1);
-                self.series.len() - 1
-            }
-        };
+        let (i, new_ref) = self.position(series_ref, labels);
         let s = &mut self.series[i];
         // A sample is checked against the one before it in this batch, or else
         // against what this node's replica of its group holds (the same check as
@@ -302,9 +365,9 @@ impl Appender for ReplicatedAppender {
         if append {
             s.samples.push(Sample { t, v });
         }
-        // Series refs are not shared across the group's replicas; 0 means "look
-        // the labels up again", which the buffer does by hash.
-        Ok(0)
+        // A ref names the series' slot in this node's replica of its group; the
+        // group's other replicas number them their own way.
+        Ok(new_ref)
     }
 
     fn commit(self: Box<Self>) -> Result<(), AppendError> {
@@ -319,9 +382,17 @@ impl Appender for ReplicatedAppender {
             self.timeout,
             self.stats.clone(),
         );
+        let slots = match (self.slot_generation, &self.by_labels) {
+            (Some(generation), None) => Some((generation, self.slots)),
+            _ => None,
+        };
         let series = self.series;
         self.runtime.spawn(async move {
-            let r = commit_to_group(&groups, me, &series, timeout, &stats).await;
+            let slots = slots.as_ref().map(|(generation, slots)| BatchSlots {
+                generation: *generation,
+                slots,
+            });
+            let r = commit_to_group(&groups, me, &series, slots, timeout, &stats).await;
             let _ = tx.send(r);
         });
         let result = match rx.recv_timeout(self.timeout + Duration::from_secs(1)) {
@@ -356,6 +427,7 @@ async fn commit_to_group(
     groups: &WalGroups,
     me: NodeId,
     series: &[BatchSeries],
+    slots: Option<BatchSlots<'_>>,
     timeout: Duration,
     stats: &CommitStats,
 ) -> Result<(), AppendError> {
@@ -384,7 +456,7 @@ async fn commit_to_group(
                 )
                 .await
             }
-            Some((g, _)) => g.write(series, left).await,
+            Some((g, _)) => g.write_slotted(series, slots, left).await,
             None => Err(GroupWriteError::NotLeader {
                 group: me,
                 leader: None,
@@ -618,6 +690,60 @@ mod tests {
             let e = local.querier_for_groups(0, 10, &[id]).await.err().unwrap();
             assert!(e.to_string().contains("no voting replica"), "{e}");
         }
+        groups.shutdown().await;
+    }
+
+    /// The refs a replicated appender returns name each series' admission slot:
+    /// samples appended with them go to their series, within a batch and
+    /// across batches, also when the slots' generation ends between batches or
+    /// in the middle of one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appended_series_are_named_by_their_admission_slots() {
+        use crate::cluster::raft::group::tests::{one_voter_group, read_group, series};
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, g) = one_voter_group(dir.path()).await;
+        let store = ReplicatedAppendable::new(groups.clone(), 1, Duration::from_secs(10));
+        let (a, b) = (series(0), series(1));
+        let g2 = g.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut app = store.batch_appender();
+            let ra = app.append(0, &a, 1000, 1.0).unwrap();
+            let rb = app.append(0, &b, 1000, 1.0).unwrap();
+            assert!(ra != 0 && rb != 0 && ra != rb);
+            assert_eq!(app.append(ra, &a, 2000, 2.0).unwrap(), ra);
+            app.commit().unwrap();
+
+            let mut app = store.batch_appender();
+            assert_eq!(app.append(ra, &a, 3000, 3.0).unwrap(), ra);
+            app.commit().unwrap();
+
+            // The generation ends between batches: a's ref is renewed.
+            g2.trim_admissions();
+            let mut app = store.batch_appender();
+            let ra2 = app.append(ra, &a, 4000, 4.0).unwrap();
+            assert_ne!(ra2, ra);
+            app.commit().unwrap();
+
+            // ... and in the middle of one: b's stale ref after a's fresh one,
+            // then a again.
+            let mut app = store.batch_appender();
+            assert_eq!(app.append(ra2, &a, 5000, 5.0).unwrap(), ra2);
+            g2.trim_admissions();
+            let rb2 = app.append(rb, &b, 5000, 5.0).unwrap();
+            assert_ne!(rb2, rb);
+            app.append(ra2, &a, 6000, 6.0).unwrap();
+            // A sample older than one before it in the batch is refused.
+            assert!(app.append(ra2, &a, 5500, 5.5).is_err());
+            app.commit().unwrap();
+        })
+        .await
+        .unwrap();
+        let got = read_group(&g);
+        assert_eq!(
+            got[&series(0).to_string()],
+            vec![1000, 2000, 3000, 4000, 5000, 6000]
+        );
+        assert_eq!(got[&series(1).to_string()], vec![1000, 5000]);
         groups.shutdown().await;
     }
 

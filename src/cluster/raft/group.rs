@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -227,13 +227,24 @@ const DEFINED_UNSURE: u64 = u64::MAX;
 /// for it, else the next free id. A new term starts numbering at the table's
 /// next free id once this replica applied every entry before the term's first,
 /// so no id defined by an entry that may be committed is assigned again.
-#[derive(Default)]
+///
+/// Each series known here has a slot, which this node's writers remember as the
+/// series' ref (`SlotRef`): a batch that names its series' slots is admitted
+/// without hashing or probing a map for them. A slot keeps its series until it
+/// is freed (`trim`), which starts a new generation of the slots: refs from an
+/// older one are looked up by labels again.
 struct Admissions {
     /// The Raft term the entries were admitted in.
     term: u64,
     /// The next id to assign in this term.
     next_id: u32,
-    last: crate::fxhash::HashMap<PendingKey, AdmittedLast>,
+    /// Label set → its slot.
+    index: crate::fxhash::HashMap<PendingKey, u32>,
+    slots: Vec<AdmissionSlot>,
+    /// Slots holding no series.
+    free: Vec<u32>,
+    /// The generation of the slots, also readable without the lock.
+    generation: Arc<AtomicU32>,
     /// Writes admitted and not finished (applied here, or failed).
     in_flight: BTreeSet<u64>,
     /// The number of the next write admitted.
@@ -243,22 +254,184 @@ struct Admissions {
     retiring: BTreeSet<u32>,
 }
 
-/// Most series `Admissions::last` keeps; past it, the series of finished writes
+impl Default for Admissions {
+    fn default() -> Admissions {
+        Admissions {
+            term: 0,
+            next_id: 0,
+            index: Default::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            generation: Arc::new(AtomicU32::new(new_slot_generation())),
+            in_flight: BTreeSet::new(),
+            next_write: 0,
+            retiring: BTreeSet::new(),
+        }
+    }
+}
+
+/// A generation of admission slots never used before in this process, by any
+/// group (a replica opened again starts afresh), and never 0 (a `SeriesRef` of 0
+/// means "none").
+fn new_slot_generation() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    loop {
+        let g = NEXT.fetch_add(1, Ordering::Relaxed);
+        if g != 0 {
+            return g;
+        }
+    }
+}
+
+/// A series known to `Admissions`, and its newest admitted sample (None: none
+/// in this term, or forgotten).
+struct AdmissionSlot {
+    key: PendingKey,
+    last: Option<AdmittedLast>,
+}
+
+/// Where a series sits in its group's `Admissions` (as the group's replica on
+/// this node numbers them): what `ReplicatedAppender` returns as a series ref,
+/// valid while the generation it was given in lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotRef {
+    pub generation: u32,
+    pub slot: u32,
+}
+
+impl SlotRef {
+    /// The ref a `SeriesRef` holds (0 and refs of other stores: None).
+    pub fn from_series_ref(r: SeriesRef) -> Option<SlotRef> {
+        let (generation, slot) = ((r >> 32) as u32, r as u32);
+        (generation != 0 && slot != 0).then(|| SlotRef {
+            generation,
+            slot: slot - 1,
+        })
+    }
+
+    pub fn series_ref(self) -> SeriesRef {
+        (u64::from(self.generation) << 32) | u64::from(self.slot + 1)
+    }
+}
+
+/// The slots of a batch's series, in order, as `WalGroup::write` takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSlots<'a> {
+    pub generation: u32,
+    pub slots: &'a [u32],
+}
+
+/// Most series `Admissions` keeps; past it, the series of finished writes
 /// are forgotten (their samples are in the TSDB, which is checked instead).
 const ADMITTED_SERIES_MAX: usize = 1 << 18;
 
 impl Admissions {
-    /// Empties the map for a new `term`, whose ids start at `next_id`.
+    /// Forgets every admitted sample for a new `term`, whose ids start at
+    /// `next_id`. The series keep their slots.
     fn enter_term(&mut self, term: u64, next_id: u32) {
         self.term = term;
         self.next_id = next_id;
-        self.last.clear();
+        self.forget_where(|_| true);
     }
 
-    /// Forgets the series whose newest admitted sample came from a finished write.
+    /// Frees the slots of series whose newest admitted sample came from a
+    /// finished write, or that have none.
     fn trim(&mut self) {
         let oldest = self.in_flight.first().copied().unwrap_or(u64::MAX);
-        self.last.retain(|_, l| l.write >= oldest);
+        let mut freed = false;
+        for (n, s) in self.slots.iter_mut().enumerate() {
+            if s.key.labels.is_empty() || s.last.is_some_and(|l| l.write >= oldest) {
+                continue;
+            }
+            self.index.remove(&s.key);
+            *s = AdmissionSlot {
+                key: PendingKey::free(),
+                last: None,
+            };
+            self.free.push(n as u32);
+            freed = true;
+        }
+        if freed {
+            self.next_generation();
+        }
+    }
+
+    fn next_generation(&mut self) {
+        self.generation
+            .store(new_slot_generation(), Ordering::Relaxed);
+    }
+
+    /// The slot of `labels` (whose `Labels::map_hash` is `hash`), taken for it
+    /// when it has none.
+    fn slot_for(&mut self, labels: &Labels, hash: u64) -> u32 {
+        if let Some(&n) = self
+            .index
+            .get(&ProbeKey(hash, labels) as &dyn PendingLookup)
+        {
+            return n;
+        }
+        let key = PendingKey {
+            hash,
+            labels: labels.clone(),
+        };
+        let slot = AdmissionSlot {
+            key: key.clone(),
+            last: None,
+        };
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.slots[n as usize] = slot;
+                n
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, n);
+        n
+    }
+
+    /// The slot a batch named for `labels`, if it is still theirs, else theirs
+    /// looked up (or taken).
+    fn slot_named(&mut self, named: Option<u32>, labels: &Labels) -> u32 {
+        if let Some(n) = named {
+            if self
+                .slots
+                .get(n as usize)
+                .is_some_and(|s| s.key.labels.ptr_eq(labels) || s.key.labels == *labels)
+            {
+                return n;
+            }
+        }
+        self.slot_for(labels, labels.map_hash())
+    }
+
+    /// The newest sample admitted for `labels`.
+    fn last(&self, hash: u64, labels: &Labels) -> Option<&AdmittedLast> {
+        let n = *self
+            .index
+            .get(&ProbeKey(hash, labels) as &dyn PendingLookup)?;
+        self.slots[n as usize].last.as_ref()
+    }
+
+    fn last_mut(&mut self, key: &PendingKey) -> Option<&mut AdmittedLast> {
+        let n = *self.index.get(key)?;
+        self.slots[n as usize].last.as_mut()
+    }
+
+    /// The newest samples admitted, of every series.
+    fn lasts(&self) -> impl Iterator<Item = &AdmittedLast> {
+        self.slots.iter().filter_map(|s| s.last.as_ref())
+    }
+
+    /// Forgets the newest admitted sample of every series `forget` picks.
+    fn forget_where(&mut self, mut forget: impl FnMut(&AdmittedLast) -> bool) {
+        for s in &mut self.slots {
+            if s.last.as_ref().is_some_and(&mut forget) {
+                s.last = None;
+            }
+        }
     }
 
     /// The ids of series admitted by a write that may be in flight: a series'
@@ -267,8 +440,7 @@ impl Admissions {
         let Some(&oldest) = self.in_flight.first() else {
             return Default::default();
         };
-        self.last
-            .values()
+        self.lasts()
             .filter(|l| l.write >= oldest)
             .map(|l| l.id)
             .collect()
@@ -277,7 +449,7 @@ impl Admissions {
     /// Forgets the label → id of every series whose id `ids` has retired, so the
     /// next batch of such a series takes a new id.
     fn forget_retired(&mut self, ids: &SeriesIds) {
-        self.last.retain(|_, l| !ids.is_retired(l.id));
+        self.forget_where(|l| ids.is_retired(l.id));
     }
 }
 
@@ -292,10 +464,11 @@ struct PendingKey {
 }
 
 impl PendingKey {
-    fn new(labels: &Labels) -> PendingKey {
+    /// The key of a free slot (no series has empty labels).
+    fn free() -> PendingKey {
         PendingKey {
-            hash: labels.map_hash(),
-            labels: labels.clone(),
+            hash: 0,
+            labels: Labels::empty(),
         }
     }
 }
@@ -993,7 +1166,7 @@ impl Drop for Admitted<'_> {
             // The entry may be committed later or never: later batches define
             // these ids again until one of them is applied.
             for key in &self.defined {
-                if let Some(l) = p.last.get_mut(key) {
+                if let Some(l) = p.last_mut(key) {
                     if l.defined_by == self.write {
                         l.defined_by = DEFINED_UNSURE;
                     }
@@ -1020,6 +1193,8 @@ pub struct WalGroup {
     db: Arc<Db>,
     stats: Arc<ApplyStats>,
     pending: Arc<Pending>,
+    /// `Admissions::generation`, read without the lock.
+    slot_generation: Arc<AtomicU32>,
     /// The group's directory, for `WalGroups::reform` and `WalGroups::remove`.
     dir: PathBuf,
     node_id: NodeId,
@@ -1177,12 +1352,15 @@ impl WalGroup {
         )
         .await
         .map_err(|e| RaftOpError::Fatal(e.to_string()))?;
+        let admissions = Admissions::default();
+        let slot_generation = admissions.generation.clone();
         Ok(WalGroup {
             group_id,
             raft,
             db,
             stats,
-            pending: Arc::new(Mutex::new(Default::default())),
+            pending: Arc::new(Mutex::new(admissions)),
+            slot_generation,
             dir: dir.to_path_buf(),
             node_id,
             config,
@@ -1407,13 +1585,8 @@ impl WalGroup {
         let term = self.term();
         let admitted = {
             let p = self.pending.lock();
-            let key = ProbeKey(hash, labels);
             (p.term == term)
-                .then(|| {
-                    p.last
-                        .get(&key as &dyn PendingLookup)
-                        .map(|l| (l.t, l.v_bits))
-                })
+                .then(|| p.last(hash, labels).map(|l| (l.t, l.v_bits)))
                 .flatten()
         };
         match admitted {
@@ -1422,11 +1595,45 @@ impl WalGroup {
         }
     }
 
+    /// The slot of `labels` in this replica's admissions: `hint` (a ref this
+    /// returned before) while its generation lasts, else looked up by labels.
+    pub fn slot_of(&self, hint: SeriesRef, labels: &Labels) -> SlotRef {
+        if let Some(r) = SlotRef::from_series_ref(hint) {
+            if r.generation == self.slot_generation.load(Ordering::Relaxed) {
+                return r;
+            }
+        }
+        let mut p = self.pending.lock();
+        // A replica that does not lead (its writes are forwarded) names slots
+        // too, and admits nothing that would trim them.
+        if p.index.len() > ADMITTED_SERIES_MAX {
+            p.trim();
+        }
+        let slot = p.slot_for(labels, labels.map_hash());
+        SlotRef {
+            generation: p.generation.load(Ordering::Relaxed),
+            slot,
+        }
+    }
+
+    /// Frees the admission slots of series no write in flight admitted, which
+    /// ends their generation (as past `ADMITTED_SERIES_MAX` series).
+    #[cfg(test)]
+    pub(crate) fn trim_admissions(&self) {
+        self.pending.lock().trim();
+    }
+
     /// Checks every sample of `series` and, if none is refused, records the
     /// batch's newest sample per series as admitted and encodes the batch for
     /// the log, naming each series by its id. The write is in flight until its
-    /// `Admitted` is dropped.
-    fn admit(&self, series: &[BatchSeries]) -> Result<Admission, GroupWriteError> {
+    /// `Admitted` is dropped. `slots`, when given, names the series' slots in
+    /// `Admissions` (one per series, from `slot_of`); a slot no longer theirs is
+    /// looked up again.
+    fn admit(
+        &self,
+        series: &[BatchSeries],
+        slots: Option<BatchSlots<'_>>,
+    ) -> Result<Admission, GroupWriteError> {
         let group = self.group_id;
         let (term, log_applied) = {
             let m = self.raft.metrics();
@@ -1455,36 +1662,37 @@ impl WalGroup {
                 reason: "series ids exhausted".into(),
             });
         }
-        if p.last.len() > ADMITTED_SERIES_MAX {
+        if p.index.len() > ADMITTED_SERIES_MAX {
             p.trim();
         }
+        // Slots named in an older generation may have other series now.
+        let slots = slots
+            .filter(|b| {
+                b.generation == p.generation.load(Ordering::Relaxed)
+                    && b.slots.len() == series.len()
+            })
+            .map(|b| b.slots);
         let write = p.next_write;
         // A batch defines an id again while the write that defined it may not
         // be applied here yet.
         let oldest = p.in_flight.first().copied().unwrap_or(write);
-        // Each series is recorded as it passes, in one probe of the map; a
-        // refusal later in the batch puts back what each series had before, in
-        // reverse (refusals are rare).
-        let mut before: Vec<Option<AdmittedLast>> = Vec::with_capacity(series.len());
+        // Each series is recorded as it passes; a refusal later in the batch
+        // puts back what each series had before, in reverse (refusals are rare).
+        let mut before: Vec<(u32, Option<AdmittedLast>)> = Vec::with_capacity(series.len());
         // Each series' id and whether this batch defines it (None: no samples).
         let mut named: Vec<Option<(u32, bool)>> = Vec::with_capacity(series.len());
         let mut defined = Vec::new();
         let mut refused = None;
-        for s in series {
-            let hash = s.labels.map_hash();
-            // A series admitted before (most of them) is found without cloning
-            // its labels; a new one is inserted with a second probe.
-            let probe = ProbeKey(hash, &s.labels);
-            let (last, known) = match p.last.get_mut(&probe as &dyn PendingLookup) {
-                Some(last) => {
-                    before.push(Some(*last));
+        for (i, s) in series.iter().enumerate() {
+            let n = p.slot_named(slots.map(|sl| sl[i]), &s.labels);
+            let slot_last = p.slots[n as usize].last;
+            before.push((n, slot_last));
+            let (mut last, known) = match slot_last {
+                Some(mut last) => {
                     let define = last.defined_by >= oldest;
                     if define {
                         last.defined_by = write;
-                        defined.push(PendingKey {
-                            hash,
-                            labels: s.labels.clone(),
-                        });
+                        defined.push(p.slots[n as usize].key.clone());
                     }
                     named.push(Some((last.id, define)));
                     (last, true)
@@ -1493,14 +1701,10 @@ impl WalGroup {
                     // Not admitted here before: the first sample is checked against
                     // the TSDB, the rest against the one before them.
                     let Some(first) = s.samples.first() else {
-                        before.push(None);
                         named.push(None);
                         continue;
                     };
-                    let k = PendingKey {
-                        hash,
-                        labels: s.labels.clone(),
-                    };
+                    let k = p.slots[n as usize].key.clone();
                     if let Err(error) = self
                         .db
                         .check_append_hashed(&k.labels, k.hash, first.t, first.v)
@@ -1522,19 +1726,18 @@ impl WalGroup {
                         None => {
                             let id = p.next_id;
                             p.next_id += 1;
-                            defined.push(k.clone());
+                            defined.push(k);
                             (id, write)
                         }
                     };
                     named.push(Some((id, defined_by == write)));
-                    before.push(None);
-                    let last = p.last.entry(k).or_insert(AdmittedLast {
+                    let last = AdmittedLast {
                         t: first.t,
                         v_bits: first.v.to_bits(),
                         write,
                         id,
                         defined_by,
-                    });
+                    };
                     (last, false)
                 }
             };
@@ -1554,22 +1757,15 @@ impl WalGroup {
                     }
                 }
             }
+            p.slots[n as usize].last = Some(last);
             if refused.is_some() {
                 break;
             }
         }
         if let Some((error, refused_series, t)) = refused {
             // Ids assigned here stay unused: a gap in the table.
-            for (s, b) in series.iter().zip(before).rev() {
-                let key = PendingKey::new(&s.labels);
-                match b {
-                    Some(b) => {
-                        p.last.insert(key, b);
-                    }
-                    None => {
-                        p.last.remove(&key);
-                    }
-                }
+            for (n, b) in before.into_iter().rev() {
+                p.slots[n as usize].last = b;
             }
             return Err(GroupWriteError::Refused {
                 group,
@@ -1612,12 +1808,22 @@ impl WalGroup {
         series: &[BatchSeries],
         timeout: Duration,
     ) -> Result<u64, GroupWriteError> {
+        self.write_slotted(series, None, timeout).await
+    }
+
+    /// `write`, with the series' slots (`slot_of`) when the writer knows them.
+    pub async fn write_slotted(
+        &self,
+        series: &[BatchSeries],
+        slots: Option<BatchSlots<'_>>,
+        timeout: Duration,
+    ) -> Result<u64, GroupWriteError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut propose_timeout = timeout;
         let mut readmitted = 0;
         let index = loop {
             self.wait_admission_ready(deadline).await;
-            let admission = self.admit(series)?;
+            let admission = self.admit(series, slots)?;
             let write = admission.write;
             let mut admitted = Admitted {
                 pending: &self.pending,
@@ -1641,7 +1847,7 @@ impl WalGroup {
                 }
                 Outcome::RetiredId => {
                     drop(admitted);
-                    self.forget_retired(series, write);
+                    self.forget_retired(write);
                     self.stats.writes_readmitted.fetch_add(1, Ordering::Relaxed);
                     readmitted += 1;
                     propose_timeout =
@@ -1675,15 +1881,11 @@ impl WalGroup {
     /// it again names its series by live or new ids. A series a later write
     /// admitted newer samples of stays: admitted again, the batch's older
     /// samples are refused (they could no longer be applied in order).
-    fn forget_retired(&self, series: &[BatchSeries], write: u64) {
+    fn forget_retired(&self, write: u64) {
         let mut p = self.pending.lock();
         p.forget_retired(&self.sm.ids.lock());
-        for s in series {
-            let key = PendingKey::new(&s.labels);
-            if p.last.get(&key).is_some_and(|l| l.write == write) {
-                p.last.remove(&key);
-            }
-        }
+        // Only the batch's own series were admitted by its write.
+        p.forget_where(|l| l.write == write);
     }
 
     /// Waits, until `deadline` at most, for this replica to be ready to admit
@@ -1803,7 +2005,7 @@ impl WalGroup {
         }
         p.retiring.extend(unused.iter().copied());
         let chosen: crate::fxhash::HashSet<u32> = unused.iter().copied().collect();
-        p.last.retain(|_, l| !chosen.contains(&l.id));
+        p.forget_where(|l| chosen.contains(&l.id));
         Some((term, unused))
     }
 
@@ -2451,7 +2653,7 @@ pub async fn forward_write(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The state machine's application of version 1 and 2 batches, its series id
     //! table across snapshots, and its refusal of entries that contradict it.
     use super::*;
@@ -2497,12 +2699,17 @@ mod tests {
         }
     }
 
-    fn series(i: usize) -> Labels {
+    pub(crate) fn series(i: usize) -> Labels {
         Labels::from_pairs(&[("__name__", "m"), ("i", &i.to_string())])
     }
 
     fn samples(ts: &[i64]) -> Vec<Sample> {
         ts.iter().map(|&t| Sample { t, v: t as f64 }).collect()
+    }
+
+    /// Every series of `g`'s TSDB with its sample timestamps.
+    pub(crate) fn read_group(g: &WalGroup) -> BTreeMap<String, Vec<i64>> {
+        read(&g.sm)
     }
 
     /// Every series of the state machine's TSDB with its sample timestamps.
@@ -2804,7 +3011,7 @@ mod tests {
     }
 
     /// A group of one voter on this node, formed and led by it.
-    async fn one_voter_group(dir: &Path) -> (WalGroups, WalGroup) {
+    pub(crate) async fn one_voter_group(dir: &Path) -> (WalGroups, WalGroup) {
         let me = 1;
         let groups = WalGroups::new(
             &dir.join("groups"),
@@ -2906,6 +3113,94 @@ mod tests {
         let got = read(&g.sm);
         assert_eq!(got[&back.to_string()], vec![1000, 4 * hour + 2]);
         assert_eq!(got.len(), 24);
+        groups.shutdown().await;
+    }
+
+    /// A batch that names its series' admission slots is admitted by them; a
+    /// slot named for other labels, or of a generation that ended, is looked
+    /// up again, so the samples land where they belong and are checked against
+    /// the right series either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admission_slots_name_series_until_their_generation_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, g) = one_voter_group(dir.path()).await;
+        let timeout = Duration::from_secs(10);
+        let (a, b) = (series(0), series(1));
+        let (ra, rb) = (g.slot_of(0, &a), g.slot_of(0, &b));
+        assert_eq!(ra.generation, rb.generation);
+        assert_ne!(ra.slot, rb.slot);
+        assert_eq!(g.slot_of(ra.series_ref(), &a), ra);
+        assert_eq!(SlotRef::from_series_ref(ra.series_ref()), Some(ra));
+        assert_eq!(SlotRef::from_series_ref(0), None);
+        let named = |slots: &'static [u32], generation| Some(BatchSlots { generation, slots });
+        let (sa, sb): (&'static [u32], &'static [u32]) = match (ra.slot, rb.slot) {
+            (0, 1) => (&[0, 1], &[1, 0]),
+            _ => panic!("slots of a fresh group: {ra:?} {rb:?}"),
+        };
+        g.write_slotted(
+            &[one(&a, 1000), one(&b, 1000)],
+            named(sa, ra.generation),
+            timeout,
+        )
+        .await
+        .unwrap();
+        // Slots swapped: each names the other series.
+        g.write_slotted(
+            &[one(&a, 2000), one(&b, 2000)],
+            named(sb, ra.generation),
+            timeout,
+        )
+        .await
+        .unwrap();
+        // Admitted by its slot, a's older sample is refused.
+        let e = g
+            .write_slotted(&[one(&a, 1500)], named(&[0], ra.generation), timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GroupWriteError::Refused {
+                    error: AppendError::OutOfOrder,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        g.trim_admissions();
+        let ra2 = g.slot_of(ra.series_ref(), &a);
+        assert_ne!(ra2.generation, ra.generation);
+        // b takes a's old slot: a batch naming slots of the ended generation
+        // is looked up by labels.
+        let rb2 = g.slot_of(0, &b);
+        assert_eq!(rb2.generation, ra2.generation);
+        assert_eq!((ra2.slot, rb2.slot), (1, 0));
+        g.write_slotted(
+            &[one(&a, 3000), one(&b, 3000)],
+            named(sa, ra.generation),
+            timeout,
+        )
+        .await
+        .unwrap();
+        // Forgotten by the trim, a's older sample is refused by the TSDB.
+        let e = g
+            .write_slotted(&[one(&a, 2500)], named(sa, ra.generation), timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GroupWriteError::Refused {
+                    error: AppendError::OutOfOrder,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let got = read(&g.sm);
+        assert_eq!(got[&a.to_string()], vec![1000, 2000, 3000]);
+        assert_eq!(got[&b.to_string()], vec![1000, 2000, 3000]);
         groups.shutdown().await;
     }
 
