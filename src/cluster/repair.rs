@@ -419,6 +419,7 @@ async fn set_group_timers(
     };
     let (heartbeat, elect) = group_timers(&sight);
     g.set_timers(heartbeat, elect);
+    g.set_defer_commit_notices(leads && !heartbeat);
     let Some((last, behind)) = g.leader_progress() else {
         memory.seen_index = 0;
         memory.nudged_index = 0;

@@ -11,6 +11,7 @@
 
 use super::group_snapshot;
 use super::log_store::{self, LogOpenError, LogStore};
+use super::network::CommitNotices;
 use super::service::{handle_append, handle_install_snapshot, handle_vote};
 use super::{HearthConfig, Nid, Payload, RaftOpError, RaftOptions};
 use crate::cluster::grpc_client::{Connections, CONTROL_ANSWER_BYTES_MAX};
@@ -566,6 +567,8 @@ pub struct ApplyStats {
     /// Writes this replica, as leader, admitted again because their batch named
     /// a series id retired before it was logged.
     pub writes_readmitted: AtomicU64,
+    /// Commit notices this leader left out (`network::CommitNotices`).
+    pub commit_notices_deferred: Arc<AtomicU64>,
     /// Samples the TSDB refused (out of order, duplicate, out of bounds): the same
     /// on every replica, since every replica applies the same log in order. The
     /// leader checks batches before logging them, so this stays 0 unless a write
@@ -1195,6 +1198,10 @@ pub struct WalGroup {
     pending: Arc<Pending>,
     /// `Admissions::generation`, read without the lock.
     slot_generation: Arc<AtomicU32>,
+    /// Whether the leader leaves out commit notices, shared with its transport.
+    notices: Arc<CommitNotices>,
+    /// Writes this replica finished as leader, for `notice_commit_soon`.
+    writes_done: Arc<AtomicU64>,
     /// The group's directory, for `WalGroups::reform` and `WalGroups::remove`.
     dir: PathBuf,
     node_id: NodeId,
@@ -1231,6 +1238,9 @@ impl Default for RetireState {
 
 /// How long a retirement the leader proposes after a write may take.
 const RETIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after its last write a leader that leaves out commit notices sends
+/// a heartbeat round (`WalGroup::notice_commit_soon`).
+const COMMIT_NOTICE_DELAY: Duration = Duration::from_millis(100);
 
 /// Whether a replica applied its whole log: with its current term's leader
 /// restored after a restart, the log may hold entries of that term that define
@@ -1343,10 +1353,11 @@ impl WalGroup {
                 .validate()
                 .map_err(|e| RaftOpError::Rejected(e.to_string()))?,
         );
+        let notices = Arc::new(CommitNotices::new(stats.commit_notices_deferred.clone()));
         let raft = GroupRaft::new(
             node_id,
             config.clone(),
-            super::network::Network::group(group_id),
+            super::network::Network::group(group_id, notices.clone()),
             log,
             sm.clone(),
         )
@@ -1361,6 +1372,8 @@ impl WalGroup {
             stats,
             pending: Arc::new(Mutex::new(admissions)),
             slot_generation,
+            notices,
+            writes_done: Arc::default(),
             dir: dir.to_path_buf(),
             node_id,
             config,
@@ -1489,9 +1502,34 @@ impl WalGroup {
         Some((last, behind))
     }
 
+    /// Whether the leader may leave out commit notices: while it is the owner
+    /// and sends no timer heartbeats, and the group has no learners.
+    pub fn set_defer_commit_notices(&self, defer: bool) {
+        self.notices.set_defer(defer && self.learners().is_empty());
+    }
+
+    /// After a write, when the leader leaves out commit notices: one heartbeat
+    /// round `COMMIT_NOTICE_DELAY` later unless another write finished
+    /// meanwhile, so followers learn the commit of the last write of a run
+    /// within moments (the writes before learn it from the entries after them).
+    fn notice_commit_soon(&self) {
+        if !self.notices.defers() {
+            return;
+        }
+        let done = self.writes_done.fetch_add(1, Ordering::Relaxed) + 1;
+        let g = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(COMMIT_NOTICE_DELAY).await;
+            if g.writes_done.load(Ordering::Relaxed) == done {
+                g.nudge().await;
+            }
+        });
+    }
+
     /// One heartbeat round now, timers or not: the followers learn the leader's
     /// commit index, and one that lags is sent what it lacks.
     pub async fn nudge(&self) {
+        self.notices.new_round();
         if let Err(e) = self.raft.trigger().heartbeat().await {
             tracing::debug!(group = self.group_id, error = %e, "WAL group heartbeat");
         }
@@ -1871,6 +1909,7 @@ impl WalGroup {
         };
         self.tell_commit(deadline, timeout).await?;
         self.retire_after_write();
+        self.notice_commit_soon();
         Ok(index)
     }
 
@@ -2315,7 +2354,7 @@ impl WalGroups {
         let raft = GroupRaft::new(
             me,
             old.config.clone(),
-            super::network::Network::group(id),
+            super::network::Network::group(id, old.notices.clone()),
             log,
             old.sm.clone(),
         )
@@ -2335,7 +2374,7 @@ impl WalGroups {
         use std::fmt::Write as _;
         let groups = self.all();
         let mut out = String::new();
-        let metrics: [MetricDef; 13] = [
+        let metrics: [MetricDef; 14] = [
             (
                 "hearth_wal_group_snapshots_built_total",
                 "counter",
@@ -2401,6 +2440,12 @@ impl WalGroups {
                 "counter",
                 "Writes this leader admitted again because their batch named a series id retired before it was logged.",
                 |s| s.writes_readmitted.load(Ordering::Relaxed),
+            ),
+            (
+                "hearth_wal_group_commit_notices_deferred_total",
+                "counter",
+                "Commit notices (empty AppendEntries sent because the commit index moved) this leader left out: followers learn the commit index from the next entries or heartbeat round.",
+                |s| s.commit_notices_deferred.load(Ordering::Relaxed),
             ),
             (
                 "hearth_wal_group_entries_applied_total",
