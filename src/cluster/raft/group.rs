@@ -357,6 +357,14 @@ impl Admissions {
         }
     }
 
+    /// `trim` once more than `ADMITTED_SERIES_MAX` series have slots. Only
+    /// between batches: a batch being admitted holds slot numbers.
+    fn trim_if_full(&mut self) {
+        if self.index.len() > ADMITTED_SERIES_MAX {
+            self.trim();
+        }
+    }
+
     fn next_generation(&mut self) {
         self.generation
             .store(new_slot_generation(), Ordering::Relaxed);
@@ -1644,9 +1652,7 @@ impl WalGroup {
         let mut p = self.pending.lock();
         // A replica that does not lead (its writes are forwarded) names slots
         // too, and admits nothing that would trim them.
-        if p.index.len() > ADMITTED_SERIES_MAX {
-            p.trim();
-        }
+        p.trim_if_full();
         let slot = p.slot_for(labels, labels.map_hash());
         SlotRef {
             generation: p.generation.load(Ordering::Relaxed),
@@ -1700,9 +1706,7 @@ impl WalGroup {
                 reason: "series ids exhausted".into(),
             });
         }
-        if p.index.len() > ADMITTED_SERIES_MAX {
-            p.trim();
-        }
+        p.trim_if_full();
         // Slots named in an older generation may have other series now.
         let slots = slots
             .filter(|b| {
@@ -3161,6 +3165,19 @@ pub(crate) mod tests {
         groups.shutdown().await;
     }
 
+    fn assert_out_of_order(e: &GroupWriteError) {
+        assert!(
+            matches!(
+                e,
+                GroupWriteError::Refused {
+                    error: AppendError::OutOfOrder,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
     /// A batch that names its series' admission slots is admitted by them; a
     /// slot named for other labels, or of a generation that ended, is looked
     /// up again, so the samples land where they belong and are checked against
@@ -3202,16 +3219,7 @@ pub(crate) mod tests {
             .write_slotted(&[one(&a, 1500)], named(&[0], ra.generation), timeout)
             .await
             .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                GroupWriteError::Refused {
-                    error: AppendError::OutOfOrder,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert_out_of_order(&e);
 
         g.trim_admissions();
         let ra2 = g.slot_of(ra.series_ref(), &a);
@@ -3233,16 +3241,7 @@ pub(crate) mod tests {
             .write_slotted(&[one(&a, 2500)], named(sa, ra.generation), timeout)
             .await
             .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                GroupWriteError::Refused {
-                    error: AppendError::OutOfOrder,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert_out_of_order(&e);
         let got = read(&g.sm);
         assert_eq!(got[&a.to_string()], vec![1000, 2000, 3000]);
         assert_eq!(got[&b.to_string()], vec![1000, 2000, 3000]);
