@@ -49,6 +49,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
+/// The largest HTTP/2 frame the cluster's client and server accept (both
+/// announce it). With HTTP/2's default of 16 KiB a WAL group's AppendEntries of
+/// one remote-write request (about 36 KiB) left in three writes and a big answer
+/// in one write per 16 KiB; with this it is one DATA frame, so one write.
+pub const FRAME_BYTES_MAX: u32 = 1 << 20;
+
 /// The gRPC message prefix: a compression flag byte and a big-endian u32 length.
 const PREFIX_BYTES: usize = 5;
 
@@ -328,6 +334,7 @@ async fn connect(address: &str) -> Result<PeerConnection, String> {
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(FRAME_BYTES_MAX)
         .handshake(tcp)
         .await
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;

@@ -366,6 +366,7 @@ impl Cluster {
                 .map_err(|source| ClusterError::Listen { address, source })?;
             tracing::info!(%address, node_id = cluster.inner.cfg.node_id, "cluster gRPC listening");
             let router = tonic::transport::Server::builder()
+                .max_frame_size(super::grpc_client::FRAME_BYTES_MAX)
                 .add_optional_service(groups.map(|g| g.service()))
                 .add_service(cluster.inner.raft.service())
                 .add_service(pb::cluster_server::ClusterServer::new(
