@@ -402,28 +402,73 @@ impl MetaRaft {
         }
     }
 
-    /// A watch of this node's view that wakes on each later change (role, leader,
-    /// log, applied entries). Keep it across waits so no change is missed.
+    /// A watch of this node's view that wakes on each later change of what the
+    /// view shows (role, leader, term, log, applied entries, membership). Keep it
+    /// across waits so no change is missed.
     pub fn watch(&self) -> RaftWatch {
         let mut rx = self.raft.metrics();
         // A fresh clone of openraft's receiver has not seen the current value; mark
         // it seen, or the first wait returns at once (and a loop would spin).
-        rx.borrow_and_update();
-        RaftWatch { rx }
+        let seen = WatchKey::of(&rx.borrow_and_update());
+        RaftWatch { rx, seen }
     }
 }
 
 /// Waits for changes of a node's view (`MetaRaft::watch`).
 pub struct RaftWatch {
     rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<Nid, NodeAddr>>,
+    seen: WatchKey,
+}
+
+/// What of openraft's metrics a `RaftWatch` wakes for. openraft publishes its
+/// metrics after every turn of its loop, a leader's with each heartbeat's
+/// replication progress; waking the node's watchers (which read the whole view
+/// and the cluster state) for those would cost every heartbeat that much more.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct WatchKey {
+    state: ServerState,
+    leader: Option<Nid>,
+    term: u64,
+    last_log_index: Option<u64>,
+    applied: Option<openraft::LogId<Nid>>,
+    membership: Option<openraft::LogId<Nid>>,
+}
+
+impl WatchKey {
+    fn of(m: &openraft::RaftMetrics<Nid, NodeAddr>) -> WatchKey {
+        WatchKey {
+            state: m.state,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied: m.last_applied,
+            membership: *m.membership_config.log_id(),
+        }
+    }
 }
 
 impl RaftWatch {
     /// Waits until the view changed since the last wait (or since the watch was
     /// made), or `timeout` passes.
     pub async fn changed(&mut self, timeout: Duration) {
-        if let Ok(Ok(())) = tokio::time::timeout(timeout, self.rx.changed()).await {
-            self.rx.borrow_and_update();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.changed()).await {
+                Ok(Ok(())) => {
+                    let key = WatchKey::of(&self.rx.borrow_and_update());
+                    if key != self.seen {
+                        self.seen = key;
+                        return;
+                    }
+                }
+                // Raft stopped: nothing will change; wait out the timeout rather
+                // than return at once to a caller that loops.
+                Ok(Err(_)) => {
+                    tokio::time::sleep_until(deadline).await;
+                    return;
+                }
+                Err(_) => return,
+            }
         }
     }
 }

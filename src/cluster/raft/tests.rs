@@ -167,3 +167,62 @@ fn wal_group_timing_is_valid_across_the_flag_range() {
     };
     assert_eq!(zero.group_timing().0, 10);
 }
+
+/// A `RaftWatch` wakes for what the view shows, not for every publication of
+/// openraft's metrics (each turn of its loop, a tick included).
+#[tokio::test]
+async fn a_raft_watch_wakes_for_changes_of_the_view_not_for_every_tick() {
+    use super::{MetaRaft, RaftOptions, RaftRole};
+    use crate::cluster::state::{Command, NodeAddr};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RaftOptions {
+        fsync: false,
+        ..Default::default()
+    };
+    let raft = MetaRaft::open(dir.path(), 1, &opts).await.unwrap();
+    raft.initialize([(1, NodeAddr::default())].into())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while raft.view().role != RaftRole::Leader {
+        assert!(started.elapsed() < Duration::from_secs(10), "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the election's entries be applied, so the view is quiet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut published = raft.raft.metrics();
+    published.borrow_and_update();
+    let mut watch = raft.watch();
+    let t = Instant::now();
+    watch.changed(Duration::from_millis(1200)).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(1150),
+        "woke after {:?} with nothing changed",
+        t.elapsed()
+    );
+    assert!(
+        published.has_changed().unwrap(),
+        "openraft published no metrics meanwhile: the wait proved nothing"
+    );
+
+    let proposer = {
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            raft.propose(Command::SetClusterId {
+                cluster_id: "c".into(),
+            })
+            .await
+        })
+    };
+    let t = Instant::now();
+    watch.changed(Duration::from_secs(10)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "an applied entry did not wake the watch"
+    );
+    proposer.await.unwrap().unwrap();
+    raft.shutdown().await;
+}
