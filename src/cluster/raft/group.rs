@@ -1487,11 +1487,29 @@ impl WalGroup {
 
     /// Switches the group's timer heartbeats (sent while leading) and elections
     /// (started after the election timeout) on or off; `repair::group_timers`
-    /// decides which.
+    /// decides which. openraft's ticks, which drive both, run only while one of
+    /// them can happen, or while this node leads a membership it is no longer a
+    /// voter of (a tick steps it down): a follower that may not campaign and a
+    /// leader without timer heartbeats have nothing to do on a tick.
     pub fn set_timers(&self, heartbeat: bool, elect: bool) {
         let switches = self.raft.runtime_config();
         switches.heartbeat(heartbeat);
         switches.elect(elect);
+        let tick = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state == openraft::ServerState::Leader {
+                heartbeat
+                    || !m
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|id| id == self.node_id)
+            } else {
+                elect
+            }
+        };
+        switches.tick(tick);
     }
 
     /// As the group's leader: its last log index, and whether another replica
