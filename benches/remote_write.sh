@@ -10,7 +10,9 @@
 #   3. Prometheus 2.42 (--web.enable-remote-write-receiver),
 #   4. VictoriaMetrics 1.79,
 # one after the other, through the peers harness (run_hearth.sh, run_prometheus.sh,
-# run_victoriametrics.sh). Prints a Markdown table: samples/s, CPU seconds per
+# run_victoriametrics.sh). Prometheus and VictoriaMetrics are the Debian packages
+# `prometheus` (.ci/install-deps installs it) and `victoria-metrics` (install it
+# yourself; a system that is not installed shows n/a). Prints a Markdown table: samples/s, CPU seconds per
 # million samples (utime+stime of the server's process tree from /proc), request
 # latency p50/p99 (the load generator's), and for the cluster append-to-commit
 # p50/p99 (node 1's hearth_wal_commit_duration_seconds since start), plus the load
