@@ -1495,19 +1495,10 @@ impl WalGroup {
         let switches = self.raft.runtime_config();
         switches.heartbeat(heartbeat);
         switches.elect(elect);
-        let tick = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            if m.state == openraft::ServerState::Leader {
-                heartbeat
-                    || !m
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .any(|id| id == self.node_id)
-            } else {
-                elect
-            }
+        let tick = if self.is_leader() {
+            heartbeat || !self.is_voter()
+        } else {
+            elect
         };
         switches.tick(tick);
     }
