@@ -659,6 +659,11 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
                         hearth::wal::FsyncPolicy::SegmentClose
                     },
                     repair: flags.wal_repair,
+                    preallocate_bytes: if flags.wal_fsync {
+                        hearth::wal::PREALLOCATE_BYTES_DEFAULT
+                    } else {
+                        0
+                    },
                     ..Default::default()
                 },
             },

@@ -13,6 +13,7 @@ fn opts(segment_size_bytes: u64, repair: bool) -> LogOptions {
         segment_size_bytes,
         fsync: FsyncPolicy::Never,
         repair,
+        preallocate_bytes: 0,
     }
 }
 

@@ -24,6 +24,7 @@ pub use segment::{RECORD_LEN_MAX, SEGMENT_HEADER_LEN};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use segment::{
@@ -39,6 +40,10 @@ pub const SEGMENT_SIZE_MIN: u64 = 64;
 pub const SEGMENT_SIZE_MAX: u64 = 1 << 30;
 /// Appends are written out once this many bytes are buffered, even before `sync`.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
+/// What `LogOptions::preallocate_bytes` is set to by logs that fsync every commit.
+pub const PREALLOCATE_BYTES_DEFAULT: u64 = 4 << 20;
+/// Zeros written per call while preallocating.
+const ZEROS_BYTES: usize = 64 << 10;
 /// Largest segment file recovery will read: a full segment plus one oversized record.
 const SEGMENT_FILE_LEN_MAX: u64 =
     SEGMENT_SIZE_MAX + (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + RECORD_LEN_MAX) as u64;
@@ -107,6 +112,12 @@ pub struct LogOptions {
     /// On corruption in the middle of the log, truncate the log at the corruption
     /// (dropping everything after it, later segments included) instead of failing.
     pub repair: bool,
+    /// When above 0, the active segment's file is kept this many bytes ahead of the
+    /// records (up to the segment size) by writing zeros and fsyncing them, so a
+    /// commit's fsync rewrites blocks that already exist instead of growing the
+    /// file (which also writes the file's size and block maps). Zeros after the
+    /// last record are the clean end of a log; a closed segment is cut to its records.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -115,6 +126,7 @@ impl Default for LogOptions {
             segment_size_bytes: SEGMENT_SIZE_DEFAULT,
             fsync: FsyncPolicy::Always,
             repair: false,
+            preallocate_bytes: 0,
         }
     }
 }
@@ -164,10 +176,14 @@ pub struct Log {
     opts: LogOptions,
     /// All segments in order; never empty. The last one is active (appended to).
     segments: Vec<Segment>,
-    /// The active segment's file, opened for appending.
+    /// The active segment's file, opened for writing; records are written at
+    /// `flushed_bytes`.
     file: File,
     /// Bytes of the active segment already written to `file`.
     flushed_bytes: u64,
+    /// Length of the active segment's file: `flushed_bytes`, plus the zeros written
+    /// ahead of the records when preallocating.
+    allocated_bytes: u64,
     /// Framed records appended but not yet written to `file`.
     buf: Vec<u8>,
     /// Set after a failed write: the file's state is unknown, so refuse further use.
@@ -214,14 +230,20 @@ impl Log {
         }
         let active = segments.last().expect("at least one segment");
         let path = segment_path(dir, active.number);
-        let file = open_append(&path)?;
+        let file = open_write(&path)?;
         let flushed_bytes = active.size_bytes;
+        let allocated_bytes = file
+            .metadata()
+            .map_err(io_err("stat segment", &path))?
+            .len()
+            .max(flushed_bytes);
         Ok(Log {
             dir: dir.to_path_buf(),
             opts,
             segments,
             file,
             flushed_bytes,
+            allocated_bytes,
             buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
             broken: false,
             fsyncs: 0,
@@ -370,7 +392,7 @@ impl Log {
         let seg = &self.segments[si];
         let path = segment_path(&self.dir, seg.number);
         let offset = locate(&path, seg, keep_end)?;
-        let file = open_append(&path)?;
+        let file = open_write(&path)?;
         file.set_len(offset)
             .map_err(io_err("truncate segment", &path))?;
         if self.opts.fsync != FsyncPolicy::Never {
@@ -383,6 +405,7 @@ impl Log {
             .truncate(seg.records.div_ceil(OFFSET_STRIDE) as usize);
         self.file = file;
         self.flushed_bytes = offset;
+        self.allocated_bytes = offset;
         Ok(())
     }
 
@@ -449,9 +472,12 @@ impl Log {
         })
     }
 
-    /// Syncs and closes the log; the active segment is fsynced unless the policy
-    /// is `Never`.
+    /// Syncs and closes the log; the active segment is cut to its records (zeros
+    /// written ahead of them are dropped) and fsynced unless the policy is `Never`.
     pub fn close(mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        self.flush()?;
+        self.trim_active()?;
         self.fsync()
     }
 
@@ -483,7 +509,11 @@ impl Log {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        let end = self.flushed_bytes + self.buf.len() as u64;
+        if self.opts.preallocate_bytes > 0 && end > self.allocated_bytes {
+            self.preallocate(end)?;
+        }
+        if let Err(e) = self.file.write_all_at(&self.buf, self.flushed_bytes) {
             // Some of the buffer may be on disk; the in-memory view no longer
             // matches the file, so only a reopen (which rescans) can continue.
             self.broken = true;
@@ -495,9 +525,55 @@ impl Log {
         Ok(())
     }
 
+    /// Extends the active file with zeros to at least `end`, and to
+    /// `preallocate_bytes` past the records when the segment size allows, then
+    /// fsyncs them (unless the policy is `Never`) so that writing records over them
+    /// later changes no metadata.
+    fn preallocate(&mut self, end: u64) -> Result<(), WalError> {
+        let target = end.max(
+            (self.flushed_bytes + self.opts.preallocate_bytes).min(self.opts.segment_size_bytes),
+        );
+        let zeros = [0u8; ZEROS_BYTES];
+        let mut at = self.allocated_bytes.max(self.flushed_bytes);
+        let result = (|| {
+            while at < target {
+                let n = (target - at).min(ZEROS_BYTES as u64) as usize;
+                self.file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            if self.opts.fsync != FsyncPolicy::Never {
+                self.file.sync_data()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.broken = true;
+            return Err(io_err("preallocate segment", &self.active_path())(e));
+        }
+        self.allocated_bytes = target;
+        Ok(())
+    }
+
+    /// Cuts the active file to its records, dropping preallocated zeros. The buffer
+    /// must be flushed.
+    fn trim_active(&mut self) -> Result<(), WalError> {
+        if self.allocated_bytes <= self.flushed_bytes {
+            return Ok(());
+        }
+        if let Err(e) = self.file.set_len(self.flushed_bytes) {
+            self.broken = true;
+            return Err(io_err("truncate segment", &self.active_path())(e));
+        }
+        self.allocated_bytes = self.flushed_bytes;
+        Ok(())
+    }
+
     /// Makes a new segment the active one. The buffer must be flushed.
     fn start_segment(&mut self, header: SegmentHeader) -> Result<(), WalError> {
         assert!(self.buf.is_empty());
+        // A closed segment holds only records: zeros after them would read as damage
+        // in a segment that is not the last.
+        self.trim_active()?;
         // The segment being closed is fsynced before the next one exists, so a
         // crash never leaves a later segment after a damaged one.
         if self.opts.fsync != FsyncPolicy::Never {
@@ -520,6 +596,7 @@ impl Log {
         });
         self.file = file;
         self.flushed_bytes = SEGMENT_HEADER_LEN as u64;
+        self.allocated_bytes = SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
 
@@ -567,14 +644,14 @@ fn validate(opts: &LogOptions) -> Result<(), WalError> {
     Ok(())
 }
 
-fn open_append(path: &Path) -> Result<File, WalError> {
+fn open_write(path: &Path) -> Result<File, WalError> {
     OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(io_err("open segment", path))
 }
 
-/// Creates segment `number` with `header` and returns it opened for appending.
+/// Creates segment `number` with `header` and returns it opened for writing.
 fn create_segment(
     dir: &Path,
     number: u64,
@@ -583,7 +660,7 @@ fn create_segment(
 ) -> Result<File, WalError> {
     let path = segment_path(dir, number);
     let mut file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(&path)
         .map_err(io_err("create segment", &path))?;
@@ -784,7 +861,10 @@ fn recover(dir: &Path, mode: Recovery) -> Result<Vec<Segment>, WalError> {
         let torn = problem.torn && is_last;
         match mode {
             Recovery::Write { repair } if torn || repair => {
-                if torn {
+                if torn && data[problem.offset as usize..].iter().all(|&b| b == 0) {
+                    // The clean end of a log whose segment was preallocated.
+                    tracing::debug!(segment = %path.display(), offset = problem.offset, "wal: dropping the zeros after the last record");
+                } else if torn {
                     tracing::warn!(segment = %path.display(), offset = problem.offset, %reason, "wal: truncating torn tail");
                 } else {
                     tracing::warn!(segment = %path.display(), offset = problem.offset, %reason, "wal: repairing corruption by truncating the log here");

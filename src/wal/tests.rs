@@ -8,6 +8,7 @@ fn opts(segment_size_bytes: u64) -> LogOptions {
         segment_size_bytes,
         fsync: FsyncPolicy::Never,
         repair: false,
+        preallocate_bytes: 0,
     }
 }
 
@@ -225,6 +226,7 @@ fn fsync_always_paths() {
         segment_size_bytes: 128,
         fsync: FsyncPolicy::Always,
         repair: false,
+        preallocate_bytes: 0,
     };
     let mut log = Log::open(dir.path(), o.clone()).unwrap();
     for i in 0..40 {
@@ -251,6 +253,7 @@ fn segment_close_policy_fsyncs_closed_segments_only() {
         segment_size_bytes: 1 << 20,
         fsync: FsyncPolicy::SegmentClose,
         repair: false,
+        preallocate_bytes: 0,
     };
     let mut log = Log::open(dir.path(), o.clone()).unwrap();
     for i in 0..10 {
@@ -280,6 +283,7 @@ fn segment_close_policy_fsyncs_closed_segments_only() {
         segment_size_bytes: 1 << 20,
         fsync: FsyncPolicy::Always,
         repair: false,
+        preallocate_bytes: 0,
     };
     let mut log = Log::open(dir.path(), always).unwrap();
     for i in 0..3 {
@@ -315,6 +319,136 @@ fn reader_errors_when_segment_shrinks_underneath() {
         .all(|(i, r)| *r == record(*i)));
 }
 
+fn preallocated(segment_size_bytes: u64, preallocate_bytes: u64) -> LogOptions {
+    LogOptions {
+        segment_size_bytes,
+        fsync: FsyncPolicy::Always,
+        repair: false,
+        preallocate_bytes,
+    }
+}
+
+fn file_len(dir: &Path, number: u64) -> u64 {
+    fs::metadata(segment_path(dir, number)).unwrap().len()
+}
+
+/// Zeros are written ahead of the records in the active segment only: a closed
+/// segment is cut to its records, the zeros after the last record end the log
+/// cleanly on reopen (as after a crash), and `close` drops them.
+#[test]
+fn preallocated_segments_hold_zeros_only_ahead_of_the_active_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = preallocated(4096, 1000);
+    let mut log = Log::open(dir.path(), o.clone()).unwrap();
+    log.append(b"first").unwrap();
+    log.sync().unwrap();
+    let size = log.segments()[0].size_bytes;
+    assert_eq!(size, (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + 5) as u64);
+    assert_eq!(file_len(dir.path(), 0), SEGMENT_HEADER_LEN as u64 + 1000);
+    let syncs = log.fsync_count();
+    for i in 0..200 {
+        log.append(&record(i)).unwrap();
+        log.sync().unwrap();
+    }
+    let segs = log.segments();
+    assert!(segs.len() >= 3, "{segs:?}");
+    // One fsync per commit and per closed segment; the fsyncs of the zeros are not
+    // counted.
+    assert_eq!(log.fsync_count(), syncs + 200 + segs.len() as u64 - 1);
+    for s in &segs[..segs.len() - 1] {
+        assert_eq!(file_len(dir.path(), s.number), s.size_bytes, "{s:?}");
+    }
+    let last = *segs.last().unwrap();
+    let last_len = file_len(dir.path(), last.number);
+    assert!(
+        last_len > last.size_bytes && last_len <= 4096,
+        "{last_len} {last:?}"
+    );
+
+    // A second log on the same directory, as after a crash: every record, and the
+    // zeros are gone from the file.
+    let want: Vec<Vec<u8>> = std::iter::once(b"first".to_vec())
+        .chain((0..200).map(record))
+        .collect();
+    {
+        let mut other = Log::open(dir.path(), o.clone()).unwrap();
+        let got: Vec<Vec<u8>> = read_all(&mut other, 0).into_iter().map(|r| r.1).collect();
+        assert_eq!(got, want);
+        assert_eq!(file_len(dir.path(), last.number), last.size_bytes);
+        assert_eq!(other.segments(), segs);
+        other.append(b"after").unwrap();
+        other.close().unwrap();
+    }
+    assert_eq!(file_len(dir.path(), last.number), last.size_bytes + 13);
+    let mut log = Log::open(dir.path(), o).unwrap();
+    assert_eq!(log.next_index(), 202);
+    assert_eq!(read_all(&mut log, 201), vec![(201, b"after".to_vec())]);
+}
+
+/// Truncation, restarts and a record larger than the preallocation keep the file
+/// consistent with the records.
+#[test]
+fn preallocated_log_truncates_resets_and_takes_large_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = preallocated(1 << 20, 512);
+    let mut log = Log::open(dir.path(), o.clone()).unwrap();
+    for i in 0..50 {
+        log.append(&record(i)).unwrap();
+    }
+    log.sync().unwrap();
+    log.truncate_after(9).unwrap();
+    assert_eq!(file_len(dir.path(), 0), log.segments()[0].size_bytes);
+    let big = vec![7u8; 3000];
+    assert_eq!(log.append(&big).unwrap(), 10);
+    log.sync().unwrap();
+    assert_eq!(file_len(dir.path(), 0), log.segments()[0].size_bytes);
+    log.append(b"small").unwrap();
+    log.sync().unwrap();
+    assert!(file_len(dir.path(), 0) > log.segments()[0].size_bytes);
+    drop(log);
+    let mut log = Log::open(dir.path(), o.clone()).unwrap();
+    let got = read_all(&mut log, 0);
+    assert_eq!(got.len(), 12);
+    assert_eq!(got[10].1, big);
+    assert_eq!(got[11].1, b"small");
+
+    log.reset(500).unwrap();
+    log.append(b"x").unwrap();
+    log.sync().unwrap();
+    let segs = log.segments();
+    assert_eq!(segs.len(), 1);
+    drop(log);
+    let mut log = Log::open(dir.path(), o).unwrap();
+    assert_eq!(read_all(&mut log, 500), vec![(500, b"x".to_vec())]);
+}
+
+/// A write torn inside the preallocated zeros (part of a frame, then zeros) is a
+/// torn tail like any other: the records before it are kept.
+#[test]
+fn a_write_torn_inside_preallocated_zeros_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = preallocated(1 << 20, 4096);
+    let mut log = Log::open(dir.path(), o.clone()).unwrap();
+    for i in 0..5 {
+        log.append(&record(i)).unwrap();
+    }
+    log.sync().unwrap();
+    let end = log.segments()[0].size_bytes;
+    drop(log);
+    let mut frame = Vec::new();
+    segment::put_frame(&mut frame, &record(5));
+    let f = OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 0))
+        .unwrap();
+    f.write_all_at(&frame[..frame.len() - 3], end).unwrap();
+    drop(f);
+    let mut log = Log::open(dir.path(), o).unwrap();
+    assert_eq!(log.next_index(), 5);
+    assert_eq!(file_len(dir.path(), 0), end);
+    assert_eq!(read_all(&mut log, 0).len(), 5);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -323,15 +457,25 @@ proptest! {
         records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..80),
         segment_size_bytes in 64u64..2048,
         reopen in any::<bool>(),
+        preallocate_bytes in prop_oneof![Just(0u64), 1u64..600],
+        sync_every in 1usize..10,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), opts(segment_size_bytes)).unwrap();
+        let o = LogOptions { preallocate_bytes, ..opts(segment_size_bytes) };
+        let mut log = Log::open(dir.path(), o.clone()).unwrap();
         for (i, r) in records.iter().enumerate() {
             prop_assert_eq!(log.append(r).unwrap(), i as u64);
+            if i % sync_every == 0 {
+                log.sync().unwrap();
+            }
         }
         if reopen {
             drop(log);
-            log = Log::open(dir.path(), opts(segment_size_bytes)).unwrap();
+            log = Log::open(dir.path(), o).unwrap();
+        }
+        let segs = log.segments();
+        for s in &segs[..segs.len() - 1] {
+            prop_assert_eq!(file_len(dir.path(), s.number), s.size_bytes);
         }
         let got: Vec<Vec<u8>> = read_all(&mut log, 0).into_iter().map(|r| r.1).collect();
         prop_assert_eq!(got, records);

@@ -1284,6 +1284,11 @@ impl WalGroup {
             },
             segment_size_bytes: raft_opts.group_segment_size_bytes,
             repair: false,
+            preallocate_bytes: if raft_opts.fsync {
+                crate::wal::PREALLOCATE_BYTES_DEFAULT
+            } else {
+                0
+            },
         };
         let (log, dropped) = open_log(dir, group_id, wal_opts.clone()).map_err(storage_err)?;
         // A restart starts from the newest snapshot: its head checkpoint goes into

@@ -257,6 +257,11 @@ impl MetaRaft {
             },
             segment_size_bytes: 16 << 20,
             repair: false,
+            preallocate_bytes: if opts.fsync {
+                crate::wal::PREALLOCATE_BYTES_DEFAULT
+            } else {
+                0
+            },
         };
         let log = LogStore::<TypeConfig>::open(&dir.join("raft"), wal_opts)
             .map_err(|e| storage_err(e.to_string()))?;

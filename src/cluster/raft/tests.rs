@@ -16,6 +16,8 @@ fn wal_opts() -> LogOptions {
         // Small segments, so purging really deletes segment files.
         segment_size_bytes: 256,
         repair: false,
+        // Zeros ahead of the records, so the suite runs over preallocated segments.
+        preallocate_bytes: 100,
     }
 }
 
