@@ -1195,6 +1195,9 @@ struct Admission {
     defined: Vec<PendingKey>,
 }
 
+/// What openraft answers a queued proposal with.
+type ProposalReceiver = <<GroupConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<GroupConfig>>::Receiver;
+
 /// One WAL group on this node: its Raft instance and the TSDB its state machine
 /// applies into. Cheap to clone.
 #[derive(Clone)]
@@ -1222,6 +1225,13 @@ pub struct WalGroup {
     told: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
     /// The leader's retiring of unused series ids.
     retire: Arc<RetireState>,
+    /// Held from a batch's admission until openraft has it queued, so batches
+    /// enter the log in the order they were admitted (see `write_slotted`).
+    propose_order: Arc<tokio::sync::Mutex<()>>,
+    /// Tests: milliseconds a write waits between its admission and handing its
+    /// batch to openraft.
+    #[cfg(test)]
+    pause_after_admit: Arc<AtomicU64>,
 }
 
 /// When the leader last looked for series ids to retire, and the lock that lets
@@ -1393,6 +1403,9 @@ impl WalGroup {
             wal_opts,
             sm,
             told: Arc::new(tokio::sync::Mutex::new(None)),
+            propose_order: Arc::new(tokio::sync::Mutex::new(())),
+            #[cfg(test)]
+            pause_after_admit: Arc::default(),
             retire: Arc::default(),
         })
     }
@@ -1879,6 +1892,17 @@ impl WalGroup {
         let mut readmitted = 0;
         let index = loop {
             self.wait_admission_ready(deadline).await;
+            // Admission checks each sample against the newest one admitted before
+            // it, so the log must take batches in admission order: two writers of
+            // one series, admitted t1 then t2, must not be logged t2 then t1, or
+            // t1 would be refused when applied after it had been acknowledged.
+            let Ok(order) = tokio::time::timeout_at(deadline, self.propose_order.lock()).await
+            else {
+                return Err(GroupWriteError::Timeout {
+                    group: self.group_id,
+                    timeout,
+                });
+            };
             let admission = self.admit(series, slots)?;
             let write = admission.write;
             let mut admitted = Admitted {
@@ -1887,7 +1911,14 @@ impl WalGroup {
                 defined: admission.defined,
                 applied: false,
             };
-            let (index, outcome) = self.propose(admission.batch, propose_timeout).await?;
+            #[cfg(test)]
+            {
+                let ms = self.pause_after_admit.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let queued = self.queue_proposal(admission.batch).await;
+            drop(order);
+            let (index, outcome) = self.proposal_outcome(queued?, propose_timeout).await?;
             match outcome {
                 Outcome::Applied => {
                     admitted.applied = true;
@@ -2143,17 +2174,45 @@ impl WalGroup {
         batch: Vec<u8>,
         timeout: Duration,
     ) -> Result<(u64, Outcome), GroupWriteError> {
+        let queued = {
+            let _order = self.propose_order.lock().await;
+            self.queue_proposal(batch).await?
+        };
+        self.proposal_outcome(queued, timeout).await
+    }
+
+    /// Hands `batch` to openraft's queue without waiting for it to be applied
+    /// (an unbounded channel: this does not wait for the log).
+    async fn queue_proposal(&self, batch: Vec<u8>) -> Result<ProposalReceiver, GroupWriteError> {
+        self.raft
+            .client_write_ff(Batch(batch.into()))
+            .await
+            .map_err(|e| GroupWriteError::Fatal {
+                group: self.group_id,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Waits, within `timeout`, until this replica applied a queued proposal:
+    /// its log index and what applying it did.
+    async fn proposal_outcome(
+        &self,
+        queued: ProposalReceiver,
+        timeout: Duration,
+    ) -> Result<(u64, Outcome), GroupWriteError> {
         let group = self.group_id;
-        match tokio::time::timeout(timeout, self.raft.client_write(Batch(batch.into()))).await {
+        match tokio::time::timeout(timeout, queued).await {
             Err(_) => Err(GroupWriteError::Timeout { group, timeout }),
-            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(GroupWriteError::NotLeader {
-                    group,
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Ok(Err(e)) => Err(GroupWriteError::Fatal {
+            Ok(Err(_)) => Err(GroupWriteError::Fatal {
+                group,
+                reason: "the group's Raft stopped before answering".into(),
+            }),
+            Ok(Ok(Ok(resp))) => Ok((resp.log_id.index, resp.data)),
+            Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(GroupWriteError::NotLeader {
+                group,
+                leader: f.leader_id.zip(f.leader_node),
+            }),
+            Ok(Ok(Err(e))) => Err(GroupWriteError::Fatal {
                 group,
                 reason: e.to_string(),
             }),
@@ -3259,6 +3318,32 @@ pub(crate) mod tests {
         let got = read(&g.sm);
         assert_eq!(got[&a.to_string()], vec![1000, 2000, 3000]);
         assert_eq!(got[&b.to_string()], vec![1000, 2000, 3000]);
+        groups.shutdown().await;
+    }
+
+    /// Two writers of one series: the first is admitted, then (paused) hands
+    /// its batch to openraft only after the second, newer one was admitted.
+    /// Both are acknowledged and both samples are in the TSDB: the second waits
+    /// for the first to be queued, so the log takes them in admission order and
+    /// applying the first after the second never refuses it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_admitted_first_is_logged_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, g) = one_voter_group(dir.path()).await;
+        let a = series(0);
+        let timeout = Duration::from_secs(10);
+        g.pause_after_admit.store(300, Ordering::Relaxed);
+        let first = {
+            let (g, a) = (g.clone(), a.clone());
+            tokio::spawn(async move { g.write(&[one(&a, 1000)], timeout).await })
+        };
+        // The first is admitted and paused before this one is admitted.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        g.pause_after_admit.store(0, Ordering::Relaxed);
+        g.write(&[one(&a, 2000)], timeout).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(read(&g.sm)[&a.to_string()], vec![1000, 2000]);
+        assert_eq!(g.stats.samples_refused.load(Ordering::Relaxed), 0);
         groups.shutdown().await;
     }
 
