@@ -641,6 +641,11 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
             tracing::info!("received shutdown signal, stopping");
             token.cancel();
         });
+        let wal_fsync = if flags.wal_fsync {
+            hearth::wal::FsyncPolicy::Always
+        } else {
+            hearth::wal::FsyncPolicy::SegmentClose
+        };
         let max_block = flags.max_block_duration_ms.unwrap_or_else(|| {
             hearth::tsdb::db::default_max_block_duration(flags.retention_time_ms)
         });
@@ -653,17 +658,9 @@ fn run_server(flags: ServerFlags, flag_values: Vec<(String, String)>) -> anyhow:
                 min_block_duration_ms: flags.min_block_duration_ms,
                 max_block_duration_ms: max_block.max(flags.min_block_duration_ms),
                 wal: hearth::wal::LogOptions {
-                    fsync: if flags.wal_fsync {
-                        hearth::wal::FsyncPolicy::Always
-                    } else {
-                        hearth::wal::FsyncPolicy::SegmentClose
-                    },
+                    fsync: wal_fsync,
                     repair: flags.wal_repair,
-                    preallocate_bytes: if flags.wal_fsync {
-                        hearth::wal::PREALLOCATE_BYTES_DEFAULT
-                    } else {
-                        0
-                    },
+                    preallocate_bytes: wal_fsync.preallocate_bytes(),
                     ..Default::default()
                 },
             },

@@ -102,6 +102,19 @@ pub enum FsyncPolicy {
     Never,
 }
 
+impl FsyncPolicy {
+    /// The `LogOptions::preallocate_bytes` a log with this policy gets: zeros
+    /// ahead of the records only when every commit is fsynced, the case they
+    /// make cheaper.
+    pub fn preallocate_bytes(self) -> u64 {
+        if self == FsyncPolicy::Always {
+            PREALLOCATE_BYTES_DEFAULT
+        } else {
+            0
+        }
+    }
+}
+
 /// How a log is opened.
 #[derive(Debug, Clone)]
 pub struct LogOptions {

@@ -1286,19 +1286,16 @@ impl WalGroup {
             path: dir.display().to_string(),
             reason,
         };
+        let fsync = if raft_opts.fsync {
+            crate::wal::FsyncPolicy::Always
+        } else {
+            crate::wal::FsyncPolicy::Never
+        };
         let wal_opts = LogOptions {
-            fsync: if raft_opts.fsync {
-                crate::wal::FsyncPolicy::Always
-            } else {
-                crate::wal::FsyncPolicy::Never
-            },
+            fsync,
             segment_size_bytes: raft_opts.group_segment_size_bytes,
             repair: false,
-            preallocate_bytes: if raft_opts.fsync {
-                crate::wal::PREALLOCATE_BYTES_DEFAULT
-            } else {
-                0
-            },
+            preallocate_bytes: fsync.preallocate_bytes(),
         };
         let (log, dropped) = open_log(dir, group_id, wal_opts.clone()).map_err(storage_err)?;
         // A restart starts from the newest snapshot: its head checkpoint goes into

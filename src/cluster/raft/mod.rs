@@ -249,19 +249,16 @@ impl MetaRaft {
             path: dir.display().to_string(),
             reason,
         };
+        let fsync = if opts.fsync {
+            crate::wal::FsyncPolicy::Always
+        } else {
+            crate::wal::FsyncPolicy::Never
+        };
         let wal_opts = LogOptions {
-            fsync: if opts.fsync {
-                crate::wal::FsyncPolicy::Always
-            } else {
-                crate::wal::FsyncPolicy::Never
-            },
+            fsync,
             segment_size_bytes: 16 << 20,
             repair: false,
-            preallocate_bytes: if opts.fsync {
-                crate::wal::PREALLOCATE_BYTES_DEFAULT
-            } else {
-                0
-            },
+            preallocate_bytes: fsync.preallocate_bytes(),
         };
         let log = LogStore::<TypeConfig>::open(&dir.join("raft"), wal_opts)
             .map_err(|e| storage_err(e.to_string()))?;
