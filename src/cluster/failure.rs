@@ -100,9 +100,15 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
         skew_warned: HashMap::new(),
         holdings: HashMap::new(),
     };
+    let mut watch = cluster.raft().watch();
     loop {
+        // A leader looks every check interval; any other node only needs to
+        // notice when it becomes the leader, so it sleeps until its view changes
+        // (a heartbeat does not wake it), looking at least once a probe interval.
+        let leading = cluster.raft().role() == RaftRole::Leader;
         tokio::select! {
-            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+            _ = tokio::time::sleep(CHECK_INTERVAL), if leading => {}
+            _ = watch.changed(PROBE_INTERVAL), if !leading => {}
             _ = shutdown.cancelled() => return,
         }
         let step = d.step(&cluster);
@@ -165,7 +171,7 @@ impl Detector {
     }
 
     async fn step(&mut self, cluster: &Cluster) {
-        if cluster.raft().view().role != RaftRole::Leader {
+        if cluster.raft().role() != RaftRole::Leader {
             if self.leading {
                 self.leading = false;
                 self.last_ok.clear();

@@ -16,7 +16,7 @@ use super::raft::group::{
 use super::ring::Ring;
 use super::runtime::Cluster;
 use super::state::{NodeAddr, NodeId};
-use super::wal_batch::{self, BatchSeries};
+use super::wal_batch::{self, BatchSamples, BatchSeries};
 use crate::fxhash::HashMap as FxHashMap;
 use crate::labels::{Labels, Matcher};
 use crate::storage::check_order;
@@ -305,7 +305,7 @@ impl ReplicatedAppender {
         let i = *index.entry(labels.clone()).or_insert_with(|| {
             self.series.push(BatchSeries {
                 labels: labels.clone(),
-                samples: Vec::new(),
+                samples: BatchSamples::new(),
             });
             self.series.len() - 1
         });
@@ -329,7 +329,7 @@ impl ReplicatedAppender {
                 self.slots.push(r.slot);
                 self.series.push(BatchSeries {
                     labels: labels.clone(),
-                    samples: Vec::new(),
+                    samples: BatchSamples::new(),
                 });
                 Some(self.series.len() - 1)
             }

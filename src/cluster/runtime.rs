@@ -25,8 +25,10 @@ const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(2);
 const JOIN_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts to reach peers while forming or joining.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
-/// How often the maintenance loop checks the cluster id.
-const MAINTAIN_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the maintenance and assignment loops sleep at most: they wake for each
+/// change of the node's Raft view (`RaftWatch`), so this only bounds a retry
+/// after a failed step.
+const MAINTAIN_INTERVAL: Duration = Duration::from_secs(2);
 /// How long the maintenance loop waits for a proposal to commit.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file recording which node and cluster a data directory belongs to.
@@ -772,7 +774,6 @@ impl Cluster {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(MAINTAIN_INTERVAL) => {}
                 _ = watch.changed(MAINTAIN_INTERVAL) => {}
                 _ = shutdown.cancelled() => return,
             }

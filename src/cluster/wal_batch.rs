@@ -57,8 +57,13 @@ pub enum BatchError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchSeries {
     pub labels: Labels,
-    pub samples: Vec<Sample>,
+    pub samples: BatchSamples,
 }
+
+/// A series' samples in a batch: nearly always one (a scrape or a remote-write
+/// request has one sample per series), kept inline so that building a batch of
+/// thousands of series does not allocate for each.
+pub type BatchSamples = smallvec::SmallVec<[Sample; 1]>;
 
 /// Encodes `series` as one batch.
 pub fn encode(series: &[BatchSeries]) -> Vec<u8> {
@@ -333,7 +338,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<BatchSeries>, BatchError> {
         .map(|s| {
             Ok(BatchSeries {
                 labels: labels(s.labels.unwrap_or_default())?,
-                samples: view.samples[s.samples.clone()].to_vec(),
+                samples: BatchSamples::from_slice(&view.samples[s.samples.clone()]),
             })
         })
         .collect()
@@ -498,7 +503,7 @@ mod tests {
     fn stale_marker_survives() {
         let s = vec![BatchSeries {
             labels: Labels::from_pairs(&[("__name__", "up")]),
-            samples: vec![Sample {
+            samples: smallvec::smallvec![Sample {
                 t: 5,
                 v: crate::storage::stale_nan(),
             }],

@@ -2822,7 +2822,7 @@ pub(crate) mod tests {
         Labels::from_pairs(&[("__name__", "m"), ("i", &i.to_string())])
     }
 
-    fn samples(ts: &[i64]) -> Vec<Sample> {
+    fn samples(ts: &[i64]) -> wal_batch::BatchSamples {
         ts.iter().map(|&t| Sample { t, v: t as f64 }).collect()
     }
 

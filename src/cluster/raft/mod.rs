@@ -373,13 +373,7 @@ impl MetaRaft {
     /// This node's view of the group right now.
     pub fn view(&self) -> RaftView {
         let m = self.raft.metrics().borrow().clone();
-        let role = match m.state {
-            ServerState::Leader => RaftRole::Leader,
-            ServerState::Follower => RaftRole::Follower,
-            ServerState::Candidate => RaftRole::Candidate,
-            ServerState::Learner => RaftRole::Learner,
-            ServerState::Shutdown => RaftRole::Shutdown,
-        };
+        let role = role_of(m.state);
         let membership = m.membership_config.membership();
         RaftView {
             node_id: self.node_id,
@@ -408,24 +402,57 @@ impl MetaRaft {
     /// view shows (role, leader, term, log, applied entries, membership). Keep it
     /// across waits so no change is missed.
     pub fn watch(&self) -> RaftWatch {
-        let mut rx = self.raft.metrics();
-        // A fresh clone of openraft's receiver has not seen the current value; mark
-        // it seen, or the first wait returns at once (and a loop would spin).
-        let seen = WatchKey::of(&rx.borrow_and_update());
-        RaftWatch { rx, seen }
+        let mut full = self.raft.metrics();
+        let mut server = self.raft.server_metrics();
+        let mut data = self.raft.data_metrics();
+        // Fresh clones of openraft's receivers have not seen the current values;
+        // mark them seen, or the first wait returns at once (and a loop would spin).
+        server.borrow_and_update();
+        data.borrow_and_update();
+        let seen = WatchKey::of(&full.borrow_and_update());
+        RaftWatch {
+            full,
+            server,
+            data,
+            seen,
+        }
+    }
+
+    /// This node's role right now (what `view().role` says, without copying the
+    /// membership).
+    pub fn role(&self) -> RaftRole {
+        role_of(self.raft.metrics().borrow().state)
+    }
+}
+
+fn role_of(state: ServerState) -> RaftRole {
+    match state {
+        ServerState::Leader => RaftRole::Leader,
+        ServerState::Follower => RaftRole::Follower,
+        ServerState::Candidate => RaftRole::Candidate,
+        ServerState::Learner => RaftRole::Learner,
+        ServerState::Shutdown => RaftRole::Shutdown,
     }
 }
 
 /// Waits for changes of a node's view (`MetaRaft::watch`).
+///
+/// openraft publishes its full metrics after every turn of its loop: a
+/// follower's with each heartbeat, a leader's with each heartbeat's replication
+/// progress. Waking the node's watchers (which read the whole view and the
+/// cluster state) for those would cost every heartbeat a wake-up of each of them.
+/// It publishes its server metrics (role, vote, leader, membership) and data
+/// metrics (log, applied entries) only when they change, in the same turn just
+/// before the full metrics; a watch sleeps on those two and then reads the full
+/// metrics, which the view is made of.
 pub struct RaftWatch {
-    rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<Nid, NodeAddr>>,
+    full: tokio::sync::watch::Receiver<openraft::RaftMetrics<Nid, NodeAddr>>,
+    server: tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<Nid, NodeAddr>>,
+    data: tokio::sync::watch::Receiver<openraft::metrics::RaftDataMetrics<Nid>>,
     seen: WatchKey,
 }
 
-/// What of openraft's metrics a `RaftWatch` wakes for. openraft publishes its
-/// metrics after every turn of its loop, a leader's with each heartbeat's
-/// replication progress; waking the node's watchers (which read the whole view
-/// and the cluster state) for those would cost every heartbeat that much more.
+/// What of openraft's metrics a `RaftWatch` wakes for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct WatchKey {
     state: ServerState,
@@ -455,21 +482,35 @@ impl RaftWatch {
     pub async fn changed(&mut self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match tokio::time::timeout_at(deadline, self.rx.changed()).await {
-                Ok(Ok(())) => {
-                    let key = WatchKey::of(&self.rx.borrow_and_update());
-                    if key != self.seen {
-                        self.seen = key;
-                        return;
-                    }
-                }
+            let key = WatchKey::of(&self.full.borrow_and_update());
+            if key != self.seen {
+                self.seen = key;
+                return;
+            }
+            let woke = tokio::select! {
+                r = self.server.changed() => r,
+                r = self.data.changed() => r,
+                _ = tokio::time::sleep_until(deadline) => return,
+            };
+            if woke.is_err() {
                 // Raft stopped: nothing will change; wait out the timeout rather
                 // than return at once to a caller that loops.
-                Ok(Err(_)) => {
-                    tokio::time::sleep_until(deadline).await;
-                    return;
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+            self.server.borrow_and_update();
+            self.data.borrow_and_update();
+            // The full metrics of the same turn follow at once; wait for them
+            // unless they came already (then the loop sees them).
+            if WatchKey::of(&self.full.borrow()) == self.seen {
+                match tokio::time::timeout_at(deadline, self.full.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        tokio::time::sleep_until(deadline).await;
+                        return;
+                    }
+                    Err(_) => return,
                 }
-                Err(_) => return,
             }
         }
     }
