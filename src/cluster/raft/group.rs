@@ -1286,11 +1286,7 @@ impl WalGroup {
             path: dir.display().to_string(),
             reason,
         };
-        let fsync = if raft_opts.fsync {
-            crate::wal::FsyncPolicy::Always
-        } else {
-            crate::wal::FsyncPolicy::Never
-        };
+        let fsync = raft_opts.log_fsync();
         let wal_opts = LogOptions {
             fsync,
             segment_size_bytes: raft_opts.group_segment_size_bytes,

@@ -154,6 +154,16 @@ impl Default for RaftOptions {
 }
 
 impl RaftOptions {
+    /// How a Raft log (the meta group's or a WAL group's) is fsynced: on every
+    /// append, or never when `fsync` is off (tests).
+    pub fn log_fsync(&self) -> crate::wal::FsyncPolicy {
+        if self.fsync {
+            crate::wal::FsyncPolicy::Always
+        } else {
+            crate::wal::FsyncPolicy::Never
+        }
+    }
+
     /// A WAL group's heartbeat interval and election timeout range, in
     /// milliseconds: the heartbeat `group_heartbeat_interval_ms` (at least 10),
     /// elections after 4 to 6 heartbeat intervals without a leader, as the meta
@@ -249,11 +259,7 @@ impl MetaRaft {
             path: dir.display().to_string(),
             reason,
         };
-        let fsync = if opts.fsync {
-            crate::wal::FsyncPolicy::Always
-        } else {
-            crate::wal::FsyncPolicy::Never
-        };
+        let fsync = opts.log_fsync();
         let wal_opts = LogOptions {
             fsync,
             segment_size_bytes: 16 << 20,
