@@ -1,9 +1,10 @@
 //! The cluster's fan-out queryable against the generic storage conformance suite,
 //! with the data split over three in-process nodes: this node's own store and two
-//! peers served by real tonic `Query` servers on loopback. Also: series that several
+//! peers served by real `Query` servers (`grpc_server`) on loopback. Also: series that several
 //! nodes hold are merged in time with identical timestamps kept once, and a peer
 //! that is gone or hangs gives a warning, or an error without partial responses.
 
+use hearth::cluster::grpc_server;
 use hearth::cluster::query_service::QueryService;
 use hearth::cluster::{FanoutOptions, FanoutQueryable, Peer};
 use hearth::labels::{Labels, Matcher};
@@ -15,6 +16,7 @@ use hearth::storage::{
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Starts a `Query` server over `store` on a free loopback port; returns its address.
 fn serve(rt: &tokio::runtime::Runtime, store: MemStorage) -> String {
@@ -33,13 +35,12 @@ fn spawn_query_server(
     store: MemStorage,
 ) {
     let local: Arc<dyn Queryable> = Arc::new(store);
-    rt.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(QueryService::server(local))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await
-            .expect("serve");
-    });
+    let routes = tonic::service::Routes::new(QueryService::server(local));
+    rt.spawn(grpc_server::serve(
+        listener,
+        routes,
+        CancellationToken::new(),
+    ));
 }
 
 fn peer(id: u64, grpc: &str) -> Peer {
@@ -200,6 +201,34 @@ fn the_same_series_on_several_nodes_is_merged_in_time_without_duplicates() {
     assert_eq!(q.label_values("job", &[]).expect("values"), ["j", "k"]);
     assert_eq!(q.label_names(&[]).expect("names"), ["__name__", "job"]);
     assert!(q.warnings().is_empty(), "{:?}", q.warnings());
+}
+
+/// An answer far bigger than HTTP/2's windows (about 16 MB of samples from one
+/// peer) streams whole: the server waits for the client's window updates instead
+/// of dropping or truncating the rest.
+#[test]
+fn a_big_answer_streams_whole_under_flow_control() {
+    let rt = runtime();
+    let (mine, theirs) = (MemStorage::new(), MemStorage::new());
+    let ts: Vec<i64> = (0..500).map(|i| i * 15_000).collect();
+    for i in 0..2000 {
+        let l = Labels::from_pairs(&[("__name__", "big"), ("i", &format!("{i:04}"))]);
+        write(&theirs, &l, &ts);
+    }
+    let peers = vec![peer(2, &serve(&rt, theirs))];
+    let _guard = rt.enter();
+    let fanout = FanoutQueryable::new(
+        Arc::new(mine),
+        Arc::new(move || peers.clone()),
+        FanoutOptions::default(),
+    );
+    let got = select_all(&fanout, &[Matcher::equal("__name__", "big")]);
+    assert_eq!(got.len(), 2000);
+    for (i, s) in got.iter().enumerate() {
+        assert_eq!(s.labels.get("i"), format!("{i:04}"));
+        let got_ts: Vec<i64> = s.samples.iter().map(|s| s.t).collect();
+        assert_eq!(got_ts, ts, "series {i}");
+    }
 }
 
 /// A listener that accepts connections and never answers.
@@ -565,13 +594,12 @@ fn serve_grouped(rt: &tokio::runtime::Runtime, node: Grouped) -> String {
     let every: Vec<u64> = node.held.keys().copied().collect();
     let local: Arc<dyn Queryable> = Arc::new(node.union(&every).expect("union"));
     let service = QueryService::new(local, Some(Arc::new(node)));
-    rt.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service.into_server())
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await
-            .expect("serve");
-    });
+    let routes = tonic::service::Routes::new(service.into_server());
+    rt.spawn(grpc_server::serve(
+        listener,
+        routes,
+        CancellationToken::new(),
+    ));
     addr
 }
 

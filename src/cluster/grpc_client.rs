@@ -46,8 +46,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Flow-control windows and frame size as hyper's client sets them: a big
 /// answer (a `Select` batch is about 1 MiB) streams without waiting for a window
 /// update every 64 KiB.
-const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
-const CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
 /// The largest HTTP/2 frame the cluster's client and server accept (both
 /// announce it). With HTTP/2's default of 16 KiB a WAL group's AppendEntries of

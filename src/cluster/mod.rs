@@ -9,7 +9,9 @@
 //! `failure` (the leader's failure detector and ring scheduling), `assign` (who owns
 //! which target or rule group when), `query_service` (the `Query` gRPC service over a
 //! node's local storage), `fanout` (the `Queryable` that reads every member and
-//! merges), `wal_batch` (the sample batch a WAL group entry carries),
+//! merges), `grpc_client` and `grpc_server` (the HTTP/2 gRPC client and server
+//! every call between members goes through), `wal_batch` (the sample batch a WAL
+//! group entry carries),
 //! `replication` (WAL groups' voters, the replicated appender, the local read side)
 //! and `repair` (the reconciler that repairs WAL groups' replica sets, and the plan
 //! that reads each group from one replica).
@@ -18,6 +20,7 @@ pub mod assign;
 pub mod failure;
 pub mod fanout;
 pub mod grpc_client;
+pub mod grpc_server;
 pub mod pb;
 pub mod query_service;
 pub mod raft;

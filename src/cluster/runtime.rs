@@ -367,25 +367,21 @@ impl Cluster {
                 .await
                 .map_err(|source| ClusterError::Listen { address, source })?;
             tracing::info!(%address, node_id = cluster.inner.cfg.node_id, "cluster gRPC listening");
-            let router = tonic::transport::Server::builder()
-                .max_frame_size(super::grpc_client::FRAME_BYTES_MAX)
-                .add_optional_service(groups.map(|g| g.service()))
+            let mut routes = tonic::service::Routes::default();
+            if let Some(g) = groups {
+                routes = routes.add_service(g.service());
+            }
+            let routes = routes
                 .add_service(cluster.inner.raft.service())
                 .add_service(pb::cluster_server::ClusterServer::new(
                     super::service::ClusterService::new(cluster.clone()),
                 ))
                 .add_service(super::query_service::QueryService::new(local, grouped).into_server());
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "cluster gRPC server failed");
-                }
-            });
+            tokio::spawn(super::grpc_server::serve(
+                listener,
+                routes,
+                shutdown.clone(),
+            ));
         }
         Ok(cluster)
     }
