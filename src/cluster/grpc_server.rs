@@ -289,6 +289,57 @@ impl Body for RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::grpc_client::Connections;
+    use tonic::Code;
+
+    /// A service whose every call waits forever.
+    #[derive(Clone)]
+    struct Hang;
+
+    impl tonic::server::NamedService for Hang {
+        const NAME: &'static str = "test.Hang";
+    }
+
+    impl Service<http::Request<tonic::body::Body>> for Hang {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Pending<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_outlives_its_grpc_timeout_ends_with_deadline_exceeded() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, Routes::new(Hang), stop.clone()));
+        let (conn, _) = Connections::default().get(&addr).await.expect("connect");
+        let started = std::time::Instant::now();
+        // The client leaves the deadline to the server; the outer timeout only
+        // keeps a server that ignores it from hanging the test.
+        let call = conn.unary::<(), ()>("/test.Hang/Call", &(), Duration::from_millis(200), 1024);
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the server answered within its grpc-timeout");
+        let status = answer.expect_err("a call that never finishes cannot succeed");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        // The connection still serves calls after one ran out.
+        let again = conn.unary::<(), ()>("/test.Hang/Call", &(), Duration::from_millis(50), 1024);
+        let status = tokio::time::timeout(Duration::from_secs(10), again)
+            .await
+            .expect("answered")
+            .expect_err("times out again");
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        stop.cancel();
+    }
 
     #[test]
     fn grpc_timeouts_read_as_tonic_reads_them() {
