@@ -314,6 +314,71 @@ mod tests {
         }
     }
 
+    /// A service whose every call waits forever and says when it was dropped.
+    #[derive(Clone)]
+    struct HangUntilDropped(tokio::sync::mpsc::UnboundedSender<()>);
+
+    /// Sends on its channel when dropped.
+    struct DropSignal(tokio::sync::mpsc::UnboundedSender<()>);
+
+    impl Drop for DropSignal {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    impl tonic::server::NamedService for HangUntilDropped {
+        const NAME: &'static str = "test.HangUntilDropped";
+    }
+
+    impl Service<http::Request<tonic::body::Body>> for HangUntilDropped {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future =
+            Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+            let signal = DropSignal(self.0.clone());
+            Box::pin(async move {
+                let _signal = signal;
+                std::future::pending().await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_the_client_gave_up_on_is_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (tx, mut dropped) = tokio::sync::mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            Routes::new(HangUntilDropped(tx)),
+            stop.clone(),
+        ));
+        let (conn, _) = Connections::default().get(&addr).await.expect("connect");
+        // The deadline sent is a minute; the client gives up after 100 ms, which
+        // resets the stream.
+        let call = conn.unary::<(), ()>(
+            "/test.HangUntilDropped/Call",
+            &(),
+            Duration::from_secs(60),
+            1024,
+        );
+        assert!(tokio::time::timeout(Duration::from_millis(100), call)
+            .await
+            .is_err());
+        tokio::time::timeout(Duration::from_secs(5), dropped.recv())
+            .await
+            .expect("the server dropped the call once the client reset its stream");
+        stop.cancel();
+    }
+
     #[tokio::test]
     async fn a_call_that_outlives_its_grpc_timeout_ends_with_deadline_exceeded() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
