@@ -292,31 +292,9 @@ mod tests {
     use crate::cluster::grpc_client::Connections;
     use tonic::Code;
 
-    /// A service whose every call waits forever.
-    #[derive(Clone)]
-    struct Hang;
-
-    impl tonic::server::NamedService for Hang {
-        const NAME: &'static str = "test.Hang";
-    }
-
-    impl Service<http::Request<tonic::body::Body>> for Hang {
-        type Response = http::Response<tonic::body::Body>;
-        type Error = std::convert::Infallible;
-        type Future = std::future::Pending<Result<Self::Response, Self::Error>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
-            std::future::pending()
-        }
-    }
-
     /// A service whose every call waits forever and says when it was dropped.
     #[derive(Clone)]
-    struct HangUntilDropped(tokio::sync::mpsc::UnboundedSender<()>);
+    struct Hang(tokio::sync::mpsc::UnboundedSender<()>);
 
     /// Sends on its channel when dropped.
     struct DropSignal(tokio::sync::mpsc::UnboundedSender<()>);
@@ -327,11 +305,11 @@ mod tests {
         }
     }
 
-    impl tonic::server::NamedService for HangUntilDropped {
-        const NAME: &'static str = "test.HangUntilDropped";
+    impl tonic::server::NamedService for Hang {
+        const NAME: &'static str = "test.Hang";
     }
 
-    impl Service<http::Request<tonic::body::Body>> for HangUntilDropped {
+    impl Service<http::Request<tonic::body::Body>> for Hang {
         type Response = http::Response<tonic::body::Body>;
         type Error = std::convert::Infallible;
         type Future =
@@ -350,26 +328,28 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_call_the_client_gave_up_on_is_dropped() {
+    /// Serves `Hang` on a loopback port: a connection to it, the server's stop,
+    /// and the channel that hears of every call the server dropped.
+    async fn serve_hang() -> (
+        crate::cluster::grpc_client::PeerConnection,
+        CancellationToken,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let (tx, mut dropped) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, dropped) = tokio::sync::mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            Routes::new(HangUntilDropped(tx)),
-            stop.clone(),
-        ));
+        tokio::spawn(serve(listener, Routes::new(Hang(tx)), stop.clone()));
         let (conn, _) = Connections::default().get(&addr).await.expect("connect");
+        (conn, stop, dropped)
+    }
+
+    #[tokio::test]
+    async fn a_call_the_client_gave_up_on_is_dropped() {
+        let (conn, stop, mut dropped) = serve_hang().await;
         // The deadline sent is a minute; the client gives up after 100 ms, which
         // resets the stream.
-        let call = conn.unary::<(), ()>(
-            "/test.HangUntilDropped/Call",
-            &(),
-            Duration::from_secs(60),
-            1024,
-        );
+        let call = conn.unary::<(), ()>("/test.Hang/Call", &(), Duration::from_secs(60), 1024);
         assert!(tokio::time::timeout(Duration::from_millis(100), call)
             .await
             .is_err());
@@ -381,11 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_outlives_its_grpc_timeout_ends_with_deadline_exceeded() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, Routes::new(Hang), stop.clone()));
-        let (conn, _) = Connections::default().get(&addr).await.expect("connect");
+        let (conn, stop, _dropped) = serve_hang().await;
         let started = std::time::Instant::now();
         // The client leaves the deadline to the server; the outer timeout only
         // keeps a server that ignores it from hanging the test.
