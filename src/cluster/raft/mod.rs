@@ -107,7 +107,7 @@ pub struct RaftOptions {
     /// A follower that hears no leader for the leader's lease (the upper bound)
     /// plus a random time in this range starts an election on its next tick. A
     /// new leader follows a leader's death within the sum of both bounds plus one
-    /// tick and one round trip (about 2.4 s at the defaults).
+    /// tick and one round trip (at most about 2.6 s at the defaults).
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Number of applied entries after which a snapshot is taken and the log purged.
@@ -138,10 +138,12 @@ pub const GROUP_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 400;
 impl Default for RaftOptions {
     fn default() -> RaftOptions {
         RaftOptions {
-            // Heartbeats every 375 ms (the ticks), four of them missed before a
-            // follower campaigns; the failure detector's leadership round each
-            // second reaches the followers as a heartbeat too.
-            heartbeat_interval_ms: 250,
+            // Heartbeats every 600 ms (the ticks): a follower campaigns after
+            // 1.5 to 2 s without a leader, so two or three of them missed; the
+            // failure detector's leadership round each second reaches the
+            // followers as a heartbeat too. The election timeout's lower bound
+            // must stay above this (openraft checks it).
+            heartbeat_interval_ms: 400,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
             snapshot_after_entries: 1000,
@@ -166,8 +168,7 @@ impl RaftOptions {
 
     /// A WAL group's heartbeat interval and election timeout range, in
     /// milliseconds: the heartbeat `group_heartbeat_interval_ms` (at least 10),
-    /// elections after 4 to 6 heartbeat intervals without a leader, as the meta
-    /// group's 250 ms and 500-1000 ms. They apply when the timers run: a group led
+    /// elections after 4 to 6 heartbeat intervals without a leader. They apply when the timers run: a group led
     /// by its owner sends no timer heartbeats and its followers campaign only once
     /// no live member says it leads (`repair::group_timers`).
     pub fn group_timing(&self) -> (u64, u64, u64) {

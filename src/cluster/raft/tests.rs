@@ -168,6 +168,17 @@ fn wal_group_timing_is_valid_across_the_flag_range() {
         ..Default::default()
     };
     assert_eq!(zero.group_timing().0, 10);
+    // The meta group's own defaults are valid too (openraft wants the election
+    // timeout's lower bound above the heartbeat interval).
+    let meta = super::RaftOptions::default();
+    openraft::Config {
+        heartbeat_interval: meta.heartbeat_interval_ms,
+        election_timeout_min: meta.election_timeout_min_ms,
+        election_timeout_max: meta.election_timeout_max_ms,
+        ..Default::default()
+    }
+    .validate()
+    .expect("openraft accepts the meta group's timing");
 }
 
 /// A `RaftWatch` wakes for what the view shows, not for every publication of
