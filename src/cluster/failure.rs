@@ -16,7 +16,7 @@
 //! them, and its members' and its own work stop before the majority's new leader
 //! hands that work to others.
 
-use super::runtime::{clock_offset_ms, clock_skewed, now_ms, status_request, Cluster};
+use super::runtime::{clock_offset_ms, clock_skewed, now_ms, status_request, until_beat, Cluster};
 use super::state::{ClusterState, Command, MemberState, NodeId};
 use super::RaftRole;
 use crate::cluster::pb;
@@ -25,12 +25,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often the leader probes each member.
+/// How often the leader probes each member: on the wall clock's whole seconds
+/// (`until_beat`), with the node's other periodic loops.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one probe may take; shorter than the interval so probes do not pile up.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
-/// How often the leader looks at probe results and the ring.
-const CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the leader looks again at a member whose timeout ran out while it
+/// could not mark it down (its proposal failed).
+const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// How long one proposal may take before the leader tries again later.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a member whose clock stays off is warned about again.
@@ -69,7 +71,8 @@ struct Detector {
     /// When each member last answered a probe. A member marked down has no entry
     /// until it answers again.
     last_ok: HashMap<NodeId, Instant>,
-    last_probe: Option<Instant>,
+    /// When the next probes go out; None: at once.
+    next_probe: Option<Instant>,
     probes: tokio::task::JoinSet<ProbeResult>,
     leading: bool,
     /// How long a majority's confirmation keeps work leased.
@@ -91,7 +94,7 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
     let mut d = Detector {
         timeout,
         last_ok: HashMap::new(),
-        last_probe: None,
+        next_probe: None,
         probes: tokio::task::JoinSet::new(),
         leading: false,
         lease: super::assign::lease_for(timeout),
@@ -102,13 +105,18 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
     };
     let mut watch = cluster.raft().watch();
     loop {
-        // A leader looks every check interval; any other node only needs to
-        // notice when it becomes the leader, so it sleeps until its view changes
-        // (a heartbeat does not wake it), looking at least once a probe interval.
-        let leading = cluster.raft().role() == RaftRole::Leader;
+        // Every node wakes when its view changes (a heartbeat does not wake
+        // it): any other node only needs to notice when it becomes the leader,
+        // and a leader to schedule the ring after a membership change. A leader
+        // also wakes for its probes and when a member's timeout runs out; any
+        // other node looks at least once a probe interval.
+        let wait = if cluster.raft().role() == RaftRole::Leader {
+            d.wait()
+        } else {
+            until_beat(PROBE_INTERVAL)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(CHECK_INTERVAL), if leading => {}
-            _ = watch.changed(PROBE_INTERVAL), if !leading => {}
+            _ = watch.changed(wait) => {}
             _ = shutdown.cancelled() => return,
         }
         let step = d.step(&cluster);
@@ -120,6 +128,24 @@ pub(super) async fn run(cluster: Cluster, timeout: Duration, shutdown: Cancellat
 }
 
 impl Detector {
+    /// How long a leader may sleep: until its next probes, or until a member's
+    /// timeout runs out (not sooner than `RETRY_INTERVAL` for one that ran out
+    /// already).
+    fn wait(&self) -> Duration {
+        let now = Instant::now();
+        let probe = self
+            .next_probe
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        self.last_ok
+            .values()
+            .map(|t| {
+                (*t + self.timeout)
+                    .saturating_duration_since(now)
+                    .max(RETRY_INTERVAL)
+            })
+            .fold(probe, Duration::min)
+    }
+
     /// Warns (at most once per `SKEW_WARN_EVERY` and member) when a member's
     /// clock disagrees with this node's by more than a handoff tolerates.
     fn check_clock(&mut self, id: NodeId, offset_ms: i64, uncertainty_ms: i64, at: Instant) {
@@ -176,7 +202,7 @@ impl Detector {
                 self.leading = false;
                 self.last_ok.clear();
                 self.probes.abort_all();
-                self.last_probe = None;
+                self.next_probe = None;
                 self.confirmed = None;
                 self.holdings.clear();
                 if let Some(c) = self.confirming.take() {
@@ -219,24 +245,27 @@ impl Detector {
             // Finished: awaiting it does not wait.
             if let Ok(Some(at)) = c.await {
                 self.confirmed = Some(self.confirmed.map_or(at, |c| c.max(at)));
-                cluster.assignment().note_contact(at.into_std());
             }
         }
         let leased = self
             .confirmed
             .is_some_and(|at| now.duration_since(at) < self.lease);
-        if self
-            .last_probe
-            .is_none_or(|t| now.duration_since(t) >= PROBE_INTERVAL)
-        {
-            self.last_probe = Some(now);
+        if self.next_probe.is_none_or(|t| now >= t) {
+            self.next_probe = Some(now + until_beat(PROBE_INTERVAL));
             let applied_index = cluster.raft().view().last_applied_index.unwrap_or(0);
             if self.confirming.is_none() {
-                let raft = cluster.raft().clone();
+                let cluster = cluster.clone();
                 self.confirming = Some(tokio::spawn(async move {
                     let asked = Instant::now();
-                    match tokio::time::timeout(PROBE_TIMEOUT, raft.confirm_leadership()).await {
-                        Ok(Ok(())) => Some(asked),
+                    let confirm = cluster.raft().confirm_leadership();
+                    match tokio::time::timeout(PROBE_TIMEOUT, confirm).await {
+                        Ok(Ok(())) => {
+                            // Renewed at once: the detector looks at the answer
+                            // only at its next probes, a second on, while this
+                            // node's own lease may be shorter than two seconds.
+                            cluster.assignment().note_contact(asked.into_std());
+                            Some(asked)
+                        }
                         _ => None,
                     }
                 }));

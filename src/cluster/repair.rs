@@ -6,8 +6,9 @@
 //! probes' answers each second and relays them in its next probes
 //! (`StatusRequest.directory`); a node that has had no such relay for
 //! `RELAY_FRESH` (no meta leader, or one cut off from it) asks every member
-//! itself (`WalGroups.Held`). Every `RECONCILE_INTERVAL`, for every group it
-//! holds:
+//! itself (`WalGroups.Held`). Every `RECONCILE_INTERVAL` (on the wall clock's
+//! whole seconds, with the node's other periodic loops: `runtime::until_beat`),
+//! for every group it holds:
 //!
 //! - as the group's leader, it compares the voters with `desired_voters` over the
 //!   ring of the committed members (down members included: a node marked down is
@@ -28,7 +29,7 @@ use super::fanout::Peer;
 use super::raft::group::{fetch_held, holdings, GroupView, Holdings, WalGroup, WalGroups};
 use super::replication::{group_key, group_voters};
 use super::ring::Ring;
-use super::runtime::Cluster;
+use super::runtime::{until_beat, Cluster};
 use super::state::{ClusterState, MemberState, NodeId};
 use crate::cluster::pb;
 use parking_lot::{Mutex, RwLock};
@@ -446,7 +447,7 @@ pub async fn run_reconciler(
     let mut timers: BTreeMap<u64, TimerMemory> = BTreeMap::new();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            _ = tokio::time::sleep(until_beat(RECONCILE_INTERVAL)) => {}
             _ = shutdown.cancelled() => return,
         }
         let state = cluster.state();

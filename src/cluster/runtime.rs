@@ -27,7 +27,8 @@ const JOIN_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the maintenance and assignment loops sleep at most: they wake for each
 /// change of the node's Raft view (`RaftWatch`), so this only bounds a retry
-/// after a failed step.
+/// after a failed step. They wake on its beats (`until_beat`), with the other
+/// periodic loops.
 const MAINTAIN_INTERVAL: Duration = Duration::from_secs(2);
 /// How long the maintenance loop waits for a proposal to commit.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -728,7 +729,7 @@ impl Cluster {
                 );
             }
             tokio::select! {
-                _ = watch.changed(MAINTAIN_INTERVAL) => {}
+                _ = watch.changed(until_beat(MAINTAIN_INTERVAL)) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -770,7 +771,7 @@ impl Cluster {
                 }
             }
             tokio::select! {
-                _ = watch.changed(MAINTAIN_INTERVAL) => {}
+                _ = watch.changed(until_beat(MAINTAIN_INTERVAL)) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -959,4 +960,46 @@ pub(super) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// How long until the wall clock next reaches a whole multiple of `period`, a
+/// "beat". The cluster's periodic loops (the failure detector, the reconciler,
+/// the fallbacks of the loops that watch the meta group) wait for beats rather
+/// than for their own intervals, so loops of one period, and loops whose periods
+/// divide each other, wake together and one wake-up of the process serves them
+/// all. A beat less than a tenth of a period away is skipped, so a loop that
+/// wakes a moment before its beat (timers round to milliseconds, and the wall
+/// clock may step) does not wake twice.
+pub(super) fn until_beat(period: Duration) -> Duration {
+    until_beat_at(period, now_ms())
+}
+
+fn until_beat_at(period: Duration, now_ms: i64) -> Duration {
+    let p = period.as_millis().clamp(1, i64::MAX as u128) as i64;
+    let mut wait = p - now_ms.rem_euclid(p);
+    if wait * 10 < p {
+        wait += p;
+    }
+    Duration::from_millis(wait as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_beat_at;
+    use std::time::Duration;
+
+    #[test]
+    fn beats_fall_on_whole_multiples_of_the_period() {
+        let s = Duration::from_secs(1);
+        assert_eq!(until_beat_at(s, 10_250), Duration::from_millis(750));
+        assert_eq!(until_beat_at(s, 10_000), Duration::from_millis(1000));
+        // Two seconds' beats are every other one of one second's.
+        assert_eq!(until_beat_at(2 * s, 11_250), Duration::from_millis(750));
+        assert_eq!(until_beat_at(2 * s, 10_250), Duration::from_millis(1750));
+        // Woken just before a beat: the next one, not one a moment away.
+        assert_eq!(until_beat_at(s, 10_960), Duration::from_millis(1040));
+        assert_eq!(until_beat_at(s, 10_899), Duration::from_millis(101));
+        // Before the epoch (a clock set wrong) still waits less than two periods.
+        assert_eq!(until_beat_at(s, -250), Duration::from_millis(250));
+    }
 }
