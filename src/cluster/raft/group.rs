@@ -91,6 +91,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeAddr,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = super::ticks::TickAlignedRuntime,
 );
 
 impl HearthConfig for GroupConfig {

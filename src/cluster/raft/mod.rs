@@ -1,7 +1,8 @@
 //! The Raft groups, and the only module that names openraft types: the type
 //! configurations, the durable log store (shared by every group), the meta group's
 //! state machine, the gRPC transport, `MetaRaft` (the handle the rest of the cluster
-//! uses for the meta group) and, in `group`, the WAL groups. Upgrading openraft
+//! uses for the meta group), in `group`, the WAL groups, and in `ticks` the async
+//! runtime they run on (whose ticks fall on common instants). Upgrading openraft
 //! touches only this directory.
 
 // openraft's `StorageError` and `RPCError` are large; they are openraft's types
@@ -15,6 +16,7 @@ mod log_store;
 mod network;
 mod service;
 mod state_machine;
+mod ticks;
 
 #[cfg(test)]
 mod tests;
@@ -94,6 +96,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeAddr,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = ticks::TickAlignedRuntime,
 );
 
 type Raft = openraft::Raft<TypeConfig>;
