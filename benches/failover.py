@@ -124,9 +124,12 @@ def main():
                 killed_at = time.monotonic()
                 nodes[leader].kill()
                 survivors = [n.web for i, n in nodes.items() if i != leader]
-                new = wait_for("a new leader",
-                               lambda: (lambda l: l if l not in (None, leader) else None)(
-                                   agreed_leader(survivors)), 30)
+
+                def new_leader():
+                    l = agreed_leader(survivors)
+                    return l if l != leader else None
+
+                new = wait_for("a new leader", new_leader, 30)
                 ms = (time.monotonic() - killed_at) * 1000
                 figures.append(ms)
                 log("round %d: killed node %d, node %d leads after %.0f ms"

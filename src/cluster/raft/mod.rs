@@ -171,9 +171,10 @@ impl RaftOptions {
 
     /// A WAL group's heartbeat interval and election timeout range, in
     /// milliseconds: the heartbeat `group_heartbeat_interval_ms` (at least 10),
-    /// elections after 4 to 6 heartbeat intervals without a leader. They apply when the timers run: a group led
-    /// by its owner sends no timer heartbeats and its followers campaign only once
-    /// no live member says it leads (`repair::group_timers`).
+    /// elections after 4 to 6 heartbeat intervals without a leader. They apply
+    /// when the timers run: a group led by its owner sends no timer heartbeats
+    /// and its followers campaign only once no live member says it leads
+    /// (`repair::group_timers`).
     pub fn group_timing(&self) -> (u64, u64, u64) {
         let hb = self.group_heartbeat_interval_ms.max(10);
         (hb, hb * 4, hb * 6)

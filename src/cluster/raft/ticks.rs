@@ -132,12 +132,12 @@ mod tests {
         let a2 = aligned(epoch, a1 + ms(3), a1 + ms(3) + ms(600));
         assert_eq!(a2, epoch + ms(1200), "the two loops now tick together");
         let a3 = aligned(epoch, a2 + ms(1), a2 + ms(601));
+        let b2 = aligned(epoch, b1 + ms(2), b1 + ms(602));
+        assert_eq!((a3, b2), (epoch + ms(1800), epoch + ms(1800)));
         // Asked for a hair under the interval (the loop read the clock first).
         let b0 = b1 + ms(2);
         let b2_short = aligned(epoch, b0 + Duration::from_micros(20), b0 + ms(600));
         assert_eq!(b2_short, epoch + ms(1800));
-        let b2 = aligned(epoch, b1 + ms(2), b1 + ms(602));
-        assert_eq!((a3, b2), (epoch + ms(1800), epoch + ms(1800)));
     }
 
     #[test]
