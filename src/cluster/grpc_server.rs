@@ -29,6 +29,7 @@ use tonic::service::Routes;
 use tonic::Status;
 
 use super::grpc_client::{CONNECTION_WINDOW_BYTES, FRAME_BYTES_MAX, STREAM_WINDOW_BYTES};
+use super::quiet::quiet;
 
 /// Most calls one connection runs at once; more wait in the client's queue.
 const CONCURRENT_STREAMS_MAX: u32 = 1024;
@@ -50,7 +51,13 @@ pub async fn serve(listener: TcpListener, routes: Routes, stop: CancellationToke
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(stream, routes.clone(), stop.clone(), peer));
+                // `quiet`: answering a call wakes this task, which is running.
+                tokio::spawn(quiet(connection(
+                    stream,
+                    routes.clone(),
+                    stop.clone(),
+                    peer,
+                )));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cluster gRPC server: accepting a connection failed");

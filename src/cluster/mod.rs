@@ -23,6 +23,7 @@ pub mod grpc_client;
 pub mod grpc_server;
 pub mod pb;
 pub mod query_service;
+pub mod quiet;
 pub mod raft;
 pub mod repair;
 pub mod replication;
