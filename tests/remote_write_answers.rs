@@ -6,12 +6,15 @@
 //! roll the whole request back; an identical duplicate is accepted; afterwards all
 //! three return the same samples. In the cluster, two writers racing on one series
 //! get every acknowledged sample stored and every refused one absent: nothing is
-//! acknowledged and then dropped when the committed entry is applied.
+//! acknowledged and then dropped when the committed entry is applied. A real
+//! Prometheus 2.42 whose `remote_write` points at node 2 of a cluster delivers
+//! every sample it scraped, readable from every node; a remote-write 2.0 request
+//! answers 415 (the sender then falls back to 1.0), as Prometheus's receiver does.
 
 mod common;
 
 use common::node::*;
-use common::process::Server;
+use common::process::{FixedExporter, Server};
 use common::*;
 use hearth::remote::prompb::TimeSeries;
 use std::collections::BTreeMap;
@@ -259,4 +262,121 @@ fn racing_writers_in_a_cluster_get_no_acknowledged_sample_dropped() {
         Some(0.0),
         "a committed sample was dropped when applied"
     );
+}
+
+/// Every sample of `{job="exporter"}` in the hour up to `at_ms` on `addr`: series
+/// (their labels as JSON) to `[time, value]` pairs as the API renders them.
+fn exporter_samples(addr: &str, at_ms: i64) -> Option<BTreeMap<String, Vec<(f64, String)>>> {
+    let path = format!(
+        "/api/v1/query?query={}&time={}.{:03}",
+        url_encode("{job=\"exporter\"}[1h]"),
+        at_ms / 1000,
+        at_ms % 1000
+    );
+    let (code, body) = http("GET", addr, &path, &[], b"").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let mut out = BTreeMap::new();
+    for r in v["data"]["result"].as_array()? {
+        let samples = r["values"]
+            .as_array()?
+            .iter()
+            .map(|p| Some((p[0].as_f64()?, p[1].as_str()?.to_string())))
+            .collect::<Option<Vec<_>>>()?;
+        out.insert(r["metric"].to_string(), samples);
+    }
+    Some(out)
+}
+
+#[test]
+fn a_real_prometheus_remote_writes_everything_it_scrapes_into_any_cluster_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(tmp.path());
+    let refs: Vec<&Node> = nodes.iter().collect();
+
+    // Remote write 2.0 is not accepted: 415, so a 2.0 sender retries with 1.0.
+    let (code, body) = http(
+        "POST",
+        &nodes[1].web,
+        "/api/v1/write",
+        &[
+            ("Content-Encoding", "snappy"),
+            (
+                "Content-Type",
+                "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            ),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        (code, String::from_utf8_lossy(&body).trim()),
+        (
+            415,
+            "io.prometheus.write.v2.Request protobuf message is not accepted by this server; accepted [prometheus.WriteRequest]"
+        )
+    );
+
+    let body: String = (0..20)
+        .map(|i| format!("rwp_value{{s=\"{i}\"}} {}\n", i * 10))
+        .collect();
+    let exporter = FixedExporter::start(&[("/metrics", "text/plain; version=0.0.4", &body)]);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: exporter\n    static_configs:\n      - targets: ['{}']\nremote_write:\n  - url: http://{}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n",
+        exporter.addr, nodes[1].web
+    );
+    let prom = Server::prometheus(tmp.path(), "prometheus", &config, &[]);
+
+    // Let Prometheus scrape a few times (it applies new targets at most every 5
+    // s, so the first scrape comes late), then change a value: the new one must
+    // arrive too.
+    let scraped = |value: &str| {
+        let s = exporter_samples(&prom.addr, now_ms()).unwrap_or_default();
+        s.values().flatten().filter(|(_, v)| v == value).count()
+    };
+    wait_for("Prometheus to scrape four times", &refs, || {
+        (scraped("30") >= 4).then_some(())
+    });
+    exporter.set_body(
+        "/metrics",
+        &body.replace("rwp_value{s=\"3\"} 30", "rwp_value{s=\"3\"} 31"),
+    );
+    wait_for(
+        "Prometheus to scrape the changed value twice",
+        &refs,
+        || (scraped("31") >= 2).then_some(()),
+    );
+    // Everything Prometheus stored up to a moment ago: a scrape still running
+    // then (its samples carry its start time) has been appended since.
+    let at_ms = now_ms() - 1_500;
+    let want = exporter_samples(&prom.addr, at_ms).expect("Prometheus answers");
+    assert!(
+        want.len() >= 20 + 5,
+        "Prometheus has {} series of the exporter's job, expected 25",
+        want.len()
+    );
+    for n in &nodes {
+        wait_for(
+            &format!("node {} to hold every sample Prometheus scraped", n.id),
+            &refs,
+            || (exporter_samples(&n.web, at_ms)? == want).then_some(()),
+        );
+    }
+    // Prometheus's own count of samples it gave up on (it does not scrape itself
+    // here, so read its /metrics).
+    let (_, own) = http("GET", &prom.addr, "/metrics", &[], b"").unwrap();
+    let own = String::from_utf8_lossy(&own).to_string();
+    let failed: Vec<&str> = own
+        .lines()
+        .filter(|l| l.starts_with("prometheus_remote_storage_samples_failed_total"))
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "no remote-write metrics on Prometheus's /metrics"
+    );
+    for l in failed {
+        assert!(l.ends_with(" 0"), "Prometheus gave up on samples: {l}");
+    }
 }

@@ -1,6 +1,8 @@
 //! Prometheus remote write 1.0: the receiver (`Receiver`) decodes a
 //! snappy-compressed protobuf `WriteRequest` (`decode`, zero-copy) and appends it
-//! through `storage::Appendable`.
+//! through `storage::Appendable`. `negotiate` reads a request's `Content-Type` and
+//! `Content-Encoding` as Prometheus's receiver does, so a remote-write 2.0 sender
+//! is told (HTTP 415) to fall back to 1.0.
 
 pub mod decode;
 pub mod prompb;
@@ -29,6 +31,66 @@ pub enum WriteError {
     /// Storage cannot take the write now (HTTP 503: no quorum): clients retry.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// The media type of remote-write requests.
+const PROTOBUF_MEDIA_TYPE: &str = "application/x-protobuf";
+/// Remote write 1.0's message, the one this receiver decodes.
+pub const PROTO_MSG_V1: &str = "prometheus.WriteRequest";
+/// Remote write 2.0's message, known but not accepted (yet).
+pub const PROTO_MSG_V2: &str = "io.prometheus.write.v2.Request";
+
+/// Checks a request's `Content-Type` and `Content-Encoding` headers as
+/// Prometheus's receiver does: no content type means remote write 1.0, no
+/// encoding means snappy. `Err` is the reason for an HTTP 415 (Unsupported Media
+/// Type): another media type, a malformed parameter, an unknown `proto=`
+/// message, the 2.0 message (which a 2.0 sender answers by retrying with 1.0),
+/// or a compression other than snappy.
+pub fn negotiate(content_type: Option<&str>, content_encoding: Option<&str>) -> Result<(), String> {
+    let ct = content_type.map(str::trim).unwrap_or("");
+    let msg = if ct.is_empty() {
+        PROTO_MSG_V1
+    } else {
+        let mut parts = ct.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        if media != PROTOBUF_MEDIA_TYPE {
+            return Err(format!(
+                "expected {PROTOBUF_MEDIA_TYPE} as the first (media) part, got {ct} content-type"
+            ));
+        }
+        let mut msg = PROTO_MSG_V1;
+        for p in parts {
+            let Some((key, value)) = p.split_once('=').filter(|(_, v)| !v.contains('=')) else {
+                return Err(format!(
+                    "expected parameters to be key-values (RFC 9110), got {p} in {ct} content-type"
+                ));
+            };
+            if key.trim() == "proto" {
+                msg = match value.trim() {
+                    PROTO_MSG_V1 => PROTO_MSG_V1,
+                    PROTO_MSG_V2 => PROTO_MSG_V2,
+                    other => {
+                        return Err(format!(
+                            "got {ct} content type; unknown remote write protobuf message {other}, supported: {PROTO_MSG_V1}, {PROTO_MSG_V2}"
+                        ))
+                    }
+                };
+                break;
+            }
+        }
+        msg
+    };
+    if msg != PROTO_MSG_V1 {
+        return Err(format!(
+            "{msg} protobuf message is not accepted by this server; accepted [{PROTO_MSG_V1}]"
+        ));
+    }
+    match content_encoding.map(str::trim) {
+        None | Some("") | Some("snappy") => Ok(()),
+        Some(other) => Err(format!(
+            "{other} encoding (compression) is not accepted by this server; only snappy is acceptable"
+        )),
+    }
 }
 
 /// Encodes a `WriteRequest` as a sender does (protobuf, then snappy block format).
@@ -308,6 +370,38 @@ fn is_valid_label_name(name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::labels::Matcher;
+
+    #[test]
+    fn content_negotiation_accepts_remote_write_1_0_and_refuses_the_rest() {
+        let v2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+        for (ct, enc) in [
+            (None, None),
+            (Some(""), Some("")),
+            (Some("application/x-protobuf"), Some("snappy")),
+            (
+                Some("application/x-protobuf;proto=prometheus.WriteRequest"),
+                None,
+            ),
+            (
+                Some("application/x-protobuf; proto=prometheus.WriteRequest"),
+                None,
+            ),
+            (Some("application/x-protobuf;charset=utf-8"), None),
+        ] {
+            assert_eq!(negotiate(ct, enc), Ok(()), "{ct:?} {enc:?}");
+        }
+        for (ct, enc, want) in [
+            (Some(v2), None, "io.prometheus.write.v2.Request protobuf message is not accepted by this server; accepted [prometheus.WriteRequest]"),
+            (Some("application/json"), None, "expected application/x-protobuf as the first (media) part, got application/json content-type"),
+            (Some("application/x-protobuf;proto=foo.Bar"), None, "unknown remote write protobuf message foo.Bar"),
+            (Some("application/x-protobuf;proto"), None, "expected parameters to be key-values"),
+            (Some("application/x-protobuf;a=b=c"), None, "expected parameters to be key-values"),
+            (None, Some("gzip"), "gzip encoding (compression) is not accepted by this server; only snappy is acceptable"),
+        ] {
+            let got = negotiate(ct, enc).expect_err(want);
+            assert!(got.contains(want), "{ct:?} {enc:?}: {got}");
+        }
+    }
     use crate::storage::{Queryable, SelectHints};
     use crate::tsdb::db::{Db, DbOptions};
 

@@ -124,13 +124,25 @@ async fn reload(State(s): State<WebState>) -> Response {
     }
 }
 
-async fn remote_write(State(s): State<WebState>, body: Bytes) -> Response {
+async fn remote_write(
+    State(s): State<WebState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     if !s.remote_write_enabled {
         return (
             StatusCode::NOT_FOUND,
             "remote write receiver needs to be enabled with --web.enable-remote-write-receiver\n",
         )
             .into_response();
+    }
+    // A value that is not text is passed on as one that matches nothing.
+    let header = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if let Err(m) = remote::negotiate(
+        header(axum::http::header::CONTENT_TYPE),
+        header(axum::http::header::CONTENT_ENCODING),
+    ) {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, m + "\n").into_response();
     }
     let result = tokio::task::spawn_blocking(move || s.remote_receiver.write_body(&body)).await;
     match result {
