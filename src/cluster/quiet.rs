@@ -5,13 +5,13 @@
 //! Why: tokio's multi-threaded scheduler treats a task woken during its own
 //! poll as a task that yielded. It puts it at the back of the worker's queue
 //! and wakes a second, parked worker to share the work, which finds none and
-//! parks again. The cluster's connection tasks do this on every call: a gRPC
-//! server connection answers a call by handing the answer to h2, which wakes
-//! the connection's task (the one running) to write it. So every heartbeat,
-//! AppendEntries, probe and fan-out `Select` woke both worker threads of the
-//! node that served it (two to three context switches a call instead of one).
-//! Under `Quiet` the wake-up marks the poll as woken, the future is polled
-//! once more right away (the write happens), and the runtime never sees it.
+//! parks again. The gRPC server's connection tasks do this whenever a call is
+//! answered within the connection's turn: the call hands its answer to h2,
+//! which wakes the connection's task (the one running) to write it. A peer
+//! serving a fan-out `Select` so spent two to three context switches on it
+//! instead of one (`docs/bench/2026-12-05-quiet-connections.md`). Under `Quiet`
+//! the wake-up marks the poll as woken, the future is polled once more right
+//! away (the write happens), and the runtime never sees it.
 //!
 //! A wake-up from elsewhere (another task, the I/O driver, another thread)
 //! that arrives while the future is being polled is absorbed the same way;
