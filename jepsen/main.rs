@@ -21,7 +21,7 @@ mod net;
 
 use checker::{Op, Outcome, Read, SERIES_PER_WRITER};
 use common::node::{agreed_leader, initial_peers_flag, wait_for, Node};
-use common::{http, http_timeout, series, Rng};
+use common::{http_timeout, query_result, series, Rng};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,13 +82,8 @@ fn write(addr: &str, base_ms: i64, w: usize, k: u64) -> Outcome {
 /// Everything a node returns for the harness's metric; None while it cannot answer.
 fn read(addr: &str, at_s: i64) -> Option<Read> {
     let path = format!("/api/v1/query?query={METRIC}%5B3h%5D&time={at_s}");
-    let (code, body) = http("GET", addr, &path, &[], b"").ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
     let mut out = Read::new();
-    for r in v["data"]["result"].as_array()? {
+    for r in &query_result(addr, &path)? {
         let w: usize = r["metric"]["w"].as_str()?.parse().ok()?;
         let s: usize = r["metric"]["s"].as_str()?.parse().ok()?;
         let samples = out.entry((w, s)).or_default();

@@ -273,13 +273,8 @@ fn exporter_samples(addr: &str, at_ms: i64) -> Option<BTreeMap<String, Vec<(f64,
         at_ms / 1000,
         at_ms % 1000
     );
-    let (code, body) = http("GET", addr, &path, &[], b"").ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
     let mut out = BTreeMap::new();
-    for r in v["data"]["result"].as_array()? {
+    for r in &query_result(addr, &path)? {
         let samples = r["values"]
             .as_array()?
             .iter()

@@ -378,6 +378,20 @@ pub fn url_encode(s: &str) -> String {
         .collect()
 }
 
+/// The `data.result` array of a query API answer to `GET path`; None while the
+/// node cannot answer (no connection, a status other than 200, not JSON).
+pub fn query_result(addr: &str, path: &str) -> Option<Vec<serde_json::Value>> {
+    let (code, body) = http("GET", addr, path, &[], b"").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    match v["data"]["result"].take() {
+        serde_json::Value::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
 /// Every sample a node returns for `metric[3h]` at `at_s`, keyed by the series'
 /// `s` label (a number) and then by timestamp; None while the node cannot answer.
 pub fn samples_by_series(
@@ -385,20 +399,12 @@ pub fn samples_by_series(
     metric: &str,
     at_s: i64,
 ) -> Option<std::collections::BTreeMap<usize, std::collections::BTreeMap<i64, f64>>> {
-    let (code, body) = http(
-        "GET",
+    let result = query_result(
         addr,
         &format!("/api/v1/query?query={metric}%5B3h%5D&time={at_s}"),
-        &[],
-        b"",
-    )
-    .ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    )?;
     let mut out = std::collections::BTreeMap::new();
-    for r in v["data"]["result"].as_array()? {
+    for r in &result {
         let s: usize = r["metric"]["s"].as_str()?.parse().ok()?;
         let mut samples = std::collections::BTreeMap::new();
         for p in r["values"].as_array()? {
