@@ -5,7 +5,7 @@
 //! here takes and returns such lists; none of them checks the order of its input
 //! beyond debug assertions, because the lists come from our own indexes.
 
-use crate::labels::{MatchType, Matcher};
+use crate::labels::{MatchType, Matcher, METRIC_NAME};
 use std::collections::HashSet;
 
 /// When one list is at least this many times longer than the other, the set
@@ -246,9 +246,23 @@ pub fn postings_for_matchers<S: PostingsSource + ?Sized>(
         .map(|m| m.name.as_str())
         .collect();
 
+    // Label equalities first, the metric name's after them, scans of values
+    // last: an equality usually names few series (an instance, a pod) where the
+    // metric name names many, and a value this source does not hold ends the read
+    // before any longer list is read. A node of a cluster that holds none of a
+    // selected series (most of them, for a selective query) answers from one
+    // lookup. Intersection does not depend on the order.
+    let rank = |m: &Matcher| match (m.kind, m.name == METRIC_NAME) {
+        (MatchType::Equal, false) => 0,
+        (MatchType::Equal, true) => 1,
+        _ => 2,
+    };
+    let mut ordered: Vec<&Matcher> = matchers.iter().collect();
+    ordered.sort_by_key(|m| rank(m));
+
     let mut intersect_with = Vec::new();
     let mut negative = Vec::new();
-    for m in matchers {
+    for m in ordered {
         let positive = matches!(m.kind, MatchType::Equal | MatchType::Regexp);
         if !m.matches_empty() || (positive && must_be_set.contains(m.name.as_str())) {
             // The label is known to be set, so the matching values' postings are
@@ -449,6 +463,50 @@ pub(crate) mod tests {
                 .map(|(_, v)| v.clone())
                 .collect())
         }
+    }
+
+    #[test]
+    fn a_label_value_not_held_ends_the_lookup_before_the_metric_names_list() {
+        /// A `MemSource` that records which labels' lists were read.
+        struct Logged {
+            inner: MemSource,
+            read: std::cell::RefCell<Vec<String>>,
+        }
+        impl PostingsSource for Logged {
+            type Error = Infallible;
+            fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>, Infallible> {
+                self.read.borrow_mut().push(name.to_string());
+                self.inner.postings(name, value)
+            }
+            fn all_postings(&self) -> Result<Vec<u64>, Infallible> {
+                self.inner.all_postings()
+            }
+            fn label_values(&self, name: &str) -> Result<Vec<String>, Infallible> {
+                self.inner.label_values(name)
+            }
+        }
+        let series = (0..100)
+            .map(|i| Labels::from_pairs(&[("__name__", "up"), ("instance", &format!("host{i}"))]))
+            .collect();
+        let src = Logged {
+            inner: MemSource::new(series),
+            read: Default::default(),
+        };
+        // The metric name comes first, as a selector's matchers do.
+        let absent = [
+            Matcher::equal(METRIC_NAME, "up"),
+            Matcher::equal("instance", "elsewhere"),
+        ];
+        assert!(postings_for_matchers(&src, &absent).unwrap().is_empty());
+        assert_eq!(*src.read.borrow(), ["instance"]);
+
+        src.read.borrow_mut().clear();
+        let held = [
+            Matcher::equal(METRIC_NAME, "up"),
+            Matcher::equal("instance", "host7"),
+        ];
+        assert_eq!(postings_for_matchers(&src, &held).unwrap(), [7]);
+        assert_eq!(*src.read.borrow(), ["instance", METRIC_NAME]);
     }
 
     /// Random small label sets over a few names and values, some labels absent.
