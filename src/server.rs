@@ -244,8 +244,8 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         Some(held) => {
             let (held, c, directory) = (held.clone(), cluster.clone(), directory.clone());
             let peers: crate::cluster::PeersFn = Arc::new(move || {
-                let members = c.state().members.keys().copied().collect();
-                directory.plan_read(c.peers(), &held.held_applied(), &members)
+                let (peers, members) = c.peers_and_members();
+                directory.plan_read(peers, &held.held_applied(), &members)
             });
             Arc::new(crate::cluster::FanoutQueryable::new(
                 local.clone(),

@@ -533,6 +533,11 @@ impl MetaRaft {
         self.sm.read().state.clone()
     }
 
+    /// `f` of the committed cluster state, read in place (no copy).
+    pub fn with_state<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        f(&self.sm.read().state)
+    }
+
     /// Stops Raft.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
