@@ -22,12 +22,13 @@ use http_body::{Body, Frame};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::{http, Service};
 use tonic::service::Routes;
 use tonic::Status;
 
+use super::coalesce::{coalesce, Coalesced, FlushAfterPoll};
 use super::grpc_client::{CONNECTION_WINDOW_BYTES, FRAME_BYTES_MAX, STREAM_WINDOW_BYTES};
 use super::quiet::quiet;
 
@@ -52,11 +53,11 @@ pub async fn serve(listener: TcpListener, routes: Routes, stop: CancellationToke
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 // `quiet`: answering a call wakes this task, which is running.
-                tokio::spawn(quiet(connection(
-                    stream,
-                    routes.clone(),
-                    stop.clone(),
-                    peer,
+                // `coalesce`: what one turn writes leaves in one write.
+                let (io, flusher) = coalesce(stream);
+                tokio::spawn(quiet(FlushAfterPoll::new(
+                    connection(io, routes.clone(), stop.clone(), peer),
+                    flusher,
                 )));
             }
             Err(e) => {
@@ -70,7 +71,7 @@ pub async fn serve(listener: TcpListener, routes: Routes, stop: CancellationToke
 /// One connection: accepts its calls and runs them in this task until the
 /// client closes it, it fails, or a stop was asked and its calls finished.
 async fn connection(
-    stream: TcpStream,
+    stream: Coalesced,
     routes: Routes,
     stop: CancellationToken,
     peer: std::net::SocketAddr,

@@ -10,13 +10,15 @@
 //! which target or rule group when), `query_service` (the `Query` gRPC service over a
 //! node's local storage), `fanout` (the `Queryable` that reads every member and
 //! merges), `grpc_client` and `grpc_server` (the HTTP/2 gRPC client and server
-//! every call between members goes through), `wal_batch` (the sample batch a WAL
+//! every call between members goes through; `quiet` and `coalesce` keep a server
+//! connection's wake-ups and writes to one per turn), `wal_batch` (the sample batch a WAL
 //! group entry carries),
 //! `replication` (WAL groups' voters, the replicated appender, the local read side)
 //! and `repair` (the reconciler that repairs WAL groups' replica sets, and the plan
 //! that reads each group from one replica).
 
 pub mod assign;
+pub mod coalesce;
 pub mod failure;
 pub mod fanout;
 pub mod grpc_client;
