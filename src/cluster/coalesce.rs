@@ -38,18 +38,33 @@ struct Shared {
     out: Vec<u8>,
     /// How much of `out` was sent already.
     sent: usize,
+    /// Why sending failed, once it has: every later write fails the same way.
+    failed: Option<io::ErrorKind>,
 }
 
 impl Shared {
     /// Sends the buffer; `Pending` (the task woken when the socket can take
     /// more) while the socket is full.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(kind) = self.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
         while self.sent < self.out.len() {
-            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.out[self.sent..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            let n = match ready!(Pin::new(&mut self.stream).poll_write(cx, &self.out[self.sent..]))
+            {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                r => r,
+            };
+            match n {
+                Ok(n) => self.sent += n,
+                Err(e) => {
+                    // Nothing buffered can be sent any more.
+                    self.failed = Some(e.kind());
+                    self.out = Vec::new();
+                    self.sent = 0;
+                    return Poll::Ready(Err(e));
+                }
             }
-            self.sent += n;
         }
         self.out.clear();
         self.sent = 0;
@@ -73,6 +88,7 @@ pub fn coalesce(stream: TcpStream) -> (Coalesced, Flusher) {
         stream,
         out: Vec::new(),
         sent: 0,
+        failed: None,
     }));
     (
         Coalesced {
@@ -107,6 +123,9 @@ impl AsyncWrite for Coalesced {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut s = self.shared.lock();
+        if let Some(kind) = s.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if len >= DIRECT_BYTES_MIN {
             ready!(s.poll_drain(cx))?;
@@ -139,8 +158,8 @@ impl AsyncWrite for Coalesced {
 
 /// `future` (a connection served over a `Coalesced` socket) that sends the
 /// socket's buffer after each of its polls. A socket that is full keeps the rest
-/// for the next poll, which its becoming writable brings; a failed send is seen
-/// by the connection's next write.
+/// for the next poll, which its becoming writable brings; once a send failed,
+/// the connection's writes fail too, so h2 closes it.
 pub struct FlushAfterPoll<F> {
     future: Pin<Box<F>>,
     flusher: Flusher,
@@ -161,12 +180,11 @@ impl<F: Future> Future for FlushAfterPoll<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let r = self.future.as_mut().poll(cx);
         let mut s = self.flusher.shared.lock();
+        let failed_before = s.failed.is_some();
         if let Poll::Ready(Err(e)) = s.poll_drain(cx) {
-            // The connection's next write fails the same way (the socket is
-            // broken); nothing buffered can be sent any more.
-            tracing::debug!(error = %e, "cluster gRPC server: sending failed");
-            s.out.clear();
-            s.sent = 0;
+            if !failed_before {
+                tracing::debug!(error = %e, "cluster gRPC server: sending failed");
+            }
         }
         r
     }
@@ -228,6 +246,40 @@ mod tests {
         client.readable().await.unwrap();
         assert_eq!(client.try_read(&mut buf).unwrap(), 4);
         assert_eq!(&buf[..4], b"held");
+    }
+
+    #[tokio::test]
+    async fn once_sending_failed_every_write_fails() {
+        let (server, client) = pair().await;
+        // The peer goes away with a reset: sends to it fail.
+        client.set_zero_linger().unwrap();
+        drop(client);
+        let (mut io, flusher) = coalesce(server);
+        let mut f = FlushAfterPoll::new(std::future::pending::<()>(), flusher);
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut failed = None;
+        for _ in 0..200 {
+            match Pin::new(&mut io).poll_write(&mut cx, &[7u8; 1000]) {
+                Poll::Ready(Err(e)) => {
+                    failed = Some(e.kind());
+                    break;
+                }
+                Poll::Ready(Ok(_)) | Poll::Pending => {}
+            }
+            let _ = Pin::new(&mut f).poll(&mut cx);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let kind = failed.expect("a write to a reset connection fails");
+        for _ in 0..3 {
+            match Pin::new(&mut io).poll_write(&mut cx, b"more") {
+                Poll::Ready(Err(e)) => assert_eq!(e.kind(), kind),
+                other => panic!("a write after the failure gave {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Pin::new(&mut io).poll_shutdown(&mut cx),
+            Poll::Ready(Err(_))
+        ));
     }
 
     #[tokio::test]
