@@ -257,8 +257,7 @@ pub fn postings_for_matchers<S: PostingsSource + ?Sized>(
         (MatchType::Equal, true) => 1,
         _ => 2,
     };
-    let mut ordered: Vec<&Matcher> = matchers.iter().collect();
-    ordered.sort_by_key(|m| rank(m));
+    let ordered = (0..3).flat_map(|r| matchers.iter().filter(move |m| rank(m) == r));
 
     let mut intersect_with = Vec::new();
     let mut negative = Vec::new();
