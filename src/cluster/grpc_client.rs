@@ -63,8 +63,9 @@ const PREFIX_BYTES: usize = 5;
 #[derive(Clone)]
 pub struct PeerConnection {
     send: h2::client::SendRequest<Bytes>,
-    /// `http://host:port`, the requests' origin.
-    origin: Arc<str>,
+    /// `host:port`, parsed once: each request's URI is put together from it and
+    /// the method's path rather than formatted and parsed again.
+    authority: http::uri::Authority,
     /// Set when the connection's task ended (closed by either side, or failed).
     closed: Arc<AtomicBool>,
 }
@@ -93,13 +94,7 @@ impl PeerConnection {
         request
             .encode(&mut body)
             .map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
-        let req = http::Request::post(format!("{}{path}", self.origin))
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            .header("grpc-timeout", grpc_timeout(timeout))
-            .body(())
-            .map_err(|e| Status::internal(format!("building the request: {e}")))?;
-
+        let req = self.request_head(path, timeout)?;
         let mut send = self.send.clone();
         std::future::poll_fn(|cx| send.poll_ready(cx))
             .await
@@ -153,6 +148,33 @@ impl PeerConnection {
             },
             None => Err(Status::internal("answer ended without trailers")),
         }
+    }
+
+    /// A call's HTTP/2 request head: `POST` of `path` with gRPC's headers.
+    fn request_head(&self, path: &str, timeout: Duration) -> Result<http::Request<()>, Status> {
+        let path = http::uri::PathAndQuery::try_from(path)
+            .map_err(|e| Status::internal(format!("method path {path:?}: {e}")))?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(path);
+        let mut req = http::Request::new(());
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = http::Uri::from_parts(uri)
+            .map_err(|e| Status::internal(format!("building the request: {e}")))?;
+        let headers = req.headers_mut();
+        headers.reserve(3);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        headers.insert(
+            "grpc-timeout",
+            http::HeaderValue::try_from(grpc_timeout(timeout))
+                .map_err(|e| Status::internal(format!("building the request: {e}")))?,
+        );
+        Ok(req)
     }
 
     /// Calls the unary method `path` and returns its one answer (`call`'s
@@ -340,7 +362,8 @@ async fn connect(address: &str) -> Result<PeerConnection, String> {
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     let closed = Arc::new(AtomicBool::new(false));
     let address = address.to_string();
-    let origin: Arc<str> = format!("http://{address}").into();
+    let authority = http::uri::Authority::try_from(address.as_str())
+        .map_err(|e| format!("{address:?} is not host:port: {e}"))?;
     let flag = closed.clone();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -350,7 +373,7 @@ async fn connect(address: &str) -> Result<PeerConnection, String> {
     });
     Ok(PeerConnection {
         send,
-        origin,
+        authority,
         closed,
     })
 }
