@@ -1459,13 +1459,21 @@ impl WalGroup {
 
     /// The voters of the group's effective membership.
     pub fn voters(&self) -> BTreeSet<NodeId> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         m.membership_config.membership().voter_ids().collect()
     }
 
-    /// Whether this node is a voter of the group in its replica's view.
+    /// Whether this node is a voter of the group in its replica's view. Read in
+    /// place: every `Select` naming the group asks, and copying the metrics (the
+    /// replication map, the membership) cost more than the read of a series.
     pub fn is_voter(&self) -> bool {
-        self.voters().contains(&self.node_id)
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.node_id)
     }
 
     /// Whether Raft itself has this node as a voter of its effective membership.
@@ -1487,13 +1495,15 @@ impl WalGroup {
 
     /// The learners of the group's effective membership.
     pub fn learners(&self) -> BTreeSet<NodeId> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         m.membership_config.membership().learner_ids().collect()
     }
 
     /// Whether this replica leads the group now.
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         m.current_leader == Some(self.node_id) && m.state == openraft::ServerState::Leader
     }
 
