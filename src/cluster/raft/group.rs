@@ -1466,7 +1466,7 @@ impl WalGroup {
 
     /// Whether this node is a voter of the group in its replica's view. Read in
     /// place: every `Select` naming the group asks, and copying the metrics (the
-    /// replication map, the membership) cost more than the read of a series.
+    /// replication map, the membership) was a few per cent of a small `Select`.
     pub fn is_voter(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
