@@ -442,31 +442,35 @@ impl Cluster {
 
     /// The committed members other than this node, for the fan-out.
     pub fn peers(&self) -> Vec<super::fanout::Peer> {
-        self.peers_and_members().0
+        self.inner.raft.with_state(|s| self.peers_in(s))
     }
 
     /// The committed members other than this node, for the fan-out, and the ids
     /// of every member (this node too), from one read of the cluster state: a
     /// fan-out read asks for both before it sends anything.
     pub fn peers_and_members(&self) -> (Vec<super::fanout::Peer>, BTreeSet<NodeId>) {
+        self.inner
+            .raft
+            .with_state(|s| (self.peers_in(s), s.members.keys().copied().collect()))
+    }
+
+    /// The members of `state` other than this node that have a gRPC address.
+    fn peers_in(&self, state: &ClusterState) -> Vec<super::fanout::Peer> {
         let me = self.node_id();
-        self.inner.raft.with_state(|s| {
-            let peers = s
-                .members
-                .values()
-                .filter(|m| m.node_id != me && !m.addr.grpc_address.is_empty())
-                .map(|m| super::fanout::Peer {
-                    node_id: m.node_id,
-                    grpc_address: m.addr.grpc_address.clone(),
-                    http_address: m.addr.http_address.clone(),
-                    down: m.state == MemberState::Down,
-                    groups: None,
-                    standby: Vec::new(),
-                    own_storage_empty: false,
-                })
-                .collect();
-            (peers, s.members.keys().copied().collect())
-        })
+        state
+            .members
+            .values()
+            .filter(|m| m.node_id != me && !m.addr.grpc_address.is_empty())
+            .map(|m| super::fanout::Peer {
+                node_id: m.node_id,
+                grpc_address: m.addr.grpc_address.clone(),
+                http_address: m.addr.http_address.clone(),
+                down: m.state == MemberState::Down,
+                groups: None,
+                standby: Vec::new(),
+                own_storage_empty: false,
+            })
+            .collect()
     }
 
     /// A queryable over `local` and every other member's storage, merged.

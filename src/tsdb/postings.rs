@@ -249,9 +249,9 @@ pub fn postings_for_matchers<S: PostingsSource + ?Sized>(
     // Label equalities first, the metric name's after them, scans of values
     // last: an equality usually names few series (an instance, a pod) where the
     // metric name names many, and a value this source does not hold ends the read
-    // before any longer list is read. A node of a cluster that holds none of a
-    // selected series (most of them, for a selective query) answers from one
-    // lookup. Intersection does not depend on the order.
+    // before any longer list is read: a source that holds none of the selected
+    // series answers a selective query from one lookup. Intersection does not
+    // depend on the order.
     let rank = |m: &Matcher| match (m.kind, m.name == METRIC_NAME) {
         (MatchType::Equal, false) => 0,
         (MatchType::Equal, true) => 1,
